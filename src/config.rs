@@ -1,0 +1,450 @@
+//! The configuration file (TOML). Its keys are a contract with operators'
+//! scripts: extend, never rename or drop. Unknown keys are rejected, and
+//! every error names the field it is about.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::keys;
+
+pub const DEFAULT_SOCKET: &str = "/run/meshwire/meshwire.sock";
+pub const DEFAULT_PORT: u16 = 51820;
+pub const DEFAULT_OGM_INTERVAL_MS: u64 = 1000;
+pub const DEFAULT_UNDERLAY_MTU: u16 = 1500;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub node: NodeConfig,
+    #[serde(default)]
+    pub mesh: MeshConfig,
+    #[serde(default)]
+    pub control: ControlConfig,
+    #[serde(default, rename = "peer")]
+    pub peers: Vec<PeerConfig>,
+    #[serde(default, rename = "port")]
+    pub ports: Vec<PortConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    pub private_key: Option<String>,
+    pub private_key_file: Option<PathBuf>,
+    #[serde(default = "default_port")]
+    pub listen_port: u16,
+    /// This node's inner (gretap local) address.
+    pub address: IpAddr,
+    /// MTU of the underlay path; port MTUs are derived from it.
+    #[serde(default = "default_underlay_mtu")]
+    pub underlay_mtu: u16,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeshConfig {
+    #[serde(default = "default_ogm_interval")]
+    pub originator_interval_ms: u64,
+}
+
+impl Default for MeshConfig {
+    fn default() -> Self {
+        MeshConfig {
+            originator_interval_ms: DEFAULT_OGM_INTERVAL_MS,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlConfig {
+    #[serde(default = "default_socket")]
+    pub socket: PathBuf,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        ControlConfig {
+            socket: default_socket(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    pub public_key: String,
+    pub endpoint: Option<String>,
+    pub address: IpAddr,
+    pub persistent_keepalive: Option<u16>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortConfig {
+    pub name: String,
+    /// MTU of the TAP; default: the largest frame that fits the underlay.
+    pub mtu: Option<u16>,
+}
+
+fn default_port() -> u16 {
+    DEFAULT_PORT
+}
+fn default_ogm_interval() -> u64 {
+    DEFAULT_OGM_INTERVAL_MS
+}
+fn default_socket() -> PathBuf {
+    PathBuf::from(DEFAULT_SOCKET)
+}
+fn default_underlay_mtu() -> u16 {
+    DEFAULT_UNDERLAY_MTU
+}
+
+/// A config that passed every check, with keys decoded and endpoints resolved.
+#[derive(Debug, Clone)]
+pub struct Validated {
+    pub raw: Config,
+    pub private_key: [u8; 32],
+    pub public_key: [u8; 32],
+    pub peers: Vec<ValidPeer>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ValidPeer {
+    pub public_key: [u8; 32],
+    pub endpoint: Option<SocketAddr>,
+    pub address: IpAddr,
+    pub persistent_keepalive: Option<u16>,
+}
+
+/// A config error: the field it is about and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub field: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.field.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.field, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// Overhead a frame carries over an IPv4 underlay before the batman header:
+/// IPv4 20 + UDP 8 + WireGuard 32 + inner IPv4 20 + GRE 4 + Ethernet 14.
+pub const OVERHEAD_V4: u16 = 20 + 8 + 32 + 20 + 4 + 14;
+/// The same over an IPv6 underlay and with IPv6 inner addresses (40 each).
+pub const OVERHEAD_V6: u16 = 40 + 8 + 32 + 40 + 4 + 14;
+/// batman-adv's unicast header, the largest one a whole data frame carries.
+pub const BATMAN_UNICAST_HDR: u16 = 10;
+/// The VM's Ethernet header inside the batman payload.
+pub const ETH_HDR: u16 = 14;
+
+impl Validated {
+    /// Default TAP MTU: the largest IP packet whose frame fits the underlay
+    /// without IP fragmentation (see README, "MTU arithmetic").
+    pub fn default_port_mtu(&self) -> u16 {
+        let v6 = self.raw.node.address.is_ipv6()
+            || self
+                .peers
+                .iter()
+                .any(|p| p.address.is_ipv6() || p.endpoint.map(|e| e.is_ipv6()).unwrap_or(false));
+        let overhead = if v6 { OVERHEAD_V6 } else { OVERHEAD_V4 };
+        self.raw
+            .node
+            .underlay_mtu
+            .saturating_sub(overhead + BATMAN_UNICAST_HDR + ETH_HDR)
+    }
+
+    pub fn port_mtu(&self, port: &PortConfig) -> u16 {
+        port.mtu.unwrap_or_else(|| self.default_port_mtu())
+    }
+}
+
+/// Parses TOML text and checks every field.
+pub fn parse(text: &str, base_dir: &Path) -> Result<Validated, ConfigError> {
+    let raw: Config = toml::from_str(text).map_err(|e| toml_error(&e))?;
+    validate(raw, base_dir)
+}
+
+/// Reads and checks a config file.
+pub fn load(path: &Path) -> Result<Validated, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| err("", format!("cannot read {}: {e}", path.display())))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    parse(&text, base)
+}
+
+fn toml_error(e: &toml::de::Error) -> ConfigError {
+    // toml's message already names the key ("unknown field `x`", "missing
+    // field `address`") and shows the line; keep it whole, on one line.
+    let msg = e.message().to_string();
+    let span = e
+        .span()
+        .map(|s| format!(" (at byte {})", s.start))
+        .unwrap_or_default();
+    err("", format!("{msg}{span}"))
+}
+
+fn validate(raw: Config, base_dir: &Path) -> Result<Validated, ConfigError> {
+    let private_key = node_private_key(&raw.node, base_dir)?;
+    let public_key = keys::public_from_private(&private_key);
+    if raw.node.listen_port == 0 {
+        return Err(err("node.listen_port", "must be 1-65535"));
+    }
+    if raw.node.underlay_mtu < 1280 || raw.node.underlay_mtu > 65535 - 100 {
+        return Err(err("node.underlay_mtu", "must be between 1280 and 65435"));
+    }
+    check_inner_address("node.address", raw.node.address)?;
+    let iv = raw.mesh.originator_interval_ms;
+    if !(10..=3_600_000).contains(&iv) {
+        return Err(err(
+            "mesh.originator_interval_ms",
+            "must be between 10 and 3600000",
+        ));
+    }
+    if raw.control.socket.as_os_str().is_empty() {
+        return Err(err("control.socket", "must not be empty"));
+    }
+
+    let mut peers = Vec::with_capacity(raw.peers.len());
+    let mut seen_keys = HashSet::new();
+    let mut seen_addrs = HashSet::new();
+    for (i, p) in raw.peers.iter().enumerate() {
+        let f = |k: &str| format!("peer[{i}].{k}");
+        let pk = keys::decode_key(&p.public_key).map_err(|m| err(f("public_key"), m))?;
+        if pk == public_key {
+            return Err(err(f("public_key"), "is this node's own public key"));
+        }
+        if !seen_keys.insert(pk) {
+            return Err(err(f("public_key"), "appears twice"));
+        }
+        check_inner_address(&f("address"), p.address)?;
+        if p.address == raw.node.address {
+            return Err(err(f("address"), "is this node's own address"));
+        }
+        if p.address.is_ipv4() != raw.node.address.is_ipv4() {
+            return Err(err(
+                f("address"),
+                "must be of the same family as node.address (gretap local/remote)",
+            ));
+        }
+        if !seen_addrs.insert(p.address) {
+            return Err(err(f("address"), "appears twice"));
+        }
+        let endpoint = match &p.endpoint {
+            None => None,
+            Some(s) => Some(parse_endpoint(s).map_err(|m| err(f("endpoint"), m))?),
+        };
+        if p.persistent_keepalive == Some(0) {
+            // wg(8) treats 0 as off; accept it the same way.
+        }
+        peers.push(ValidPeer {
+            public_key: pk,
+            endpoint,
+            address: p.address,
+            persistent_keepalive: p.persistent_keepalive.filter(|&k| k > 0),
+        });
+    }
+
+    let mut seen_ports = HashSet::new();
+    for (i, p) in raw.ports.iter().enumerate() {
+        let f = format!("port[{i}].name");
+        check_ifname(&p.name).map_err(|m| err(&f, m))?;
+        if !seen_ports.insert(p.name.clone()) {
+            return Err(err(f, "appears twice"));
+        }
+        if let Some(mtu) = p.mtu {
+            if !(576..=65000).contains(&mtu) {
+                return Err(err(
+                    format!("port[{i}].mtu"),
+                    "must be between 576 and 65000",
+                ));
+            }
+        }
+    }
+
+    Ok(Validated {
+        raw,
+        private_key,
+        public_key,
+        peers,
+    })
+}
+
+fn node_private_key(node: &NodeConfig, base_dir: &Path) -> Result<[u8; 32], ConfigError> {
+    match (&node.private_key, &node.private_key_file) {
+        (Some(_), Some(_)) => Err(err(
+            "node.private_key",
+            "give either private_key or private_key_file, not both",
+        )),
+        (None, None) => Err(err(
+            "node.private_key",
+            "missing (or give node.private_key_file)",
+        )),
+        (Some(k), None) => keys::decode_key(k).map_err(|m| err("node.private_key", m)),
+        (None, Some(path)) => {
+            let path = if path.is_relative() {
+                base_dir.join(path)
+            } else {
+                path.clone()
+            };
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                err(
+                    "node.private_key_file",
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            keys::decode_key(&text).map_err(|m| err("node.private_key_file", m))
+        }
+    }
+}
+
+fn check_inner_address(field: &str, a: IpAddr) -> Result<(), ConfigError> {
+    if a.is_unspecified() || a.is_multicast() || a.is_loopback() {
+        return Err(err(field, "must be a unicast address"));
+    }
+    if let IpAddr::V4(v4) = a {
+        if v4.is_broadcast() {
+            return Err(err(field, "must be a unicast address"));
+        }
+    }
+    Ok(())
+}
+
+/// `host:port` or `[v6]:port`, numeric (no DNS inside a dataplane daemon).
+pub fn parse_endpoint(s: &str) -> Result<SocketAddr, String> {
+    let sa: SocketAddr = s
+        .parse()
+        .map_err(|_| format!("'{s}' is not IP:port (IPv6 as [addr]:port)"))?;
+    if sa.port() == 0 {
+        return Err("port must not be 0".into());
+    }
+    if sa.ip().is_unspecified() || sa.ip().is_multicast() {
+        return Err(format!("'{s}' is not a unicast address"));
+    }
+    Ok(sa)
+}
+
+/// Linux interface names: 1-15 bytes, no '/', ':' or white space.
+pub fn check_ifname(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 15 {
+        return Err("interface names are 1 to 15 characters".into());
+    }
+    if name == "." || name == ".." {
+        return Err("not a valid interface name".into());
+    }
+    if name
+        .chars()
+        .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
+    {
+        return Err("interface names may not hold '/', ':' or white space".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> String {
+        keys::encode_key(&keys::generate_private())
+    }
+
+    fn pubkey() -> String {
+        keys::encode_key(&keys::public_from_private(&keys::generate_private()))
+    }
+
+    fn base() -> String {
+        format!(
+            "[node]\nprivate_key = \"{}\"\naddress = \"198.19.0.1\"\n[[peer]]\npublic_key = \"{}\"\nendpoint = \"198.18.0.2:51820\"\naddress = \"198.19.0.2\"\npersistent_keepalive = 25\n[[port]]\nname = \"vm1\"\n",
+            key(),
+            pubkey()
+        )
+    }
+
+    #[test]
+    fn good_config() {
+        let c = parse(&base(), Path::new(".")).unwrap();
+        assert_eq!(c.raw.node.listen_port, 51820);
+        assert_eq!(c.raw.mesh.originator_interval_ms, 1000);
+        assert_eq!(c.raw.control.socket, PathBuf::from(DEFAULT_SOCKET));
+        assert_eq!(c.peers.len(), 1);
+        assert_eq!(c.peers[0].persistent_keepalive, Some(25));
+        // 1500 - 98 - 10 - 14
+        assert_eq!(c.default_port_mtu(), 1378);
+    }
+
+    fn expect_field(text: &str, field: &str) {
+        let e = parse(text, Path::new(".")).unwrap_err();
+        assert!(
+            e.to_string().contains(field),
+            "error '{e}' does not name '{field}'"
+        );
+    }
+
+    #[test]
+    fn unknown_key_named() {
+        expect_field(&(base() + "bogus = 1\n"), "bogus");
+        expect_field(
+            &base().replace("[node]\n", "[node]\nlisten_prot = 1\n"),
+            "listen_prot",
+        );
+    }
+
+    #[test]
+    fn bad_fields_named() {
+        expect_field(
+            &base().replace("198.18.0.2:51820", "198.18.0.2"),
+            "peer[0].endpoint",
+        );
+        expect_field(
+            &base().replace("address = \"198.19.0.2\"", "address = \"fd00::2\""),
+            "peer[0].address",
+        );
+        expect_field(
+            &base().replace("name = \"vm1\"", "name = \"a/b\""),
+            "port[0].name",
+        );
+        expect_field(
+            &(base() + "[mesh]\noriginator_interval_ms = 1\n"),
+            "mesh.originator_interval_ms",
+        );
+        let no_key = base()
+            .lines()
+            .filter(|l| !l.starts_with("private_key"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        expect_field(&no_key, "node.private_key");
+        expect_field(
+            &base().replacen("private_key = \"", "private_key = \"x", 1),
+            "node.private_key",
+        );
+        expect_field("[node]\nprivate_key = \"\"\n", "address");
+    }
+
+    #[test]
+    fn ipv6_mtu() {
+        let t = base()
+            .replace("198.19.0.1", "fd00::1")
+            .replace("198.19.0.2", "fd00::2");
+        let c = parse(&t, Path::new(".")).unwrap();
+        assert_eq!(c.default_port_mtu(), 1500 - 138 - 24);
+    }
+}

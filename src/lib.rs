@@ -1,0 +1,22 @@
+//! meshwire: WireGuard + GRE/TEB + batman-adv IV + VM ports in one userspace process.
+//!
+//! The layers, outside in (see `../shared/DESIGN.md`):
+//! - [`tunnel`]: one WireGuard session per peer over our own UDP socket, the
+//!   inner IP + GRE/TEB framing of a kernel gretap.
+//! - [`mesh`]: batman-adv IV: OGMs, originators, TQ, broadcast windows,
+//!   translation table. Sans-I/O.
+//! - [`switch`]: the forwarding decision for a VM frame (FDB, learning).
+//! - [`port`]: TAP devices the process owns.
+//! - [`control`]: the Unix-socket API behind `meshwire ctl`.
+//! - [`dataplane`]: the loop that moves packets between the above.
+//! - [`wire`]: packet formats only, zero-copy views that never panic.
+
+pub mod config;
+pub mod control;
+pub mod dataplane;
+pub mod keys;
+pub mod mesh;
+pub mod port;
+pub mod switch;
+pub mod tunnel;
+pub mod wire;

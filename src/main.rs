@@ -1,0 +1,123 @@
+//! The `meshwire` command line. Its subcommands and flags are a contract with
+//! operators' scripts: extend, never rename or drop.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use meshwire::{config, control, dataplane, keys};
+
+#[derive(Parser)]
+#[command(
+    name = "meshwire",
+    version,
+    about = "WireGuard + GRE/TEB + batman-adv IV + VM ports, in one process"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Print a new private key (base64, as `wg genkey`).
+    Genkey,
+    /// Read a private key on stdin, print its public key (as `wg pubkey`).
+    Pubkey,
+    /// Validate a config: exit 0, or name the bad field and exit 1.
+    Check {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Run the daemon in the foreground (logs to stderr; RUST_LOG sets the level).
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Query or steer a running daemon over its control socket.
+    Ctl {
+        /// Control socket (default: /run/meshwire/meshwire.sock).
+        #[arg(long, default_value = config::DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// Print JSON instead of tables.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        what: control::CtlCommand,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Genkey => {
+            println!("{}", keys::encode_key(&keys::generate_private()));
+            ExitCode::SUCCESS
+        }
+        Cmd::Pubkey => pubkey(),
+        Cmd::Check { config } => match config::load(&config) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{}: {e}", config.display());
+                ExitCode::FAILURE
+            }
+        },
+        Cmd::Run { config } => {
+            init_logging();
+            let cfg = match config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{}: {e}", config.display());
+                    return ExitCode::FAILURE;
+                }
+            };
+            match dataplane::run(cfg) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Cmd::Ctl { socket, json, what } => match control::client::run(&socket, what, json) {
+            Ok(out) => {
+                let _ = std::io::stdout().write_all(out.as_bytes());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("meshwire ctl: {e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn pubkey() -> ExitCode {
+    let mut s = String::new();
+    if std::io::stdin().read_to_string(&mut s).is_err() {
+        eprintln!("meshwire pubkey: cannot read stdin");
+        return ExitCode::FAILURE;
+    }
+    match keys::decode_key(&s) {
+        Ok(k) => {
+            println!("{}", keys::encode_key(&keys::public_from_private(&k)));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("meshwire pubkey: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}

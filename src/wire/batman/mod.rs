@@ -1,0 +1,1 @@
+//! batman-adv packet formats (filled in by its owner)
