@@ -279,14 +279,13 @@ impl Switch {
                     self.counters.withdrawals_lost += 1;
                 }
             }
-            Learn::Refused => {
+            Learn::Refused
                 if self
                     .fdb
                     .lookup(now, (mac, vid))
-                    .is_some_and(|e| e.location.is_local())
-                {
-                    self.counters.mesh_claim_ignored += 1;
-                }
+                    .is_some_and(|e| e.location.is_local()) =>
+            {
+                self.counters.mesh_claim_ignored += 1;
             }
             _ => {}
         }
