@@ -265,6 +265,10 @@ fn size_limits_drop_and_count() {
 
 /// Creates a persistent TAP the way an operator's `ip tuntap add` would.
 fn make_persistent(name: &str, persist: bool) {
+    make_persistent_kind(name, libc::IFF_TAP, persist)
+}
+
+fn make_persistent_kind(name: &str, kind: libc::c_int, persist: bool) {
     let f = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -272,7 +276,7 @@ fn make_persistent(name: &str, persist: bool) {
         .unwrap();
     let mut ifr = [0u8; 40];
     ifr[..name.len()].copy_from_slice(name.as_bytes());
-    let flags = (libc::IFF_TAP | libc::IFF_NO_PI) as i16;
+    let flags = (kind | libc::IFF_NO_PI) as i16;
     ifr[16..18].copy_from_slice(&flags.to_ne_bytes());
     // SAFETY: ifr is a 40-byte struct ifreq.
     let r = unsafe { libc::ioctl(f.as_raw_fd(), libc::TUNSETIFF, ifr.as_mut_ptr()) };
@@ -307,6 +311,18 @@ fn preexisting_persistent_tap_is_attached_and_left_in_place() {
     make_persistent(&name, false); // cleanup: the fd closes, the device goes
     assert!(wait_exists(&name, false));
     assert!(survived, "a persistent TAP we did not create was removed");
+}
+
+#[test]
+fn existing_tun_of_that_name_is_refused_and_left_alone() {
+    let name = unique_name();
+    make_persistent_kind(&name, libc::IFF_TUN, true);
+    let err = Tap::open(&name, 1400).unwrap_err();
+    let survived = exists(&name);
+    make_persistent_kind(&name, libc::IFF_TUN, false);
+    assert!(wait_exists(&name, false));
+    assert!(err.to_string().contains("cannot be attached"), "{err}");
+    assert!(survived);
 }
 
 /// A network namespace deleted by name on drop, even when the test panics.

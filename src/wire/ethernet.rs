@@ -298,7 +298,7 @@ mod tests {
         let seeds = [hex(ARP_REQUEST), hex(crate::wire::ndisc::tests_frames::NS)];
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         let mut buf = [0u8; 160];
-        let mut parsed = 0usize;
+        let (mut parsed, mut ndisc_parsed) = (0usize, 0usize);
         for i in 0..200_000 {
             let len = (rng.next() % buf.len() as u64) as usize;
             for b in buf.iter_mut() {
@@ -336,7 +336,7 @@ mod tests {
             if let Ok(n) = ndisc::Ndisc::parse(p) {
                 assert!(checked.is_ok());
                 let _ = (n.is_dad_solicit(), n.is_unsolicited_advert());
-                parsed += 1;
+                ndisc_parsed += 1;
             }
             let mut owned = [0u8; 160];
             owned[..len].copy_from_slice(b);
@@ -346,6 +346,7 @@ mod tests {
             let _ = fm.payload_mut().len();
         }
         // The mutated real frames must reach the deep parsers sometimes.
-        assert!(parsed > 1000, "only {parsed} parsed");
+        assert!(parsed > 1000, "only {parsed} ARP parsed");
+        assert!(ndisc_parsed > 1000, "only {ndisc_parsed} NDisc parsed");
     }
 }
