@@ -277,8 +277,10 @@ pub fn icmpv6_checksum(src: &Ipv6Addr, dst: &Ipv6Addr, body: &[u8]) -> u16 {
         let mut s = sum;
         let mut chunks = data.chunks_exact(2);
         for c in &mut chunks {
-            s += u32::from(u16::from_be_bytes([c[0], c[1]]));
-            s = (s & 0xffff) + (s >> 16);
+            if let &[hi, lo] = c {
+                s += u32::from(u16::from_be_bytes([hi, lo]));
+                s = (s & 0xffff) + (s >> 16);
+            }
         }
         if let [last] = chunks.remainder() {
             s += u32::from(*last) << 8;
