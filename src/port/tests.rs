@@ -374,36 +374,12 @@ fn tap_moved_to_another_namespace_keeps_working() {
     ns.ip(&["addr", "add", "198.19.250.2/24", "dev", &name]);
     ns.ip(&["link", "set", &name, "up"]);
 
-    let me: MacAddr = "02:00:00:00:fa:01".parse().unwrap();
-    let (my_ip, vm_ip) = (
+    arp_round_trip(
+        &mut ports,
+        id,
         Ipv4Addr::new(198, 19, 250, 1),
         Ipv4Addr::new(198, 19, 250, 2),
     );
-    let mut req = vec![0u8; 42];
-    let mut f = Frame::new_unchecked(&mut req[..]);
-    f.set_dst_addr(MacAddr::BROADCAST);
-    f.set_src_addr(me);
-    f.set_ethertype(ethertype::ARP);
-    let mut a = arp::Packet::new_unchecked(&mut req[14..]);
-    a.set_ethernet_ipv4();
-    a.set_operation(arp::Operation::Request);
-    a.set_sha(me);
-    a.set_spa(my_ip);
-    a.set_tpa(vm_ip);
-    assert!(ports.send(id, &req));
-
-    let reply = port_recv_matching(&mut ports, id, |b| {
-        let f = Frame::new_unchecked(b);
-        f.ethertype() == ethertype::ARP
-            && arp::Packet::new_checked(f.payload())
-                .is_ok_and(|a| a.operation() == arp::Operation::Reply && a.spa() == vm_ip)
-    })
-    .expect("no ARP reply from the namespace");
-    let f = Frame::new_checked(&reply[..]).unwrap();
-    assert_eq!(f.dst_addr(), me);
-    let a = arp::Packet::new_checked(f.payload()).unwrap();
-    assert_eq!((a.tha(), a.tpa()), (me, my_ip));
-    assert_eq!(a.sha(), f.src_addr());
 
     drop(ports.remove(id));
     // The device lived in the namespace; with our fd closed it is gone there.
@@ -418,4 +394,62 @@ fn tap_moved_to_another_namespace_keeps_working() {
             .success()
     });
     assert!(gone);
+}
+
+/// Writes an ARP request for `target` from a made-up host `me_ip` and
+/// expects the kernel side to answer it through the port.
+fn arp_round_trip(ports: &mut Ports, id: PortId, me_ip: Ipv4Addr, target: Ipv4Addr) {
+    let me: MacAddr = "02:00:00:00:fa:01".parse().unwrap();
+    let mut req = vec![0u8; 42];
+    let mut f = Frame::new_unchecked(&mut req[..]);
+    f.set_dst_addr(MacAddr::BROADCAST);
+    f.set_src_addr(me);
+    f.set_ethertype(ethertype::ARP);
+    let mut a = arp::Packet::new_unchecked(&mut req[14..]);
+    a.set_ethernet_ipv4();
+    a.set_operation(arp::Operation::Request);
+    a.set_sha(me);
+    a.set_spa(me_ip);
+    a.set_tpa(target);
+    assert!(ports.send(id, &req));
+
+    let reply = port_recv_matching(ports, id, |b| {
+        let f = Frame::new_unchecked(b);
+        f.ethertype() == ethertype::ARP
+            && arp::Packet::new_checked(f.payload())
+                .is_ok_and(|a| a.operation() == arp::Operation::Reply && a.spa() == target)
+    })
+    .expect("no ARP reply from the kernel side");
+    let f = Frame::new_checked(&reply[..]).unwrap();
+    assert_eq!(f.dst_addr(), me);
+    let a = arp::Packet::new_checked(f.payload()).unwrap();
+    assert_eq!((a.tha(), a.tpa()), (me, me_ip));
+    assert_eq!(a.sha(), f.src_addr());
+}
+
+/// The drop-in replacement topology: the TAP enslaved to a Linux bridge
+/// (here in its own namespace, with an address on the bridge itself).
+#[test]
+fn tap_enslaved_to_a_bridge_keeps_working() {
+    let name = unique_name();
+    let ns = Netns::new(format!("{name}-ns"));
+    let mut ports = Ports::new();
+    let id = ports.open(&name, 1400).expect("open");
+    let ok = Command::new("ip")
+        .args(["link", "set", &name, "netns", &ns.0])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    ns.ip(&["link", "add", "br0", "type", "bridge"]);
+    ns.ip(&["link", "set", &name, "master", "br0", "up"]);
+    ns.ip(&["addr", "add", "198.19.251.2/24", "dev", "br0"]);
+    ns.ip(&["link", "set", "br0", "up"]);
+    arp_round_trip(
+        &mut ports,
+        id,
+        Ipv4Addr::new(198, 19, 251, 1),
+        Ipv4Addr::new(198, 19, 251, 2),
+    );
+    drop(ports.remove(id));
 }
