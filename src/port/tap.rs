@@ -1,0 +1,226 @@
+//! A TAP device whose file descriptor this process holds.
+//!
+//! Created through `/dev/net/tun` (the kernel here refuses TAP creation over
+//! rtnetlink). A TAP we create is not persistent, so the kernel removes it
+//! when the fd closes, on a clean exit and on a crash alike; a persistent
+//! TAP that an operator prepared is attached to and left as it was.
+//!
+//! The netdev may later be moved to another network namespace (a test VM)
+//! or enslaved to a Linux bridge; the fd keeps working in both cases. MTU
+//! and link state are set here at open, while the netdev is still in our
+//! namespace, because the ioctls address it by name in the caller's one.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
+
+/// Interface names are at most 15 bytes plus the terminating NUL.
+pub const IFNAMSIZ: usize = 16;
+
+/// `struct ifreq`: the name, then a 24-byte union of which we use the
+/// short (flags) and int (mtu, ifindex) members at its start.
+#[repr(C)]
+struct IfReq {
+    name: [u8; IFNAMSIZ],
+    data: [u8; 24],
+}
+
+impl IfReq {
+    fn new(name: &str) -> IfReq {
+        let mut r = IfReq {
+            name: [0; IFNAMSIZ],
+            data: [0; 24],
+        };
+        // `check_name` bounded the length already.
+        for (d, s) in r.name.iter_mut().zip(name.bytes()) {
+            *d = s;
+        }
+        r
+    }
+
+    fn set_short(&mut self, v: i16) {
+        self.data[..2].copy_from_slice(&v.to_ne_bytes());
+    }
+
+    fn short(&self) -> i16 {
+        i16::from_ne_bytes([self.data[0], self.data[1]])
+    }
+
+    fn set_int(&mut self, v: i32) {
+        self.data[..4].copy_from_slice(&v.to_ne_bytes());
+    }
+
+    fn int(&self) -> i32 {
+        i32::from_ne_bytes([self.data[0], self.data[1], self.data[2], self.data[3]])
+    }
+}
+
+fn ioctl(fd: RawFd, req: libc::Ioctl, ifr: &mut IfReq) -> io::Result<()> {
+    // SAFETY: every request used here reads/writes at most a `struct ifreq`,
+    // which `IfReq` matches in size and layout.
+    let r = unsafe { libc::ioctl(fd, req, ifr as *mut IfReq) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// A valid Linux interface name: 1..=15 bytes, no '/', NUL, or whitespace.
+fn check_name(name: &str) -> io::Result<()> {
+    let ok = !name.is_empty()
+        && name.len() < IFNAMSIZ
+        && name != "."
+        && name != ".."
+        && !name
+            .bytes()
+            .any(|b| b == b'/' || b == b':' || b == 0 || b.is_ascii_whitespace());
+    if ok {
+        Ok(())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("invalid interface name {name:?}"),
+        ))
+    }
+}
+
+/// An AF_INET datagram socket: the handle the SIOC*IF* ioctls need.
+fn ctl_socket() -> io::Result<OwnedFd> {
+    // SAFETY: plain socket(2); the fd is wrapped at once.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}
+
+/// A TAP device (IFF_TAP | IFF_NO_PI): one read or write is one frame.
+#[derive(Debug)]
+pub struct Tap {
+    file: File,
+    name: String,
+    mtu: u16,
+    ifindex: Option<u32>,
+    created: bool,
+}
+
+impl Tap {
+    /// Opens TAP `name`, creating it if no device of that name exists, sets
+    /// its MTU and brings it up. The fd is nonblocking.
+    pub fn open(name: &str, mtu: u16) -> io::Result<Tap> {
+        check_name(name)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open("/dev/net/tun")?;
+        let created = attach(file.as_raw_fd(), name)?;
+        let mut tap = Tap {
+            file,
+            name: name.to_owned(),
+            mtu,
+            ifindex: None,
+            created,
+        };
+        tap.configure()?;
+        Ok(tap)
+    }
+
+    /// MTU, IFF_UP and the ifindex, through a socket in our namespace.
+    fn configure(&mut self) -> io::Result<()> {
+        let sock = ctl_socket()?;
+        let fd = sock.as_raw_fd();
+        let mut r = IfReq::new(&self.name);
+        r.set_int(i32::from(self.mtu));
+        ioctl(fd, libc::SIOCSIFMTU as libc::Ioctl, &mut r)?;
+
+        let mut r = IfReq::new(&self.name);
+        ioctl(fd, libc::SIOCGIFFLAGS as libc::Ioctl, &mut r)?;
+        let flags = r.short() | libc::IFF_UP as i16;
+        r.set_short(flags);
+        ioctl(fd, libc::SIOCSIFFLAGS as libc::Ioctl, &mut r)?;
+
+        let mut r = IfReq::new(&self.name);
+        ioctl(fd, libc::SIOCGIFINDEX as libc::Ioctl, &mut r)?;
+        self.ifindex = u32::try_from(r.int()).ok();
+        Ok(())
+    }
+
+    /// Reads one frame; `WouldBlock` when none is queued. A frame longer than
+    /// `buf` is cut to `buf.len()` by the kernel without telling us, so give a
+    /// buffer larger than any valid frame and treat a full one as cut.
+    pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`.
+        let n = unsafe { libc::read(self.file.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        usize::try_from(n).map_err(|_| io::Error::last_os_error())
+    }
+
+    /// Writes one frame to the kernel side; `WouldBlock` when its queue is full.
+    pub fn write(&self, frame: &[u8]) -> io::Result<usize> {
+        // SAFETY: the kernel reads at most `frame.len()` bytes from `frame`.
+        let n = unsafe { libc::write(self.file.as_raw_fd(), frame.as_ptr().cast(), frame.len()) };
+        usize::try_from(n).map_err(|_| io::Error::last_os_error())
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.file.as_raw_fd()
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The MTU set at open.
+    pub fn mtu(&self) -> u16 {
+        self.mtu
+    }
+
+    /// The ifindex in the namespace where we opened it (it may change if the
+    /// netdev is moved to another namespace).
+    pub fn ifindex(&self) -> Option<u32> {
+        self.ifindex
+    }
+
+    /// True when this process created the device (it goes away with us).
+    pub fn created(&self) -> bool {
+        self.created
+    }
+}
+
+/// TUNSETIFF: first exclusively, which only succeeds when we create the
+/// device, then without IFF_TUN_EXCL to attach to an existing persistent one.
+/// Returns whether we created it.
+fn attach(fd: RawFd, name: &str) -> io::Result<bool> {
+    let base = (libc::IFF_TAP | libc::IFF_NO_PI) as i16;
+    let mut r = IfReq::new(name);
+    r.set_short(base | libc::IFF_TUN_EXCL as i16);
+    match ioctl(fd, libc::TUNSETIFF, &mut r) {
+        Ok(()) => return Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
+        Err(e) => return Err(e),
+    }
+    let mut r = IfReq::new(name);
+    r.set_short(base);
+    ioctl(fd, libc::TUNSETIFF, &mut r).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("{name} exists and cannot be attached as a TAP: {e}"),
+        )
+    })?;
+    Ok(false)
+}
+
+impl AsRawFd for Tap {
+    fn as_raw_fd(&self) -> RawFd {
+        self.file.as_raw_fd()
+    }
+}
+
+impl AsFd for Tap {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+}

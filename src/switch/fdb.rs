@@ -1,0 +1,347 @@
+//! The forwarding database: (MAC, vid) -> where that client lives.
+//!
+//! Keys are batman-adv's: vid 0 is untagged, `0x8000 | id` an 802.1Q VLAN,
+//! so an entry maps 1:1 to a translation-table entry.
+//!
+//! MACs are attacker-controlled (any VM picks its source address), so the
+//! table is a std `HashMap` with `RandomState`: SipHash keyed with a random
+//! per-process seed, no predictable collisions. It is bounded twice: a total
+//! number of entries and a number of MACs per local port, so one VM spraying
+//! random source addresses can neither grow memory nor push out the rest of
+//! the segment.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::PortId;
+use crate::wire::MacAddr;
+
+pub const DEFAULT_MAX_ENTRIES: usize = 100_000;
+/// A bridge behind one TAP may carry many VMs, but not a whole segment.
+pub const DEFAULT_MAX_PER_PORT: usize = 4096;
+/// Like the Linux bridge's default ageing time.
+pub const DEFAULT_LOCAL_AGEING: Duration = Duration::from_secs(300);
+pub const DEFAULT_REMOTE_AGEING: Duration = Duration::from_secs(300);
+/// After a full table found nothing to evict, don't rescan it for this long:
+/// a flood of new source MACs must not turn every frame into an O(n) scan.
+const FULL_RESCAN_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Where a client lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Location {
+    /// Behind one of our ports.
+    Port(PortId),
+    /// Behind another node of the mesh, named by its originator address.
+    Originator(MacAddr),
+}
+
+impl Location {
+    pub fn is_local(&self) -> bool {
+        matches!(self, Location::Port(_))
+    }
+}
+
+/// How the entry was learned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// The source address of a frame from a local port.
+    Port,
+    /// The source address of a mesh frame whose originator is known
+    /// (batman broadcasts carry it).
+    Mesh,
+    /// An answer from the mesh's translation table (tt_global).
+    TranslationTable,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FdbEntry {
+    pub location: Location,
+    pub last_seen: Instant,
+    pub learned: Source,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct FdbConfig {
+    pub max_entries: usize,
+    pub max_per_port: usize,
+    pub local_ageing: Duration,
+    pub remote_ageing: Duration,
+}
+
+impl Default for FdbConfig {
+    fn default() -> Self {
+        FdbConfig {
+            max_entries: DEFAULT_MAX_ENTRIES,
+            max_per_port: DEFAULT_MAX_PER_PORT,
+            local_ageing: DEFAULT_LOCAL_AGEING,
+            remote_ageing: DEFAULT_REMOTE_AGEING,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct FdbCounters {
+    /// A new MAC was not learned: the table is full of local entries.
+    pub refused_full: u64,
+    /// A new MAC was not learned: its port already has `max_per_port`.
+    pub refused_port_limit: u64,
+    /// Remote entries evicted to make room.
+    pub evicted_remote: u64,
+    pub aged_local: u64,
+    pub aged_remote: u64,
+}
+
+/// What a learn call did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Learn {
+    /// The MAC was unknown (or aged out) and is now at the new location.
+    New,
+    /// The MAC moved here from `from`.
+    Moved { from: Location },
+    /// Same place as before; only the timestamp changed.
+    Refreshed,
+    /// Not learned (limits, or a fresh local entry beats a remote claim).
+    Refused,
+}
+
+pub type FdbKey = (MacAddr, u16);
+
+#[derive(Debug)]
+pub struct Fdb {
+    cfg: FdbConfig,
+    map: HashMap<FdbKey, FdbEntry>,
+    /// MACs per local port, for `max_per_port`.
+    per_port: HashMap<PortId, usize>,
+    /// When a full-table scan last found nothing to evict.
+    full_since: Option<Instant>,
+    counters: FdbCounters,
+}
+
+impl Fdb {
+    pub fn new(cfg: FdbConfig) -> Fdb {
+        Fdb {
+            cfg,
+            map: HashMap::new(),
+            per_port: HashMap::new(),
+            full_since: None,
+            counters: FdbCounters::default(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    pub fn counters(&self) -> &FdbCounters {
+        &self.counters
+    }
+
+    fn ageing(&self, loc: &Location) -> Duration {
+        if loc.is_local() {
+            self.cfg.local_ageing
+        } else {
+            self.cfg.remote_ageing
+        }
+    }
+
+    fn is_live(&self, e: &FdbEntry, now: Instant) -> bool {
+        now.saturating_duration_since(e.last_seen) <= self.ageing(&e.location)
+    }
+
+    /// The live entry for a key; an aged entry not yet reaped reads as absent.
+    pub fn lookup(&self, now: Instant, key: FdbKey) -> Option<&FdbEntry> {
+        self.map.get(&key).filter(|e| self.is_live(e, now))
+    }
+
+    /// Learns `key` at `location`. `keep_local_for`: a remote claim does not
+    /// replace a local entry seen within that long (None: always replace).
+    pub fn learn(
+        &mut self,
+        now: Instant,
+        key: FdbKey,
+        location: Location,
+        learned: Source,
+        keep_local_for: Option<Duration>,
+    ) -> Learn {
+        let existing = self.map.get(&key).copied();
+        let Some(old) = existing.filter(|e| self.is_live(e, now)) else {
+            if let Some(old) = existing {
+                // Aged but not yet reaped: it is gone as far as learning goes.
+                self.remove(key, old.location);
+            }
+            return self.insert_new(now, key, location, learned);
+        };
+        if old.location == location {
+            if let Some(e) = self.map.get_mut(&key) {
+                e.last_seen = now;
+                e.learned = learned;
+            }
+            return Learn::Refreshed;
+        }
+        if let (Location::Port(_), Some(keep), false) =
+            (old.location, keep_local_for, location.is_local())
+        {
+            if now.saturating_duration_since(old.last_seen) <= keep {
+                return Learn::Refused;
+            }
+        }
+        if let Location::Port(p) = location {
+            if self.port_count(p) >= self.cfg.max_per_port {
+                self.counters.refused_port_limit += 1;
+                return Learn::Refused;
+            }
+        }
+        self.remove(key, old.location);
+        self.put(
+            key,
+            FdbEntry {
+                location,
+                last_seen: now,
+                learned,
+            },
+        );
+        Learn::Moved { from: old.location }
+    }
+
+    fn insert_new(
+        &mut self,
+        now: Instant,
+        key: FdbKey,
+        location: Location,
+        learned: Source,
+    ) -> Learn {
+        if let Location::Port(p) = location {
+            if self.port_count(p) >= self.cfg.max_per_port {
+                self.counters.refused_port_limit += 1;
+                return Learn::Refused;
+            }
+        }
+        if self.map.len() >= self.cfg.max_entries && !self.make_room(now) {
+            self.counters.refused_full += 1;
+            return Learn::Refused;
+        }
+        self.put(
+            key,
+            FdbEntry {
+                location,
+                last_seen: now,
+                learned,
+            },
+        );
+        Learn::New
+    }
+
+    /// Frees one slot: an aged entry if any, else the oldest remote one.
+    /// Local entries are never evicted: they are the clients we announce.
+    fn make_room(&mut self, now: Instant) -> bool {
+        if let Some(t) = self.full_since {
+            if now.saturating_duration_since(t) < FULL_RESCAN_BACKOFF {
+                return false;
+            }
+        }
+        // Only remote entries are candidates: an aged one at once, else the
+        // oldest. Aged local entries wait for `expire`, which withdraws them
+        // from the TT.
+        let mut victim: Option<(FdbKey, FdbEntry)> = None;
+        for (k, e) in &self.map {
+            if e.location.is_local() {
+                continue;
+            }
+            if !self.is_live(e, now) {
+                victim = Some((*k, *e));
+                break;
+            }
+            if victim.is_none_or(|(_, v)| e.last_seen < v.last_seen) {
+                victim = Some((*k, *e));
+            }
+        }
+        let Some((k, e)) = victim else {
+            self.full_since = Some(now);
+            return false;
+        };
+        if self.is_live(&e, now) {
+            self.counters.evicted_remote += 1;
+        } else {
+            self.counters.aged_remote += 1;
+        }
+        self.remove(k, e.location);
+        self.full_since = None;
+        true
+    }
+
+    fn port_count(&self, p: PortId) -> usize {
+        self.per_port.get(&p).copied().unwrap_or(0)
+    }
+
+    fn put(&mut self, key: FdbKey, e: FdbEntry) {
+        if let Location::Port(p) = e.location {
+            *self.per_port.entry(p).or_insert(0) += 1;
+        }
+        self.map.insert(key, e);
+    }
+
+    fn remove(&mut self, key: FdbKey, loc: Location) {
+        self.map.remove(&key);
+        if let Location::Port(p) = loc {
+            if let Some(n) = self.per_port.get_mut(&p) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.per_port.remove(&p);
+                }
+            }
+        }
+    }
+
+    /// Forgets one key (e.g. the TT withdrew it); returns what it was.
+    pub fn forget(&mut self, key: FdbKey) -> Option<FdbEntry> {
+        let e = self.map.get(&key).copied()?;
+        self.remove(key, e.location);
+        Some(e)
+    }
+
+    /// Forgets every MAC behind `port`, returning their keys.
+    pub fn remove_port(&mut self, port: PortId) -> Vec<FdbKey> {
+        let keys: Vec<FdbKey> = self
+            .map
+            .iter()
+            .filter(|(_, e)| e.location == Location::Port(port))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in &keys {
+            self.remove(*k, Location::Port(port));
+        }
+        keys
+    }
+
+    /// Reaps aged entries; returns the local ones (to withdraw from TT).
+    pub fn expire(&mut self, now: Instant) -> Vec<FdbKey> {
+        let aged: Vec<(FdbKey, Location)> = self
+            .map
+            .iter()
+            .filter(|(_, e)| !self.is_live(e, now))
+            .map(|(k, e)| (*k, e.location))
+            .collect();
+        let mut local = Vec::new();
+        for (k, loc) in aged {
+            self.remove(k, loc);
+            if loc.is_local() {
+                self.counters.aged_local += 1;
+                local.push(k);
+            } else {
+                self.counters.aged_remote += 1;
+            }
+        }
+        local
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&FdbKey, &FdbEntry)> {
+        self.map.iter()
+    }
+}
