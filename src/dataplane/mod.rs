@@ -54,8 +54,13 @@ pub fn run(cfg: Validated) -> Result<(), String> {
     for (i, fd) in node.tunnels.fds().into_iter().enumerate() {
         ep.add(fd, TOKEN_TUNNEL + i as u64).map_err(|e| e.to_string())?;
     }
-    for id in node.ports.ids() {
-        ep.add(node.ports.fd(id), TOKEN_PORT + id as u64)
+    let port_fds: Vec<_> = node
+        .ports
+        .ids()
+        .filter_map(|id| node.ports.get(id).map(|p| (id, p.tap.fd())))
+        .collect();
+    for (id, fd) in port_fds {
+        ep.add(fd, TOKEN_PORT + id as u64)
             .map_err(|e| e.to_string())?;
     }
     info!(
@@ -113,8 +118,10 @@ pub fn run(cfg: Validated) -> Result<(), String> {
 
 fn read_port(node: &mut Node, now: Instant, port: PortId, buf: &mut [u8]) {
     for _ in 0..PORT_BATCH {
-        match node.ports.read(port, buf) {
-            Ok(n) => node.on_port_frame(now, port, &buf[..n]),
+        match node.ports.recv(port, buf) {
+            Ok(Some(n)) => node.on_port_frame(now, port, &buf[..n]),
+            // Dropped and counted by the port (runt, oversize).
+            Ok(None) => {}
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
             Err(e) => {
                 warn!(port, "port read failed: {e}");

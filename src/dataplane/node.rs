@@ -18,11 +18,8 @@ use crate::mesh::{HardifId, Mesh, MeshConfig, MeshOutput};
 use crate::port::{PortId, Ports};
 use crate::switch::{Decision, Switch, SwitchConfig};
 use crate::tunnel::{PeerId, PeerSpec, TunnelConfig, Tunnels};
-use crate::wire::ethernet::{EtherType, EthernetFrame};
+use crate::wire::ethernet::{self, Frame};
 use crate::wire::MacAddr;
-
-/// Ethernet header in front of every batman packet inside GRE.
-const ETH_HDR: usize = 14;
 
 /// Drops the node itself counts (the layers count their own).
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -38,8 +35,6 @@ pub struct NodeCounters {
     pub no_route: u64,
     /// Sends the tunnel refused (queue full, no endpoint yet).
     pub tunnel_send_errors: u64,
-    /// Writes to a port that failed (the TAP is down, its queue full).
-    pub port_write_errors: u64,
 }
 
 pub struct Node {
@@ -49,6 +44,8 @@ pub struct Node {
     pub mesh: Mesh,
     pub switch: Switch,
     pub ports: Ports,
+    /// The ports' ids, kept beside `ports` so a flood needs no allocation.
+    port_ids: Vec<PortId>,
     /// Our hard interface MAC towards each peer, by PeerId.
     pub hardif_macs: Vec<MacAddr>,
     pub peer_addrs: Vec<IpAddr>,
@@ -92,15 +89,22 @@ impl Node {
         for p in &cfg.raw.ports {
             let mtu = cfg.port_mtu(p);
             ports
-                .add(&p.name, mtu)
+                .open(&p.name, mtu)
                 .map_err(|e| format!("port {}: {e}", p.name))?;
+        }
+        let mut switch = Switch::new(SwitchConfig::default());
+        for id in ports.ids() {
+            if let Some(name) = ports.name(id) {
+                switch.set_port_name(id, name);
+            }
         }
         Ok(Node {
             public_key,
             originator,
             tunnels,
             mesh,
-            switch: Switch::new(SwitchConfig::default()),
+            switch,
+            port_ids: ports.ids().collect(),
             ports,
             hardif_macs,
             peer_addrs: cfg.peers.iter().map(|p| p.address).collect(),
@@ -156,17 +160,17 @@ impl Node {
     }
 
     fn flood_ports(&mut self, except: Option<PortId>, frame: &[u8]) {
-        for p in self.ports.ids() {
+        for i in 0..self.port_ids.len() {
+            let p = self.port_ids[i];
             if Some(p) != except {
                 self.port_write(p, frame);
             }
         }
     }
 
+    /// The port counts its own refusals (busy, oversize, link down).
     fn port_write(&mut self, port: PortId, frame: &[u8]) {
-        if self.ports.write(port, frame).is_err() {
-            self.counters.port_write_errors += 1;
-        }
+        self.ports.send(port, frame);
     }
 
     /// Reads what the tunnels have for us and hands batman packets to the mesh.
@@ -180,11 +184,11 @@ impl Node {
             ..
         } = self;
         tunnels.receive(&mut |peer: PeerId, frame: &[u8]| {
-            let Ok(eth) = EthernetFrame::new_checked(frame) else {
+            let Ok(eth) = Frame::new_checked(frame) else {
                 counters.tunnel_runt += 1;
                 return;
             };
-            if eth.ethertype() != EtherType::BATMAN {
+            if eth.ethertype() != ethernet::ethertype::BATMAN {
                 counters.tunnel_not_batman += 1;
                 return;
             }
@@ -238,6 +242,10 @@ impl Node {
                         // A mesh frame never goes back to the mesh.
                         Decision::Originator(_) | Decision::Drop(_) => {}
                     }
+                    // A mesh frame from a MAC we had locally: it moved away.
+                    for (mac, vid) in self.switch.take_withdrawals() {
+                        self.mesh.tt_local_del(mac, vid);
+                    }
                 }
             }
         }
@@ -254,27 +262,18 @@ impl Node {
         b.clear();
         b.extend_from_slice(dst.as_bytes());
         b.extend_from_slice(src.as_bytes());
-        b.extend_from_slice(&EtherType::BATMAN.0.to_be_bytes());
+        b.extend_from_slice(&ethernet::ethertype::BATMAN.to_be_bytes());
         b.extend_from_slice(packet);
-        debug_assert!(b.len() >= ETH_HDR);
         if self.tunnels.send_frame(hardif as PeerId, b).is_err() {
             self.counters.tunnel_send_errors += 1;
         }
-    }
-
-    /// Removes a port: its MACs leave the FDB and the translation table.
-    pub fn remove_port(&mut self, port: PortId) {
-        for (mac, vid) in self.switch.port_removed(port) {
-            self.mesh.tt_local_del(mac, vid);
-        }
-        self.ports.remove(port);
     }
 }
 
 /// Destination MAC and VLAN in batman encoding (0 untagged, 0x8000|id tagged).
 fn dst_and_vid(frame: &[u8]) -> (MacAddr, u16) {
-    match EthernetFrame::new_checked(frame) {
-        Ok(e) => (e.dst_addr(), e.vid().map(|v| 0x8000 | v).unwrap_or(0)),
+    match Frame::new_checked(frame) {
+        Ok(e) => (e.dst_addr(), e.batman_vid()),
         Err(_) => (MacAddr::ZERO, 0),
     }
 }

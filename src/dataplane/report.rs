@@ -77,7 +77,15 @@ fn fdb(node: &Node, now: Instant) -> Value {
         .switch
         .fdb_entries(now)
         .iter()
-        .map(to_value)
+        .map(|e| {
+            json!({
+                "mac": e.mac,
+                "vlan": e.vid & 0x0fff,
+                "location": e.location,
+                "source": to_value(&e.learned),
+                "age_ms": e.age_ms,
+            })
+        })
         .collect();
     // Clients known only from the translation table are part of the picture:
     // that is where unicast to them goes.
@@ -103,7 +111,31 @@ fn fdb(node: &Node, now: Instant) -> Value {
 }
 
 fn ports(node: &Node) -> Value {
-    to_value(&node.ports.info())
+    let list: Vec<Value> = node
+        .ports
+        .info()
+        .iter()
+        .map(|p| {
+            let c = &p.counters;
+            let drops = c.rx_drop_short
+                + c.rx_drop_oversize
+                + c.rx_errors
+                + c.tx_drop_short
+                + c.tx_drop_oversize
+                + c.tx_drop_busy
+                + c.tx_errors;
+            let mut v = to_value(p);
+            if let Value::Object(m) = &mut v {
+                m.insert("rx_frames".into(), json!(c.rx_frames));
+                m.insert("tx_frames".into(), json!(c.tx_frames));
+                m.insert("rx_bytes".into(), json!(c.rx_bytes));
+                m.insert("tx_bytes".into(), json!(c.tx_bytes));
+                m.insert("drops".into(), json!(drops));
+            }
+            v
+        })
+        .collect();
+    Value::Array(list)
 }
 
 fn stats(node: &Node) -> Value {
@@ -112,5 +144,6 @@ fn stats(node: &Node) -> Value {
         "tunnel": to_value(node.tunnels.counters()),
         "mesh": to_value(node.mesh.counters()),
         "switch": to_value(node.switch.counters()),
+        "ports": to_value(node.ports.counters()),
     })
 }
