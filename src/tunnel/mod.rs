@@ -28,6 +28,8 @@ mod timers;
 pub(crate) mod captures;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_raw;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -73,6 +75,27 @@ pub struct TunnelConfig {
     /// peer's `inner`.
     pub local_inner: IpAddr,
     pub peers: Vec<PeerSpec>,
+}
+
+impl TunnelConfig {
+    /// The tunnel part of a checked config file.
+    pub fn from_validated(v: &crate::config::Validated) -> TunnelConfig {
+        TunnelConfig {
+            private_key: v.private_key,
+            listen_port: v.raw.node.listen_port,
+            local_inner: v.raw.node.address,
+            peers: v
+                .peers
+                .iter()
+                .map(|p| PeerSpec {
+                    public_key: p.public_key,
+                    endpoint: p.endpoint,
+                    inner: p.address,
+                    persistent_keepalive: p.persistent_keepalive,
+                })
+                .collect(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -224,7 +247,10 @@ impl Tunnels {
 
     /// Drains the socket (at most MAX_BATCHES_PER_CALL x RX_BATCH datagrams)
     /// and calls `deliver(peer, frame)` for every gretap frame that passed.
-    pub fn receive(&mut self, deliver: &mut dyn FnMut(PeerId, &[u8])) {
+    /// Returns the datagrams read: when it is the maximum, more may be
+    /// waiting (matters with edge-triggered epoll; level-triggered just
+    /// wakes again).
+    pub fn receive(&mut self, deliver: &mut dyn FnMut(PeerId, &[u8])) -> usize {
         self.receive_inner(deliver)
     }
 

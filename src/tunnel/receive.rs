@@ -36,7 +36,7 @@ struct Rx<'a> {
 }
 
 impl Tunnels {
-    pub(super) fn receive_inner(&mut self, deliver: &mut dyn FnMut(PeerId, &[u8])) {
+    pub(super) fn receive_inner(&mut self, deliver: &mut dyn FnMut(PeerId, &[u8])) -> usize {
         let Tunnels {
             socket,
             rx,
@@ -55,6 +55,7 @@ impl Tunnels {
             out,
             counters,
         };
+        let mut total = 0;
         for _ in 0..MAX_BATCHES_PER_CALL {
             let n = match ctx.socket.recv_batch(rx) {
                 Ok(n) => n,
@@ -69,10 +70,12 @@ impl Tunnels {
                     ctx.datagram(data, from, truncated, deliver);
                 }
             }
+            total += n;
             if n < RX_BATCH {
                 break;
             }
         }
+        total
     }
 }
 
