@@ -209,10 +209,13 @@ impl Rx<'_> {
                 false
             }
         };
-        if authenticated {
-            // boringtun keeps frames queued until a session exists; a
-            // responder's session becomes usable with the first data packet,
-            // which returns Done, so flush after every authenticated packet.
+        // boringtun keeps frames queued until a session exists. The
+        // initiator's session is usable once the response arrives, the
+        // responder's with the first data packet (which returns Done, not
+        // WriteToNetwork), so flush after every authenticated packet except
+        // an initiation: there the session is not usable yet, and a flush
+        // would only move the head of the queue to its tail (reordering).
+        if authenticated && msg_type != MSG_INITIATION {
             flush(self.socket, counters, peer, self.out);
         }
     }

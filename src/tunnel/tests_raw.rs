@@ -18,6 +18,8 @@ struct RawPeer {
     sock: StdUdp,
     to: SocketAddr,
     buf: Vec<u8>,
+    /// Sizes of the data messages (type 4) received: the UDP payload.
+    data_lens: Vec<usize>,
 }
 
 impl RawPeer {
@@ -37,6 +39,7 @@ impl RawPeer {
             sock,
             to,
             buf: vec![0u8; 65536],
+            data_lens: Vec::new(),
         }
     }
 
@@ -55,6 +58,9 @@ impl RawPeer {
         let mut inner = Vec::new();
         let mut dgram = [0u8; 2048];
         while let Ok((n, _)) = self.sock.recv_from(&mut dgram) {
+            if dgram[0] == 4 && n > 32 {
+                self.data_lens.push(n);
+            }
             match self.tunn.decapsulate(None, &dgram[..n], &mut self.buf) {
                 TunnResult::WriteToNetwork(m) => {
                     self.sock.send_to(m, self.to).unwrap();
@@ -145,6 +151,20 @@ fn kernel_captured_packets_from_a_raw_wireguard_peer() {
     let id0 = u16::from_be_bytes([raw_got[0][4], raw_got[0][5]]);
     let id1 = u16::from_be_bytes([raw_got[1][4], raw_got[1][5]]);
     assert_eq!(id1, id0.wrapping_add(1));
+
+    // Message sizes as on the kernel underlay (captures/README.md): a 90-byte
+    // OGM pads to 96 -> 128-byte message (UDP length 136); the largest
+    // unfragmented packet, 1420 bytes, is not padded past the MTU -> 1452.
+    b.send_frame(0, &captures::UNICAST_1420[24..]).unwrap();
+    assert!(pump_raw(
+        &mut b,
+        &mut raw,
+        &mut got,
+        &mut raw_got,
+        &|_, r| r.len() == 3
+    ));
+    assert_eq!(raw_got[2].len(), 1420);
+    assert_eq!(raw.data_lens, vec![128, 128, 1452]);
 }
 
 /// Inner packets that a kernel gretap would not accept from this peer are
