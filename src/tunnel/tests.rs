@@ -265,6 +265,47 @@ fn persistent_keepalive_is_sent_by_the_timers() {
     assert!(b.peer_alive(0, Duration::from_millis(1500)));
 }
 
+/// B restarts (new process state, new port, same key): its new handshake
+/// replaces the old session at A, A follows it to the new port, and
+/// traffic flows both ways again.
+#[test]
+fn restarted_peer_is_accepted() {
+    let (mut a, b) = pair();
+    drop(b);
+    let mut b = node(2, &[1]);
+    b.set_endpoint(0, lo(port(&a))).unwrap();
+    b.send_frame(0, &frame(80, 1)).unwrap();
+    let mut got = vec![Got::new(), Got::new()];
+    assert!(pump(&mut [&mut a, &mut b], &mut got, &|g| g[0].len() == 1));
+    assert_eq!(got[0][0], (0, frame(80, 1)));
+    assert_eq!(a.endpoint(0), Some(lo(port(&b))));
+    assert_eq!(a.peer_stats()[0].handshakes, 2);
+    a.send_frame(0, &frame(81, 2)).unwrap();
+    assert!(pump(&mut [&mut a, &mut b], &mut got, &|g| g[1].len() == 1));
+    assert_eq!(got[1][0], (0, frame(81, 2)));
+}
+
+/// Nobody answers: boringtun retries the initiation after REKEY_TIMEOUT
+/// (5 s), and the attempt count (the dead-peer signal) grows.
+#[test]
+fn handshake_is_retried_by_the_timers() {
+    let mut a = node(1, &[2]);
+    let silent = StdUdp::bind("127.0.0.1:0").unwrap();
+    a.set_endpoint(0, silent.local_addr().unwrap()).unwrap();
+    a.send_frame(0, &frame(60, 0)).unwrap();
+    assert_eq!(a.handshake_attempts(0), 1);
+    let start = Instant::now();
+    while a.handshake_attempts(0) < 2 && start.elapsed() < Duration::from_secs(8) {
+        a.tick();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(a.handshake_attempts(0), 2);
+    assert!(start.elapsed() >= Duration::from_secs(4));
+    let mut d = [0u8; 256];
+    let (n, _) = silent.recv_from(&mut d).unwrap();
+    assert_eq!((n, d[0]), (148, 1), "an initiation reached the silent peer");
+}
+
 #[test]
 fn unreachable_peer_counts_attempts() {
     let mut a = node(1, &[2]);
