@@ -13,7 +13,21 @@
 //! - `counters.rs`: drop and event counters.
 //!
 //! Single-threaded: every method takes `&mut self`; the dataplane owns the
-//! `Tunnels` and drives it from its epoll loop.
+//! `Tunnels` and drives it from its epoll loop: `receive` when `fds()` are
+//! readable, `tick` every 100-250 ms, `send_frame` for each outgoing frame.
+//!
+//! Bounds (hostile or broken peers cannot grow memory):
+//! - frames waiting for a handshake: boringtun's queue, 256 per peer (one
+//!   allocation per queued frame, only while no session exists);
+//! - one `receive` reads at most MAX_BATCHES_PER_CALL x RX_BATCH datagrams
+//!   into buffers allocated once; datagrams over RX_DATAGRAM_MAX are dropped;
+//! - handshake processing: HANDSHAKE_RATE_LIMIT per second, then cookies;
+//! - peers: at most MAX_PEERS (boringtun's 24-bit index space).
+//!
+//! Wire compatibility with a kernel `wg` + `gretap` pair: inner IPv4 with DF,
+//! TTL 64, TOS 0, an IP identification that counts up per peer, GRE
+//! 0x0000/0x6558, and WireGuard's zero padding to 16 bytes (capped at the
+//! 1420-byte wg0 MTU), which boringtun itself does not add.
 
 mod counters;
 mod gretap;
