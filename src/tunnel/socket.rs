@@ -368,11 +368,11 @@ mod tests {
     fn loopback_batch() {
         let a = UdpSocket::bind(0).unwrap();
         let b = UdpSocket::bind(0).unwrap();
-        assert!(
-            a.rcvbuf().unwrap() >= 1 << 20,
-            "rcvbuf {}",
-            a.rcvbuf().unwrap()
-        );
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            // FORCE lets root pass rmem_max; Linux reports double the request.
+            assert!(a.rcvbuf().unwrap() >= SOCKET_BUFFER_BYTES as usize);
+        }
         let b_addr: SocketAddr = format!("127.0.0.1:{}", b.local_port().unwrap())
             .parse()
             .unwrap();
