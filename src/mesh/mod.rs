@@ -1,1 +1,1 @@
-//! (filled in by its owner)
+//! batman-adv IV mesh (placeholder while building)
