@@ -12,7 +12,7 @@ pub mod tvlv;
 pub mod unicast;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use bcast::BcastPacket;
 pub use ogm::{OgmIter, OgmPacket};
