@@ -291,10 +291,14 @@ fn tt_container(flags: u8, ttvn: u8, vlans: &[TtVlan], changes: &[TtChange]) -> 
     out
 }
 
-/// How many changes fit next to `num_vlan` VLAN records.
-fn max_changes(num_vlan: usize) -> usize {
-    MAX_TT_TVLV_VALUE.saturating_sub(tvlv::TT_DATA_LEN + tvlv::TT_VLAN_LEN * num_vlan)
-        / tvlv::TT_CHANGE_LEN
+/// Largest TT value in our OGM: a kernel ignores every OGM of an aggregate
+/// that ends past `BATADV_MAX_AGGREGATION_BYTES` (512), and ours carries the
+/// primary OGM (24 + 4 TVLV header + value) and a 24-byte secondary OGM.
+const MAX_OGM_TT_VALUE: usize = 512 - 24 - 4 - 24;
+
+/// How many changes fit next to `num_vlan` VLAN records in `max_value` bytes.
+fn max_changes(max_value: usize, num_vlan: usize) -> usize {
+    max_value.saturating_sub(tvlv::TT_DATA_LEN + tvlv::TT_VLAN_LEN * num_vlan) / tvlv::TT_CHANGE_LEN
 }
 
 impl Mesh {
@@ -308,7 +312,9 @@ impl Mesh {
         let mut changes: &[TtChange] = &[];
         if self.tt.append_cnt > 0 {
             self.tt.append_cnt -= 1;
-            if self.tt.last_changeset.len() <= max_changes(vlans.len()) {
+            // A diff too big for the OGM is left out; receivers then see the
+            // TTVN jump without changes and request the table (as with the kernel).
+            if self.tt.last_changeset.len() <= max_changes(MAX_OGM_TT_VALUE, vlans.len()) {
                 changes = &self.tt.last_changeset;
             }
         }
@@ -459,7 +465,7 @@ impl Mesh {
                 // Always answer with our full table; valid for any request.
                 let mut table = self.tt.full_table();
                 let vlans = self.tt.vlan_data();
-                table.truncate(max_changes(vlans.len()));
+                table.truncate(max_changes(MAX_TT_TVLV_VALUE, vlans.len()));
                 let c = tt_container(
                     tt_flags::RESPONSE | tt_flags::FULL_TABLE,
                     self.tt.ttvn,
