@@ -61,7 +61,11 @@ fn three_nodes_all_pairs_v4_v6_arp_nd_tcp_ctl() {
             }
         }
     }
-    assert!(failed.is_empty(), "unreachable: {failed:?}\n{}", t.dump_logs());
+    assert!(
+        failed.is_empty(),
+        "unreachable: {failed:?}\n{}",
+        t.dump_logs()
+    );
 
     // ARP and ND resolved across the mesh to the right MACs.
     let vm1a = t.vm("vm1a").clone();
@@ -69,7 +73,10 @@ fn three_nodes_all_pairs_v4_v6_arp_nd_tcp_ctl() {
         let o = t.vm(other).clone();
         let n4 = ns_exec(&vm1a.ns, &["ip", "neigh", "show", &o.ip4, "dev", "eth0"]);
         assert!(n4.contains(&o.mac), "ARP for {other}: {n4}");
-        let n6 = ns_exec(&vm1a.ns, &["ip", "-6", "neigh", "show", &o.ip6, "dev", "eth0"]);
+        let n6 = ns_exec(
+            &vm1a.ns,
+            &["ip", "-6", "neigh", "show", &o.ip6, "dev", "eth0"],
+        );
         assert!(n6.contains(&o.mac), "ND for {other}: {n6}");
     }
 
@@ -138,29 +145,43 @@ fn check_ctl(t: &Topology) {
     };
     for vm in ["vm1a", "vm1b"] {
         let e = find(&t.vm(vm).mac);
-        assert_eq!(e["location"], "port up", "{e}");
+        assert_eq!(e["location"], "port uplink", "{e}");
         assert_eq!(e["vlan"], 0, "{e}");
     }
     for (vm, hv) in [("vm2a", 2), ("vm2b", 2), ("vm3a", 3), ("vm3b", 3)] {
         let e = find(&t.vm(vm).mac);
-        assert_eq!(e["location"], format!("originator {}", originator_of(t, hv)), "{e}");
+        assert_eq!(
+            e["location"],
+            format!("originator {}", originator_of(t, hv)),
+            "{e}"
+        );
     }
 
     let ports = t.ctl(1, "ports");
     let ports = ports.as_array().expect("ports array");
     assert_eq!(ports.len(), 1);
-    assert_eq!(ports[0]["name"], "up");
+    assert_eq!(ports[0]["name"], "uplink");
     assert!(ports[0]["rx_frames"].as_u64().unwrap_or(0) > 0);
 
     // The human-readable form names the same things.
     let sock = t.socket(1);
-    let human = sh(&[BIN, "ctl", "--socket", sock.to_str().unwrap(), "originators"]);
+    let human = sh(&[
+        BIN,
+        "ctl",
+        "--socket",
+        sock.to_str().unwrap(),
+        "originators",
+    ]);
     assert!(human.contains(&originator_of(t, 2)), "{human}");
 }
 
 #[test]
 fn restart_restores_connectivity_and_clean_exit_removes_taps() {
-    let mut t = Topology::new("mwB", &[&[Attach::TapNic], &[Attach::TapNic], &[Attach::TapNic]], 500);
+    let mut t = Topology::new(
+        "mwB",
+        &[&[Attach::TapNic], &[Attach::TapNic], &[Attach::TapNic]],
+        500,
+    );
     t.start_all();
     let ip2 = t.vm("vm2a").ip4.clone();
     assert!(
@@ -173,7 +194,10 @@ fn restart_restores_connectivity_and_clean_exit_removes_taps() {
     t.stop(2, true);
     let vm2 = t.vm("vm2a").clone();
     assert!(
-        wait_until(Duration::from_secs(5), || !ns_try(&vm2.ns, &["ip", "link", "show", "eth0"])),
+        wait_until(Duration::from_secs(5), || !ns_try(
+            &vm2.ns,
+            &["ip", "link", "show", "eth0"]
+        )),
         "the TAP outlived its daemon"
     );
     assert!(!t.ping("vm1a", &ip2, 1, &[]));

@@ -136,7 +136,10 @@ pub fn genkey() -> (String, String) {
         .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
-    (private, String::from_utf8(out.stdout).unwrap().trim().to_string())
+    (
+        private,
+        String::from_utf8(out.stdout).unwrap().trim().to_string(),
+    )
 }
 
 impl Topology {
@@ -160,8 +163,11 @@ impl Topology {
         // Leftovers of an earlier run with the same prefix (a crashed test).
         t.remove_namespaces_with_prefix();
         let ul = t.add_ns("ul");
-        ns_exec(&ul, &["ip", "link", "add", "br", "type", "bridge"]);
-        ns_exec(&ul, &["ip", "link", "set", "br", "up"]);
+        ns_exec(
+            &ul,
+            &["ip", "link", "add", "name", "ulbr", "type", "bridge"],
+        );
+        ns_exec(&ul, &["ip", "link", "set", "dev", "ulbr", "up"]);
         for (i, vms) in layout.iter().enumerate() {
             t.add_hv(i + 1);
             for (j, attach) in vms.iter().enumerate() {
@@ -193,9 +199,22 @@ impl Topology {
         let ns = self.add_ns(&format!("hv{idx}"));
         let ul = format!("{}-ul", self.prefix);
         let peer = format!("{}h{idx}", self.prefix);
-        sh(&["ip", "link", "add", "ul", "netns", &ns, "type", "veth", "peer", "name", &peer, "netns", &ul]);
-        ns_exec(&ul, &["ip", "link", "set", &peer, "master", "br", "up"]);
-        ns_exec(&ns, &["ip", "addr", "add", &format!("198.18.0.{idx}/24"), "dev", "ul"]);
+        sh(&[
+            "ip", "link", "add", "name", "ul", "netns", &ns, "type", "veth", "peer", "name", &peer,
+            "netns", &ul,
+        ]);
+        ns_exec(&ul, &["ip", "link", "set", &peer, "master", "ulbr", "up"]);
+        ns_exec(
+            &ns,
+            &[
+                "ip",
+                "addr",
+                "add",
+                &format!("198.18.0.{idx}/24"),
+                "dev",
+                "ul",
+            ],
+        );
         ns_exec(&ns, &["ip", "link", "set", "ul", "up"]);
         let dir = self.dir.join(format!("hv{idx}"));
         fs::create_dir_all(&dir).unwrap();
@@ -230,14 +249,43 @@ impl Topology {
         match attach {
             Attach::TapNic => hvo.ports.push(format!("t-{name}")),
             Attach::Bridge => {
-                if !hvo.ports.iter().any(|p| p == "up") {
-                    hvo.ports.push("up".into());
-                    ns_exec(&hvo.ns, &["ip", "link", "add", "vmbr", "type", "bridge"]);
+                if !hvo.ports.iter().any(|p| p == "uplink") {
+                    hvo.ports.push("uplink".into());
+                    ns_exec(
+                        &hvo.ns,
+                        &["ip", "link", "add", "name", "vmbr", "type", "bridge"],
+                    );
                     ns_exec(&hvo.ns, &["ip", "link", "set", "vmbr", "up"]);
                 }
                 let hvns = hvo.ns.clone();
-                sh(&["ip", "link", "add", "eth0", "netns", &vm.ns, "type", "veth", "peer", "name", &format!("v-{name}"), "netns", &hvns]);
-                ns_exec(&hvns, &["ip", "link", "set", &format!("v-{name}"), "master", "vmbr", "up"]);
+                sh(&[
+                    "ip",
+                    "link",
+                    "add",
+                    "name",
+                    "eth0",
+                    "netns",
+                    &vm.ns,
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    &format!("v-{name}"),
+                    "netns",
+                    &hvns,
+                ]);
+                ns_exec(
+                    &hvns,
+                    &[
+                        "ip",
+                        "link",
+                        "set",
+                        &format!("v-{name}"),
+                        "master",
+                        "vmbr",
+                        "up",
+                    ],
+                );
                 configure_vm_if(&vm);
             }
         }
@@ -291,9 +339,16 @@ impl Topology {
             .spawn()
             .expect("spawn meshwire run");
         h.daemon = Some(child);
+        // The socket file may be a crashed daemon's: wait for an answer.
         let sock = self.socket(hv);
-        let ok = wait_until(Duration::from_secs(20), || sock.exists());
-        assert!(ok, "hv{hv}: control socket never appeared; log:\n{}", self.log(hv));
+        let ok = wait_until(Duration::from_secs(20), || {
+            try_sh(&[BIN, "ctl", "--socket", sock.to_str().unwrap(), "ports"])
+        });
+        assert!(
+            ok,
+            "hv{hv}: the daemon never answered on its control socket; log:\n{}",
+            self.log(hv)
+        );
         self.plumb(hv);
     }
 
@@ -304,12 +359,15 @@ impl Topology {
             if vm.attach == Attach::TapNic {
                 let tap = format!("t-{}", vm.name);
                 ns_exec(&h.ns, &["ip", "link", "set", &tap, "netns", &vm.ns]);
-                ns_exec(&vm.ns, &["ip", "link", "set", &tap, "name", "eth0"]);
+                ns_exec(&vm.ns, &["ip", "link", "set", "dev", &tap, "name", "eth0"]);
                 configure_vm_if(vm);
             }
         }
-        if h.ports.iter().any(|p| p == "up") {
-            ns_exec(&h.ns, &["ip", "link", "set", "up", "master", "vmbr", "up"]);
+        if h.ports.iter().any(|p| p == "uplink") {
+            ns_exec(
+                &h.ns,
+                &["ip", "link", "set", "dev", "uplink", "master", "vmbr", "up"],
+            );
         }
     }
 
@@ -344,13 +402,23 @@ impl Topology {
     }
 
     pub fn vm(&self, name: &str) -> &Vm {
-        self.vms.iter().find(|v| v.name == name).expect("no such vm")
+        self.vms
+            .iter()
+            .find(|v| v.name == name)
+            .expect("no such vm")
     }
 
     /// `meshwire ctl --json` on hypervisor `hv`.
     pub fn ctl(&self, hv: usize, what: &str) -> Value {
         let sock = self.socket(hv);
-        let out = sh(&[BIN, "ctl", "--socket", sock.to_str().unwrap(), what, "--json"]);
+        let out = sh(&[
+            BIN,
+            "ctl",
+            "--socket",
+            sock.to_str().unwrap(),
+            what,
+            "--json",
+        ]);
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("ctl {what}: {e}: {out}"))
     }
 
@@ -377,8 +445,29 @@ impl Topology {
 
 fn configure_vm_if(vm: &Vm) {
     ns_exec(&vm.ns, &["ip", "link", "set", "eth0", "address", &vm.mac]);
-    ns_exec(&vm.ns, &["ip", "addr", "add", &format!("{}/24", vm.ip4), "dev", "eth0"]);
-    ns_exec(&vm.ns, &["ip", "addr", "add", &format!("{}/64", vm.ip6), "dev", "eth0", "nodad"]);
+    ns_exec(
+        &vm.ns,
+        &[
+            "ip",
+            "addr",
+            "add",
+            &format!("{}/24", vm.ip4),
+            "dev",
+            "eth0",
+        ],
+    );
+    ns_exec(
+        &vm.ns,
+        &[
+            "ip",
+            "addr",
+            "add",
+            &format!("{}/64", vm.ip6),
+            "dev",
+            "eth0",
+            "nodad",
+        ],
+    );
     ns_exec(&vm.ns, &["ip", "link", "set", "eth0", "up"]);
 }
 

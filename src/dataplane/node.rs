@@ -151,7 +151,13 @@ impl Node {
 
     /// Unicast to `orig`; with no route, flood like an unknown destination
     /// (a VM must not lose its traffic while routes converge).
-    fn unicast_or_flood(&mut self, now: Instant, orig: MacAddr, frame: &[u8], except: Option<PortId>) {
+    fn unicast_or_flood(
+        &mut self,
+        now: Instant,
+        orig: MacAddr,
+        frame: &[u8],
+        except: Option<PortId>,
+    ) {
         if !self.mesh.send_unicast(now, orig, frame, &mut self.out) {
             self.counters.no_route += 1;
             self.flood_ports(except, frame);
@@ -198,7 +204,14 @@ impl Node {
                 counters.tunnel_not_for_us += 1;
                 return;
             }
-            mesh.receive(now, peer as HardifId, eth.src_addr(), dst, eth.payload(), out);
+            mesh.receive(
+                now,
+                peer as HardifId,
+                eth.src_addr(),
+                dst,
+                eth.payload(),
+                out,
+            );
         });
         self.flush(now);
     }
@@ -230,9 +243,7 @@ impl Node {
                     packet,
                 } => self.transmit(hardif, dst, &packet),
                 MeshOutput::Deliver {
-                    frame,
-                    source_orig,
-                    ..
+                    frame, source_orig, ..
                 } => {
                     match self.switch.from_mesh(now, &frame, source_orig) {
                         Decision::Port(p) => self.port_write(p, &frame),
