@@ -506,3 +506,129 @@ fn big_tt_change_stays_under_aggregation_limit_and_converges() {
     );
     assert!(s.route(1, 0).unwrap().tt_crc_ok);
 }
+
+/// Two nodes where node 1 is set up like a kernel with one gretap: its
+/// originator is its hard interface MAC (02:00:00:00:0b:01), node 0 plays
+/// 02:00:00:00:0a:01 likewise, so the captured batctl ping bytes apply.
+fn kernel_like_pair() -> (Sim, MacAddr, MacAddr) {
+    let a = MacAddr([2, 0, 0, 0, 0x0a, 1]);
+    let b = MacAddr([2, 0, 0, 0, 0x0b, 1]);
+    let mut s = Sim::new(0);
+    for mac in [a, b] {
+        s.nodes.push(Mesh::new(MeshConfig::new(mac)));
+        s.delivered.push(Vec::new());
+    }
+    s.nodes[0].hardif_add(1, a);
+    s.nodes[1].hardif_add(1, b);
+    s.links.push(Link {
+        a: (0, 1, a),
+        b: (1, 1, b),
+        up: true,
+    });
+    (s, a, b)
+}
+
+#[test]
+fn originator_equal_to_hardif_mac_works_like_a_kernel_single_gretap() {
+    let (mut s, a, b) = kernel_like_pair();
+    s.run(Duration::from_secs(10));
+    let o = s.nodes[0].originators();
+    assert_eq!(o.len(), 1, "no separate secondary originator");
+    assert_eq!((o[0].orig, o[0].next_hop), (b, Some(b)));
+    assert!(o[0].tq > 0);
+    let mut out = Vec::new();
+    assert!(s.nodes[1].send_unicast(s.now, a, &frame(4), &mut out));
+    s.run_outputs(1, out);
+    assert_eq!(s.delivered[0].len(), 1);
+}
+
+#[test]
+fn answers_captured_batctl_ping() {
+    use crate::wire::batman::tests::ICMP;
+    let (mut s, a, b) = kernel_like_pair();
+    s.run(Duration::from_secs(10));
+    let mut out = Vec::new();
+    s.nodes[1].receive(s.now, 1, a, b, &ICMP, &mut out);
+    let [MeshOutput::Transmit {
+        hardif: 1,
+        dst,
+        packet,
+    }] = out.as_slice()
+    else {
+        panic!("one reply expected: {out:?}")
+    };
+    assert_eq!(*dst, a);
+    let r = crate::wire::batman::IcmpPacket::new_checked(&packet[..]).unwrap();
+    assert_eq!(
+        (r.msg_type(), r.dest(), r.orig(), r.seqno(), r.uid()),
+        (0, a, b, 1, 0xd7)
+    );
+    assert_eq!(r.ttl(), TTL);
+}
+
+#[test]
+fn kernel_format_tt_request_gets_full_table_response() {
+    let (mut s, a, b) = kernel_like_pair();
+    let client = MacAddr([2, 0, 0, 0, 0x0b, 0]);
+    s.nodes[1].tt_local_add(client, 0);
+    s.run(Duration::from_secs(10));
+    // A TT_REQUEST as batadv_send_tt_request builds it: UNICAST_TVLV 0x44,
+    // dst b, src a, TT TVLV v1 {flags REQUEST|FULL_TABLE, ttvn 1, 1 VLAN}.
+    let crc = translation_table::tt_entry_crc(client, 0, 0);
+    let mut req = vec![0x44, 0x0f, 0x32, 0x00];
+    req.extend_from_slice(&b.0);
+    req.extend_from_slice(&a.0);
+    req.extend_from_slice(&[0x00, 0x10, 0x00, 0x00]); // tvlv_len 16, align
+    req.extend_from_slice(&[0x04, 0x01, 0x00, 0x0c, 0x12, 0x01, 0x00, 0x01]);
+    req.extend_from_slice(&crc.to_be_bytes());
+    req.extend_from_slice(&[0, 0, 0, 0]);
+    let mut out = Vec::new();
+    s.nodes[1].receive(s.now, 1, a, b, &req, &mut out);
+    let [MeshOutput::Transmit { dst, packet, .. }] = out.as_slice() else {
+        panic!("{out:?}")
+    };
+    assert_eq!(*dst, a);
+    let p = crate::wire::batman::UnicastTvlvPacket::new_checked(&packet[..]).unwrap();
+    assert_eq!((p.dest(), p.src(), p.ttl()), (a, b, TTL));
+    let t = crate::wire::batman::TvlvIter::new(p.tvlv())
+        .next()
+        .unwrap()
+        .unwrap();
+    assert_eq!((t.tvlv_type, t.version), (4, 1));
+    let tt = crate::wire::batman::TtData::new_checked(t.value).unwrap();
+    assert_eq!((tt.flags(), tt.ttvn(), tt.num_vlan()), (0x14, 1, 1));
+    assert_eq!(tt.vlans().next().unwrap().crc, crc);
+    let ch: Vec<_> = tt.changes().collect();
+    assert_eq!(ch.len(), 1);
+    assert_eq!((ch[0].flags, ch[0].addr, ch[0].vid), (0, client, 0));
+    assert_eq!(s.nodes[1].counters().tt_requests_answered, 1);
+}
+
+#[test]
+fn roam_adv_moves_client_and_hardif_del_drops_routes() {
+    let (mut s, a, b) = kernel_like_pair();
+    s.run(Duration::from_secs(10));
+    let client = MacAddr([2, 0x77, 0, 0, 0, 1]);
+    s.nodes[1].tt_local_add(client, 0);
+    let mut roam = vec![0x44, 0x0f, 0x32, 0x00];
+    roam.extend_from_slice(&b.0);
+    roam.extend_from_slice(&a.0);
+    roam.extend_from_slice(&[0x00, 0x0c, 0x00, 0x00]);
+    roam.extend_from_slice(&[0x05, 0x01, 0x00, 0x08]);
+    roam.extend_from_slice(&client.0);
+    roam.extend_from_slice(&[0, 0]);
+    let mut out = Vec::new();
+    s.nodes[1].receive(s.now, 1, a, b, &roam, &mut out);
+    assert_eq!(s.nodes[1].tt_global_lookup(client, 0), Some(a));
+    assert_eq!(s.nodes[1].counters().roam_received, 1);
+    assert!(
+        s.nodes[1].tt_local_entries().is_empty(),
+        "never announced, so simply gone"
+    );
+    s.nodes[1].hardif_del(1);
+    assert!(s.nodes[1]
+        .originators()
+        .iter()
+        .all(|o| o.next_hop.is_none()));
+    assert!(!s.nodes[1].send_unicast(s.now, a, &frame(1), &mut out));
+}
