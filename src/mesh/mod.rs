@@ -18,7 +18,7 @@ mod translation_table;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use crate::wire::batman::{packet_type, CommonHeader};
@@ -62,6 +62,8 @@ impl MeshConfig {
 pub enum MeshOutput {
     /// Send this batman packet (the Ethernet payload after ethertype 0x4305) on `hardif` to Ethernet dst `dst`
     /// (ff:ff:ff:ff:ff:ff for OGMs and broadcasts, the neighbour's hardif MAC for unicast).
+    /// The Ethernet source must be that hardif's MAC (as given to `hardif_add`):
+    /// kernel neighbours measure link quality per Ethernet source.
     Transmit {
         hardif: HardifId,
         dst: MacAddr,
@@ -151,6 +153,9 @@ pub struct OriginatorInfo {
 pub struct Mesh {
     pub(crate) cfg: MeshConfig,
     pub(crate) hardifs: BTreeMap<HardifId, Hardif>,
+    /// Hardif MACs with how many hardifs use each: `is_own_address` runs
+    /// for every packet, so it is a hash lookup, not a scan.
+    own_macs: HashMap<MacAddr, u32>,
     pub(crate) origs: originator::OrigTable,
     pub(crate) tt: translation_table::TranslationTable,
     /// Seqno of our primary OGM.
@@ -176,6 +181,7 @@ impl Mesh {
         let mut m = Mesh {
             cfg,
             hardifs: BTreeMap::new(),
+            own_macs: HashMap::new(),
             origs: originator::OrigTable::default(),
             tt: translation_table::TranslationTable::default(),
             ogm_seqno: 0,
@@ -202,8 +208,14 @@ impl Mesh {
         self.cfg.originator
     }
 
+    /// Adds (or re-adds) a hard interface. Give each hardif its own MAC (as
+    /// kernel gretaps have), or the originator MAC: a MAC other than the
+    /// originator shared by two hardifs would make two secondary-OGM streams
+    /// with the same orig.
     pub fn hardif_add(&mut self, id: HardifId, mac: MacAddr) {
         let seqno = self.random() as u32;
+        self.hardif_del(id);
+        *self.own_macs.entry(mac).or_insert(0) += 1;
         self.hardifs.insert(
             id,
             Hardif {
@@ -218,13 +230,21 @@ impl Mesh {
 
     /// Drops neighbours learned on it.
     pub fn hardif_del(&mut self, id: HardifId) {
-        self.hardifs.remove(&id);
+        let Some(h) = self.hardifs.remove(&id) else {
+            return;
+        };
+        if let Some(n) = self.own_macs.get_mut(&h.mac) {
+            *n -= 1;
+            if *n == 0 {
+                self.own_macs.remove(&h.mac);
+            }
+        }
         self.origs.hardif_removed(id);
     }
 
     /// Originator or any hardif MAC.
     pub fn is_own_address(&self, mac: MacAddr) -> bool {
-        mac == self.cfg.originator || self.hardifs.values().any(|h| h.mac == mac)
+        mac == self.cfg.originator || self.own_macs.contains_key(&mac)
     }
 
     /// A batman packet arrived on `hardif` (eth_src/eth_dst from the GRE-carried Ethernet header).
