@@ -6,11 +6,13 @@
 //! "hard interface" ([`HardifId`]) per WireGuard peer, like one gretap per
 //! peer on a kernel node. File layout follows net/batman-adv: `bat_iv.rs`
 //! (OGMs, TQ), `originator.rs`, `bcast.rs`, `routing.rs` (unicast),
+//! `fragmentation.rs` (reassembly),
 //! `translation_table.rs`, `bitarray.rs`.
 
 mod bat_iv;
 mod bcast;
 mod bitarray;
+mod fragmentation;
 mod originator;
 mod routing;
 mod translation_table;
@@ -118,6 +120,7 @@ pub struct MeshCounters {
     pub tx_unicast: u64,
     pub dat_dropped: u64,
     pub frag_dropped: u64,
+    pub frag_reassembled: u64,
     pub icmp_dropped: u64,
     pub icmp_answered: u64,
     pub tvlv_unknown: u64,
@@ -166,6 +169,7 @@ pub struct Mesh {
     pub(crate) now: Option<Instant>,
     pub(crate) rng: u64,
     pub(crate) counters: MeshCounters,
+    pub(crate) frags: fragmentation::FragTable,
 }
 
 impl Mesh {
@@ -191,6 +195,7 @@ impl Mesh {
             now: None,
             rng: rng | 1,
             counters: MeshCounters::default(),
+            frags: fragmentation::FragTable::default(),
         };
         m.ogm_seqno = m.random() as u32;
         m
@@ -330,6 +335,7 @@ impl Mesh {
     }
 
     fn purge(&mut self, now: Instant) {
+        self.counters.frag_dropped += self.frags.purge(now) as u64;
         for orig in self.origs.purge(now) {
             self.tt.global_del_orig(orig);
         }

@@ -4,6 +4,7 @@
 use std::time::Instant;
 
 use super::bcast::ETH_HLEN;
+use super::fragmentation::FragResult;
 use super::{HardifId, Mesh, MeshOutput, TTL};
 use crate::wire::batman::{
     packet_type, subtype, FragPacket, IcmpPacket, Unicast4AddrPacket, UnicastPacket,
@@ -112,7 +113,7 @@ impl Mesh {
     pub(crate) fn recv_unicast_class(
         &mut self,
         now: Instant,
-        _hardif: HardifId,
+        hardif: HardifId,
         eth_src: MacAddr,
         eth_dst: MacAddr,
         ptype: u8,
@@ -159,8 +160,7 @@ impl Mesh {
                     return self.count_malformed();
                 };
                 if self.is_own_address(p.dest()) {
-                    // reassembly is not implemented yet
-                    self.counters.frag_dropped += 1;
+                    self.recv_frag(now, hardif, eth_src, eth_dst, &p, out);
                 } else {
                     self.forward(packet, p.dest(), out);
                 }
@@ -182,6 +182,43 @@ impl Mesh {
                 }
             }
             _ => self.counters.unknown_type += 1,
+        }
+    }
+
+    /// Our fragment: reassemble, then handle the result like any unicast
+    /// that arrived on the same link. A merged packet that is itself a
+    /// fragment is refused, so this recursion is one level deep.
+    fn recv_frag(
+        &mut self,
+        now: Instant,
+        hardif: HardifId,
+        eth_src: MacAddr,
+        eth_dst: MacAddr,
+        p: &FragPacket<&[u8]>,
+        out: &mut Vec<MeshOutput>,
+    ) {
+        match self.frags.add(now, p) {
+            FragResult::Pending => {}
+            FragResult::Invalid => self.counters.frag_dropped += 1,
+            FragResult::Complete(packet) => {
+                let ptype = packet.first().copied().unwrap_or(0);
+                // any unicast-class packet may have been fragmented (a big
+                // TT_RESPONSE in a UNICAST_TVLV too), but not a fragment again
+                if packet.get(1) != Some(&COMPAT_VERSION)
+                    || !matches!(
+                        ptype,
+                        packet_type::UNICAST
+                            | packet_type::UNICAST_4ADDR
+                            | packet_type::ICMP
+                            | packet_type::UNICAST_TVLV
+                    )
+                {
+                    self.counters.frag_dropped += 1;
+                    return;
+                }
+                self.counters.frag_reassembled += 1;
+                self.recv_unicast_class(now, hardif, eth_src, eth_dst, ptype, &packet, out);
+            }
         }
     }
 

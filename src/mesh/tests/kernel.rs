@@ -269,3 +269,56 @@ fn roam_adv_moves_client_and_hardif_del_drops_routes() {
         .all(|o| o.next_hop.is_none()));
     assert!(!s.nodes[1].send_unicast(s.now, a, &frame(1), &mut out));
 }
+
+fn capture_lines() -> Vec<Vec<u8>> {
+    include_str!("frag_capture.txt")
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| {
+            (0..l.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&l[i..i + 2], 16).unwrap())
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn reassembles_captured_kernel_fragments() {
+    let caps = capture_lines();
+    let (f0, f1, merged) = (&caps[0], &caps[1], &caps[2]);
+    let a = MacAddr([2, 0, 0, 0, 0x0a, 1]);
+    let b = MacAddr([2, 0, 0, 0, 0x0b, 1]);
+    let t0 = Instant::now();
+    let mut m = Mesh::new(MeshConfig::new(b));
+    m.hardif_add(1, b);
+    let mut out = Vec::new();
+    // the kernel sent fragment 0 (the tail) first
+    m.receive(t0, 1, a, b, f0, &mut out);
+    assert!(out.is_empty());
+    m.receive(t0, 1, a, b, f1, &mut out);
+    let [MeshOutput::Deliver {
+        frame,
+        source_orig: None,
+        broadcast: false,
+    }] = out.as_slice()
+    else {
+        panic!("{out:?}")
+    };
+    assert_eq!(
+        frame.as_slice(),
+        &merged[10..],
+        "the 1442-byte ping frame, as tshark reassembled it"
+    );
+    assert_eq!(m.counters().frag_reassembled, 1);
+    // a duplicate fragment starts a new chain that never completes, and times out
+    out.clear();
+    m.receive(t0, 1, a, b, f1, &mut out);
+    m.receive(t0, 1, a, b, f1, &mut out);
+    assert!(out.is_empty());
+    assert_eq!(m.counters().frag_dropped, 1);
+    m.receive(t0, 1, a, b, f0, &mut out);
+    m.tick(t0 + Duration::from_secs(11), &mut out);
+    assert!(!out.iter().any(|o| matches!(o, MeshOutput::Deliver { .. })));
+    assert_eq!(m.counters().frag_dropped, 2);
+}
