@@ -95,7 +95,7 @@ impl FragTable {
             return FragResult::Pending;
         }
         let mut c = self.chains.swap_remove(i);
-        c.parts.sort_by(|a, b| b.0.cmp(&a.0));
+        c.parts.sort_by_key(|p| std::cmp::Reverse(p.0));
         let mut out = Vec::with_capacity(total);
         for (_, p) in c.parts {
             out.extend_from_slice(&p);
