@@ -111,3 +111,53 @@ impl FragTable {
         before - self.chains.len()
     }
 }
+
+/// Splits a unicast-class `packet` for a link of `mtu` bytes the way
+/// `batadv_frag_send_packet` does: equal-sized fragments of at most
+/// min(mtu, 1280) - 20 bytes, eaten from the tail, numbered from 0, so the
+/// last one carries the head. `None` if it would need more than 16.
+pub(crate) fn frag_split(
+    packet: &[u8],
+    mtu: usize,
+    dest: MacAddr,
+    orig: MacAddr,
+    seqno: u16,
+) -> Option<Vec<Vec<u8>>> {
+    let hlen = FragPacket::<&[u8]>::HEADER_LEN;
+    let max = mtu
+        .min(MAX_FRAG_SIZE)
+        .checked_sub(hlen)
+        .filter(|m| *m > 0)?;
+    let total = u16::try_from(packet.len()).ok()?;
+    if packet.is_empty() {
+        return None;
+    }
+    let num = (packet.len() - 1) / max + 1;
+    if num > MAX_FRAGMENTS {
+        return None;
+    }
+    let size = (packet.len() - 1) / num + 1;
+    let mut rest = packet;
+    let mut out = Vec::with_capacity(num);
+    let mut no = 0u8;
+    while !rest.is_empty() {
+        let cut = rest.len().saturating_sub(size);
+        let (head, tail) = rest.split_at(cut);
+        let mut f = Vec::with_capacity(hlen + tail.len());
+        f.extend_from_slice(&[
+            crate::wire::batman::packet_type::UNICAST_FRAG,
+            crate::wire::batman::COMPAT_VERSION,
+        ]);
+        f.push(super::TTL);
+        f.push(no << 4); // no:4 priority:3 reserved:1 (LSB first), priority 0
+        f.extend_from_slice(&dest.0);
+        f.extend_from_slice(&orig.0);
+        f.extend_from_slice(&seqno.to_be_bytes());
+        f.extend_from_slice(&total.to_be_bytes());
+        f.extend_from_slice(tail);
+        out.push(f);
+        rest = head;
+        no += 1;
+    }
+    Some(out)
+}

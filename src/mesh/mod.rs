@@ -88,6 +88,9 @@ pub(crate) struct Hardif {
     pub seqno: u32,
     /// Neighbour MACs heard on it (`hardif_neigh`), with last-seen.
     pub neighs: Vec<(MacAddr, Instant)>,
+    /// Largest batman packet the link carries; bigger unicasts are
+    /// fragmented. `None`: never fragment.
+    pub mtu: Option<usize>,
 }
 
 /// Drop and event counters; every refused packet lands in one of them.
@@ -121,6 +124,7 @@ pub struct MeshCounters {
     pub dat_dropped: u64,
     pub frag_dropped: u64,
     pub frag_reassembled: u64,
+    pub frag_sent: u64,
     pub icmp_dropped: u64,
     pub icmp_answered: u64,
     pub tvlv_unknown: u64,
@@ -164,6 +168,7 @@ pub struct Mesh {
     /// Seqno of our primary OGM.
     pub(crate) ogm_seqno: u32,
     pub(crate) bcast_seqno: u32,
+    pub(crate) frag_seqno: u16,
     pub(crate) next_ogm: Option<Instant>,
     pub(crate) next_purge: Option<Instant>,
     pub(crate) now: Option<Instant>,
@@ -190,6 +195,7 @@ impl Mesh {
             tt: translation_table::TranslationTable::default(),
             ogm_seqno: 0,
             bcast_seqno: 0,
+            frag_seqno: 0,
             next_ogm: None,
             next_purge: None,
             now: None,
@@ -198,6 +204,7 @@ impl Mesh {
             frags: fragmentation::FragTable::default(),
         };
         m.ogm_seqno = m.random() as u32;
+        m.frag_seqno = m.random() as u16;
         m
     }
 
@@ -227,10 +234,20 @@ impl Mesh {
                 mac,
                 seqno,
                 neighs: Vec::new(),
+                mtu: None,
             },
         );
         // A new link gets OGMs right away rather than up to an interval later.
         self.next_ogm = None;
+    }
+
+    /// Largest batman packet (Ethernet payload) `id` can carry, e.g. 1382
+    /// where a kernel peer has gretap-over-wg0 defaults. Our unicasts larger
+    /// than this leave as UNICAST_FRAG fragments, as a kernel would send them.
+    pub fn hardif_set_mtu(&mut self, id: HardifId, mtu: usize) {
+        if let Some(h) = self.hardifs.get_mut(&id) {
+            h.mtu = Some(mtu);
+        }
     }
 
     /// Drops neighbours learned on it.

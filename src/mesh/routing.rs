@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use super::bcast::ETH_HLEN;
-use super::fragmentation::FragResult;
+use super::fragmentation::{frag_split, FragResult};
 use super::{HardifId, Mesh, MeshOutput, TTL};
 use crate::wire::batman::{
     packet_type, subtype, FragPacket, IcmpPacket, Unicast4AddrPacket, UnicastPacket,
@@ -66,12 +66,44 @@ impl Mesh {
         let mut packet = Vec::with_capacity(r.header.len() + frame.len());
         packet.extend_from_slice(&r.header);
         packet.extend_from_slice(frame);
-        out.push(MeshOutput::Transmit {
-            hardif: r.hardif,
-            dst: r.next_hop,
-            packet,
-        });
         self.counters.tx_unicast += 1;
+        self.transmit_unicast(r.hardif, r.next_hop, dest_orig, packet, out)
+    }
+
+    /// Sends on `hardif`, fragmenting when the packet exceeds its MTU.
+    fn transmit_unicast(
+        &mut self,
+        hardif: HardifId,
+        next_hop: MacAddr,
+        dest: MacAddr,
+        packet: Vec<u8>,
+        out: &mut Vec<MeshOutput>,
+    ) -> bool {
+        let mtu = self.hardifs.get(&hardif).and_then(|h| h.mtu);
+        match mtu {
+            Some(mtu) if packet.len() > mtu => {
+                self.frag_seqno = self.frag_seqno.wrapping_add(1);
+                let Some(frags) =
+                    frag_split(&packet, mtu, dest, self.cfg.originator, self.frag_seqno)
+                else {
+                    self.counters.frag_dropped += 1;
+                    return false;
+                };
+                for f in frags {
+                    self.counters.frag_sent += 1;
+                    out.push(MeshOutput::Transmit {
+                        hardif,
+                        dst: next_hop,
+                        packet: f,
+                    });
+                }
+            }
+            _ => out.push(MeshOutput::Transmit {
+                hardif,
+                dst: next_hop,
+                packet,
+            }),
+        }
         true
     }
 

@@ -322,3 +322,26 @@ fn reassembles_captured_kernel_fragments() {
     assert!(!out.iter().any(|o| matches!(o, MeshOutput::Deliver { .. })));
     assert_eq!(m.counters().frag_dropped, 2);
 }
+
+#[test]
+fn fragments_like_the_kernel_byte_for_byte() {
+    let caps = capture_lines();
+    let a = MacAddr([2, 0, 0, 0, 0x0a, 1]);
+    let b = MacAddr([2, 0, 0, 0, 0x0b, 1]);
+    // The kernel's 1452-byte unicast over gretap MTU 1382, seqno 45453.
+    let frags = crate::mesh::fragmentation::frag_split(&caps[2], 1382, b, a, 45453).unwrap();
+    assert_eq!(frags, vec![caps[0].clone(), caps[1].clone()]);
+    // Through the public path: our unicast to a kernel-like node over a 1382 link.
+    let (mut s, _, _) = kernel_like_pair();
+    s.nodes[0].hardif_set_mtu(1, 1382);
+    s.run(Duration::from_secs(10));
+    let big = caps[2][10..].to_vec();
+    let mut out = Vec::new();
+    assert!(s.nodes[0].send_unicast(s.now, b, &big, &mut out));
+    assert_eq!(out.len(), 2);
+    assert!(out
+        .iter()
+        .all(|o| matches!(o, MeshOutput::Transmit { packet, .. } if packet.len() <= 1382)));
+    s.run_outputs(0, out);
+    assert_eq!(s.delivered[1], vec![(big, None, false)]);
+}
