@@ -5,9 +5,29 @@
 //! at [`Mesh::next_deadline`], and carries out the [`MeshOutput`]s. One
 //! "hard interface" ([`HardifId`]) per WireGuard peer, like one gretap per
 //! peer on a kernel node. File layout follows net/batman-adv: `bat_iv.rs`
-//! (OGMs, TQ), `originator.rs`, `bcast.rs`, `routing.rs` (unicast),
-//! `fragmentation.rs` (reassembly),
-//! `translation_table.rs`, `bitarray.rs`.
+//! (OGMs, TQ, route choice), `originator.rs`, `bcast.rs`, `routing.rs`
+//! (unicast), `fragmentation.rs`, `translation_table.rs`, `bitarray.rs`.
+//!
+//! Where this differs from the kernel (2022.3 .. 2026.2), on purpose:
+//! - one routing table (the kernel's `BATADV_IF_DEFAULT`), not one per
+//!   outgoing interface; forwarding decisions use it for every hardif;
+//! - received OGMs are rebroadcast at once, aggregated per hardif within
+//!   one received packet, instead of after 0..10 ms jitter with cross-packet
+//!   aggregation; own OGMs aggregate primary + secondary per hardif;
+//! - TT_REQUESTs are always answered with the full table (capped at about
+//!   100 clients per VLAN set: responses are not fragmented yet), and only
+//!   requests addressed to us are answered (others are routed on);
+//! - the TTVN in received unicast headers is not checked (no rerouting of
+//!   packets for clients that roamed away); ROAM adverts only update the
+//!   global table;
+//! - no DAT, no multicast optimisation, no BLA, no gateway, no network
+//!   coding; forwarded fragments are passed on, not merged.
+//!
+//! Hot path: [`Mesh::unicast_route`] gives hardif, next hop and the 10-byte
+//! header without allocating, for a zero-copy send; [`Mesh::send_unicast`]
+//! still builds a `Vec`. On receive, a UNICAST for us is copied into
+//! `MeshOutput::Deliver`; a later zero-copy path would return the payload
+//! offset instead (the frame starts at byte 10).
 
 mod bat_iv;
 mod bcast;
