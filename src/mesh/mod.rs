@@ -32,10 +32,10 @@
 mod bat_iv;
 mod bcast;
 mod bitarray;
-mod fragmentation;
+pub(crate) mod fragmentation;
 mod originator;
 mod routing;
-mod translation_table;
+pub(crate) mod translation_table;
 
 #[cfg(test)]
 mod tests;

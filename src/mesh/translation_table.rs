@@ -72,7 +72,7 @@ impl OrigTt {
     }
 
     /// `batadv_tt_global_check_crc`.
-    fn check_crc(&self, announced: &[TtVlan]) -> bool {
+    pub(crate) fn check_crc(&self, announced: &[TtVlan]) -> bool {
         announced
             .iter()
             .all(|v| self.vlans.get(&v.vid).is_some_and(|(c, _)| *c == v.crc))
@@ -193,7 +193,7 @@ impl TranslationTable {
             .collect()
     }
 
-    fn global_add(&mut self, ott: &mut OrigTt, orig: MacAddr, c: &TtChange) -> bool {
+    pub(crate) fn global_add(&mut self, ott: &mut OrigTt, orig: MacAddr, c: &TtChange) -> bool {
         let key = (c.addr, c.vid);
         if !self.global.contains_key(&key) && self.global.len() >= MAX_TT_GLOBAL {
             return false;

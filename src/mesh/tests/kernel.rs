@@ -345,3 +345,66 @@ fn fragments_like_the_kernel_byte_for_byte() {
     s.run_outputs(0, out);
     assert_eq!(s.delivered[1], vec![(big, None, false)]);
 }
+
+/// The kernel's local table behind the captured OGMs: bat0's MAC plus the
+/// multicast listeners batman-adv 2022.3 announces in TT (solicited-node
+/// groups of fe80::ff:fe00:X00 and fd00:198:19:1::N, ff02::1, 224.0.0.1).
+/// Our CRC of the same table must equal the one the kernel put on the wire
+/// (A: 0x1be95e8e, B: 0x08b9ad7a in every captured OGM).
+#[test]
+fn tt_crc_matches_captured_kernel_ogms() {
+    for (node, last, wire_crc) in [(0x0au8, 1u8, 0x1be9_5e8eu32), (0x0b, 2, 0x08b9_ad7a)] {
+        let t0 = Instant::now();
+        let mut m = Mesh::new(MeshConfig::new(MacAddr([2, 0, 0, 0, node, 1])));
+        m.hardif_add(1, MacAddr([2, 0, 0, 0, node, 1]));
+        for mac in [
+            [2, 0, 0, 0, node, 0],
+            [0x33, 0x33, 0xff, 0, node, 0],
+            [0x33, 0x33, 0xff, 0, 0, last],
+            [0x33, 0x33, 0, 0, 0, 1],
+            [0x01, 0x00, 0x5e, 0, 0, 1],
+        ] {
+            m.tt_local_add(MacAddr(mac), 0);
+        }
+        let mut out = Vec::new();
+        m.tick(t0, &mut out);
+        let MeshOutput::Transmit { packet, .. } = &out[0] else {
+            panic!()
+        };
+        let ogm = crate::wire::batman::OgmPacket::new_checked(&packet[..]).unwrap();
+        let tv = crate::wire::batman::TvlvIter::new(ogm.tvlv())
+            .next()
+            .unwrap()
+            .unwrap();
+        let tt = crate::wire::batman::TtData::new_checked(tv.value).unwrap();
+        assert_eq!(tt.vlans().next().unwrap().crc, wire_crc, "node {node:#x}");
+    }
+    // The global side: the captured OGM's CRC is accepted once we hold the same table.
+    let kernel = MacAddr([2, 0, 0, 0, 0x0a, 1]);
+    let mut ott = crate::mesh::translation_table::OrigTt::default();
+    let mut tt = crate::mesh::translation_table::TranslationTable::default();
+    for mac in [
+        [2, 0, 0, 0, 0x0a, 0],
+        [0x33, 0x33, 0xff, 0, 0x0a, 0],
+        [0x33, 0x33, 0xff, 0, 0, 1],
+        [0x33, 0x33, 0, 0, 0, 1],
+        [1, 0, 0x5e, 0, 0, 1],
+    ] {
+        let c = crate::wire::batman::TtChange {
+            flags: 0,
+            addr: MacAddr(mac),
+            vid: 0,
+        };
+        assert!(tt.global_add(&mut ott, kernel, &c));
+    }
+    let cap = crate::wire::batman::OgmPacket::new_checked(&KERNEL_OGM[..]).unwrap();
+    let tv = crate::wire::batman::TvlvIter::new(cap.tvlv())
+        .next()
+        .unwrap()
+        .unwrap();
+    let vlans: Vec<_> = crate::wire::batman::TtData::new_checked(tv.value)
+        .unwrap()
+        .vlans()
+        .collect();
+    assert!(ott.check_crc(&vlans));
+}
