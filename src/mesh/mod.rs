@@ -60,6 +60,8 @@ pub const TQ_MAX: u8 = 255;
 pub const JITTER_MS: u64 = 20;
 /// `BATADV_ORIG_WORK_PERIOD`: how often purges run.
 pub const ORIG_WORK_PERIOD: Duration = Duration::from_secs(1);
+/// Bound on outputs queued by calls that have no output vector.
+pub const MAX_PENDING_OUT: usize = 1024;
 /// Bound on neighbour MACs remembered per hardif.
 pub const MAX_HARDIF_NEIGHS: usize = 64;
 
@@ -154,6 +156,7 @@ pub struct MeshCounters {
     pub tt_crc_mismatch: u64,
     pub tt_changes_applied: u64,
     pub roam_received: u64,
+    pub roam_sent: u64,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -195,6 +198,9 @@ pub struct Mesh {
     pub(crate) rng: u64,
     pub(crate) counters: MeshCounters,
     pub(crate) frags: fragmentation::FragTable,
+    /// Outputs produced by calls without an output vector (tt_local_add),
+    /// handed out at the next `tick`. Bounded by the local table size.
+    pub(crate) pending_out: Vec<MeshOutput>,
 }
 
 impl Mesh {
@@ -222,6 +228,7 @@ impl Mesh {
             rng: rng | 1,
             counters: MeshCounters::default(),
             frags: fragmentation::FragTable::default(),
+            pending_out: Vec::new(),
         };
         m.ogm_seqno = m.random() as u32;
         m.frag_seqno = m.random() as u16;
@@ -350,6 +357,7 @@ impl Mesh {
     /// OGMs due, purges, TT housekeeping.
     pub fn tick(&mut self, now: Instant, out: &mut Vec<MeshOutput>) {
         self.now = Some(now);
+        out.append(&mut self.pending_out);
         if self.next_ogm.is_none_or(|t| now >= t) {
             self.iv_ogm_schedule(now, out);
             let jitter = self.random() % (2 * JITTER_MS + 1);
@@ -364,6 +372,9 @@ impl Mesh {
     }
 
     pub fn next_deadline(&self) -> Instant {
+        if !self.pending_out.is_empty() {
+            return self.now.unwrap_or_else(Instant::now);
+        }
         match (self.next_ogm, self.next_purge) {
             (Some(a), Some(b)) => a.min(b),
             // Never ticked: due now.
@@ -383,8 +394,26 @@ impl Mesh {
     }
 
     /// vid in batman encoding: 0 = untagged, 0x8000|id = tagged.
+    ///
+    /// Clients other originators announce are treated as roamed here: use
+    /// [`Mesh::tt_local_add_announce`] to get the ROAM adverts out at once;
+    /// this variant leaves them for the next `tick`.
     pub fn tt_local_add(&mut self, mac: MacAddr, vid: u16) {
-        if !self.tt.local_add(mac, vid) {
+        let mut out = Vec::new();
+        self.tt_local_add_announce(mac, vid, &mut out);
+        for o in out {
+            if self.pending_out.len() < MAX_PENDING_OUT {
+                self.pending_out.push(o);
+            } else {
+                self.counters.table_full += 1;
+            }
+        }
+    }
+
+    /// `tt_local_add` that also emits the ROAM adverts for a client that
+    /// just moved here from another originator (live migration).
+    pub fn tt_local_add_announce(&mut self, mac: MacAddr, vid: u16, out: &mut Vec<MeshOutput>) {
+        if !self.tt_local_add_roaming(mac, vid, out) {
             self.counters.table_full += 1;
         }
     }

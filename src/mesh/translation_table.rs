@@ -226,6 +226,28 @@ impl TranslationTable {
         }
     }
 
+    /// Marks a client as roaming away from every originator that announced
+    /// it (a ROAM entry leaves their CRC) and returns those originators.
+    fn global_mark_roam(
+        &mut self,
+        origs: &mut super::originator::OrigTable,
+        mac: MacAddr,
+        vid: u16,
+    ) -> Vec<MacAddr> {
+        let Some(list) = self.global.get_mut(&(mac, vid)) else {
+            return Vec::new();
+        };
+        let mut roamed = Vec::new();
+        for (o, f) in list.iter_mut().filter(|(_, f)| *f & tt_client::ROAM == 0) {
+            if let Some(node) = origs.get_mut(o) {
+                node.tt.account(mac, vid, *f, false);
+            }
+            *f |= tt_client::ROAM;
+            roamed.push(*o);
+        }
+        roamed
+    }
+
     /// Drops every client of an originator (it was purged).
     pub fn global_del_orig(&mut self, orig: MacAddr) {
         self.global.retain(|_, list| {
@@ -529,6 +551,32 @@ impl Mesh {
         if !self.tt.global_add(&mut o.tt, src, &c) {
             self.counters.table_full += 1;
         }
+    }
+
+    /// A client appeared here (`batadv_tt_local_add`). If other
+    /// originators announce it, it roamed to us: tell each of them at once
+    /// with a ROAM advert, so they drop it and send its traffic here without
+    /// waiting for our next OGM (live migration).
+    pub(crate) fn tt_local_add_roaming(
+        &mut self,
+        mac: MacAddr,
+        vid: u16,
+        out: &mut Vec<MeshOutput>,
+    ) -> bool {
+        if !self.tt.local_add(mac, vid) {
+            return false;
+        }
+        for orig in self.tt.global_mark_roam(&mut self.origs, mac, vid) {
+            let mut value = Vec::with_capacity(tvlv::ROAM_ADV_LEN);
+            value.extend_from_slice(mac.as_bytes());
+            value.extend_from_slice(&vid.to_be_bytes());
+            let mut c = Vec::with_capacity(4 + value.len());
+            let _ = tvlv::emit(&mut c, tvlv_type::ROAM, 1, &value);
+            if self.unicast_tvlv_send(orig, &c, out) {
+                self.counters.roam_sent += 1;
+            }
+        }
+        true
     }
 
     /// TTVN to put in a unicast header for `orig`.

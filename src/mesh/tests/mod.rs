@@ -370,3 +370,32 @@ fn big_tt_change_stays_under_aggregation_limit_and_converges() {
     );
     assert!(s.route(1, 0).unwrap().tt_crc_ok);
 }
+
+#[test]
+fn migrated_client_roam_adv_redirects_old_node_at_once() {
+    let mut s = Sim::new(3);
+    s.link(0, 1);
+    s.link(1, 2);
+    s.run(Duration::from_secs(12));
+    let vm = MacAddr([2, 0x55, 0, 0, 0, 1]);
+    s.nodes[0].tt_local_add(vm, 0);
+    s.run(Duration::from_secs(4));
+    assert_eq!(s.nodes[2].tt_global_lookup(vm, 0), Some(orig_mac(0)));
+    // The VM arrives on C: C tells A directly (ROAM_ADV over B), A stops
+    // claiming it and points at C before any OGM interval passes.
+    let mut out = Vec::new();
+    s.nodes[2].tt_local_add_announce(vm, 0, &mut out);
+    s.run_outputs(2, out);
+    assert_eq!(s.nodes[2].counters().roam_sent, 1);
+    assert_eq!(s.nodes[0].counters().roam_received, 1);
+    assert_eq!(s.nodes[0].tt_global_lookup(vm, 0), Some(orig_mac(2)));
+    assert!(s.nodes[0]
+        .tt_local_entries()
+        .iter()
+        .all(|e| e.mac != vm || e.pending_delete));
+    // After the next OGMs everyone agrees and the CRCs are consistent again.
+    s.run(Duration::from_secs(5));
+    assert!(s.nodes[0].tt_local_entries().is_empty());
+    assert_eq!(s.nodes[1].tt_global_lookup(vm, 0), Some(orig_mac(2)));
+    assert!(s.route(1, 0).unwrap().tt_crc_ok && s.route(1, 2).unwrap().tt_crc_ok);
+}
