@@ -399,3 +399,45 @@ fn migrated_client_roam_adv_redirects_old_node_at_once() {
     assert_eq!(s.nodes[1].tt_global_lookup(vm, 0), Some(orig_mac(2)));
     assert!(s.route(1, 0).unwrap().tt_crc_ok && s.route(1, 2).unwrap().tt_crc_ok);
 }
+
+#[test]
+fn full_mesh_of_twelve_converges_with_bounded_overhead() {
+    let n = 12;
+    let mut s = Sim::new(n);
+    for x in 0..n {
+        for y in (x + 1)..n {
+            s.link(x, y);
+        }
+    }
+    s.run(Duration::from_secs(20));
+    let before = s.transmits;
+    s.run(Duration::from_secs(10));
+    for x in 0..n {
+        let origs = s.nodes[x].originators();
+        for y in (0..n).filter(|y| *y != x) {
+            let r = origs
+                .iter()
+                .find(|o| o.orig == orig_mac(y))
+                .expect("knows everyone");
+            let direct = s
+                .links
+                .iter()
+                .find(|l| (l.a.0, l.b.0) == (x.min(y), x.max(y)))
+                .unwrap();
+            let peer_mac = if direct.a.0 == y {
+                direct.a.2
+            } else {
+                direct.b.2
+            };
+            assert_eq!(r.next_hop, Some(peer_mac), "{x}->{y} goes direct");
+        }
+    }
+    // Per node and interval: own OGMs on 11 links plus rebroadcasts of the
+    // 11 neighbours' OGMs on 11 links (kernel behaviour, one gretap per peer).
+    let per_node_per_s = (s.transmits - before) as f64 / 10.0 / n as f64;
+    eprintln!("full mesh of {n}: {per_node_per_s:.0} transmits/s per node");
+    assert!(
+        per_node_per_s < 3.0 * (n * n) as f64,
+        "{per_node_per_s} packets/s per node"
+    );
+}
