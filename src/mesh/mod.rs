@@ -201,6 +201,8 @@ pub struct Mesh {
     /// Outputs produced by calls without an output vector (tt_local_add),
     /// handed out at the next `tick`. Bounded by the local table size.
     pub(crate) pending_out: Vec<MeshOutput>,
+    pub(crate) ogm_fwd: bat_iv::FwdQueue,
+    pub(crate) ogm_fwd_deadline: Option<Instant>,
 }
 
 impl Mesh {
@@ -229,6 +231,8 @@ impl Mesh {
             counters: MeshCounters::default(),
             frags: fragmentation::FragTable::default(),
             pending_out: Vec::new(),
+            ogm_fwd: bat_iv::FwdQueue::default(),
+            ogm_fwd_deadline: None,
         };
         m.ogm_seqno = m.random() as u32;
         m.frag_seqno = m.random() as u16;
@@ -279,6 +283,7 @@ impl Mesh {
 
     /// Drops neighbours learned on it.
     pub fn hardif_del(&mut self, id: HardifId) {
+        let _ = self.ogm_fwd.take(id);
         let Some(h) = self.hardifs.remove(&id) else {
             return;
         };
@@ -365,6 +370,8 @@ impl Mesh {
             let interval = interval.saturating_sub(Duration::from_millis(JITTER_MS));
             self.next_ogm = Some(now + interval.max(Duration::from_millis(1)));
         }
+        // after our own OGMs, which take queued rebroadcasts along
+        self.iv_ogm_fwd_flush(now, out);
         if self.next_purge.is_none_or(|t| now >= t) {
             self.purge(now);
             self.next_purge = Some(now + ORIG_WORK_PERIOD);
@@ -376,7 +383,7 @@ impl Mesh {
             return self.now.unwrap_or_else(Instant::now);
         }
         match (self.next_ogm, self.next_purge) {
-            (Some(a), Some(b)) => a.min(b),
+            (Some(a), Some(b)) => self.ogm_fwd_deadline.map_or(a.min(b), |f| a.min(b).min(f)),
             // Never ticked: due now.
             _ => self.now.unwrap_or_else(Instant::now),
         }

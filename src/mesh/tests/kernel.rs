@@ -22,22 +22,28 @@ fn kernel_ogm_creates_originator() {
         &KERNEL_OGM,
         &mut out,
     );
+    assert!(out.is_empty(), "rebroadcasts wait for aggregation");
+    assert!(m.next_deadline() <= t0 + Duration::from_millis(10));
+    // Our own OGM is due as well: the echo rides in the same packet.
+    m.tick(t0 + Duration::from_millis(10), &mut out);
     let o = m.originators();
     assert_eq!(o.len(), 1);
     assert_eq!(o[0].orig, kernel_hardif);
     assert_eq!(m.counters().malformed, 0);
     // We echo it back on the same link the way the kernel expects: TTL 49,
     // DIRECTLINK, prev_sender = the kernel's hardif.
-    let echo = out
-        .iter()
-        .find_map(|o| match o {
-            MeshOutput::Transmit {
-                hardif: 1, packet, ..
-            } => Some(packet.clone()),
-            _ => None,
-        })
-        .expect("echo");
-    let p = crate::wire::batman::OgmPacket::new_checked(&echo[..]).unwrap();
+    let [MeshOutput::Transmit {
+        hardif: 1, packet, ..
+    }] = out.as_slice()
+    else {
+        panic!("one aggregate expected: {out:?}")
+    };
+    assert!(packet.len() <= 512);
+    let ogms: Vec<_> = crate::wire::batman::OgmIter::new(packet)
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(ogms.len(), 3, "primary, secondary, echo");
+    let p = &ogms[2];
     assert_eq!(
         (p.ttl(), p.orig(), p.prev_sender()),
         (49, kernel_hardif, kernel_hardif)
