@@ -11,9 +11,9 @@
 //! Where this differs from the kernel (2022.3 .. 2026.2), on purpose:
 //! - one routing table (the kernel's `BATADV_IF_DEFAULT`), not one per
 //!   outgoing interface; forwarding decisions use it for every hardif;
-//! - received OGMs are rebroadcast at once, aggregated per hardif within
-//!   one received packet, instead of after 0..10 ms jitter with cross-packet
-//!   aggregation; own OGMs aggregate primary + secondary per hardif;
+//! - rebroadcast OGMs wait a fixed 10 ms (kernel: random 0..10 ms) and are
+//!   aggregated per hardif, with our own OGM when it is due; own OGMs are
+//!   never delayed to wait for others (kernel: up to 100 ms);
 //! - TT_REQUESTs are always answered with the full table (capped at about
 //!   100 clients per VLAN set: responses are not fragmented yet), and only
 //!   requests addressed to us are answered (others are routed on);
