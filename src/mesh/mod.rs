@@ -17,9 +17,9 @@
 //! - TT_REQUESTs are always answered with the full table (capped at about
 //!   100 clients per VLAN set: responses are not fragmented yet), and only
 //!   requests addressed to us are answered (others are routed on);
-//! - the TTVN in received unicast headers is not checked (no rerouting of
-//!   packets for clients that roamed away); ROAM adverts only update the
-//!   global table;
+//! - UNICAST rerouting for roamed clients follows `batadv_check_unicast_ttvn`
+//!   for packets addressed to us only (the kernel also checks packets it
+//!   forwards); UNICAST_4ADDR is not rerouted;
 //! - no DAT, no multicast optimisation, no BLA, no gateway, no network
 //!   coding; forwarded fragments are passed on, not merged.
 //!
@@ -142,6 +142,7 @@ pub struct MeshCounters {
     pub rx_unicast: u64,
     pub unicast_delivered: u64,
     pub unicast_forwarded: u64,
+    pub unicast_rerouted: u64,
     pub tx_unicast: u64,
     pub dat_dropped: u64,
     pub frag_dropped: u64,

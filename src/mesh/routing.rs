@@ -166,10 +166,12 @@ impl Mesh {
                     return self.count_malformed();
                 };
                 self.counters.rx_unicast += 1;
-                if self.is_own_address(p.dest()) {
-                    self.deliver_unicast(p.payload(), out);
-                } else {
+                if !self.is_own_address(p.dest()) {
                     self.forward(packet, p.dest(), out);
+                } else if let Some(new_dest) = self.reroute_target(p.payload(), p.ttvn()) {
+                    self.reroute(packet, new_dest, out);
+                } else {
+                    self.deliver_unicast(p.payload(), out);
                 }
             }
             packet_type::UNICAST_4ADDR => {
@@ -254,6 +256,40 @@ impl Mesh {
         }
     }
 
+    /// `batadv_check_unicast_ttvn` + `batadv_reroute_unicast_packet`: a
+    /// frame for a client that roamed away from us (we are deleting it) or
+    /// sent with an outdated TTVN for a client we do not serve goes to the
+    /// originator that announces it now. Returns that originator. The TTVN
+    /// test keeps two nodes with different views from bouncing a packet.
+    fn reroute_target(&self, frame: &[u8], pkt_ttvn: u8) -> Option<MacAddr> {
+        let dst = MacAddr::from_bytes(frame)?;
+        if dst.is_multicast() {
+            return None;
+        }
+        let vid = inner_vid(frame);
+        if !self.tt.local_leaving(dst, vid) {
+            let is_old_ttvn = (pkt_ttvn.wrapping_sub(self.tt.ttvn) as i8) < 0;
+            if self.tt.local_serves(dst, vid) || !is_old_ttvn {
+                return None;
+            }
+        }
+        self.tt_global_lookup(dst, vid)
+            .filter(|o| !self.is_own_address(*o))
+    }
+
+    /// Points a UNICAST (or UNICAST_4ADDR) at `dest` with its TTVN and routes it on.
+    fn reroute(&mut self, packet: &[u8], dest: MacAddr, out: &mut Vec<MeshOutput>) {
+        let mut p = packet.to_vec();
+        let ttvn = self.tt_orig_ttvn(&dest);
+        {
+            let mut u = UnicastPacket::new_unchecked(&mut p[..]);
+            u.set_dest(dest);
+            u.set_ttvn(ttvn);
+        }
+        self.counters.unicast_rerouted += 1;
+        self.forward(&p, dest, out);
+    }
+
     fn count_malformed(&mut self) {
         self.counters.malformed += 1;
     }
@@ -335,5 +371,14 @@ impl Mesh {
             }
             None => self.counters.no_route += 1,
         }
+    }
+}
+
+/// TT vid of a client frame: 0 untagged, 0x8000 | VLAN id when 802.1Q tagged
+/// (`batadv_get_vid`).
+fn inner_vid(frame: &[u8]) -> u16 {
+    match (frame.get(12..14), frame.get(14..16)) {
+        (Some(&[0x81, 0x00]), Some(&[a, b])) => (u16::from_be_bytes([a, b]) & 0x0fff) | 0x8000,
+        _ => 0,
     }
 }

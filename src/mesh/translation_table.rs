@@ -134,6 +134,20 @@ impl TranslationTable {
         true
     }
 
+    /// Is this client ours (announced or about to be, not being deleted)?
+    pub fn local_serves(&self, mac: MacAddr, vid: u16) -> bool {
+        self.local
+            .get(&(mac, vid))
+            .is_some_and(|f| f & CLIENT_PENDING == 0)
+    }
+
+    /// Is this client ours but being deleted (roamed away)?
+    pub fn local_leaving(&self, mac: MacAddr, vid: u16) -> bool {
+        self.local
+            .get(&(mac, vid))
+            .is_some_and(|f| f & CLIENT_PENDING != 0)
+    }
+
     pub fn local_del(&mut self, mac: MacAddr, vid: u16) {
         let Some(f) = self.local.get_mut(&(mac, vid)) else {
             return;

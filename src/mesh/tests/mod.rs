@@ -393,6 +393,18 @@ fn migrated_client_roam_adv_redirects_old_node_at_once() {
         .tt_local_entries()
         .iter()
         .all(|e| e.mac != vm || e.pending_delete));
+    // In-flight traffic B still sends to A (stale view) is rerouted by A to C.
+    assert_eq!(
+        s.nodes[1].tt_global_lookup(vm, 0),
+        Some(orig_mac(0)),
+        "B not updated yet"
+    );
+    let mut f = frame(7);
+    f[..6].copy_from_slice(&vm.0);
+    assert!(s.send_unicast(1, 0, &f));
+    assert_eq!(s.nodes[0].counters().unicast_rerouted, 1);
+    assert!(s.delivered[0].is_empty());
+    assert_eq!(s.delivered[2], vec![(f, None, false)]);
     // After the next OGMs everyone agrees and the CRCs are consistent again.
     s.run(Duration::from_secs(5));
     assert!(s.nodes[0].tt_local_entries().is_empty());
@@ -440,4 +452,23 @@ fn full_mesh_of_twelve_converges_with_bounded_overhead() {
         per_node_per_s < 3.0 * (n * n) as f64,
         "{per_node_per_s} packets/s per node"
     );
+}
+
+#[test]
+fn no_reroute_ping_pong_between_stale_views() {
+    let mut s = Sim::new(2);
+    s.link(0, 1);
+    s.run(Duration::from_secs(10));
+    let vm = MacAddr([2, 0x56, 0, 0, 0, 1]);
+    // B announces the VM, A has nothing local for it; a frame for the VM
+    // that reaches A with A's current TTVN is delivered, not bounced.
+    s.nodes[1].tt_local_add(vm, 0);
+    s.run(Duration::from_secs(3));
+    let mut f = frame(8);
+    f[..6].copy_from_slice(&vm.0);
+    let mut out = Vec::new();
+    assert!(s.nodes[1].send_unicast(s.now, orig_mac(0), &f, &mut out));
+    s.run_outputs(1, out);
+    assert_eq!(s.delivered[0].len(), 1);
+    assert_eq!(s.nodes[0].counters().unicast_rerouted, 0);
 }
