@@ -6,7 +6,8 @@
 //! "hard interface" ([`HardifId`]) per WireGuard peer, like one gretap per
 //! peer on a kernel node. File layout follows net/batman-adv: `bat_iv.rs`
 //! (OGMs, TQ, route choice), `originator.rs`, `bcast.rs`, `routing.rs`
-//! (unicast), `fragmentation.rs`, `translation_table.rs`, `bitarray.rs`.
+//! (unicast), `fragmentation.rs`, `translation_table.rs` (tables, CRC),
+//! `tt_tvlv.rs` (TT/ROAM messages), `bitarray.rs`.
 //!
 //! Where this differs from the kernel (2022.3 .. 2026.2), on purpose:
 //! - one routing table (the kernel's `BATADV_IF_DEFAULT`), not one per
@@ -36,6 +37,7 @@ pub(crate) mod fragmentation;
 mod originator;
 mod routing;
 pub(crate) mod translation_table;
+mod tt_tvlv;
 
 #[cfg(test)]
 mod tests;
