@@ -110,8 +110,20 @@ pub struct Hv {
     pub ports: Vec<String>,
 }
 
+/// Knobs beyond the VM layout.
+#[derive(Clone, Debug, Default)]
+pub struct Opts {
+    /// IPv6 underlay (fd00:18::N) and IPv6 inner addresses (fd00:19::N).
+    pub v6: bool,
+    /// Which hypervisors peer (WireGuard + batman link); None: a full mesh.
+    pub links: Option<Vec<(usize, usize)>>,
+    /// Extra lines for the [mesh] section.
+    pub mesh_extra: String,
+}
+
 pub struct Topology {
     pub prefix: String,
+    pub opts: Opts,
     pub hvs: Vec<Hv>,
     pub vms: Vec<Vm>,
     pub dir: PathBuf,
@@ -145,6 +157,10 @@ pub fn genkey() -> (String, String) {
 impl Topology {
     /// `layout[i]` lists the VMs of hypervisor i+1.
     pub fn new(prefix: &str, layout: &[&[Attach]], ogm_ms: u64) -> Topology {
+        Self::with_opts(prefix, layout, ogm_ms, Opts::default())
+    }
+
+    pub fn with_opts(prefix: &str, layout: &[&[Attach]], ogm_ms: u64, opts: Opts) -> Topology {
         assert!(
             unsafe_is_root(),
             "netns tests need root (CI runs as root); refusing to skip"
@@ -154,6 +170,7 @@ impl Topology {
         fs::create_dir_all(&dir).unwrap();
         let mut t = Topology {
             prefix: prefix.to_string(),
+            opts,
             hvs: Vec::new(),
             vms: Vec::new(),
             dir,
@@ -204,17 +221,14 @@ impl Topology {
             "netns", &ul,
         ]);
         ns_exec(&ul, &["ip", "link", "set", &peer, "master", "ulbr", "up"]);
-        ns_exec(
-            &ns,
-            &[
-                "ip",
-                "addr",
-                "add",
-                &format!("198.18.0.{idx}/24"),
-                "dev",
-                "ul",
-            ],
-        );
+        let (addr, family_opts): (String, &[&str]) = if self.opts.v6 {
+            (format!("fd00:18::{idx}/64"), &["nodad"])
+        } else {
+            (format!("198.18.0.{idx}/24"), &[])
+        };
+        let mut cmd = vec!["ip", "addr", "add", &addr, "dev", "ul"];
+        cmd.extend_from_slice(family_opts);
+        ns_exec(&ns, &cmd);
         ns_exec(&ns, &["ip", "link", "set", "ul", "up"]);
         let dir = self.dir.join(format!("hv{idx}"));
         fs::create_dir_all(&dir).unwrap();
@@ -300,22 +314,50 @@ impl Topology {
         self.hvs[hv - 1].dir.join("ctl.sock")
     }
 
+    /// Inner (gretap) address of a hypervisor.
+    pub fn inner(&self, hv: usize) -> String {
+        if self.opts.v6 {
+            format!("fd00:19::{hv}")
+        } else {
+            format!("198.19.0.{hv}")
+        }
+    }
+
+    /// Underlay endpoint of a hypervisor.
+    pub fn endpoint(&self, hv: usize) -> String {
+        if self.opts.v6 {
+            format!("[fd00:18::{hv}]:51820")
+        } else {
+            format!("198.18.0.{hv}:51820")
+        }
+    }
+
+    pub fn linked(&self, a: usize, b: usize) -> bool {
+        match &self.opts.links {
+            None => a != b,
+            Some(l) => l.iter().any(|&(x, y)| (x, y) == (a, b) || (y, x) == (a, b)),
+        }
+    }
+
     pub fn write_config(&self, hv: usize) {
         let h = &self.hvs[hv - 1];
         let mut c = format!(
-            "[node]\nprivate_key = \"{}\"\nlisten_port = 51820\naddress = \"198.19.0.{}\"\n\n[mesh]\noriginator_interval_ms = {}\n\n[control]\nsocket = \"{}\"\n",
+            "[node]\nprivate_key = \"{}\"\nlisten_port = 51820\naddress = \"{}\"\n\n[mesh]\noriginator_interval_ms = {}\n{}\n[control]\nsocket = \"{}\"\n",
             h.private_key,
-            h.idx,
+            self.inner(hv),
             self.ogm_ms,
+            self.opts.mesh_extra,
             self.socket(hv).display()
         );
         for o in &self.hvs {
-            if o.idx == h.idx {
+            if !self.linked(h.idx, o.idx) {
                 continue;
             }
             c += &format!(
-                "\n[[peer]]\npublic_key = \"{}\"\nendpoint = \"198.18.0.{}:51820\"\naddress = \"198.19.0.{}\"\npersistent_keepalive = 25\n",
-                o.public_key, o.idx, o.idx
+                "\n[[peer]]\npublic_key = \"{}\"\nendpoint = \"{}\"\naddress = \"{}\"\npersistent_keepalive = 25\n",
+                o.public_key,
+                self.endpoint(o.idx),
+                self.inner(o.idx)
             );
         }
         for p in &h.ports {
