@@ -61,6 +61,10 @@ pub struct FdbEntry {
     pub location: Location,
     pub last_seen: Instant,
     pub learned: Source,
+    /// When this client left one of our ports for the mesh (kept while it
+    /// roams on from originator to originator). The old node of a migration
+    /// forwards frames still addressed to it for a while after this.
+    pub departed: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -198,6 +202,11 @@ impl Fdb {
                 return Learn::Refused;
             }
         }
+        let departed = match (old.location, location) {
+            (Location::Port(_), Location::Originator(_)) => Some(now),
+            (Location::Originator(_), Location::Originator(_)) => old.departed,
+            (_, Location::Port(_)) => None,
+        };
         self.remove(key, old.location);
         self.put(
             key,
@@ -205,6 +214,7 @@ impl Fdb {
                 location,
                 last_seen: now,
                 learned,
+                departed,
             },
         );
         Learn::Moved { from: old.location }
@@ -233,6 +243,7 @@ impl Fdb {
                 location,
                 last_seen: now,
                 learned,
+                departed: None,
             },
         );
         Learn::New
