@@ -1,9 +1,150 @@
-//! `meshwire ctl`: sends one request to the daemon and formats the answer.
+//! `meshwire ctl`: sends one request to the daemon and formats the answer,
+//! as a table for people or as JSON for scripts.
 
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::time::Duration;
 
-use super::CtlCommand;
+use serde_json::Value;
 
-pub fn run(_socket: &Path, _cmd: CtlCommand, _json: bool) -> Result<String, String> {
-    Err("control client not built yet".into())
+use super::{CtlCommand, Reply};
+
+/// Sends `cmd` and returns the daemon's `data`.
+pub fn request(socket: &Path, cmd: &CtlCommand) -> Result<Value, String> {
+    let conn = UnixStream::connect(socket)
+        .map_err(|e| format!("cannot connect to {}: {e}", socket.display()))?;
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    let mut line = serde_json::to_vec(cmd).map_err(|e| e.to_string())?;
+    line.push(b'\n');
+    (&conn).write_all(&line).map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    BufReader::new(&conn)
+        .read_line(&mut answer)
+        .map_err(|e| format!("no answer: {e}"))?;
+    let reply: Reply =
+        serde_json::from_str(&answer).map_err(|e| format!("bad answer from the daemon: {e}"))?;
+    if reply.ok {
+        Ok(reply.data.unwrap_or(Value::Null))
+    } else {
+        Err(reply.error.unwrap_or_else(|| "request failed".into()))
+    }
+}
+
+pub fn run(socket: &Path, cmd: CtlCommand, json: bool) -> Result<String, String> {
+    let data = request(socket, &cmd)?;
+    if json {
+        let mut s = serde_json::to_string_pretty(&data).map_err(|e| e.to_string())?;
+        s.push('\n');
+        return Ok(s);
+    }
+    Ok(match cmd {
+        CtlCommand::Peers => table(
+            &data,
+            &[
+                ("PEER", "public_key"),
+                ("ADDRESS", "address"),
+                ("ENDPOINT", "endpoint"),
+                ("HANDSHAKE", "last_handshake_ago"),
+                ("RX", "rx_bytes"),
+                ("TX", "tx_bytes"),
+                ("UP", "session_up"),
+            ],
+        ),
+        CtlCommand::Originators => table(
+            &data,
+            &[
+                ("ORIGINATOR", "originator"),
+                ("LAST-SEEN", "last_seen_ms"),
+                ("TQ", "tq"),
+                ("NEXT-HOP", "next_hop"),
+                ("VIA", "via"),
+                ("TTVN", "ttvn"),
+            ],
+        ),
+        CtlCommand::Fdb => table(
+            &data,
+            &[
+                ("MAC", "mac"),
+                ("VLAN", "vlan"),
+                ("LOCATION", "location"),
+                ("SOURCE", "source"),
+                ("AGE-MS", "age_ms"),
+            ],
+        ),
+        CtlCommand::Ports => table(
+            &data,
+            &[
+                ("PORT", "name"),
+                ("MTU", "mtu"),
+                ("RX-FRAMES", "rx_frames"),
+                ("TX-FRAMES", "tx_frames"),
+                ("RX-BYTES", "rx_bytes"),
+                ("TX-BYTES", "tx_bytes"),
+                ("DROPS", "drops"),
+            ],
+        ),
+        CtlCommand::Stats => {
+            let mut s = serde_json::to_string_pretty(&data).map_err(|e| e.to_string())?;
+            s.push('\n');
+            s
+        }
+    })
+}
+
+fn cell(v: Option<&Value>) -> String {
+    match v {
+        None | Some(Value::Null) => "-".into(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// Renders an array of objects as aligned columns.
+pub fn table(data: &Value, cols: &[(&str, &str)]) -> String {
+    let rows: Vec<Vec<String>> = data
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|r| cols.iter().map(|(_, k)| cell(r.get(*k))).collect())
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut width: Vec<usize> = cols.iter().map(|(h, _)| h.len()).collect();
+    for r in &rows {
+        for (w, c) in width.iter_mut().zip(r) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let mut out = String::new();
+    let line = |cells: Vec<&str>, out: &mut String| {
+        let mut l = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                l.push_str(c);
+            } else {
+                l.push_str(&format!("{:<w$}  ", c, w = width[i]));
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(cols.iter().map(|(h, _)| *h).collect(), &mut out);
+    for r in &rows {
+        line(r.iter().map(String::as_str).collect(), &mut out);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_aligns_and_fills_missing() {
+        let v = serde_json::json!([{"a": "x", "b": 1}, {"a": "longer"}]);
+        let t = table(&v, &[("A", "a"), ("B", "b")]);
+        assert_eq!(t, "A       B\nx       1\nlonger  -\n");
+    }
 }

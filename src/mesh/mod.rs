@@ -1,1 +1,389 @@
-//! (filled in by its owner)
+//! batman-adv IV (compat version 15) as a sans-I/O state machine.
+//!
+//! The dataplane hands every batman frame to [`Mesh::receive`], client frames
+//! to [`Mesh::send_unicast`] / [`Mesh::send_broadcast`], calls [`Mesh::tick`]
+//! at [`Mesh::next_deadline`], and carries out the [`MeshOutput`]s. One
+//! "hard interface" ([`HardifId`]) per WireGuard peer, like one gretap per
+//! peer on a kernel node. File layout follows net/batman-adv: `bat_iv.rs`
+//! (OGMs, TQ), `originator.rs`, `bcast.rs`, `routing.rs` (unicast),
+//! `translation_table.rs`, `bitarray.rs`.
+
+mod bat_iv;
+mod bcast;
+mod bitarray;
+mod originator;
+mod routing;
+mod translation_table;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use crate::wire::batman::{packet_type, CommonHeader};
+use crate::wire::{MacAddr, WireError};
+
+pub use originator::{MAX_ORIGINATORS, PURGE_TIMEOUT};
+pub use routing::UnicastRoute;
+pub use translation_table::{TtGlobalInfo, TtLocalInfo, MAX_TT_GLOBAL, MAX_TT_LOCAL};
+
+pub type HardifId = u32;
+
+/// `BATADV_TTL`.
+pub const TTL: u8 = 50;
+/// `BATADV_TQ_MAX_VALUE`.
+pub const TQ_MAX: u8 = 255;
+/// `BATADV_JITTER` (ms): own OGMs go out at interval ± this.
+pub const JITTER_MS: u64 = 20;
+/// `BATADV_ORIG_WORK_PERIOD`: how often purges run.
+pub const ORIG_WORK_PERIOD: Duration = Duration::from_secs(1);
+/// Bound on neighbour MACs remembered per hardif.
+pub const MAX_HARDIF_NEIGHS: usize = 64;
+
+pub struct MeshConfig {
+    pub originator: MacAddr,
+    pub ogm_interval: Duration,
+    /// `hop_penalty`, kernel default 30.
+    pub hop_penalty: u8,
+}
+
+impl MeshConfig {
+    pub fn new(originator: MacAddr) -> Self {
+        MeshConfig {
+            originator,
+            ogm_interval: Duration::from_millis(1000),
+            hop_penalty: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MeshOutput {
+    /// Send this batman packet (the Ethernet payload after ethertype 0x4305) on `hardif` to Ethernet dst `dst`
+    /// (ff:ff:ff:ff:ff:ff for OGMs and broadcasts, the neighbour's hardif MAC for unicast).
+    Transmit {
+        hardif: HardifId,
+        dst: MacAddr,
+        packet: Vec<u8>,
+    },
+    /// A client (VM) Ethernet frame for this node. `source_orig` is the originator when the header carries it
+    /// (BCAST), None for UNICAST. `broadcast` = it came as a batman broadcast.
+    Deliver {
+        frame: Vec<u8>,
+        source_orig: Option<MacAddr>,
+        broadcast: bool,
+    },
+}
+
+/// One hard interface (one WireGuard peer).
+#[derive(Debug)]
+pub(crate) struct Hardif {
+    pub mac: MacAddr,
+    /// Seqno of this hardif's own secondary OGM stream (`bat_iv.ogm_seqno`).
+    pub seqno: u32,
+    /// Neighbour MACs heard on it (`hardif_neigh`), with last-seen.
+    pub neighs: Vec<(MacAddr, Instant)>,
+}
+
+/// Drop and event counters; every refused packet lands in one of them.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct MeshCounters {
+    pub rx_packets: u64,
+    pub malformed: u64,
+    pub bad_version: u64,
+    pub unknown_type: u64,
+    pub rx_ogm: u64,
+    pub ogm_own: u64,
+    pub ogm_echo: u64,
+    pub ogm_protected: u64,
+    pub ogm_dup: u64,
+    pub ogm_dropped: u64,
+    pub ogm_forwarded: u64,
+    pub tx_ogm: u64,
+    pub ttl_exceeded: u64,
+    pub no_route: u64,
+    pub not_for_us: u64,
+    pub table_full: u64,
+    pub rx_bcast: u64,
+    pub dup_bcast: u64,
+    pub bcast_unknown_orig: u64,
+    pub bcast_forwarded: u64,
+    pub tx_bcast: u64,
+    pub rx_unicast: u64,
+    pub unicast_delivered: u64,
+    pub unicast_forwarded: u64,
+    pub tx_unicast: u64,
+    pub dat_dropped: u64,
+    pub frag_dropped: u64,
+    pub icmp_dropped: u64,
+    pub icmp_answered: u64,
+    pub tvlv_unknown: u64,
+    pub tt_requests_sent: u64,
+    pub tt_requests_answered: u64,
+    pub tt_responses_received: u64,
+    pub tt_crc_mismatch: u64,
+    pub tt_changes_applied: u64,
+    pub roam_received: u64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NeighbourInfo {
+    pub addr: MacAddr,
+    pub hardif: HardifId,
+    pub tq: u8,
+    pub real_packet_count: u8,
+    pub last_seen_ms: u64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct OriginatorInfo {
+    pub orig: MacAddr,
+    pub next_hop: Option<MacAddr>,
+    pub hardif: Option<HardifId>,
+    pub tq: u8,
+    pub last_seen_ms: u64,
+    pub ttvn: u8,
+    pub tt_crc_ok: bool,
+    pub neighbours: Vec<NeighbourInfo>,
+}
+
+pub struct Mesh {
+    pub(crate) cfg: MeshConfig,
+    pub(crate) hardifs: BTreeMap<HardifId, Hardif>,
+    pub(crate) origs: originator::OrigTable,
+    pub(crate) tt: translation_table::TranslationTable,
+    /// Seqno of our primary OGM.
+    pub(crate) ogm_seqno: u32,
+    pub(crate) bcast_seqno: u32,
+    pub(crate) next_ogm: Option<Instant>,
+    pub(crate) next_purge: Option<Instant>,
+    pub(crate) now: Option<Instant>,
+    pub(crate) rng: u64,
+    pub(crate) counters: MeshCounters,
+}
+
+impl Mesh {
+    pub fn new(cfg: MeshConfig) -> Mesh {
+        // Seeded from the originator (distinct per node) and the OS, for OGM
+        // jitter and random initial seqnos as the kernel uses.
+        let mut seed = [0u8; 8];
+        let _ = getrandom::getrandom(&mut seed);
+        let mut rng = u64::from_le_bytes(seed) ^ 0x9e37_79b9_7f4a_7c15;
+        for b in cfg.originator.0 {
+            rng = (rng ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+        }
+        let mut m = Mesh {
+            cfg,
+            hardifs: BTreeMap::new(),
+            origs: originator::OrigTable::default(),
+            tt: translation_table::TranslationTable::default(),
+            ogm_seqno: 0,
+            bcast_seqno: 0,
+            next_ogm: None,
+            next_purge: None,
+            now: None,
+            rng: rng | 1,
+            counters: MeshCounters::default(),
+        };
+        m.ogm_seqno = m.random() as u32;
+        m
+    }
+
+    pub(crate) fn random(&mut self) -> u64 {
+        // xorshift64*
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    pub fn originator(&self) -> MacAddr {
+        self.cfg.originator
+    }
+
+    pub fn hardif_add(&mut self, id: HardifId, mac: MacAddr) {
+        let seqno = self.random() as u32;
+        self.hardifs.insert(
+            id,
+            Hardif {
+                mac,
+                seqno,
+                neighs: Vec::new(),
+            },
+        );
+        // A new link gets OGMs right away rather than up to an interval later.
+        self.next_ogm = None;
+    }
+
+    /// Drops neighbours learned on it.
+    pub fn hardif_del(&mut self, id: HardifId) {
+        self.hardifs.remove(&id);
+        self.origs.hardif_removed(id);
+    }
+
+    /// Originator or any hardif MAC.
+    pub fn is_own_address(&self, mac: MacAddr) -> bool {
+        mac == self.cfg.originator || self.hardifs.values().any(|h| h.mac == mac)
+    }
+
+    /// A batman packet arrived on `hardif` (eth_src/eth_dst from the GRE-carried Ethernet header).
+    pub fn receive(
+        &mut self,
+        now: Instant,
+        hardif: HardifId,
+        eth_src: MacAddr,
+        eth_dst: MacAddr,
+        packet: &[u8],
+        out: &mut Vec<MeshOutput>,
+    ) {
+        self.now = Some(now);
+        self.counters.rx_packets += 1;
+        if !self.hardifs.contains_key(&hardif) {
+            self.counters.not_for_us += 1;
+            return;
+        }
+        let hdr = match CommonHeader::parse(packet) {
+            Ok(h) => h,
+            Err(WireError::Unsupported) => {
+                self.counters.bad_version += 1;
+                return;
+            }
+            Err(_) => {
+                self.counters.malformed += 1;
+                return;
+            }
+        };
+        match hdr.packet_type {
+            packet_type::IV_OGM => self.iv_ogm_receive(now, hardif, eth_src, eth_dst, packet, out),
+            packet_type::BCAST => self.recv_bcast(now, hardif, eth_src, eth_dst, packet, out),
+            packet_type::UNICAST
+            | packet_type::UNICAST_4ADDR
+            | packet_type::UNICAST_FRAG
+            | packet_type::ICMP
+            | packet_type::UNICAST_TVLV => {
+                self.recv_unicast_class(now, hardif, eth_src, eth_dst, hdr.packet_type, packet, out)
+            }
+            _ => self.counters.unknown_type += 1,
+        }
+    }
+
+    /// Client frame (whole Ethernet frame) for the originator `dest_orig`. false = no route.
+    pub fn send_unicast(
+        &mut self,
+        now: Instant,
+        dest_orig: MacAddr,
+        frame: &[u8],
+        out: &mut Vec<MeshOutput>,
+    ) -> bool {
+        self.now = Some(now);
+        self.unicast_send(dest_orig, frame, out)
+    }
+
+    pub fn send_broadcast(&mut self, now: Instant, frame: &[u8], out: &mut Vec<MeshOutput>) {
+        self.now = Some(now);
+        self.bcast_send(frame, out)
+    }
+
+    /// OGMs due, purges, TT housekeeping.
+    pub fn tick(&mut self, now: Instant, out: &mut Vec<MeshOutput>) {
+        self.now = Some(now);
+        if self.next_ogm.is_none_or(|t| now >= t) {
+            self.iv_ogm_schedule(now, out);
+            let jitter = self.random() % (2 * JITTER_MS + 1);
+            let interval = self.cfg.ogm_interval + Duration::from_millis(jitter);
+            let interval = interval.saturating_sub(Duration::from_millis(JITTER_MS));
+            self.next_ogm = Some(now + interval.max(Duration::from_millis(1)));
+        }
+        if self.next_purge.is_none_or(|t| now >= t) {
+            self.purge(now);
+            self.next_purge = Some(now + ORIG_WORK_PERIOD);
+        }
+    }
+
+    pub fn next_deadline(&self) -> Instant {
+        match (self.next_ogm, self.next_purge) {
+            (Some(a), Some(b)) => a.min(b),
+            // Never ticked: due now.
+            _ => self.now.unwrap_or_else(Instant::now),
+        }
+    }
+
+    fn purge(&mut self, now: Instant) {
+        for orig in self.origs.purge(now) {
+            self.tt.global_del_orig(orig);
+        }
+        for h in self.hardifs.values_mut() {
+            h.neighs
+                .retain(|(_, t)| now.saturating_duration_since(*t) <= PURGE_TIMEOUT);
+        }
+    }
+
+    /// vid in batman encoding: 0 = untagged, 0x8000|id = tagged.
+    pub fn tt_local_add(&mut self, mac: MacAddr, vid: u16) {
+        if !self.tt.local_add(mac, vid) {
+            self.counters.table_full += 1;
+        }
+    }
+
+    pub fn tt_local_del(&mut self, mac: MacAddr, vid: u16) {
+        self.tt.local_del(mac, vid)
+    }
+
+    /// Serving originator.
+    pub fn tt_global_lookup(&self, mac: MacAddr, vid: u16) -> Option<MacAddr> {
+        self.tt.global_lookup(mac, vid, |o| {
+            self.origs
+                .get(&o)
+                .and_then(|n| n.router())
+                .map_or(0, |r| r.tq_avg)
+        })
+    }
+
+    pub fn originators(&self) -> Vec<OriginatorInfo> {
+        let now = self.now;
+        let age = |t: Instant| now.map_or(0, |n| n.saturating_duration_since(t).as_millis() as u64);
+        let mut v: Vec<OriginatorInfo> = self
+            .origs
+            .map
+            .values()
+            .map(|o| {
+                let r = o.router();
+                OriginatorInfo {
+                    orig: o.orig,
+                    next_hop: r.map(|r| r.addr),
+                    hardif: r.map(|r| r.hardif),
+                    tq: r.map_or(0, |r| r.tq_avg),
+                    last_seen_ms: age(o.last_seen),
+                    ttvn: o.tt.last_ttvn,
+                    tt_crc_ok: o.tt.crc_ok,
+                    neighbours: o
+                        .neighs
+                        .iter()
+                        .map(|n| NeighbourInfo {
+                            addr: n.addr,
+                            hardif: n.hardif,
+                            tq: n.tq_avg,
+                            real_packet_count: n.real_packet_count,
+                            last_seen_ms: age(n.last_seen),
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        v.sort_by_key(|o| o.orig);
+        v
+    }
+
+    pub fn tt_global_entries(&self) -> Vec<TtGlobalInfo> {
+        self.tt.global_entries()
+    }
+
+    pub fn tt_local_entries(&self) -> Vec<TtLocalInfo> {
+        self.tt.local_entries()
+    }
+
+    pub fn counters(&self) -> &MeshCounters {
+        &self.counters
+    }
+}

@@ -1,1 +1,326 @@
-//! (filled in by its owner)
+//! The WireGuard + gretap layer: one boringtun `noise::Tunn` per peer over
+//! our own UDP socket, with the inner IPv4/IPv6 + GRE/TEB framing of a kernel
+//! `gretap` inside, so a kernel `wg` + `gretap` node is a valid peer.
+//!
+//! Files, one concern each (like the kernel module's):
+//! - `peer.rs`: a peer's Tunn, endpoint, inner address, stats.
+//! - `noise.rs`: demultiplexing messages to peers (receiver index, initiator
+//!   key) and the shared handshake rate limiter.
+//! - `send.rs` / `receive.rs`: the two data paths.
+//! - `timers.rs`: boringtun's timers for every peer.
+//! - `socket.rs`: the dual-stack UDP socket (libc, recvmmsg).
+//! - `gretap.rs`: inner encap/decap.
+//! - `counters.rs`: drop and event counters.
+//!
+//! Single-threaded: every method takes `&mut self`; the dataplane owns the
+//! `Tunnels` and drives it from its epoll loop: `receive` when `fds()` are
+//! readable, `tick` every 100-250 ms, `send_frame` for each outgoing frame.
+//!
+//! Bounds (hostile or broken peers cannot grow memory):
+//! - frames waiting for a handshake: boringtun's queue, 256 per peer (one
+//!   allocation per queued frame, only while no session exists);
+//! - one `receive` reads at most MAX_BATCHES_PER_CALL x RX_BATCH datagrams
+//!   into buffers allocated once; datagrams over RX_DATAGRAM_MAX are dropped;
+//! - handshake processing: HANDSHAKE_RATE_LIMIT per second, then cookies;
+//! - peers: at most MAX_PEERS (boringtun's 24-bit index space).
+//!
+//! Wire compatibility with a kernel `wg` + `gretap` pair: inner IPv4 with DF,
+//! TTL 64, TOS 0, an IP identification that counts up per peer, GRE
+//! 0x0000/0x6558, and WireGuard's zero padding to 16 bytes (capped at the
+//! 1420-byte wg0 MTU), which boringtun itself does not add.
+
+mod counters;
+mod gretap;
+mod noise;
+mod peer;
+mod receive;
+mod send;
+mod socket;
+mod timers;
+
+#[cfg(test)]
+pub(crate) mod captures;
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod tests_raw;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::RawFd;
+use std::time::{Duration, Instant};
+
+use boringtun::x25519::StaticSecret;
+
+pub use counters::TunnelCounters;
+pub use gretap::{Drop as InnerDrop, INNER_TTL};
+pub use noise::{HANDSHAKE_RATE_LIMIT, MAX_PEERS};
+pub use peer::PeerStats;
+pub use receive::MAX_BATCHES_PER_CALL;
+pub use send::MAX_FRAME_LEN;
+pub use socket::{RX_BATCH, RX_DATAGRAM_MAX, SOCKET_BUFFER_BYTES};
+
+use noise::{IndexMap, Matcher};
+use peer::Peer;
+use socket::{RxBatch, UdpSocket};
+
+/// Index into the config's peer list; the mesh uses it as its HardifId.
+pub type PeerId = u32;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerSpec {
+    pub public_key: [u8; 32],
+    /// None: learnt from the first authenticated packet the peer sends.
+    pub endpoint: Option<SocketAddr>,
+    /// The peer's inner address (its gretap local, our gretap remote).
+    pub inner: IpAddr,
+    /// Seconds; None or 0 turns it off.
+    pub persistent_keepalive: Option<u16>,
+}
+
+#[derive(Clone)]
+pub struct TunnelConfig {
+    pub private_key: [u8; 32],
+    /// 0 lets the kernel choose (tests); see `Tunnels::local_port`.
+    pub listen_port: u16,
+    /// Our inner address (the gretap local address); same family as every
+    /// peer's `inner`.
+    pub local_inner: IpAddr,
+    pub peers: Vec<PeerSpec>,
+}
+
+impl TunnelConfig {
+    /// The tunnel part of a checked config file.
+    pub fn from_validated(v: &crate::config::Validated) -> TunnelConfig {
+        TunnelConfig {
+            private_key: v.private_key,
+            listen_port: v.raw.node.listen_port,
+            local_inner: v.raw.node.address,
+            peers: v
+                .peers
+                .iter()
+                .map(|p| PeerSpec {
+                    public_key: p.public_key,
+                    endpoint: p.endpoint,
+                    inner: p.address,
+                    persistent_keepalive: p.persistent_keepalive,
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TunnelError {
+    UnknownPeer(PeerId),
+    /// Shorter than an Ethernet header.
+    FrameTooShort(usize),
+    /// Longer than MAX_FRAME_LEN.
+    FrameTooLong(usize),
+    /// The peer has no configured endpoint and has not contacted us yet.
+    NoEndpoint(PeerId),
+    /// sendto failed (WouldBlock: the socket buffer is full).
+    Socket(io::ErrorKind),
+    /// boringtun refused to encrypt.
+    Noise,
+}
+
+impl fmt::Display for TunnelError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TunnelError::UnknownPeer(p) => write!(f, "no peer {p}"),
+            TunnelError::FrameTooShort(n) => {
+                write!(f, "frame of {n} bytes is shorter than an Ethernet header")
+            }
+            TunnelError::FrameTooLong(n) => write!(f, "frame of {n} bytes exceeds {MAX_FRAME_LEN}"),
+            TunnelError::NoEndpoint(p) => write!(f, "peer {p} has no known endpoint"),
+            TunnelError::Socket(k) => write!(f, "send failed: {k}"),
+            TunnelError::Noise => f.write_str("WireGuard encapsulation failed"),
+        }
+    }
+}
+
+impl std::error::Error for TunnelError {}
+
+pub struct Tunnels {
+    socket: UdpSocket,
+    rx: RxBatch,
+    peers: Vec<Peer>,
+    index: IndexMap,
+    matcher: Matcher,
+    /// Reusable plaintext (inner headers + frame + padding) and ciphertext
+    /// buffers: the per-packet path allocates nothing.
+    plain: Box<[u8]>,
+    out: Box<[u8]>,
+    counters: TunnelCounters,
+}
+
+fn random_u32() -> u32 {
+    let mut b = [0u8; 4];
+    // Without the kernel's random source the indices are merely predictable,
+    // which WireGuard tolerates (they are not secrets).
+    let _ = getrandom::getrandom(&mut b);
+    u32::from_ne_bytes(b)
+}
+
+fn invalid(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, msg)
+}
+
+impl Tunnels {
+    /// Checks the config and binds the socket.
+    pub fn new(cfg: TunnelConfig) -> io::Result<Tunnels> {
+        if cfg.peers.len() > MAX_PEERS {
+            return Err(invalid(format!(
+                "{} peers, at most {MAX_PEERS}",
+                cfg.peers.len()
+            )));
+        }
+        let mut by_key = HashMap::with_capacity(cfg.peers.len());
+        for (i, p) in cfg.peers.iter().enumerate() {
+            if p.inner.is_ipv4() != cfg.local_inner.is_ipv4() {
+                return Err(invalid(format!(
+                    "peer {i}: inner address family differs from ours"
+                )));
+            }
+            if by_key.insert(p.public_key, i as PeerId).is_some() {
+                return Err(invalid(format!("peer {i}: public key listed twice")));
+            }
+        }
+        let socket = UdpSocket::bind(cfg.listen_port)?;
+        let secret = StaticSecret::from(cfg.private_key);
+        let matcher = Matcher::new(secret, by_key);
+        let index = IndexMap::new(random_u32(), cfg.peers.len());
+        let peers = cfg
+            .peers
+            .iter()
+            .enumerate()
+            .map(|(i, spec)| {
+                Peer::new(
+                    matcher.secret(),
+                    spec,
+                    cfg.local_inner,
+                    index.index_of(i as PeerId),
+                    &matcher.rate_limiter,
+                    random_u32() as u16,
+                )
+            })
+            .collect();
+        Ok(Tunnels {
+            socket,
+            rx: RxBatch::new(),
+            peers,
+            index,
+            matcher,
+            plain: vec![0u8; send::PLAIN_BUF].into_boxed_slice(),
+            out: vec![0u8; send::OUT_BUF].into_boxed_slice(),
+            counters: TunnelCounters::default(),
+        })
+    }
+
+    /// Descriptors to watch for readability.
+    pub fn fds(&self) -> Vec<RawFd> {
+        vec![self.socket.raw_fd()]
+    }
+
+    /// The UDP port actually bound (useful with listen_port 0).
+    pub fn local_port(&self) -> io::Result<u16> {
+        self.socket.local_port()
+    }
+
+    /// Moves to a new socket on `port` (`wg set listen-port`); the fds
+    /// change, so re-register them. Peers learn the new port from our next
+    /// authenticated packet.
+    pub fn rebind(&mut self, port: u16) -> io::Result<()> {
+        self.socket = UdpSocket::bind(port)?;
+        Ok(())
+    }
+
+    /// The receive buffer the kernel granted (it reports double the request).
+    pub fn socket_rcvbuf(&self) -> io::Result<usize> {
+        self.socket.rcvbuf()
+    }
+
+    /// True when one AF_INET6 socket serves both IPv4 and IPv6 peers.
+    pub fn dual_stack(&self) -> bool {
+        self.socket.is_dual_stack()
+    }
+
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Encapsulates, encrypts and sends one Ethernet frame to the peer. With
+    /// no session yet, boringtun queues it (at most 256 per peer, oldest
+    /// kept) and a handshake starts.
+    pub fn send_frame(&mut self, peer: PeerId, eth_frame: &[u8]) -> Result<(), TunnelError> {
+        self.send_frame_inner(peer, eth_frame)
+    }
+
+    /// Drains the socket (at most MAX_BATCHES_PER_CALL x RX_BATCH datagrams)
+    /// and calls `deliver(peer, frame)` for every gretap frame that passed.
+    /// Returns the datagrams read: when it is the maximum, more may be
+    /// waiting (matters with edge-triggered epoll; level-triggered just
+    /// wakes again).
+    pub fn receive(&mut self, deliver: &mut dyn FnMut(PeerId, &[u8])) -> usize {
+        self.receive_inner(deliver)
+    }
+
+    /// Runs every peer's timers. Call every 100-250 ms.
+    pub fn tick(&mut self) {
+        self.tick_inner()
+    }
+
+    /// Overrides a peer's endpoint (`wg set peer endpoint`).
+    pub fn set_endpoint(&mut self, peer: PeerId, endpoint: SocketAddr) -> Result<(), TunnelError> {
+        let p = self
+            .peers
+            .get_mut(peer as usize)
+            .ok_or(TunnelError::UnknownPeer(peer))?;
+        p.endpoint = Some(socket::normalise(endpoint));
+        Ok(())
+    }
+
+    pub fn endpoint(&self, peer: PeerId) -> Option<SocketAddr> {
+        self.peers.get(peer as usize).and_then(|p| p.endpoint)
+    }
+
+    pub fn peer_stats(&self) -> Vec<PeerStats> {
+        self.peers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| p.snapshot(i as PeerId))
+            .collect()
+    }
+
+    pub fn counters(&self) -> &TunnelCounters {
+        &self.counters
+    }
+
+    /// When the peer last authenticated a packet (any kind).
+    pub fn last_rx(&self, peer: PeerId) -> Option<Instant> {
+        self.peers.get(peer as usize).and_then(|p| p.stats.last_rx)
+    }
+
+    /// Handshake initiations sent since the peer was last heard from.
+    pub fn handshake_attempts(&self, peer: PeerId) -> u32 {
+        self.peers
+            .get(peer as usize)
+            .map_or(0, |p| p.stats.handshake_attempts)
+    }
+
+    /// Heard from within `window` (e.g. a few keepalive intervals).
+    pub fn peer_alive(&self, peer: PeerId, window: Duration) -> bool {
+        self.peers
+            .get(peer as usize)
+            .is_some_and(|p| p.alive_within(window))
+    }
+
+    pub fn session_up(&self, peer: PeerId) -> bool {
+        self.peers
+            .get(peer as usize)
+            .is_some_and(|p| p.session_up())
+    }
+}

@@ -1,0 +1,5 @@
+//! End-to-end tests: three hypervisor namespaces on one underlay bridge, VMs
+//! behind TAP ports, real `meshwire` daemons, real traffic.
+
+mod common;
+mod node;

@@ -1,0 +1,290 @@
+//! One node: the glue between ports, switch, mesh and tunnel.
+//!
+//! A frame walks one way through here:
+//! - port -> switch decides -> local port, or mesh unicast/broadcast -> tunnel;
+//! - tunnel -> batman packet -> mesh -> (forward to a tunnel) or deliver ->
+//!   switch -> local ports.
+//!
+//! A mesh-delivered frame only ever goes to local ports, and a port frame
+//! never back to its own port: that is what keeps the process loop-free on
+//! top of batman's own duplicate detection.
+
+use std::net::IpAddr;
+use std::time::Instant;
+
+use crate::config::Validated;
+use crate::keys;
+use crate::mesh::{HardifId, Mesh, MeshConfig, MeshOutput};
+use crate::port::{PortId, Ports};
+use crate::switch::{Decision, Switch, SwitchConfig};
+use crate::tunnel::{PeerId, PeerSpec, TunnelConfig, Tunnels};
+use crate::wire::ethernet::{self, Frame};
+use crate::wire::MacAddr;
+
+/// Drops the node itself counts (the layers count their own).
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct NodeCounters {
+    /// Frames inside GRE that were too short for an Ethernet header.
+    pub tunnel_runt: u64,
+    /// Frames inside GRE with another ethertype than batman-adv (a kernel
+    /// gretap's own IPv6 MLD/DAD frames land here).
+    pub tunnel_not_batman: u64,
+    /// Batman frames addressed to another hard interface's MAC.
+    pub tunnel_not_for_us: u64,
+    /// Client frames for an originator the mesh has no route to.
+    pub no_route: u64,
+    /// Sends the tunnel refused (queue full, no endpoint yet).
+    pub tunnel_send_errors: u64,
+}
+
+pub struct Node {
+    pub public_key: [u8; 32],
+    pub originator: MacAddr,
+    pub tunnels: Tunnels,
+    pub mesh: Mesh,
+    pub switch: Switch,
+    pub ports: Ports,
+    /// The ports' ids, kept beside `ports` so a flood needs no allocation.
+    port_ids: Vec<PortId>,
+    /// Our hard interface MAC towards each peer, by PeerId.
+    pub hardif_macs: Vec<MacAddr>,
+    pub peer_addrs: Vec<IpAddr>,
+    pub counters: NodeCounters,
+    out: Vec<MeshOutput>,
+    tx_buf: Vec<u8>,
+}
+
+impl Node {
+    pub fn new(cfg: &Validated) -> Result<Node, String> {
+        let public_key = cfg.public_key;
+        let originator = keys::originator_mac(&public_key);
+        let mut mesh = Mesh::new(MeshConfig {
+            originator,
+            ogm_interval: std::time::Duration::from_millis(cfg.raw.mesh.originator_interval_ms),
+            hop_penalty: 30,
+        });
+        let mut hardif_macs = Vec::with_capacity(cfg.peers.len());
+        for (i, p) in cfg.peers.iter().enumerate() {
+            let mac = keys::hardif_mac(&public_key, &p.public_key);
+            mesh.hardif_add(i as HardifId, mac);
+            hardif_macs.push(mac);
+        }
+        let tunnels = Tunnels::new(TunnelConfig {
+            private_key: cfg.private_key,
+            listen_port: cfg.raw.node.listen_port,
+            local_inner: cfg.raw.node.address,
+            peers: cfg
+                .peers
+                .iter()
+                .map(|p| PeerSpec {
+                    public_key: p.public_key,
+                    endpoint: p.endpoint,
+                    inner: p.address,
+                    persistent_keepalive: p.persistent_keepalive,
+                })
+                .collect(),
+        })
+        .map_err(|e| format!("node.listen_port {}: {e}", cfg.raw.node.listen_port))?;
+        let mut ports = Ports::new();
+        for p in &cfg.raw.ports {
+            let mtu = cfg.port_mtu(p);
+            ports
+                .open(&p.name, mtu)
+                .map_err(|e| format!("port {}: {e}", p.name))?;
+        }
+        let mut switch = Switch::new(SwitchConfig::default());
+        for id in ports.ids() {
+            if let Some(name) = ports.name(id) {
+                switch.set_port_name(id, name);
+            }
+        }
+        Ok(Node {
+            public_key,
+            originator,
+            tunnels,
+            mesh,
+            switch,
+            port_ids: ports.ids().collect(),
+            ports,
+            hardif_macs,
+            peer_addrs: cfg.peers.iter().map(|p| p.address).collect(),
+            counters: NodeCounters::default(),
+            out: Vec::with_capacity(64),
+            tx_buf: Vec::with_capacity(2048),
+        })
+    }
+
+    /// A frame a VM sent into port `port`.
+    pub fn on_port_frame(&mut self, now: Instant, port: PortId, frame: &[u8]) {
+        let (decision, learned) = self.switch.from_port(now, port, frame);
+        if let Some(l) = learned {
+            self.mesh.tt_local_add(l.mac, l.vid);
+        }
+        self.forward(now, decision, frame);
+        self.flush(now);
+    }
+
+    /// Carries out a switch decision for a frame that came from a port.
+    fn forward(&mut self, now: Instant, decision: Decision, frame: &[u8]) {
+        match decision {
+            Decision::Port(p) => self.port_write(p, frame),
+            Decision::Originator(o) => self.unicast_or_flood(now, o, frame, None),
+            Decision::Flood { except, mesh } => {
+                self.flood_ports(except, frame);
+                if mesh {
+                    self.mesh.send_broadcast(now, frame, &mut self.out);
+                }
+            }
+            Decision::Unknown { except } => {
+                let (dst, vid) = dst_and_vid(frame);
+                match self.mesh.tt_global_lookup(dst, vid) {
+                    Some(o) => self.unicast_or_flood(now, o, frame, except),
+                    None => {
+                        self.flood_ports(except, frame);
+                        self.mesh.send_broadcast(now, frame, &mut self.out);
+                    }
+                }
+            }
+            Decision::Drop(_) => {}
+        }
+    }
+
+    /// Unicast to `orig`; with no route, flood like an unknown destination
+    /// (a VM must not lose its traffic while routes converge).
+    fn unicast_or_flood(
+        &mut self,
+        now: Instant,
+        orig: MacAddr,
+        frame: &[u8],
+        except: Option<PortId>,
+    ) {
+        if !self.mesh.send_unicast(now, orig, frame, &mut self.out) {
+            self.counters.no_route += 1;
+            self.flood_ports(except, frame);
+            self.mesh.send_broadcast(now, frame, &mut self.out);
+        }
+    }
+
+    fn flood_ports(&mut self, except: Option<PortId>, frame: &[u8]) {
+        for i in 0..self.port_ids.len() {
+            let p = self.port_ids[i];
+            if Some(p) != except {
+                self.port_write(p, frame);
+            }
+        }
+    }
+
+    /// The port counts its own refusals (busy, oversize, link down).
+    fn port_write(&mut self, port: PortId, frame: &[u8]) {
+        self.ports.send(port, frame);
+    }
+
+    /// Reads what the tunnels have for us and hands batman packets to the mesh.
+    pub fn on_tunnel_readable(&mut self, now: Instant) {
+        let Node {
+            tunnels,
+            mesh,
+            hardif_macs,
+            counters,
+            out,
+            ..
+        } = self;
+        tunnels.receive(&mut |peer: PeerId, frame: &[u8]| {
+            let Ok(eth) = Frame::new_checked(frame) else {
+                counters.tunnel_runt += 1;
+                return;
+            };
+            if eth.ethertype() != ethernet::ethertype::BATMAN {
+                counters.tunnel_not_batman += 1;
+                return;
+            }
+            let dst = eth.dst_addr();
+            let own = hardif_macs.get(peer as usize).copied();
+            if dst.is_unicast() && Some(dst) != own && !mesh.is_own_address(dst) {
+                counters.tunnel_not_for_us += 1;
+                return;
+            }
+            mesh.receive(
+                now,
+                peer as HardifId,
+                eth.src_addr(),
+                dst,
+                eth.payload(),
+                out,
+            );
+        });
+        self.flush(now);
+    }
+
+    /// Timers: OGMs, purges, WireGuard handshakes and keepalives, FDB ageing.
+    pub fn on_tick(&mut self, now: Instant, tunnel_timers: bool, fdb_ageing: bool) {
+        self.mesh.tick(now, &mut self.out);
+        if tunnel_timers {
+            self.tunnels.tick();
+        }
+        if fdb_ageing {
+            for (mac, vid) in self.switch.expire(now) {
+                self.mesh.tt_local_del(mac, vid);
+            }
+        }
+        self.flush(now);
+    }
+
+    /// Carries out what the mesh asked for: transmissions into tunnels and
+    /// deliveries to local ports. Deliveries never produce mesh output, so
+    /// one pass empties the queue.
+    fn flush(&mut self, now: Instant) {
+        let mut out = std::mem::take(&mut self.out);
+        for o in out.drain(..) {
+            match o {
+                MeshOutput::Transmit {
+                    hardif,
+                    dst,
+                    packet,
+                } => self.transmit(hardif, dst, &packet),
+                MeshOutput::Deliver {
+                    frame, source_orig, ..
+                } => {
+                    match self.switch.from_mesh(now, &frame, source_orig) {
+                        Decision::Port(p) => self.port_write(p, &frame),
+                        Decision::Flood { .. } | Decision::Unknown { .. } => {
+                            self.flood_ports(None, &frame)
+                        }
+                        // A mesh frame never goes back to the mesh.
+                        Decision::Originator(_) | Decision::Drop(_) => {}
+                    }
+                    // A mesh frame from a MAC we had locally: it moved away.
+                    for (mac, vid) in self.switch.take_withdrawals() {
+                        self.mesh.tt_local_del(mac, vid);
+                    }
+                }
+            }
+        }
+        // Keep the allocation for the next round.
+        self.out = out;
+    }
+
+    /// Frames a batman packet for the hard interface towards `hardif`.
+    fn transmit(&mut self, hardif: HardifId, dst: MacAddr, packet: &[u8]) {
+        let Some(src) = self.hardif_macs.get(hardif as usize).copied() else {
+            return;
+        };
+        let b = &mut self.tx_buf;
+        b.clear();
+        b.extend_from_slice(dst.as_bytes());
+        b.extend_from_slice(src.as_bytes());
+        b.extend_from_slice(&ethernet::ethertype::BATMAN.to_be_bytes());
+        b.extend_from_slice(packet);
+        if self.tunnels.send_frame(hardif as PeerId, b).is_err() {
+            self.counters.tunnel_send_errors += 1;
+        }
+    }
+}
+
+/// Destination MAC and VLAN in batman encoding (0 untagged, 0x8000|id tagged).
+fn dst_and_vid(frame: &[u8]) -> (MacAddr, u16) {
+    match Frame::new_checked(frame) {
+        Ok(e) => (e.dst_addr(), e.batman_vid()),
+        Err(_) => (MacAddr::ZERO, 0),
+    }
+}

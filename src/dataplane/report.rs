@@ -1,0 +1,152 @@
+//! Answers to control requests, built from the live tables of each layer.
+//! The keys of these JSON objects are what `meshwire ctl --json` prints and
+//! what scripts read: extend, never rename.
+
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+
+use super::Node;
+use crate::control::CtlCommand;
+
+pub fn answer(node: &mut Node, cmd: &CtlCommand, now: Instant) -> Result<Value, String> {
+    Ok(match cmd {
+        CtlCommand::Peers => peers(node),
+        CtlCommand::Originators => originators(node),
+        CtlCommand::Fdb => fdb(node, now),
+        CtlCommand::Ports => ports(node),
+        CtlCommand::Stats => stats(node),
+    })
+}
+
+fn to_value<T: serde::Serialize>(t: &T) -> Value {
+    serde_json::to_value(t).unwrap_or(Value::Null)
+}
+
+fn peers(node: &Node) -> Value {
+    let unix_now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let list: Vec<Value> = node
+        .tunnels
+        .peer_stats()
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let mut v = to_value(s);
+            if let Value::Object(m) = &mut v {
+                m.insert("address".into(), json!(node.peer_addrs.get(i)));
+                m.insert("hardif_mac".into(), json!(node.hardif_macs.get(i)));
+                let ago = m
+                    .get("last_handshake")
+                    .and_then(Value::as_u64)
+                    .map(|t| format!("{}s ago", unix_now.saturating_sub(t)));
+                m.insert("last_handshake_ago".into(), json!(ago));
+            }
+            v
+        })
+        .collect();
+    Value::Array(list)
+}
+
+fn originators(node: &Node) -> Value {
+    let list: Vec<Value> = node
+        .mesh
+        .originators()
+        .iter()
+        .map(|o| {
+            let mut v = to_value(o);
+            if let Value::Object(m) = &mut v {
+                if let Some(orig) = m.get("orig").cloned() {
+                    m.insert("originator".into(), orig);
+                }
+                // Name the peer the next hop is reached through, for people.
+                let via = m
+                    .get("hardif")
+                    .and_then(Value::as_u64)
+                    .and_then(|h| node.peer_addrs.get(h as usize))
+                    .map(|a| a.to_string());
+                m.insert("via".into(), json!(via));
+            }
+            v
+        })
+        .collect();
+    Value::Array(list)
+}
+
+fn fdb(node: &Node, now: Instant) -> Value {
+    let mut list: Vec<Value> = node
+        .switch
+        .fdb_entries(now)
+        .iter()
+        .map(|e| {
+            json!({
+                "mac": e.mac,
+                "vlan": e.vid & 0x0fff,
+                "location": e.location,
+                "source": to_value(&e.learned),
+                "age_ms": e.age_ms,
+            })
+        })
+        .collect();
+    // Clients known only from the translation table are part of the picture:
+    // that is where unicast to them goes.
+    for g in node.mesh.tt_global_entries() {
+        let v = to_value(&g);
+        let mac = v.get("mac").cloned().unwrap_or(Value::Null);
+        let vid = v.get("vid").and_then(Value::as_u64).unwrap_or(0);
+        if list.iter().any(|e| {
+            e.get("mac") == Some(&mac)
+                && e.get("vlan").and_then(Value::as_u64) == Some(vid & 0x0fff)
+        }) {
+            continue;
+        }
+        list.push(json!({
+            "mac": mac,
+            "vlan": vid & 0x0fff,
+            "location": format!("originator {}", v.get("orig").and_then(Value::as_str).unwrap_or("?")),
+            "source": "translation-table",
+            "age_ms": null,
+        }));
+    }
+    Value::Array(list)
+}
+
+fn ports(node: &Node) -> Value {
+    let list: Vec<Value> = node
+        .ports
+        .info()
+        .iter()
+        .map(|p| {
+            let c = &p.counters;
+            let drops = c.rx_drop_short
+                + c.rx_drop_oversize
+                + c.rx_errors
+                + c.tx_drop_short
+                + c.tx_drop_oversize
+                + c.tx_drop_busy
+                + c.tx_errors;
+            let mut v = to_value(p);
+            if let Value::Object(m) = &mut v {
+                m.insert("rx_frames".into(), json!(c.rx_frames));
+                m.insert("tx_frames".into(), json!(c.tx_frames));
+                m.insert("rx_bytes".into(), json!(c.rx_bytes));
+                m.insert("tx_bytes".into(), json!(c.tx_bytes));
+                m.insert("drops".into(), json!(drops));
+            }
+            v
+        })
+        .collect();
+    Value::Array(list)
+}
+
+fn stats(node: &Node) -> Value {
+    json!({
+        "node": to_value(&node.counters),
+        "tunnel": to_value(node.tunnels.counters()),
+        "mesh": to_value(node.mesh.counters()),
+        "switch": to_value(node.switch.counters()),
+        "ports": to_value(node.ports.counters()),
+    })
+}

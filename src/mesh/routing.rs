@@ -1,0 +1,270 @@
+//! Unicast-class packets (`routing.c`): delivery to us, forwarding to the
+//! best next hop with ttl-1 (multi-hop), and our own unicast sends.
+
+use std::time::Instant;
+
+use super::bcast::ETH_HLEN;
+use super::{HardifId, Mesh, MeshOutput, TTL};
+use crate::wire::batman::{
+    packet_type, subtype, FragPacket, IcmpPacket, Unicast4AddrPacket, UnicastPacket,
+    UnicastTvlvPacket, COMPAT_VERSION,
+};
+use crate::wire::MacAddr;
+
+/// `enum batadv_icmp_packettype` values we act on.
+const ICMP_ECHO_REPLY: u8 = 0;
+const ICMP_ECHO_REQUEST: u8 = 8;
+const ICMP_TTL_EXCEEDED: u8 = 11;
+
+/// Where a unicast to an originator goes, and the 10-byte header to put in
+/// front of the client frame. This is the hook for a zero-copy send path:
+/// the dataplane can write `header` into its own buffer's headroom and send
+/// on `hardif` to `next_hop` without going through [`Mesh::send_unicast`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnicastRoute {
+    pub hardif: HardifId,
+    pub next_hop: MacAddr,
+    pub header: [u8; 10],
+}
+
+impl Mesh {
+    /// Route lookup plus header for `dest_orig` (no allocation).
+    pub fn unicast_route(&self, dest_orig: MacAddr) -> Option<UnicastRoute> {
+        let (next_hop, hardif) = self.origs.route(&dest_orig)?;
+        let d = dest_orig.0;
+        let ttvn = self.tt_orig_ttvn(&dest_orig);
+        let header = [
+            packet_type::UNICAST,
+            COMPAT_VERSION,
+            TTL,
+            ttvn,
+            d[0],
+            d[1],
+            d[2],
+            d[3],
+            d[4],
+            d[5],
+        ];
+        Some(UnicastRoute {
+            hardif,
+            next_hop,
+            header,
+        })
+    }
+
+    pub(crate) fn unicast_send(
+        &mut self,
+        dest_orig: MacAddr,
+        frame: &[u8],
+        out: &mut Vec<MeshOutput>,
+    ) -> bool {
+        let Some(r) = self.unicast_route(dest_orig) else {
+            self.counters.no_route += 1;
+            return false;
+        };
+        let mut packet = Vec::with_capacity(r.header.len() + frame.len());
+        packet.extend_from_slice(&r.header);
+        packet.extend_from_slice(frame);
+        out.push(MeshOutput::Transmit {
+            hardif: r.hardif,
+            dst: r.next_hop,
+            packet,
+        });
+        self.counters.tx_unicast += 1;
+        true
+    }
+
+    /// Sends a TVLV region to `dst` in a UNICAST_TVLV from our originator.
+    pub(crate) fn unicast_tvlv_send(
+        &mut self,
+        dst: MacAddr,
+        tvlv: &[u8],
+        out: &mut Vec<MeshOutput>,
+    ) -> bool {
+        let Some((next_hop, hardif)) = self.origs.route(&dst) else {
+            self.counters.no_route += 1;
+            return false;
+        };
+        let Ok(len) = u16::try_from(tvlv.len()) else {
+            return false;
+        };
+        let hlen = UnicastTvlvPacket::<&[u8]>::HEADER_LEN;
+        let mut packet = vec![0u8; hlen];
+        {
+            let mut p = UnicastTvlvPacket::new_unchecked(&mut packet[..]);
+            p.init_header();
+            p.set_ttl(TTL);
+            p.set_dest(dst);
+            p.set_src(self.cfg.originator);
+            p.set_tvlv_len(len);
+        }
+        packet.extend_from_slice(tvlv);
+        out.push(MeshOutput::Transmit {
+            hardif,
+            dst: next_hop,
+            packet,
+        });
+        true
+    }
+
+    /// `batadv_check_unicast_packet` + dispatch by type.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn recv_unicast_class(
+        &mut self,
+        now: Instant,
+        _hardif: HardifId,
+        eth_src: MacAddr,
+        eth_dst: MacAddr,
+        ptype: u8,
+        packet: &[u8],
+        out: &mut Vec<MeshOutput>,
+    ) {
+        if eth_dst.is_multicast() || eth_src.is_multicast() {
+            self.counters.malformed += 1;
+            return;
+        }
+        if !self.is_own_address(eth_dst) {
+            self.counters.not_for_us += 1;
+            return;
+        }
+        match ptype {
+            packet_type::UNICAST => {
+                let Ok(p) = UnicastPacket::new_checked(packet) else {
+                    return self.count_malformed();
+                };
+                self.counters.rx_unicast += 1;
+                if self.is_own_address(p.dest()) {
+                    self.deliver_unicast(p.payload(), out);
+                } else {
+                    self.forward(packet, p.dest(), out);
+                }
+            }
+            packet_type::UNICAST_4ADDR => {
+                let Ok(p) = Unicast4AddrPacket::new_checked(packet) else {
+                    return self.count_malformed();
+                };
+                self.counters.rx_unicast += 1;
+                if !self.is_own_address(p.dest()) {
+                    self.forward(packet, p.dest(), out);
+                } else if p.subtype() == subtype::DATA {
+                    self.deliver_unicast(p.payload(), out);
+                } else {
+                    // DAT DHT get/put/cache reply: we run no DAT (and do not
+                    // announce it), so there is nothing to answer.
+                    self.counters.dat_dropped += 1;
+                }
+            }
+            packet_type::UNICAST_FRAG => {
+                let Ok(p) = FragPacket::new_checked(packet) else {
+                    return self.count_malformed();
+                };
+                if self.is_own_address(p.dest()) {
+                    // reassembly is not implemented yet
+                    self.counters.frag_dropped += 1;
+                } else {
+                    self.forward(packet, p.dest(), out);
+                }
+            }
+            packet_type::ICMP => {
+                let Ok(p) = IcmpPacket::new_checked(packet) else {
+                    return self.count_malformed();
+                };
+                self.recv_icmp(&p, packet, out);
+            }
+            packet_type::UNICAST_TVLV => {
+                let Ok(p) = UnicastTvlvPacket::new_checked(packet) else {
+                    return self.count_malformed();
+                };
+                if self.is_own_address(p.dest()) {
+                    self.tt_unicast_tvlv_receive(now, p.src(), p.tvlv(), out);
+                } else {
+                    self.forward(packet, p.dest(), out);
+                }
+            }
+            _ => self.counters.unknown_type += 1,
+        }
+    }
+
+    fn count_malformed(&mut self) {
+        self.counters.malformed += 1;
+    }
+
+    fn deliver_unicast(&mut self, frame: &[u8], out: &mut Vec<MeshOutput>) {
+        if frame.len() < ETH_HLEN {
+            self.counters.malformed += 1;
+            return;
+        }
+        self.counters.unicast_delivered += 1;
+        out.push(MeshOutput::Deliver {
+            frame: frame.to_vec(),
+            source_orig: None,
+            broadcast: false,
+        });
+    }
+
+    /// `batadv_route_unicast_packet`: ttl-1 towards the best next hop. All
+    /// unicast-class headers keep ttl at byte 2.
+    fn forward(&mut self, packet: &[u8], dest: MacAddr, out: &mut Vec<MeshOutput>) {
+        let ttl = packet.get(2).copied().unwrap_or(0);
+        if ttl < 2 {
+            self.counters.ttl_exceeded += 1;
+            return;
+        }
+        let Some((next_hop, hardif)) = self.origs.route(&dest) else {
+            self.counters.no_route += 1;
+            return;
+        };
+        let mut fwd = packet.to_vec();
+        if let Some(t) = fwd.get_mut(2) {
+            *t = ttl - 1;
+        }
+        out.push(MeshOutput::Transmit {
+            hardif,
+            dst: next_hop,
+            packet: fwd,
+        });
+        self.counters.unicast_forwarded += 1;
+    }
+
+    /// batctl ping/traceroute: answer echo requests for us and report TTL
+    /// exceeded for probes that end here; forward the rest.
+    fn recv_icmp(&mut self, p: &IcmpPacket<&[u8]>, packet: &[u8], out: &mut Vec<MeshOutput>) {
+        let for_us = self.is_own_address(p.dest());
+        if !for_us && p.ttl() >= 2 {
+            return self.forward(packet, p.dest(), out);
+        }
+        if p.msg_type() != ICMP_ECHO_REQUEST {
+            self.counters.icmp_dropped += 1;
+            return;
+        }
+        let mut reply = packet.to_vec();
+        let src = p.orig();
+        {
+            let mut r = IcmpPacket::new_unchecked(&mut reply[..]);
+            r.set_ttl(TTL);
+            r.set_dest(src);
+        }
+        let me = self.cfg.originator.0;
+        if let Some(s) = reply.get_mut(10..16) {
+            s.copy_from_slice(&me);
+        }
+        if let Some(m) = reply.get_mut(3) {
+            *m = if for_us {
+                ICMP_ECHO_REPLY
+            } else {
+                ICMP_TTL_EXCEEDED
+            };
+        }
+        match self.origs.route(&src) {
+            Some((next_hop, hardif)) => {
+                out.push(MeshOutput::Transmit {
+                    hardif,
+                    dst: next_hop,
+                    packet: reply,
+                });
+                self.counters.icmp_answered += 1;
+            }
+            None => self.counters.no_route += 1,
+        }
+    }
+}

@@ -1,0 +1,508 @@
+//! In-process mesh simulations: several `Mesh` instances wired by links that
+//! carry every `Transmit` to the other end, on a clock the test advances.
+
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::wire::batman::tests::OGM as KERNEL_OGM;
+
+const STEP: Duration = Duration::from_millis(50);
+
+fn orig_mac(n: usize) -> MacAddr {
+    MacAddr([2, 0, 0, 0, n as u8 + 1, 0])
+}
+
+/// (frame, source_orig, broadcast) of a `MeshOutput::Deliver`.
+type Delivered = (Vec<u8>, Option<MacAddr>, bool);
+
+struct Link {
+    a: (usize, HardifId, MacAddr),
+    b: (usize, HardifId, MacAddr),
+    up: bool,
+}
+
+struct Sim {
+    now: Instant,
+    nodes: Vec<Mesh>,
+    links: Vec<Link>,
+    /// Frames handed to each node's clients.
+    delivered: Vec<Vec<Delivered>>,
+    transmits: usize,
+}
+
+impl Sim {
+    fn new(n: usize) -> Sim {
+        let nodes = (0..n)
+            .map(|i| {
+                let mut c = MeshConfig::new(orig_mac(i));
+                c.ogm_interval = Duration::from_millis(1000);
+                Mesh::new(c)
+            })
+            .collect();
+        Sim {
+            now: Instant::now(),
+            nodes,
+            links: Vec::new(),
+            delivered: vec![Vec::new(); n],
+            transmits: 0,
+        }
+    }
+
+    /// Connects node `x` and `y` with a new hardif on each side (one per peer).
+    fn link(&mut self, x: usize, y: usize) -> usize {
+        let id = self.links.len() as HardifId + 1;
+        let mx = MacAddr([2, 0, 0, 0, x as u8 + 1, id as u8]);
+        let my = MacAddr([2, 0, 0, 0, y as u8 + 1, id as u8]);
+        self.nodes[x].hardif_add(id, mx);
+        self.nodes[y].hardif_add(id, my);
+        self.links.push(Link {
+            a: (x, id, mx),
+            b: (y, id, my),
+            up: true,
+        });
+        self.links.len() - 1
+    }
+
+    fn set_link(&mut self, l: usize, up: bool) {
+        self.links[l].up = up;
+    }
+
+    /// Carries outputs of `node` until the network is quiet.
+    fn run_outputs(&mut self, node: usize, out: Vec<MeshOutput>) {
+        let mut queue: Vec<(usize, MeshOutput)> = out.into_iter().map(|o| (node, o)).collect();
+        let mut budget = 100_000;
+        while let Some((from, o)) = queue.pop() {
+            budget -= 1;
+            assert!(budget > 0, "packet storm");
+            match o {
+                MeshOutput::Deliver {
+                    frame,
+                    source_orig,
+                    broadcast,
+                } => self.delivered[from].push((frame, source_orig, broadcast)),
+                MeshOutput::Transmit {
+                    hardif,
+                    dst,
+                    packet,
+                } => {
+                    self.transmits += 1;
+                    let Some(l) = self.links.iter().find(|l| {
+                        (l.a.0 == from && l.a.1 == hardif) || (l.b.0 == from && l.b.1 == hardif)
+                    }) else {
+                        panic!("transmit on unknown hardif")
+                    };
+                    if !l.up {
+                        continue;
+                    }
+                    let (src, to) = if l.a.0 == from && l.a.1 == hardif {
+                        (l.a, l.b)
+                    } else {
+                        (l.b, l.a)
+                    };
+                    if !(dst.is_broadcast() || dst == to.2) {
+                        continue; // not for that station
+                    }
+                    let mut out = Vec::new();
+                    self.nodes[to.0].receive(self.now, to.1, src.2, dst, &packet, &mut out);
+                    queue.extend(out.into_iter().map(|o| (to.0, o)));
+                }
+            }
+        }
+    }
+
+    fn step(&mut self) {
+        self.now += STEP;
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].next_deadline() <= self.now {
+                let mut out = Vec::new();
+                self.nodes[i].tick(self.now, &mut out);
+                self.run_outputs(i, out);
+            }
+        }
+    }
+
+    fn run(&mut self, d: Duration) {
+        let steps = d.as_millis() / STEP.as_millis();
+        for _ in 0..steps {
+            self.step();
+        }
+    }
+
+    fn route(&self, from: usize, to: usize) -> Option<OriginatorInfo> {
+        self.nodes[from]
+            .originators()
+            .into_iter()
+            .find(|o| o.orig == orig_mac(to))
+    }
+
+    fn send_unicast(&mut self, from: usize, to: usize, frame: &[u8]) -> bool {
+        let mut out = Vec::new();
+        let ok = self.nodes[from].send_unicast(self.now, orig_mac(to), frame, &mut out);
+        self.run_outputs(from, out);
+        ok
+    }
+}
+
+fn frame(tag: u8) -> Vec<u8> {
+    let mut f = vec![
+        0x02, 0, 0, 0, 0x99, tag, 0x02, 0, 0, 0, 0x98, tag, 0x08, 0x00,
+    ];
+    f.extend_from_slice(&[tag; 40]);
+    f
+}
+
+#[test]
+fn two_nodes_see_each_other_and_route_unicast() {
+    let mut s = Sim::new(2);
+    let l = s.link(0, 1);
+    s.run(Duration::from_secs(5));
+    let early = s.route(0, 1).expect("A knows B within a few intervals");
+    assert!(early.tq > 0, "bidirectional after a few OGMs");
+    // The receive window (64 OGMs) fills and the asymmetry penalty fades, as on a kernel node.
+    s.run(Duration::from_secs(70));
+    let r = s.route(0, 1).expect("A knows B");
+    assert!(
+        r.tq > early.tq && r.tq > 240,
+        "tq {} (early {})",
+        r.tq,
+        early.tq
+    );
+    assert_eq!(r.next_hop, Some(s.links[l].b.2));
+    assert!(s.route(1, 0).unwrap().tq > 240);
+    // secondary OGM originators (the hardif MACs) are listed as well, like kernel nodes show them
+    assert!(s.nodes[0]
+        .originators()
+        .iter()
+        .any(|o| o.orig == s.links[l].b.2 && o.tq > 0));
+    let f = frame(1);
+    assert!(s.send_unicast(0, 1, &f));
+    assert_eq!(s.delivered[1], vec![(f, None, false)]);
+    let before = s.nodes[0].counters().no_route;
+    assert!(
+        !s.send_unicast(0, 7, &frame(2)),
+        "unknown originator has no route"
+    );
+    assert_eq!(s.nodes[0].counters().no_route, before + 1);
+}
+
+#[test]
+fn line_topology_routes_multi_hop() {
+    let mut s = Sim::new(3);
+    let ab = s.link(0, 1);
+    let bc = s.link(1, 2);
+    s.run(Duration::from_secs(15));
+    let a_to_c = s.route(0, 2).expect("A knows C");
+    assert_eq!(a_to_c.next_hop, Some(s.links[ab].b.2), "A reaches C via B");
+    assert!(
+        a_to_c.tq > 0 && a_to_c.tq < s.route(0, 1).unwrap().tq,
+        "hop penalty applies"
+    );
+    let c_to_a = s.route(2, 0).expect("C knows A");
+    assert_eq!(
+        c_to_a.next_hop,
+        Some(s.links[bc].a.2),
+        "C's route shows next hop B"
+    );
+    let f = frame(3);
+    let fwd_before = s.nodes[1].counters().unicast_forwarded;
+    assert!(s.send_unicast(0, 2, &f));
+    assert_eq!(s.delivered[2], vec![(f.clone(), None, false)]);
+    assert!(s.delivered[1].is_empty(), "B forwards, does not deliver");
+    assert_eq!(s.nodes[1].counters().unicast_forwarded, fwd_before + 1);
+    assert!(s.send_unicast(2, 0, &f));
+    assert_eq!(s.delivered[0].len(), 1);
+}
+
+#[test]
+fn triangle_broadcast_delivered_exactly_once() {
+    let mut s = Sim::new(3);
+    s.link(0, 1);
+    s.link(1, 2);
+    s.link(0, 2);
+    s.run(Duration::from_secs(10));
+    for i in 0..3 {
+        s.delivered[i].clear();
+    }
+    let f = frame(9);
+    let mut out = Vec::new();
+    s.nodes[0].send_broadcast(s.now, &f, &mut out);
+    s.run_outputs(0, out);
+    assert_eq!(s.delivered[1], vec![(f.clone(), Some(orig_mac(0)), true)]);
+    assert_eq!(s.delivered[2], vec![(f.clone(), Some(orig_mac(0)), true)]);
+    assert!(s.delivered[0].is_empty());
+    let dups: u64 = s.nodes.iter().map(|n| n.counters().dup_bcast).sum();
+    assert!(
+        dups >= 2,
+        "rebroadcasts reached nodes that had it already: {dups}"
+    );
+    // a second broadcast is not mistaken for a duplicate
+    let mut out = Vec::new();
+    s.nodes[0].send_broadcast(s.now, &frame(10), &mut out);
+    s.run_outputs(0, out);
+    assert_eq!(s.delivered[1].len(), 2);
+    assert_eq!(s.delivered[2].len(), 2);
+}
+
+#[test]
+fn tt_propagates_adds_and_deletes_multi_hop() {
+    let mut s = Sim::new(3);
+    s.link(0, 1);
+    s.link(1, 2);
+    s.run(Duration::from_secs(12));
+    let client = MacAddr([2, 0xaa, 0, 0, 0, 1]);
+    s.nodes[0].tt_local_add(client, 0);
+    s.nodes[0].tt_local_add(MacAddr([2, 0xaa, 0, 0, 0, 2]), 0x8005);
+    s.run(Duration::from_secs(4));
+    assert_eq!(s.nodes[2].tt_global_lookup(client, 0), Some(orig_mac(0)));
+    assert_eq!(
+        s.nodes[2].tt_global_lookup(MacAddr([2, 0xaa, 0, 0, 0, 2]), 0x8005),
+        Some(orig_mac(0))
+    );
+    assert_eq!(
+        s.nodes[2].tt_global_lookup(client, 5),
+        None,
+        "vid is part of the key"
+    );
+    assert!(s.route(2, 0).unwrap().tt_crc_ok);
+    s.nodes[0].tt_local_del(client, 0);
+    s.run(Duration::from_secs(4));
+    assert_eq!(s.nodes[2].tt_global_lookup(client, 0), None);
+    assert_eq!(s.nodes[1].tt_global_entries().len(), 1);
+    assert!(s.route(2, 0).unwrap().tt_crc_ok);
+}
+
+#[test]
+fn tt_request_repairs_missed_changes() {
+    let mut s = Sim::new(2);
+    let l = s.link(0, 1);
+    s.run(Duration::from_secs(10));
+    let req_before = s.nodes[1].counters().tt_requests_sent;
+    let ans_before = s.nodes[0].counters().tt_requests_answered;
+    // B misses every OGM carrying A's diffs...
+    s.set_link(l, false);
+    for i in 0..5u8 {
+        s.nodes[0].tt_local_add(MacAddr([2, 0xbb, 0, 0, 0, i]), 0);
+        s.run(Duration::from_millis(1100));
+    }
+    s.run(Duration::from_secs(3));
+    s.set_link(l, true);
+    // ...so on the next OGM it sees a TTVN gap, requests and gets the full table.
+    s.run(Duration::from_secs(6));
+    for i in 0..5u8 {
+        assert_eq!(
+            s.nodes[1].tt_global_lookup(MacAddr([2, 0xbb, 0, 0, 0, i]), 0),
+            Some(orig_mac(0))
+        );
+    }
+    assert!(s.nodes[1].counters().tt_requests_sent > req_before);
+    assert!(s.nodes[0].counters().tt_requests_answered > ans_before);
+    assert!(s.route(1, 0).unwrap().tt_crc_ok);
+    assert_eq!(s.route(1, 0).unwrap().ttvn, s.nodes[0].tt.ttvn);
+}
+
+#[test]
+fn link_cut_reroutes_and_heals() {
+    let mut s = Sim::new(3);
+    let ab = s.link(0, 1);
+    let bc = s.link(1, 2);
+    let ac = s.link(0, 2);
+    s.run(Duration::from_secs(15));
+    assert_eq!(
+        s.route(0, 1).unwrap().next_hop,
+        Some(s.links[ab].b.2),
+        "direct first"
+    );
+    s.set_link(ab, false);
+    s.run(Duration::from_secs(15));
+    let r = s.route(0, 1).unwrap();
+    assert_eq!(
+        r.next_hop,
+        Some(s.links[ac].b.2),
+        "A reaches B via C after the cut"
+    );
+    assert!(r.tq > 0);
+    let f = frame(5);
+    assert!(s.send_unicast(0, 1, &f));
+    assert_eq!(s.delivered[1], vec![(f, None, false)]);
+    let _ = bc;
+    s.set_link(ab, true);
+    s.run(Duration::from_secs(40));
+    assert_eq!(
+        s.route(0, 1).unwrap().next_hop,
+        Some(s.links[ab].b.2),
+        "direct again after healing"
+    );
+}
+
+#[test]
+fn kernel_ogm_creates_originator() {
+    let t0 = Instant::now();
+    let mut m = Mesh::new(MeshConfig::new(MacAddr([2, 0, 0, 0, 0x0b, 0])));
+    m.hardif_add(1, MacAddr([2, 0, 0, 0, 0x0b, 1]));
+    let kernel_hardif = MacAddr([2, 0, 0, 0, 0x0a, 1]);
+    let mut out = Vec::new();
+    m.receive(
+        t0,
+        1,
+        kernel_hardif,
+        MacAddr::BROADCAST,
+        &KERNEL_OGM,
+        &mut out,
+    );
+    let o = m.originators();
+    assert_eq!(o.len(), 1);
+    assert_eq!(o[0].orig, kernel_hardif);
+    assert_eq!(m.counters().malformed, 0);
+    // We echo it back on the same link the way the kernel expects: TTL 49,
+    // DIRECTLINK, prev_sender = the kernel's hardif.
+    let echo = out
+        .iter()
+        .find_map(|o| match o {
+            MeshOutput::Transmit {
+                hardif: 1, packet, ..
+            } => Some(packet.clone()),
+            _ => None,
+        })
+        .expect("echo");
+    let p = crate::wire::batman::OgmPacket::new_checked(&echo[..]).unwrap();
+    assert_eq!(
+        (p.ttl(), p.orig(), p.prev_sender()),
+        (49, kernel_hardif, kernel_hardif)
+    );
+    assert_ne!(p.flags() & crate::wire::batman::ogm::flags::DIRECTLINK, 0);
+    assert_eq!(p.tvlv(), &KERNEL_OGM[24..], "TVLVs forwarded untouched");
+    // Truncated or corrupted captures are counted, not trusted.
+    m.receive(
+        t0,
+        1,
+        kernel_hardif,
+        MacAddr::BROADCAST,
+        &KERNEL_OGM[..40],
+        &mut out,
+    );
+    assert_eq!(m.counters().malformed, 1);
+}
+
+#[test]
+fn own_ogm_layout_is_what_a_kernel_parses() {
+    let t0 = Instant::now();
+    let mut m = Mesh::new(MeshConfig::new(MacAddr([2, 0, 0, 0, 0x0c, 0])));
+    m.hardif_add(4, MacAddr([2, 0, 0, 0, 0x0c, 4]));
+    m.tt_local_add(MacAddr([2, 0xcc, 0, 0, 0, 1]), 0);
+    let mut out = Vec::new();
+    m.tick(t0, &mut out);
+    let MeshOutput::Transmit {
+        hardif,
+        dst,
+        packet,
+    } = &out[0]
+    else {
+        panic!()
+    };
+    assert_eq!((*hardif, *dst), (4, MacAddr::BROADCAST));
+    let ogms: Vec<_> = crate::wire::batman::OgmIter::new(packet)
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(ogms.len(), 2, "primary + secondary aggregated");
+    let (p, s) = (&ogms[0], &ogms[1]);
+    assert_eq!(
+        (p.ttl(), p.tq(), p.orig(), p.flags()),
+        (50, 255, MacAddr([2, 0, 0, 0, 0x0c, 0]), 0)
+    );
+    assert_eq!(
+        (s.ttl(), s.tq(), s.orig(), s.tvlv_len()),
+        (2, 255, MacAddr([2, 0, 0, 0, 0x0c, 4]), 0)
+    );
+    let tv: Vec<_> = crate::wire::batman::TvlvIter::new(p.tvlv())
+        .map(|t| t.unwrap())
+        .collect();
+    assert_eq!(tv.len(), 1, "only TT: no DAT, no MCAST");
+    let tt = crate::wire::batman::TtData::new_checked(tv[0].value).unwrap();
+    assert_eq!(
+        (tt.flags(), tt.ttvn(), tt.num_vlan(), tt.num_changes()),
+        (1, 1, 1, 1)
+    );
+    let crc = translation_table::tt_entry_crc(MacAddr([2, 0xcc, 0, 0, 0, 1]), 0, 0);
+    assert_eq!(tt.vlans().next().unwrap().crc, crc);
+    assert_eq!(
+        tt.changes().next().unwrap().addr,
+        MacAddr([2, 0xcc, 0, 0, 0, 1])
+    );
+}
+
+#[test]
+fn hostile_packets_into_receive_never_panic() {
+    let t0 = Instant::now();
+    let mut m = Mesh::new(MeshConfig::new(MacAddr([2, 0, 0, 0, 0x0d, 0])));
+    m.hardif_add(1, MacAddr([2, 0, 0, 0, 0x0d, 1]));
+    let mut x: u64 = 0x1234_5678_9abc_def1;
+    let mut rnd = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let types = [0x00u8, 0x01, 0x40, 0x41, 0x42, 0x43, 0x44, 0x05, 0xff];
+    let mut out = Vec::new();
+    for i in 0..20_000u32 {
+        let len = (rnd() % 200) as usize;
+        let mut p: Vec<u8> = (0..len).map(|_| rnd() as u8).collect();
+        if len >= 3 {
+            p[0] = types[(rnd() % types.len() as u64) as usize];
+            p[1] = 15;
+        }
+        let src = MacAddr([2, 0, 0, 0, 0x0e, (rnd() % 4) as u8]);
+        let dst = if i % 2 == 0 {
+            MacAddr::BROADCAST
+        } else {
+            MacAddr([2, 0, 0, 0, 0x0d, 1])
+        };
+        m.receive(
+            t0 + Duration::from_millis(u64::from(i)),
+            1,
+            src,
+            dst,
+            &p,
+            &mut out,
+        );
+        out.clear();
+    }
+    assert!(m.counters().malformed > 0);
+    assert!(m.originators().len() <= MAX_ORIGINATORS);
+}
+
+#[test]
+fn big_tt_change_stays_under_aggregation_limit_and_converges() {
+    let mut s = Sim::new(2);
+    s.link(0, 1);
+    s.run(Duration::from_secs(8));
+    for i in 0..100u8 {
+        s.nodes[0].tt_local_add(MacAddr([2, 0xdd, 0, 0, 1, i]), 0);
+    }
+    let req_before = s.nodes[1].counters().tt_requests_sent;
+    let mut out = Vec::new();
+    s.now += Duration::from_millis(1100);
+    s.nodes[0].tick(s.now, &mut out);
+    for o in &out {
+        if let MeshOutput::Transmit { packet, .. } = o {
+            assert!(
+                packet.len() <= 512,
+                "OGM aggregate of {} bytes",
+                packet.len()
+            );
+        }
+    }
+    s.run_outputs(0, out);
+    s.run(Duration::from_secs(6));
+    for i in 0..100u8 {
+        assert_eq!(
+            s.nodes[1].tt_global_lookup(MacAddr([2, 0xdd, 0, 0, 1, i]), 0),
+            Some(orig_mac(0))
+        );
+    }
+    assert!(
+        s.nodes[1].counters().tt_requests_sent > req_before,
+        "learned through a TT_REQUEST"
+    );
+    assert!(s.route(1, 0).unwrap().tt_crc_ok);
+}

@@ -1,0 +1,97 @@
+//! What the tunnel layer saw and dropped, one counter per reason, so that an
+//! operator can tell junk from replays from a misconfigured peer.
+
+use serde::Serialize;
+
+use super::gretap;
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct TunnelCounters {
+    // --- underlay receive ---
+    /// Datagrams read from the socket, and their UDP payload bytes.
+    pub rx_datagrams: u64,
+    pub rx_bytes: u64,
+    /// recvmmsg errors other than "nothing to read".
+    pub rx_socket_errors: u64,
+    /// Datagrams longer than RX_DATAGRAM_MAX (arrive truncated).
+    pub rx_oversize: u64,
+    /// Not a WireGuard message (type/length mismatch, too short).
+    pub rx_junk: u64,
+    /// Receiver index that belongs to no peer of ours.
+    pub rx_unknown_index: u64,
+    /// Handshake message with a wrong mac1 (not meant for our key).
+    pub rx_invalid_mac: u64,
+    /// Handshake initiation from a static key that is not a configured peer.
+    pub rx_unknown_peer: u64,
+    /// Handshake messages refused by the noise state machine (replayed
+    /// timestamp, wrong index, stale response...).
+    pub rx_handshake_rejected: u64,
+    /// Data that failed authentication.
+    pub rx_decrypt_failed: u64,
+    /// Replayed or too-old counters.
+    pub rx_replayed: u64,
+    /// Data for a session we no longer (or never) had.
+    pub rx_no_session: u64,
+    /// Decrypted, but not an IP packet.
+    pub rx_inner_not_ip: u64,
+    /// Other boringtun errors.
+    pub rx_other_errors: u64,
+    /// Authenticated keepalives (empty data messages).
+    pub rx_keepalives: u64,
+    /// Cookie replies received and accepted.
+    pub rx_cookie_replies: u64,
+
+    // --- inner (gretap) checks, one per gretap::Drop ---
+    pub inner_bad_ip_header: u64,
+    pub inner_bad_ip_checksum: u64,
+    pub inner_fragment: u64,
+    pub inner_not_gre: u64,
+    pub inner_wrong_source: u64,
+    pub inner_wrong_destination: u64,
+    pub inner_bad_gre: u64,
+    pub inner_not_teb: u64,
+    pub inner_short_frame: u64,
+    /// Frames handed to the caller.
+    pub rx_frames: u64,
+
+    // --- send ---
+    /// Frames encrypted and handed to the socket.
+    pub tx_frames: u64,
+    /// Frames given to send_frame while no session existed (queued inside
+    /// the peer's Tunn, at most 256 per peer, until the handshake completes).
+    pub tx_queued: u64,
+    /// send_frame to a peer whose endpoint is not known yet.
+    pub tx_no_endpoint: u64,
+    /// Socket send buffer full: datagram dropped.
+    pub tx_would_block: u64,
+    /// Other sendto errors.
+    pub tx_socket_errors: u64,
+    pub tx_datagrams: u64,
+    pub tx_bytes: u64,
+
+    // --- handshakes ---
+    pub handshake_initiations_sent: u64,
+    pub handshakes_completed: u64,
+    /// Cookie replies we sent because we were under load.
+    pub cookie_replies_sent: u64,
+    /// A peer's endpoint changed to the source of an authenticated packet.
+    pub endpoint_changes: u64,
+}
+
+impl TunnelCounters {
+    pub(super) fn count_inner_drop(&mut self, d: gretap::Drop) {
+        use gretap::Drop::*;
+        let c = match d {
+            BadIpHeader => &mut self.inner_bad_ip_header,
+            BadIpChecksum => &mut self.inner_bad_ip_checksum,
+            Fragment => &mut self.inner_fragment,
+            NotGre => &mut self.inner_not_gre,
+            WrongSource => &mut self.inner_wrong_source,
+            WrongDestination => &mut self.inner_wrong_destination,
+            BadGre => &mut self.inner_bad_gre,
+            NotTeb => &mut self.inner_not_teb,
+            ShortFrame => &mut self.inner_short_frame,
+        };
+        *c += 1;
+    }
+}

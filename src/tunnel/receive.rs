@@ -1,0 +1,255 @@
+//! The receive path: recvmmsg -> find the peer (index or initiation key) ->
+//! boringtun decapsulate -> roaming, replies, queued packets -> gretap checks
+//! -> deliver the Ethernet frame.
+
+use std::net::SocketAddr;
+
+use boringtun::noise::errors::WireGuardError;
+use boringtun::noise::{Packet, Tunn, TunnResult};
+
+use super::counters::TunnelCounters;
+use super::noise::{IndexMap, InitMatch, Matcher};
+use super::peer::Peer;
+use super::send::{transmit, MSG_COOKIE, MSG_DATA};
+use super::socket::{UdpSocket, RX_BATCH};
+use super::{gretap, PeerId, Tunnels};
+
+/// recvmmsg calls per `receive`: bounds the time one call can take (and so
+/// the latency of the caller's other work) at 8 x 32 datagrams.
+pub const MAX_BATCHES_PER_CALL: usize = 8;
+/// boringtun queues at most 256 packets per peer; flush at most that many
+/// (plus slack) after an authenticated packet.
+const MAX_FLUSH: usize = 260;
+
+/// Handshake message types as on the wire.
+const MSG_INITIATION: u8 = 1;
+const MSG_RESPONSE: u8 = 2;
+
+/// Everything one datagram needs, borrowed apart from the receive batch.
+struct Rx<'a> {
+    socket: &'a UdpSocket,
+    peers: &'a mut [Peer],
+    index: IndexMap,
+    matcher: &'a Matcher,
+    out: &'a mut [u8],
+    counters: &'a mut TunnelCounters,
+}
+
+impl Tunnels {
+    pub(super) fn receive_inner(&mut self, deliver: &mut dyn FnMut(PeerId, &[u8])) -> usize {
+        let Tunnels {
+            socket,
+            rx,
+            peers,
+            index,
+            matcher,
+            out,
+            counters,
+            ..
+        } = self;
+        let mut ctx = Rx {
+            socket,
+            peers,
+            index: *index,
+            matcher,
+            out,
+            counters,
+        };
+        let mut total = 0;
+        for _ in 0..MAX_BATCHES_PER_CALL {
+            let n = match ctx.socket.recv_batch(rx) {
+                Ok(n) => n,
+                Err(_) => {
+                    ctx.counters.rx_socket_errors += 1;
+                    break;
+                }
+            };
+            debug_assert_eq!(n, rx.count());
+            for i in 0..rx.count() {
+                if let Some((data, from, truncated)) = rx.get(i) {
+                    ctx.datagram(data, from, truncated, deliver);
+                }
+            }
+            total += n;
+            if n < RX_BATCH {
+                break;
+            }
+        }
+        total
+    }
+}
+
+impl Rx<'_> {
+    fn datagram(
+        &mut self,
+        data: &[u8],
+        from: Option<SocketAddr>,
+        truncated: bool,
+        deliver: &mut dyn FnMut(PeerId, &[u8]),
+    ) {
+        self.counters.rx_datagrams += 1;
+        self.counters.rx_bytes += data.len() as u64;
+        if truncated {
+            self.counters.rx_oversize += 1;
+            return;
+        }
+        let Some(from) = from else {
+            self.counters.rx_junk += 1;
+            return;
+        };
+        let id = match Tunn::parse_incoming_packet(data) {
+            Err(_) => {
+                self.counters.rx_junk += 1;
+                return;
+            }
+            Ok(Packet::HandshakeInit(ref init)) => {
+                match self
+                    .matcher
+                    .match_init(from.ip(), data, init, self.out, self.counters)
+                {
+                    InitMatch::Peer(id) => Some(id),
+                    InitMatch::Cookie(len) => {
+                        self.send_cookie(len, from);
+                        return;
+                    }
+                    InitMatch::Drop => return,
+                }
+            }
+            Ok(Packet::HandshakeResponse(p)) => self.by_index(p.receiver_idx),
+            Ok(Packet::PacketCookieReply(p)) => self.by_index(p.receiver_idx),
+            Ok(Packet::PacketData(p)) => self.by_index(p.receiver_idx),
+        };
+        let Some(id) = id else {
+            self.counters.rx_unknown_index += 1;
+            return;
+        };
+        // parse_incoming_packet accepted it, so there is a first byte.
+        let msg_type = data.first().copied().unwrap_or(0);
+        self.decapsulate(id, from, msg_type, data, deliver);
+    }
+
+    fn by_index(&self, receiver_idx: u32) -> Option<PeerId> {
+        self.index
+            .peer_of(receiver_idx)
+            .filter(|&id| (id as usize) < self.peers.len())
+    }
+
+    fn send_cookie(&mut self, len: usize, to: SocketAddr) {
+        let Some(cookie) = self.out.get(..len) else {
+            return;
+        };
+        match self.socket.send_to(cookie, to) {
+            Ok(_) => self.counters.cookie_replies_sent += 1,
+            Err(_) => self.counters.tx_socket_errors += 1,
+        }
+    }
+
+    fn decapsulate(
+        &mut self,
+        id: PeerId,
+        from: SocketAddr,
+        msg_type: u8,
+        data: &[u8],
+        deliver: &mut dyn FnMut(PeerId, &[u8]),
+    ) {
+        let Some(peer) = self.peers.get_mut(id as usize) else {
+            return;
+        };
+        let counters = &mut *self.counters;
+        let authenticated = match peer.tunn.decapsulate(Some(from.ip()), data, self.out) {
+            TunnResult::WriteToNetwork(reply) => {
+                if reply.first() == Some(&MSG_COOKIE) {
+                    // The Tunn's own load check answered with a cookie:
+                    // nothing authenticated yet, so no roaming.
+                    match self.socket.send_to(reply, from) {
+                        Ok(_) => counters.cookie_replies_sent += 1,
+                        Err(_) => counters.tx_socket_errors += 1,
+                    }
+                    return;
+                }
+                // A response to their initiation, or our keepalive after
+                // their response: either way a handshake just completed.
+                if peer.authenticated(from, data.len()) {
+                    counters.endpoint_changes += 1;
+                }
+                if msg_type == MSG_INITIATION || msg_type == MSG_RESPONSE {
+                    peer.handshake_completed();
+                    counters.handshakes_completed += 1;
+                }
+                let _ = transmit(self.socket, counters, peer, reply, from);
+                true
+            }
+            TunnResult::WriteToTunnelV4(inner, _) | TunnResult::WriteToTunnelV6(inner, _) => {
+                if peer.authenticated(from, data.len()) {
+                    counters.endpoint_changes += 1;
+                }
+                match gretap::decap(inner, peer.link) {
+                    Ok(frame) => {
+                        counters.rx_frames += 1;
+                        peer.stats.rx_frames += 1;
+                        deliver(id, frame);
+                    }
+                    Err(d) => counters.count_inner_drop(d),
+                }
+                true
+            }
+            TunnResult::Done if msg_type == MSG_DATA => {
+                counters.rx_keepalives += 1;
+                if peer.authenticated(from, data.len()) {
+                    counters.endpoint_changes += 1;
+                }
+                true
+            }
+            TunnResult::Done => {
+                counters.rx_cookie_replies += 1;
+                false
+            }
+            TunnResult::Err(e) => {
+                count_error(counters, &e);
+                false
+            }
+        };
+        // boringtun keeps frames queued until a session exists. The
+        // initiator's session is usable once the response arrives, the
+        // responder's with the first data packet (which returns Done, not
+        // WriteToNetwork), so flush after every authenticated packet except
+        // an initiation: there the session is not usable yet, and a flush
+        // would only move the head of the queue to its tail (reordering).
+        if authenticated && msg_type != MSG_INITIATION {
+            flush(self.socket, counters, peer, self.out);
+        }
+    }
+}
+
+/// Sends what boringtun queued (frames waiting for the session).
+fn flush(socket: &UdpSocket, counters: &mut TunnelCounters, peer: &mut Peer, out: &mut [u8]) {
+    for _ in 0..MAX_FLUSH {
+        match peer.tunn.decapsulate(None, &[], out) {
+            TunnResult::WriteToNetwork(msg) => {
+                let Some(to) = peer.endpoint else { return };
+                let _ = transmit(socket, counters, peer, msg, to);
+            }
+            _ => return,
+        }
+    }
+}
+
+fn count_error(c: &mut TunnelCounters, e: &WireGuardError) {
+    use WireGuardError::*;
+    let counter = match e {
+        InvalidMac => &mut c.rx_invalid_mac,
+        InvalidAeadTag => &mut c.rx_decrypt_failed,
+        DuplicateCounter | InvalidCounter => &mut c.rx_replayed,
+        NoCurrentSession => &mut c.rx_no_session,
+        InvalidPacket => &mut c.rx_inner_not_ip,
+        WrongIndex
+        | WrongKey
+        | InvalidTai64nTimestamp
+        | WrongTai64nTimestamp
+        | UnexpectedPacket
+        | WrongPacketType
+        | IncorrectPacketLength => &mut c.rx_handshake_rejected,
+        _ => &mut c.rx_other_errors,
+    };
+    *counter += 1;
+}

@@ -1,0 +1,34 @@
+//! Periodic work: boringtun's timers for every peer (handshake retries,
+//! rekeying, keepalives, persistent keepalives, session expiry) and the
+//! once-a-second reset of the shared handshake rate limiter.
+//!
+//! boringtun stamps its events with the time of the last `update_timers`
+//! call, so the caller's tick period (100-250 ms) is also the resolution of
+//! every WireGuard timer.
+
+use boringtun::noise::TunnResult;
+
+use super::send::transmit;
+use super::Tunnels;
+
+impl Tunnels {
+    pub(super) fn tick_inner(&mut self) {
+        // The shared limiter is ours to reset (Tunns only reset their own).
+        self.matcher.rate_limiter.reset_count();
+        for peer in self.peers.iter_mut() {
+            match peer.tunn.update_timers(&mut self.out) {
+                TunnResult::WriteToNetwork(msg) => match peer.endpoint {
+                    Some(to) => {
+                        let _ = transmit(&self.socket, &mut self.counters, peer, msg, to);
+                    }
+                    None => self.counters.tx_no_endpoint += 1,
+                },
+                // ConnectionExpired: boringtun gave up (90 s of failed
+                // handshakes, or keys 540 s old). The next send_frame starts
+                // over; the mesh sends OGMs every second, so it will.
+                TunnResult::Err(_) | TunnResult::Done => {}
+                TunnResult::WriteToTunnelV4(..) | TunnResult::WriteToTunnelV6(..) => {}
+            }
+        }
+    }
+}

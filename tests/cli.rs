@@ -1,0 +1,141 @@
+//! The command-line contract: key tools interchangeable with wg(8), config
+//! checks that name the bad field.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_meshwire");
+
+fn run(args: &[&str], stdin: &str) -> Output {
+    let mut c = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    c.wait_with_output().unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+#[test]
+fn genkey_pubkey_roundtrip() {
+    let g = run(&["genkey"], "");
+    assert!(g.status.success());
+    let private = stdout(&g);
+    assert_eq!(private.len(), 44);
+    let p = run(&["pubkey"], &format!("{private}\n"));
+    assert!(p.status.success());
+    assert_eq!(stdout(&p).len(), 44);
+    assert_ne!(stdout(&p), private);
+    // RFC 7748 6.1: Alice's key pair.
+    let alice = run(
+        &["pubkey"],
+        "dwdtCnMYpX08FsFyUbJmRd9ML4frwJkqsXf7pR25LCo=\n",
+    );
+    assert_eq!(
+        stdout(&alice),
+        "hSDwCYkwp1R0i33ctD73Wg2/Og0mOBr066SpjqqbTmo="
+    );
+    let bad = run(&["pubkey"], "not a key\n");
+    assert!(!bad.status.success());
+}
+
+/// Where wg(8) is installed (CI installs it), both tools agree both ways.
+#[test]
+fn keys_interchangeable_with_wg() {
+    if Command::new("wg").arg("--version").output().is_err() {
+        if std::env::var_os("CI").is_some() {
+            panic!("CI must install wireguard-tools for this test");
+        }
+        eprintln!("wg not installed here; CI runs this check");
+        return;
+    }
+    let wg_private = Command::new("wg").arg("genkey").output().unwrap();
+    let wg_private = stdout(&wg_private);
+    let ours = stdout(&run(&["pubkey"], &wg_private));
+    let mut wg = Command::new("wg")
+        .arg("pubkey")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wg.stdin
+        .take()
+        .unwrap()
+        .write_all(wg_private.as_bytes())
+        .unwrap();
+    assert_eq!(stdout(&wg.wait_with_output().unwrap()), ours);
+
+    let our_private = stdout(&run(&["genkey"], ""));
+    let mut wg = Command::new("wg")
+        .arg("pubkey")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wg.stdin
+        .take()
+        .unwrap()
+        .write_all(our_private.as_bytes())
+        .unwrap();
+    let theirs = stdout(&wg.wait_with_output().unwrap());
+    assert_eq!(theirs, stdout(&run(&["pubkey"], &our_private)));
+}
+
+fn check(text: &str) -> Output {
+    let dir = std::env::temp_dir().join(format!("mw-cli-{}-{}", std::process::id(), text.len()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("c.toml");
+    std::fs::write(&path, text).unwrap();
+    let o = run(&["check", "--config", path.to_str().unwrap()], "");
+    std::fs::remove_dir_all(&dir).unwrap();
+    o
+}
+
+fn good() -> String {
+    let k = stdout(&run(&["genkey"], ""));
+    let p = stdout(&run(&["pubkey"], &stdout(&run(&["genkey"], ""))));
+    format!("[node]\nprivate_key = \"{k}\"\nlisten_port = 51820\naddress = \"198.19.0.1\"\n[mesh]\noriginator_interval_ms = 1000\n[control]\nsocket = \"/run/meshwire/meshwire.sock\"\n[[peer]]\npublic_key = \"{p}\"\nendpoint = \"198.18.0.2:51820\"\naddress = \"198.19.0.2\"\npersistent_keepalive = 25\n[[port]]\nname = \"vm1\"\n")
+}
+
+#[test]
+fn check_accepts_the_documented_config() {
+    let o = check(&good());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn check_names_the_bad_field() {
+    for (text, field) in [
+        (good().replace("listen_port", "listen_prot"), "listen_prot"),
+        (
+            good().replace("198.18.0.2:51820", "nowhere"),
+            "peer[0].endpoint",
+        ),
+        (
+            good().replace("name = \"vm1\"", "name = \"much-too-long-name\""),
+            "port[0].name",
+        ),
+        (
+            good() + "[[peer]]\npublic_key = \"AAAA\"\naddress = \"198.19.0.3\"\n",
+            "peer[1].public_key",
+        ),
+        (
+            good().replace(
+                "originator_interval_ms = 1000",
+                "originator_interval_ms = \"x\"",
+            ),
+            "originator_interval_ms",
+        ),
+    ] {
+        let o = check(&text);
+        assert!(!o.status.success(), "accepted: {text}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(field), "'{err}' does not name {field}");
+    }
+}
