@@ -174,7 +174,19 @@ impl Fdb {
         learned: Source,
         keep_local_for: Option<Duration>,
     ) -> Learn {
-        let existing = self.map.get(&key).copied();
+        let ageing = self.ageing(&location);
+        let existing = match self.map.get_mut(&key) {
+            // The per-frame case, one hash lookup: a live entry, same place.
+            Some(e)
+                if e.location == location
+                    && now.saturating_duration_since(e.last_seen) <= ageing =>
+            {
+                e.last_seen = now;
+                e.learned = learned;
+                return Learn::Refreshed;
+            }
+            e => e.copied(),
+        };
         let Some(old) = existing.filter(|e| self.is_live(e, now)) else {
             if let Some(old) = existing {
                 // Aged but not yet reaped: it is gone as far as learning goes.
@@ -182,13 +194,6 @@ impl Fdb {
             }
             return self.insert_new(now, key, location, learned);
         };
-        if old.location == location {
-            if let Some(e) = self.map.get_mut(&key) {
-                e.last_seen = now;
-                e.learned = learned;
-            }
-            return Learn::Refreshed;
-        }
         if let (Location::Port(_), Some(keep), false) =
             (old.location, keep_local_for, location.is_local())
         {

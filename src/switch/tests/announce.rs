@@ -11,9 +11,10 @@ use crate::wire::ndisc::{self, icmpv6_checksum, Ipv6Fixed, Message, Ndisc};
 
 const VM: &str = "02:00:00:00:0c:07";
 
-/// qemu's self-announce for 52:54:00:12:34:56, written out by hand from its
-/// documented layout (net/announce.c): broadcast, ethertype 0x8035, Ethernet/
-/// IPv4, op 3 (request reverse), sha = tha = the MAC, IPs 0, 60 bytes.
+/// qemu's self-announce, captured (tcpdump on the TAP, scratch namespace)
+/// from qemu 7.2.22, `-device virtio-net-pci,mac=52:54:00:12:34:56` and the
+/// QMP command `announce-self` (what migration runs on the destination).
+/// Five rounds came 50, 150, 250 and 350 ms apart, 60 bytes each.
 const QEMU_RARP_525400123456: &str = concat!(
     "ffffffffffff525400123456",
     "8035",
