@@ -65,6 +65,9 @@ pub struct FdbEntry {
     /// roams on from originator to originator). The old node of a migration
     /// forwards frames still addressed to it for a while after this.
     pub departed: Option<Instant>,
+    /// For a local client: when this node last claimed it in the mesh (new,
+    /// moved here, or re-announced), to damp re-announcement bursts.
+    pub claimed: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -220,6 +223,7 @@ impl Fdb {
                 last_seen: now,
                 learned,
                 departed,
+                claimed: location.is_local().then_some(now),
             },
         );
         Learn::Moved { from: old.location }
@@ -249,6 +253,7 @@ impl Fdb {
                 last_seen: now,
                 learned,
                 departed: None,
+                claimed: location.is_local().then_some(now),
             },
         );
         Learn::New
@@ -313,6 +318,22 @@ impl Fdb {
                 }
             }
         }
+    }
+
+    /// A local client re-announced itself: true (and the claim time
+    /// updated) when its last claim is at least `min_interval` old.
+    pub fn reclaim(&mut self, now: Instant, key: FdbKey, min_interval: Duration) -> bool {
+        let Some(e) = self.map.get_mut(&key) else {
+            return false;
+        };
+        if !e.location.is_local()
+            || e.claimed
+                .is_some_and(|c| now.saturating_duration_since(c) < min_interval)
+        {
+            return false;
+        }
+        e.claimed = Some(now);
+        true
     }
 
     /// Forgets one key (e.g. the TT withdrew it); returns what it was.

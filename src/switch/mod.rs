@@ -22,7 +22,11 @@
 //!   NA) from a port always return [`Learned`], even when the entry already
 //!   pointed here: a re-announcement must re-claim the MAC in the mesh (new
 //!   TT entry, out-of-cycle OGM, ROAM_ADV), since another node may have
-//!   claimed it in between.
+//!   claimed it in between. Only bursts are damped: a re-announcement
+//!   within `reclaim_interval` (40 ms) of the last claim is counted
+//!   (`announce_damped`), not reported, so a VM spraying gratuitous ARPs
+//!   cannot make this node originate an OGM per frame. qemu's rounds are 50
+//!   ms and more apart; a move (`moved_from` set) is never damped.
 //! - Mesh over port, ordinary frames: a mesh-learned location replaces a
 //!   local one only if the local one has been silent for more than
 //!   `mesh_override_after` (1 s). An old broadcast from the mesh must not
@@ -77,6 +81,8 @@ pub struct SwitchConfig {
     /// forwards unicast frames for it to its new originator: long enough for
     /// every node's TT to catch up (OGM intervals, TT requests).
     pub redirect_window: Duration,
+    /// Minimum time between two re-claims of an unmoved local client.
+    pub reclaim_interval: Duration,
 }
 
 impl Default for SwitchConfig {
@@ -86,6 +92,7 @@ impl Default for SwitchConfig {
             mesh_override_after: Duration::from_secs(1),
             announce_keep_local: Duration::from_millis(100),
             redirect_window: Duration::from_secs(10),
+            reclaim_interval: Duration::from_millis(40),
         }
     }
 }
@@ -156,6 +163,9 @@ pub struct SwitchCounters {
     pub mesh_claim_ignored: u64,
     /// Announcements from local ports (each returned as `Learned`).
     pub announce_from_port: u64,
+    /// Re-announcements of an unmoved local client within
+    /// `reclaim_interval` of its last claim: not reported again.
+    pub announce_damped: u64,
     /// Announcements in mesh broadcasts (originator known).
     pub announce_from_mesh: u64,
     /// Mesh announcements that moved a local MAC away at once.
@@ -268,8 +278,15 @@ impl Switch {
                     self.counters.learned_moved += 1;
                     Some(from)
                 }
-                // A re-announcement re-claims even when nothing changed here.
-                Learn::Refreshed if announce.is_some() => None,
+                // A re-announcement re-claims even when nothing changed here,
+                // unless it is part of a burst.
+                Learn::Refreshed if announce.is_some() => {
+                    if !self.fdb.reclaim(now, (src, vid), self.cfg.reclaim_interval) {
+                        self.counters.announce_damped += 1;
+                        return None;
+                    }
+                    None
+                }
                 // Refused: a full table or port limit, counted by the FDB;
                 // a MAC we do not hold must not be claimed in the mesh.
                 Learn::Refreshed | Learn::Refused => return None,

@@ -48,11 +48,14 @@ fn every_announcement_from_a_port_is_reported_even_unmoved() {
         (rarp(mac(A)), Announce::Rarp),
         (na(mac(A)), Announce::UnsolicitedNa),
     ];
-    // New MAC, then the same MAC re-announcing on the same port: both times
-    // Learned, so the dataplane re-claims it in the mesh.
+    // New MAC, then the same MAC re-announcing on the same port (qemu's
+    // rounds are 50 ms and more apart): every time Learned, so the dataplane
+    // re-claims it in the mesh.
+    let mut now = t;
     for (i, (f, kind)) in cases.iter().enumerate() {
         for _ in 0..2 {
-            let (d, l) = sw.from_port(t, 1, f);
+            now += ms(50);
+            let (d, l) = sw.from_port(now, 1, f);
             assert_eq!(
                 l,
                 Some(Learned {
@@ -67,12 +70,46 @@ fn every_announcement_from_a_port_is_reported_even_unmoved() {
         }
     }
     // An ordinary frame from a known MAC is not news.
-    assert_eq!(sw.from_port(t, 1, &frame(mac(B), mac(A), None)).1, None);
+    assert_eq!(sw.from_port(now, 1, &frame(mac(B), mac(A), None)).1, None);
     let c = sw.counters();
     assert_eq!(
         (c.announce_from_port, c.learned_new, c.learned_moved),
         (6, 1, 0)
     );
+    assert_eq!(c.announce_damped, 0);
+}
+
+#[test]
+fn announcement_bursts_are_damped_but_moves_never() {
+    let mut sw = Switch::new(SwitchConfig::default());
+    let t = Instant::now();
+    // A VM spraying gratuitous ARPs: one claim per 40 ms, not one per frame.
+    let g = garp(mac(A), None);
+    let reported = (0..1000u64)
+        .filter(|i| {
+            sw.from_port(t + Duration::from_micros(i * 100), 1, &g)
+                .1
+                .is_some()
+        })
+        .count();
+    assert_eq!(reported, 3, "claims at 0, 40 and 80 ms of a 100 ms burst");
+    assert_eq!(sw.counters().announce_damped, 997);
+    // The first frame of a new MAC claims it; an announcement right after
+    // adds nothing.
+    assert!(sw
+        .from_port(t, 2, &frame(MacAddr::BROADCAST, mac(B), None))
+        .1
+        .is_some());
+    assert_eq!(sw.from_port(t + ms(5), 2, &rarp(mac(B))).1, None);
+    // A move is reported however recent the last claim: port 2 -> port 3,
+    // and from the mesh back here.
+    let (_, l) = sw.from_port(t + ms(6), 3, &rarp(mac(B)));
+    assert_eq!(l.unwrap().moved_from, Some(Location::Port(2)));
+    sw.from_mesh(t + ms(200), &rarp(mac(B)), Some(mac(ORIG)));
+    let (_, l) = sw.from_port(t + ms(201), 3, &rarp(mac(B)));
+    assert_eq!(l.unwrap().moved_from, Some(Location::Originator(mac(ORIG))));
+    assert_eq!(sw.from_port(t + ms(202), 3, &na(mac(B))).1, None);
+    assert!(sw.from_port(t + ms(241), 3, &na(mac(B))).1.is_some());
 }
 
 #[test]
