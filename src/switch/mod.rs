@@ -44,9 +44,13 @@
 //!   still delivers to us as UNICAST for it are stale routing in another
 //!   node; [`Switch::redirect_for`] names the new originator so the
 //!   dataplane can send them on instead of dropping them. Broadcasts are
-//!   never redirected (they already reached every node); a ping-pong between
-//!   two nodes that each think the other has the MAC is bounded by the
-//!   batman unicast TTL and ends when the announcements converge.
+//!   never redirected (they already reached every node), nor MACs that never
+//!   lived here. Two nodes can each believe the other has a MAC only when it
+//!   really lives on both (a duplicate MAC, both silent and announcing); the
+//!   switch cannot see a frame's history, so the bound on such a ping-pong
+//!   must come from the mesh: the redirected packet has to keep the received
+//!   unicast TTL minus one (as batman-adv's own reroute does), never a fresh
+//!   one.
 
 pub mod announce;
 pub mod fdb;
