@@ -449,6 +449,21 @@ impl Switch {
         keys
     }
 
+    /// The live clients behind `port`, sorted: for `meshwire ctl announce`
+    /// without `--mac` (a scan; control path only).
+    pub fn port_clients(&self, now: Instant, port: PortId) -> Vec<(MacAddr, u16)> {
+        let mut v: Vec<(MacAddr, u16)> = self
+            .fdb
+            .iter()
+            .filter(|(k, e)| {
+                e.location == Location::Port(port) && self.fdb.lookup(now, **k).is_some()
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        v.sort();
+        v
+    }
+
     /// The live entry for (mac, vid), if any.
     pub fn lookup(&self, now: Instant, mac: MacAddr, vid: u16) -> Option<FdbEntry> {
         self.fdb.lookup(now, (mac, vid)).copied()

@@ -375,3 +375,30 @@ fn mutated_announcements_keep_the_guarantees() {
         "{c:?}"
     );
 }
+
+#[test]
+fn port_clients_for_ctl_announce() {
+    let mut sw = Switch::new(SwitchConfig::default());
+    let t = Instant::now();
+    sw.from_port(t, 1, &frame(MacAddr::BROADCAST, mac(C), Some(5)));
+    sw.from_port(t, 1, &frame(MacAddr::BROADCAST, mac(A), None));
+    sw.from_port(t, 2, &frame(MacAddr::BROADCAST, mac(B), None));
+    sw.from_mesh(
+        t,
+        &frame(MacAddr::BROADCAST, mac(A), Some(7)),
+        Some(mac(ORIG)),
+    );
+    assert_eq!(sw.port_clients(t, 1), vec![(mac(A), 0), (mac(C), 0x8005)]);
+    assert_eq!(sw.port_clients(t, 2), vec![(mac(B), 0)]);
+    assert_eq!(sw.port_clients(t, 3), vec![]);
+    // Aged entries are not clients any more, reaped or not.
+    assert_eq!(sw.port_clients(t + Duration::from_secs(301), 1), vec![]);
+    // An IP-less announcement for each: qemu's RARP.
+    let mut b = Vec::new();
+    for (m, vid) in sw.port_clients(t, 1) {
+        build_rarp(&mut b, m, super::super::announce::vlan_of_batman_vid(vid));
+        let (_, l) = sw.from_port(t + ms(100), 1, &b);
+        let l = l.unwrap();
+        assert_eq!((l.mac, l.vid, l.announce), (m, vid, Some(Announce::Rarp)));
+    }
+}
