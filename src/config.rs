@@ -48,12 +48,17 @@ pub struct NodeConfig {
 pub struct MeshConfig {
     #[serde(default = "default_ogm_interval")]
     pub originator_interval_ms: u64,
+    /// Carry unicast frames that do not fit a link as batman-adv fragments
+    /// (as the kernel's `fragmentation` setting, on by default there too).
+    #[serde(default = "default_true")]
+    pub fragmentation: bool,
 }
 
 impl Default for MeshConfig {
     fn default() -> Self {
         MeshConfig {
             originator_interval_ms: DEFAULT_OGM_INTERVAL_MS,
+            fragmentation: true,
         }
     }
 }
@@ -90,6 +95,9 @@ pub struct PortConfig {
     pub mtu: Option<u16>,
 }
 
+fn default_true() -> bool {
+    true
+}
 fn default_port() -> u16 {
     DEFAULT_PORT
 }
@@ -157,6 +165,21 @@ pub const BATMAN_UNICAST_HDR: u16 = 10;
 pub const ETH_HDR: u16 = 14;
 
 impl Validated {
+    fn v6(&self) -> bool {
+        self.raw.node.address.is_ipv6()
+            || self
+                .peers
+                .iter()
+                .any(|p| p.address.is_ipv6() || p.endpoint.map(|e| e.is_ipv6()).unwrap_or(false))
+    }
+
+    /// The largest batman packet (Ethernet payload of a hard interface)
+    /// that fits the underlay without IP fragmentation.
+    pub fn hardif_mtu(&self) -> u16 {
+        let overhead = if self.v6() { OVERHEAD_V6 } else { OVERHEAD_V4 };
+        self.raw.node.underlay_mtu.saturating_sub(overhead)
+    }
+
     /// Default TAP MTU: the largest IP packet whose frame fits the underlay
     /// without IP fragmentation (see README, "MTU arithmetic").
     pub fn default_port_mtu(&self) -> u16 {

@@ -59,14 +59,16 @@ impl Node {
         let public_key = cfg.public_key;
         let originator = keys::originator_mac(&public_key);
         let mut mesh = Mesh::new(MeshConfig {
-            originator,
             ogm_interval: std::time::Duration::from_millis(cfg.raw.mesh.originator_interval_ms),
-            hop_penalty: 30,
+            ..MeshConfig::new(originator)
         });
         let mut hardif_macs = Vec::with_capacity(cfg.peers.len());
         for (i, p) in cfg.peers.iter().enumerate() {
             let mac = keys::hardif_mac(&public_key, &p.public_key);
             mesh.hardif_add(i as HardifId, mac);
+            if cfg.raw.mesh.fragmentation {
+                mesh.hardif_set_mtu(i as HardifId, cfg.hardif_mtu() as usize);
+            }
             hardif_macs.push(mac);
         }
         let tunnels = Tunnels::new(TunnelConfig {

@@ -30,7 +30,7 @@
 //! 1420-byte wg0 MTU), which boringtun itself does not add.
 
 mod counters;
-mod gretap;
+pub mod gretap;
 mod noise;
 mod peer;
 mod receive;
