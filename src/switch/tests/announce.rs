@@ -44,6 +44,13 @@ fn gratuitous_arp_fields() {
     assert!(a.is_gratuitous());
     assert!(b[14 + arp::PACKET_LEN..].iter().all(|&x| x == 0), "padding");
     assert_eq!(Announce::detect(&f), Some(Announce::GratuitousArp));
+    // The reply form (RFC 5227 announcements, some guests) counts too.
+    let mut reply = b.clone();
+    let mut a = arp::Packet::new_unchecked(&mut reply[14..]);
+    a.set_operation(arp::Operation::Reply);
+    a.set_tha(mac(VM));
+    let f = Frame::new_checked(&reply[..]).unwrap();
+    assert_eq!(Announce::detect(&f), Some(Announce::GratuitousArp));
 }
 
 #[test]
