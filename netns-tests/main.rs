@@ -4,3 +4,4 @@
 mod common;
 mod migration;
 mod node;
+mod reroute;

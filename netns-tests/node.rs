@@ -4,7 +4,6 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use meshwire::keys;
 use serde_json::Value;
 
 use crate::common::*;
@@ -21,9 +20,7 @@ fn originator_of(t: &Topology, hv: usize) -> String {
 }
 
 fn hardif_of(t: &Topology, hv: usize, towards: usize) -> String {
-    let a = keys::decode_key(&t.hvs[hv - 1].public_key).unwrap();
-    let b = keys::decode_key(&t.hvs[towards - 1].public_key).unwrap();
-    keys::hardif_mac(&a, &b).to_string()
+    t.hardif_of(hv, towards)
 }
 
 fn converge(t: &Topology) {

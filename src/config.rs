@@ -52,6 +52,12 @@ pub struct MeshConfig {
     /// (as the kernel's `fragmentation` setting, on by default there too).
     #[serde(default = "default_true")]
     pub fragmentation: bool,
+    /// A peer with no authenticated packet for this long (or whose
+    /// handshakes keep failing) is dead: its link leaves the mesh at once
+    /// instead of waiting for TQ to decay. Default: 5 originator intervals,
+    /// at least 3 s. Every live batman neighbour sends OGMs each interval,
+    /// so set it above the slowest neighbour's interval.
+    pub peer_timeout_ms: Option<u64>,
 }
 
 impl Default for MeshConfig {
@@ -59,6 +65,7 @@ impl Default for MeshConfig {
         MeshConfig {
             originator_interval_ms: DEFAULT_OGM_INTERVAL_MS,
             fragmentation: true,
+            peer_timeout_ms: None,
         }
     }
 }
@@ -180,6 +187,14 @@ impl Validated {
         self.raw.node.underlay_mtu.saturating_sub(overhead)
     }
 
+    pub fn peer_timeout(&self) -> std::time::Duration {
+        let m = &self.raw.mesh;
+        std::time::Duration::from_millis(
+            m.peer_timeout_ms
+                .unwrap_or((5 * m.originator_interval_ms).max(3000)),
+        )
+    }
+
     /// Default TAP MTU: the largest IP packet whose frame fits the underlay
     /// without IP fragmentation (see README, "MTU arithmetic").
     pub fn default_port_mtu(&self) -> u16 {
@@ -276,6 +291,14 @@ fn validate(raw: Config, base_dir: &Path) -> Result<Validated, ConfigError> {
             "mesh.originator_interval_ms",
             "must be between 10 and 3600000",
         ));
+    }
+    if let Some(t) = raw.mesh.peer_timeout_ms {
+        if t < iv || t > 3_600_000 {
+            return Err(err(
+                "mesh.peer_timeout_ms",
+                "must be at least originator_interval_ms and at most 3600000",
+            ));
+        }
     }
     if raw.control.socket.as_os_str().is_empty() {
         return Err(err("control.socket", "must not be empty"));

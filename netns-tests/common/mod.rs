@@ -484,6 +484,23 @@ impl Topology {
         meshwire::keys::originator_mac(&pk).to_string()
     }
 
+    /// The MAC of `hv`'s hard interface towards `towards`.
+    pub fn hardif_of(&self, hv: usize, towards: usize) -> String {
+        let a = meshwire::keys::decode_key(&self.hvs[hv - 1].public_key).unwrap();
+        let b = meshwire::keys::decode_key(&self.hvs[towards - 1].public_key).unwrap();
+        meshwire::keys::hardif_mac(&a, &b).to_string()
+    }
+
+    /// `hv`'s next hop towards `to`'s originator, if it has a route.
+    pub fn next_hop(&self, hv: usize, to: usize) -> Option<String> {
+        let o = self.originator_of(to);
+        self.ctl(hv, "originators")
+            .as_array()?
+            .iter()
+            .find(|e| e["originator"] == o)
+            .and_then(|e| e["next_hop"].as_str().map(String::from))
+    }
+
     /// Waits until every hypervisor has a route (a next hop) to every other
     /// hypervisor's originator.
     pub fn wait_routes(&self, limit: Duration) -> bool {

@@ -35,6 +35,8 @@ pub struct NodeCounters {
     pub no_route: u64,
     /// Sends the tunnel refused (queue full, no endpoint yet).
     pub tunnel_send_errors: u64,
+    /// Links taken out of the mesh because WireGuard saw the peer die.
+    pub links_lost: u64,
 }
 
 pub struct Node {
@@ -50,6 +52,10 @@ pub struct Node {
     pub hardif_macs: Vec<MacAddr>,
     pub peer_addrs: Vec<IpAddr>,
     pub counters: NodeCounters,
+    /// Whether each peer's link is in the mesh (WireGuard liveness).
+    link_up: Vec<bool>,
+    peer_timeout: std::time::Duration,
+    hardif_mtu: Option<usize>,
     out: Vec<MeshOutput>,
     tx_buf: Vec<u8>,
 }
@@ -62,13 +68,15 @@ impl Node {
             ogm_interval: std::time::Duration::from_millis(cfg.raw.mesh.originator_interval_ms),
             ..MeshConfig::new(originator)
         });
+        let hardif_mtu = cfg
+            .raw
+            .mesh
+            .fragmentation
+            .then_some(cfg.hardif_mtu() as usize);
         let mut hardif_macs = Vec::with_capacity(cfg.peers.len());
         for (i, p) in cfg.peers.iter().enumerate() {
             let mac = keys::hardif_mac(&public_key, &p.public_key);
-            mesh.hardif_add(i as HardifId, mac);
-            if cfg.raw.mesh.fragmentation {
-                mesh.hardif_set_mtu(i as HardifId, cfg.hardif_mtu() as usize);
-            }
+            add_link(&mut mesh, i as HardifId, mac, hardif_mtu);
             hardif_macs.push(mac);
         }
         let tunnels = Tunnels::new(TunnelConfig {
@@ -111,6 +119,9 @@ impl Node {
             hardif_macs,
             peer_addrs: cfg.peers.iter().map(|p| p.address).collect(),
             counters: NodeCounters::default(),
+            link_up: vec![false; cfg.peers.len()],
+            peer_timeout: cfg.peer_timeout(),
+            hardif_mtu,
             out: Vec::with_capacity(64),
             tx_buf: Vec::with_capacity(2048),
         })
@@ -226,6 +237,7 @@ impl Node {
         self.mesh.tick(now, &mut self.out);
         if tunnel_timers {
             self.tunnels.tick();
+            self.check_links();
         }
         if fdb_ageing {
             for (mac, vid) in self.switch.expire(now) {
@@ -233,6 +245,31 @@ impl Node {
             }
         }
         self.flush(now);
+    }
+
+    /// WireGuard's view of each link: a peer that stopped authenticating
+    /// packets, or whose handshakes keep failing, is dead. Its neighbours
+    /// leave the mesh at once so routes move to the next best path now,
+    /// not after TQ has decayed over many OGM intervals. OGMs keep going
+    /// out on the link, so it returns as soon as the peer answers.
+    fn check_links(&mut self) {
+        for peer in 0..self.link_up.len() {
+            let id = peer as PeerId;
+            let alive = self.tunnels.peer_alive(id, self.peer_timeout)
+                && self.tunnels.handshake_attempts(id) < DEAD_HANDSHAKES;
+            if self.link_up[peer] && !alive {
+                tracing::warn!(peer = %self.peer_addrs[peer], "peer unreachable: link leaves the mesh");
+                self.counters.links_lost += 1;
+                add_link(&mut self.mesh, id, self.hardif_macs[peer], self.hardif_mtu);
+            } else if !self.link_up[peer] && alive {
+                tracing::info!(peer = %self.peer_addrs[peer], "peer reachable");
+            }
+            self.link_up[peer] = alive;
+        }
+    }
+
+    pub fn link_up(&self, peer: usize) -> bool {
+        self.link_up.get(peer).copied().unwrap_or(false)
     }
 
     /// Carries out what the mesh asked for: transmissions into tunnels and
@@ -359,6 +396,18 @@ impl Node {
             }
         }
         Ok(format!("{sent} announcement(s) sent from {port_name}"))
+    }
+}
+
+/// Handshake initiations without an answer after which a peer is dead
+/// (boringtun retries every 5 s, so about 15 s).
+const DEAD_HANDSHAKES: u32 = 3;
+
+/// (Re)adds a peer's hard interface with no neighbours: a fresh link.
+fn add_link(mesh: &mut Mesh, id: HardifId, mac: MacAddr, mtu: Option<usize>) {
+    mesh.hardif_add(id, mac);
+    if let Some(m) = mtu {
+        mesh.hardif_set_mtu(id, m);
     }
 }
 

@@ -40,6 +40,7 @@ fn peers(node: &Node) -> Value {
             if let Value::Object(m) = &mut v {
                 m.insert("address".into(), json!(node.peer_addrs.get(i)));
                 m.insert("hardif_mac".into(), json!(node.hardif_macs.get(i)));
+                m.insert("link_up".into(), json!(node.link_up(i)));
                 let ago = m
                     .get("last_handshake")
                     .and_then(Value::as_u64)
