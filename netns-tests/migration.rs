@@ -6,144 +6,10 @@
 //! reload.
 
 use std::fs;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use crate::common::migration::*;
 use crate::common::*;
-
-const VM_MAC: &str = "02:00:00:01:99:01";
-const VM_IP: &str = "198.19.1.99";
-const VM_NS_SUFFIX: &str = "vmm";
-
-/// hv3's VM pings the migrating VM; the replies land in a file.
-struct Stream {
-    child: Child,
-    out: std::path::PathBuf,
-}
-
-impl Stream {
-    fn start(t: &Topology) -> Stream {
-        let out = t.dir.join("stream.txt");
-        let f = fs::File::create(&out).unwrap();
-        let child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &t.vm("vm3a").ns,
-                "ping",
-                "-n",
-                "-i",
-                "0.02",
-                VM_IP,
-            ])
-            .stdout(f)
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("ping stream");
-        Stream { child, out }
-    }
-
-    fn replies(&self) -> usize {
-        fs::read_to_string(&self.out)
-            .unwrap_or_default()
-            .matches("bytes from")
-            .count()
-    }
-
-    /// True when at least `n` more replies arrive within `limit`.
-    fn resumes(&self, n: usize, limit: Duration) -> bool {
-        let base = self.replies();
-        wait_until(limit, || self.replies() >= base + n)
-    }
-}
-
-impl Drop for Stream {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn ctl_ok(t: &Topology, hv: usize, args: &[&str]) -> String {
-    let sock = t.socket(hv);
-    let mut v = vec![BIN, "ctl", "--socket", sock.to_str().unwrap()];
-    v.extend_from_slice(args);
-    sh(&v)
-}
-
-/// The VM's two NICs: `m1` (hv1's TAP) and `m2` (hv2's TAP).
-fn plumb_migrating_vm(t: &Topology, vm_ns: &str) {
-    for hv in [1, 2] {
-        let tap = format!("t-m{hv}");
-        let ns = &t.hvs[hv - 1].ns;
-        ns_exec(ns, &["ip", "link", "set", "dev", &tap, "netns", vm_ns]);
-        let dev = format!("m{hv}");
-        ns_exec(vm_ns, &["ip", "link", "set", "dev", &tap, "name", &dev]);
-        // Silent on link-up: no IPv6 autoconfiguration, DAD or MLD, so
-        // every frame the VM sends after a move is one the test chose.
-        ns_exec(
-            vm_ns,
-            &[
-                "sysctl",
-                "-qw",
-                &format!("net.ipv6.conf.{dev}.disable_ipv6=1"),
-            ],
-        );
-        ns_exec(
-            vm_ns,
-            &["ip", "link", "set", "dev", &dev, "address", VM_MAC],
-        );
-        ns_exec(
-            vm_ns,
-            &["ip", "addr", "add", &format!("{VM_IP}/24"), "dev", &dev],
-        );
-    }
-    ns_exec(vm_ns, &["ip", "link", "set", "dev", "m1", "up"]);
-}
-
-/// What the VM (or the operator) does after the move.
-#[derive(Clone, Copy, Debug)]
-enum Stimulus {
-    GratuitousArp,
-    Rarp,
-    CtlAnnounce,
-    OrdinaryFrame,
-}
-
-fn migrate(t: &Topology, vm_ns: &str, to_hv: usize, how: Stimulus) {
-    let from = format!("m{}", 3 - to_hv);
-    let to = format!("m{to_hv}");
-    ns_exec(vm_ns, &["ip", "link", "set", "dev", &from, "down"]);
-    ns_exec(vm_ns, &["ip", "link", "set", "dev", &to, "up"]);
-    match how {
-        Stimulus::GratuitousArp => {
-            ns_exec(vm_ns, &["arping", "-q", "-U", "-c", "1", "-I", &to, VM_IP]);
-        }
-        Stimulus::Rarp => {
-            // What qemu sends after a migration: RARP request, sha = tha.
-            let py = "import socket,sys\n\
-s=socket.socket(socket.AF_PACKET,socket.SOCK_RAW)\n\
-s.bind((sys.argv[1],0))\n\
-m=bytes.fromhex(sys.argv[2].replace(':',''))\n\
-f=b'\\xff'*6+m+b'\\x80\\x35'+bytes.fromhex('0001080006040003')+m+bytes(4)+m+bytes(4)\n\
-s.send(f+bytes(60-len(f)))\n";
-            ns_exec(vm_ns, &["python3", "-c", py, &to, VM_MAC]);
-        }
-        Stimulus::CtlAnnounce => {
-            let port = format!("t-m{to_hv}");
-            let out = ctl_ok(
-                t,
-                to_hv,
-                &["announce", "--port", &port, "--mac", VM_MAC, "--ip", VM_IP],
-            );
-            assert!(out.contains("sent"), "{out}");
-        }
-        Stimulus::OrdinaryFrame => {
-            let dst = t.vm("vm3a").ip4.clone();
-            ns_try(vm_ns, &["ping", "-c", "1", "-W", "1", "-I", &to, &dst]);
-        }
-    }
-}
 
 #[test]
 fn migration_resumes_without_waiting_for_ogms() {
@@ -173,7 +39,7 @@ fn migration_resumes_without_waiting_for_ogms() {
         "no initial path to the VM\n{}",
         t.dump_logs()
     );
-    let stream = Stream::start(&t);
+    let stream = Stream::start(&t, "0.02");
     assert!(
         stream.resumes(10, Duration::from_secs(10)),
         "stream never started"
@@ -266,30 +132,4 @@ fn ports_follow_the_config_on_reload() {
     // The VM that was there all along still works.
     let ip = t.vm("vm2a").ip4.clone();
     assert!(t.ping_until("vm1a", &ip, Duration::from_secs(30)));
-}
-
-/// Deletes a namespace the test made outside the topology.
-struct NsGuard(String);
-
-impl Drop for NsGuard {
-    fn drop(&mut self) {
-        try_sh(&["ip", "netns", "del", &self.0]);
-    }
-}
-
-/// (no_route, flooded, rerouted, roam_adv_sent) summed per hypervisor.
-fn counters(t: &Topology) -> Vec<(u64, u64, u64, u64, u64)> {
-    (1..=3)
-        .map(|hv| {
-            let s = t.ctl(hv, "stats");
-            let g = |a: &str, b: &str| s[a][b].as_u64().unwrap_or(0);
-            (
-                g("node", "no_route"),
-                g("switch", "flooded"),
-                g("mesh", "unicast_rerouted"),
-                g("mesh", "roam_sent"),
-                g("mesh", "tx_ogm"),
-            )
-        })
-        .collect()
 }

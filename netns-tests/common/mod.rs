@@ -16,6 +16,8 @@
 
 #![allow(dead_code)]
 
+pub mod migration;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -119,6 +121,8 @@ pub struct Opts {
     pub links: Option<Vec<(usize, usize)>>,
     /// Extra lines for the [mesh] section.
     pub mesh_extra: String,
+    /// `mtu` of every port (default: meshwire's, fits the underlay).
+    pub port_mtu: Option<u16>,
 }
 
 pub struct Topology {
@@ -362,6 +366,9 @@ impl Topology {
         }
         for p in &h.ports {
             c += &format!("\n[[port]]\nname = \"{p}\"\n");
+            if let Some(m) = self.opts.port_mtu {
+                c += &format!("mtu = {m}\n");
+            }
         }
         fs::write(self.config_path(hv), c).unwrap();
     }
