@@ -17,22 +17,6 @@ use common::*;
 
 const PING_INTERVAL_MS: u64 = 10;
 
-fn cut(t: &Topology, on: bool) {
-    let verb = if on { "add" } else { "del" };
-    for (x, y) in [(1, 2), (2, 1)] {
-        ns_exec(
-            &t.hvs[x - 1].ns,
-            &[
-                "ip",
-                "route",
-                verb,
-                "blackhole",
-                &format!("198.18.0.{y}/32"),
-            ],
-        );
-    }
-}
-
 /// Time until `f` holds, polled every 20 ms, or None after `limit`.
 fn time_until(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
     let t0 = Instant::now();
@@ -90,12 +74,12 @@ fn main() {
                 .spawn()
                 .unwrap();
             std::thread::sleep(Duration::from_secs(1));
-            cut(&t, true);
+            t.cut_path(1, 2, true);
             let rerouted = time_until(Duration::from_secs(120), || {
                 t.next_hop(1, 2) == Some(via3.clone())
             });
             std::thread::sleep(Duration::from_secs(2));
-            cut(&t, false);
+            t.cut_path(1, 2, false);
             let back = time_until(Duration::from_secs(300), || {
                 t.next_hop(1, 2) == Some(direct.clone())
             });

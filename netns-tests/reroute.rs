@@ -6,24 +6,6 @@ use std::time::Duration;
 
 use crate::common::*;
 
-/// Cuts (or heals) the underlay path between two hypervisors: each drops
-/// what it would send to the other, as a broken link between sites does.
-fn cut(t: &Topology, a: usize, b: usize, on: bool) {
-    let verb = if on { "add" } else { "del" };
-    for (x, y) in [(a, b), (b, a)] {
-        ns_exec(
-            &t.hvs[x - 1].ns,
-            &[
-                "ip",
-                "route",
-                verb,
-                "blackhole",
-                &format!("198.18.0.{y}/32"),
-            ],
-        );
-    }
-}
-
 /// Pings `count` times; fails on loss beyond one probe and on any duplicate.
 fn ping_clean(t: &Topology, from: &str, to_ip: &str, count: u32) {
     let c = count.to_string();
@@ -89,7 +71,7 @@ fn reroute_around_a_cut_path_and_back() {
     );
     ping_clean(&t, "vm1a", &ip2, 20);
 
-    cut(&t, 1, 2, true);
+    t.cut_path(1, 2, true);
     // hv1's best path to hv2 becomes hv3 (its hard interface towards hv1).
     let via3 = t.hardif_of(3, 1);
     assert!(
@@ -114,7 +96,7 @@ fn reroute_around_a_cut_path_and_back() {
         .clone();
     assert_eq!(p2["link_up"], false, "{p2}");
 
-    cut(&t, 1, 2, false);
+    t.cut_path(1, 2, false);
     let direct = t.hardif_of(2, 1);
     assert!(
         wait_until(Duration::from_secs(90), || t.next_hop(1, 2)

@@ -491,6 +491,25 @@ impl Topology {
         meshwire::keys::originator_mac(&pk).to_string()
     }
 
+    /// Cuts (or heals) the underlay path between two hypervisors: each
+    /// drops what it would send to the other, as a broken link between
+    /// sites does.
+    pub fn cut_path(&self, a: usize, b: usize, on: bool) {
+        let verb = if on { "add" } else { "del" };
+        for (x, y) in [(a, b), (b, a)] {
+            ns_exec(
+                &self.hvs[x - 1].ns,
+                &[
+                    "ip",
+                    "route",
+                    verb,
+                    "blackhole",
+                    &format!("198.18.0.{y}/32"),
+                ],
+            );
+        }
+    }
+
     /// The MAC of `hv`'s hard interface towards `towards`.
     pub fn hardif_of(&self, hv: usize, towards: usize) -> String {
         let a = meshwire::keys::decode_key(&self.hvs[hv - 1].public_key).unwrap();

@@ -17,7 +17,7 @@ use crate::keys;
 use crate::mesh::{HardifId, Mesh, MeshConfig, MeshOutput};
 use crate::port::{PortId, Ports};
 use crate::switch::{announce, Decision, Switch, SwitchConfig};
-use crate::tunnel::{PeerId, PeerSpec, TunnelConfig, Tunnels};
+use crate::tunnel::{PeerId, TunnelConfig, Tunnels};
 use crate::wire::ethernet::{self, Frame};
 use crate::wire::MacAddr;
 
@@ -79,22 +79,8 @@ impl Node {
             add_link(&mut mesh, i as HardifId, mac, hardif_mtu);
             hardif_macs.push(mac);
         }
-        let tunnels = Tunnels::new(TunnelConfig {
-            private_key: cfg.private_key,
-            listen_port: cfg.raw.node.listen_port,
-            local_inner: cfg.raw.node.address,
-            peers: cfg
-                .peers
-                .iter()
-                .map(|p| PeerSpec {
-                    public_key: p.public_key,
-                    endpoint: p.endpoint,
-                    inner: p.address,
-                    persistent_keepalive: p.persistent_keepalive,
-                })
-                .collect(),
-        })
-        .map_err(|e| format!("node.listen_port {}: {e}", cfg.raw.node.listen_port))?;
+        let tunnels = Tunnels::new(TunnelConfig::from_validated(cfg))
+            .map_err(|e| format!("node.listen_port {}: {e}", cfg.raw.node.listen_port))?;
         let mut ports = Ports::new();
         for p in &cfg.raw.ports {
             let mtu = cfg.port_mtu(p);
