@@ -97,10 +97,12 @@ pub struct TunnelCounters {
     /// UDP GSO messages, and the datagrams they carried.
     pub tx_gso_messages: u64,
     pub tx_gso_segments: u64,
-    /// The kernel refused GSO (EIO/EINVAL: no checksum offload, path MTU
-    /// below the segment): GSO is now off for the socket, datagrams resent
-    /// one message each.
+    /// The kernel refused GSO (EIO: no checksum offload; EINVAL: a limit):
+    /// GSO is now off for the socket, datagrams resent one message each.
     pub tx_gso_fallbacks: u64,
+    /// GSO messages refused with EMSGSIZE (a segment over the path MTU):
+    /// their datagrams were resent one message each; GSO stays on.
+    pub tx_gso_too_big: u64,
 
     // --- handshakes ---
     pub handshake_initiations_sent: u64,

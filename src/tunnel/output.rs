@@ -114,6 +114,7 @@ impl Output {
         counters.tx_gso_messages += s.gso_messages;
         counters.tx_gso_segments += s.gso_segments;
         counters.tx_gso_fallbacks += s.gso_fallbacks;
+        counters.tx_gso_too_big += s.gso_too_big;
         counters.tx_most_messages_per_call = counters
             .tx_most_messages_per_call
             .max(s.most_messages_per_call);

@@ -7,7 +7,8 @@
 //!
 //! GSO needs checksum offload on the route's device; where the kernel says
 //! EIO or EINVAL to a GSO message, the socket stops using it for good and the
-//! same datagrams go again one message each.
+//! same datagrams go again one message each. EMSGSIZE (a segment over the
+//! path MTU) resends that run one by one but keeps GSO for the others.
 
 use std::io;
 use std::mem::{size_of, zeroed};
@@ -62,6 +63,7 @@ pub struct FlushStats {
     pub gso_messages: u64,
     pub gso_segments: u64,
     pub gso_fallbacks: u64,
+    pub gso_too_big: u64,
     pub most_messages_per_call: u64,
 }
 
@@ -168,39 +170,56 @@ impl UdpSocket {
     ) -> FlushStats {
         let mut stats = FlushStats::default();
         let mut next = 0;
-        // Each pass either sends everything from `next` or turns GSO off and
-        // starts a new pass; GSO goes off once, so there are at most two.
+        let mut plain_until = 0;
+        // Each pass sends everything from `next`, or stops at a refused GSO
+        // message and the next pass resends its datagrams one by one. A pass
+        // starts past the previous one or with GSO just turned off, so there
+        // are at most TX_BATCH + 1 of them.
         while next < tx.count {
             let use_gso = gso && self.gso;
-            match self.send_pass(tx, next, use_gso, &mut stats, report) {
-                Some(retry_from) => {
+            match self.send_pass(tx, next, plain_until, use_gso, &mut stats, report) {
+                Refused::None => break,
+                Refused::Offload(first) => {
+                    // No checksum offload (EIO) or a limit (EINVAL): the
+                    // socket's route will not do GSO; stop trying.
                     self.gso = false;
                     stats.gso_fallbacks += 1;
-                    next = retry_from;
+                    next = first;
                 }
-                None => break,
+                Refused::TooBig(first, n) => {
+                    // A segment exceeds the path MTU: plain sends may still
+                    // go (fragmented); GSO stays on for other runs.
+                    stats.gso_too_big += 1;
+                    next = first;
+                    plain_until = first + n;
+                }
             }
         }
         tx.count = 0;
         stats
     }
 
-    /// One sendmmsg round from datagram `from`. Some(i): a GSO message
-    /// starting at datagram i was refused with EIO/EINVAL.
+    /// One sendmmsg round from datagram `from`; datagrams before
+    /// `plain_until` go one message each.
     fn send_pass(
         &self,
         tx: &mut TxBatch,
         from: usize,
+        plain_until: usize,
         gso: bool,
         stats: &mut FlushStats,
         report: &mut dyn FnMut(&[u8], Outcome),
-    ) -> Option<usize> {
+    ) -> Refused {
         // (first datagram, datagrams) per message.
         let mut plan = [(0usize, 0usize); TX_BATCH];
         let mut planned = 0;
         let mut i = from;
         while i < tx.count {
-            let n = if gso { tx.gso_run(i) } else { 1 };
+            let n = if gso && i >= plain_until {
+                tx.gso_run(i)
+            } else {
+                1
+            };
             plan[planned] = (i, n);
             planned += 1;
             i += n;
@@ -254,8 +273,7 @@ impl UdpSocket {
             if r > 0 {
                 let r = (r as usize).min(planned - m);
                 stats.most_messages_per_call = stats.most_messages_per_call.max(r as u64);
-                for k in m..m + r {
-                    let n = plan[k].1;
+                for (k, &(_, n)) in plan.iter().enumerate().skip(m).take(r) {
                     stats.messages += 1;
                     if n > 1 {
                         stats.gso_messages += 1;
@@ -275,10 +293,13 @@ impl UdpSocket {
                     for k in m..planned {
                         fate(k, Outcome::WouldBlock, report);
                     }
-                    return None;
+                    return Refused::None;
                 }
                 Some(libc::EIO) | Some(libc::EINVAL) if r < 0 && plan[m].1 > 1 => {
-                    return Some(plan[m].0);
+                    return Refused::Offload(plan[m].0);
+                }
+                Some(libc::EMSGSIZE) if r < 0 && plan[m].1 > 1 => {
+                    return Refused::TooBig(plan[m].0, plan[m].1);
                 }
                 _ => {
                     fate(m, Outcome::Failed, report);
@@ -286,8 +307,17 @@ impl UdpSocket {
                 }
             }
         }
-        None
+        Refused::None
     }
+}
+
+/// A GSO message the kernel refused, by its first datagram.
+enum Refused {
+    None,
+    /// EIO / EINVAL: GSO is unusable on this socket's route.
+    Offload(usize),
+    /// EMSGSIZE: a segment exceeds the path MTU; (first, datagrams).
+    TooBig(usize, usize),
 }
 
 /// Puts a UDP_SEGMENT control message with `seg` into `h`, using `ctrl`.
@@ -307,5 +337,73 @@ fn set_segment_size(h: &mut libc::msghdr, ctrl: &mut [u64; CTRL_WORDS], seg: usi
         (*c).cmsg_type = libc::UDP_SEGMENT;
         (*c).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as _;
         std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), seg as u16);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(items: &[(usize, u16)]) -> TxBatch {
+        let mut b = TxBatch::new();
+        for &(len, port) in items {
+            assert!(b.push(&vec![1u8; len], SocketAddr::from(([127, 0, 0, 1], port))));
+        }
+        b
+    }
+
+    fn runs(b: &TxBatch) -> Vec<usize> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < b.len() {
+            let n = b.gso_run(i);
+            out.push(n);
+            i += n;
+        }
+        out
+    }
+
+    /// Equal sizes to one endpoint form a run; a shorter datagram ends it;
+    /// a longer one or another endpoint starts a new one.
+    #[test]
+    fn gso_runs() {
+        let b = batch(&[
+            (1000, 1),
+            (1000, 1),
+            (1000, 1),
+            (400, 1), // shorter: last of the run
+            (400, 1),
+            (1000, 1), // longer: new run
+            (1000, 2), // other endpoint
+            (1000, 2),
+            (60, 1),
+        ]);
+        assert_eq!(runs(&b), [4, 1, 1, 2, 1]);
+    }
+
+    #[test]
+    fn gso_runs_are_bounded() {
+        // 64 segments at most...
+        let b = batch(&[(100, 1); TX_BATCH]);
+        assert_eq!(runs(&b), [GSO_MAX_SEGMENTS]);
+        // ...and under 64 KiB: 9000-byte datagrams go 7 at a time.
+        let b = batch(&[(9000, 1); 10]);
+        assert_eq!(runs(&b), [7, 3]);
+    }
+
+    #[test]
+    fn full_batch_and_oversize_are_refused() {
+        let mut b = batch(&[(10, 1); TX_BATCH]);
+        assert!(b.is_full());
+        assert!(!b.push(&[0; 10], SocketAddr::from(([127, 0, 0, 1], 1))));
+        let mut b = TxBatch::new();
+        assert!(!b.push(&vec![0; TX_SLOT + 1], SocketAddr::from(([127, 0, 0, 1], 1))));
+        assert!(!b.commit(TX_SLOT - 10, 11, SocketAddr::from(([127, 0, 0, 1], 1))));
+        assert!(b.is_empty());
+        // A message written mid-slot is moved to its start.
+        let s = b.slot().unwrap();
+        s[100..105].copy_from_slice(b"hello");
+        assert!(b.commit(100, 5, SocketAddr::from(([127, 0, 0, 1], 1))));
+        assert_eq!(b.datagram(0), b"hello");
     }
 }
