@@ -147,7 +147,9 @@ pub enum TunnelError {
     FrameTooLong(usize),
     /// The peer has no configured endpoint and has not contacted us yet.
     NoEndpoint(PeerId),
-    /// sendto failed (WouldBlock: the socket buffer is full).
+    /// A send failed (WouldBlock: the socket buffer is full). send_frame
+    /// no longer returns it: sends happen at flush time and their failures
+    /// are counted (tx_would_block, tx_socket_errors).
     Socket(io::ErrorKind),
     /// boringtun refused to encrypt.
     Noise,

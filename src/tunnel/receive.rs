@@ -11,7 +11,7 @@ use boringtun::noise::{Packet, Tunn, TunnResult};
 use super::counters::TunnelCounters;
 use super::noise::{IndexMap, InitMatch, Matcher};
 use super::output::Output;
-use super::peer::Peer;
+use super::peer::{Now, Peer};
 use super::rx_batch::{RxBatch, RX_BATCH};
 use super::send::{MSG_COOKIE, MSG_DATA};
 use super::{gretap, PeerId, Tunnels};
@@ -35,6 +35,8 @@ struct Rx<'a> {
     matcher: &'a Matcher,
     out: &'a mut [u8],
     counters: &'a mut TunnelCounters,
+    /// When the current recvmmsg batch arrived.
+    now: Now,
 }
 
 impl Tunnels {
@@ -58,6 +60,7 @@ impl Tunnels {
             matcher,
             out,
             counters,
+            now: Now::read(),
         };
         let total = ctx.drain(rx, deliver);
         ctx.net.flush(ctx.counters);
@@ -80,6 +83,7 @@ impl Rx<'_> {
                 }
             };
             if n > 0 {
+                self.now = Now::read();
                 self.counters.rx_recvmmsg_calls += 1;
                 self.counters.rx_messages += n as u64;
                 self.counters.rx_most_messages_per_call =
@@ -186,7 +190,7 @@ impl Rx<'_> {
                 }
                 // A response to their initiation, or our keepalive after
                 // their response: either way a handshake just completed.
-                if peer.authenticated(from, data.len()) {
+                if peer.authenticated(from, data.len(), self.now) {
                     counters.endpoint_changes += 1;
                 }
                 if msg_type == MSG_INITIATION || msg_type == MSG_RESPONSE {
@@ -197,7 +201,7 @@ impl Rx<'_> {
                 true
             }
             TunnResult::WriteToTunnelV4(inner, _) | TunnResult::WriteToTunnelV6(inner, _) => {
-                if peer.authenticated(from, data.len()) {
+                if peer.authenticated(from, data.len(), self.now) {
                     counters.endpoint_changes += 1;
                 }
                 match gretap::decap(inner, peer.link) {
@@ -212,7 +216,7 @@ impl Rx<'_> {
             }
             TunnResult::Done if msg_type == MSG_DATA => {
                 counters.rx_keepalives += 1;
-                if peer.authenticated(from, data.len()) {
+                if peer.authenticated(from, data.len(), self.now) {
                     counters.endpoint_changes += 1;
                 }
                 true
