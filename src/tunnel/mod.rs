@@ -26,16 +26,21 @@
 //! nothing; `flush` hands the batch to the kernel with one sendmmsg, runs of
 //! equal-sized datagrams to one endpoint as single UDP GSO messages. A full
 //! batch flushes by itself, and `receive` and `tick` flush before they
-//! return, so nothing waits longer than the caller's next call. Receive
-//! takes RX_BATCH entries per recvmmsg, each possibly a GRO train.
+//! return, so nothing waits past the caller's next `flush`, `receive` or
+//! `tick`. Receive takes RX_BATCH entries per recvmmsg, each possibly a GRO
+//! train. Where the kernel lacks GSO/GRO (before 4.18/5.0) or refuses GSO,
+//! plain sendmmsg/recvmmsg remain; `set_batching(false)` turns all of it
+//! off (one system call per datagram each way).
 //!
 //! Bounds (hostile or broken peers cannot grow memory):
 //! - frames waiting for a handshake: boringtun's queue, 256 per peer (one
 //!   allocation per queued frame, only while no session exists);
 //! - one `receive` makes at most MAX_BATCHES_PER_CALL recvmmsg calls of
-//!   RX_BATCH entries (RX_SLOT bytes each, allocated once); datagrams over
-//!   RX_DATAGRAM_MAX are dropped;
-//! - the send batch: TX_BATCH slots of TX_SLOT bytes, allocated once;
+//!   RX_BATCH entries (RX_SLOT bytes each: 2 MiB, allocated once, touched
+//!   only as far as trains reach); datagrams over RX_DATAGRAM_MAX are
+//!   dropped;
+//! - the send batch: TX_BATCH slots of TX_SLOT bytes (576 KiB), allocated
+//!   once;
 //! - handshake processing: HANDSHAKE_RATE_LIMIT per second, then cookies;
 //! - peers: at most MAX_PEERS (boringtun's 24-bit index space).
 //!

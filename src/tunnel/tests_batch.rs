@@ -341,3 +341,11 @@ fn gso_refused_by_the_kernel_falls_back() {
     assert_eq!(k.tx_socket_errors + k.tx_would_block, 0);
     assert_eq!(k.tx_frames, 303);
 }
+
+/// The dataplane may hand a Tunnels to a worker thread: the batches hold
+/// no pointers (sendmmsg/recvmmsg headers live on the stack per call).
+#[test]
+fn tunnels_is_send() {
+    fn is_send<T: Send>() {}
+    is_send::<Tunnels>();
+}
