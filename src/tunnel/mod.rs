@@ -36,7 +36,7 @@
 //! - frames waiting for a handshake: boringtun's queue, 256 per peer (one
 //!   allocation per queued frame, only while no session exists);
 //! - one `receive` makes at most MAX_BATCHES_PER_CALL recvmmsg calls of
-//!   RX_BATCH entries (RX_SLOT bytes each: 2 MiB, allocated once, touched
+//!   RX_BATCH entries, and none after MAX_DATAGRAMS_PER_CALL datagrams (RX_SLOT bytes each: 2 MiB, allocated once, touched
 //!   only as far as trains reach); datagrams over RX_DATAGRAM_MAX are
 //!   dropped;
 //! - the send batch: TX_BATCH slots of TX_SLOT bytes (576 KiB), allocated
@@ -85,7 +85,7 @@ pub use counters::TunnelCounters;
 pub use gretap::{Drop as InnerDrop, Link, INNER_TTL};
 pub use noise::{HANDSHAKE_RATE_LIMIT, MAX_PEERS};
 pub use peer::PeerStats;
-pub use receive::MAX_BATCHES_PER_CALL;
+pub use receive::{MAX_BATCHES_PER_CALL, MAX_DATAGRAMS_PER_CALL};
 pub use rx_batch::{RX_BATCH, RX_SLOT};
 pub use send::MAX_FRAME_LEN;
 pub use socket::{RX_DATAGRAM_MAX, SOCKET_BUFFER_BYTES};
@@ -335,7 +335,8 @@ impl Tunnels {
     }
 
     /// Drains the socket (at most MAX_BATCHES_PER_CALL recvmmsg calls of
-    /// RX_BATCH entries, GRO trains split) and calls `deliver(peer, frame)`
+    /// RX_BATCH entries, GRO trains split, none after
+    /// MAX_DATAGRAMS_PER_CALL datagrams) and calls `deliver(peer, frame)`
     /// for every gretap frame that passed; flushes the send batch before
     /// and after. Returns the datagrams read; if the last recvmmsg came back
     /// full, more may be waiting (matters with edge-triggered epoll;

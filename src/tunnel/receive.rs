@@ -17,8 +17,13 @@ use super::send::{MSG_COOKIE, MSG_DATA};
 use super::{gretap, PeerId, Tunnels};
 
 /// recvmmsg calls per `receive`: bounds the time one call can take (and so
-/// the latency of the caller's other work) at 8 x 32 datagrams.
+/// the latency of the caller's other work) at 8 x 32 entries.
 pub const MAX_BATCHES_PER_CALL: usize = 8;
+/// No further recvmmsg once this many datagrams were handled in one
+/// `receive`: with GRO one entry can hold a train of up to 64 datagrams
+/// (128 from a local GSO sender), so one call handles at most this many
+/// plus one batch's worth, whatever the trains look like.
+pub const MAX_DATAGRAMS_PER_CALL: usize = 1024;
 /// boringtun queues at most 256 packets per peer; flush at most that many
 /// (plus slack) after an authenticated packet.
 const MAX_FLUSH: usize = 260;
@@ -74,7 +79,9 @@ impl Rx<'_> {
         // Without batching, one datagram per call, as before recvmmsg.
         let per_call = if self.net.batching { RX_BATCH } else { 1 };
         let mut total = 0;
-        for _ in 0..MAX_BATCHES_PER_CALL * per_call {
+        // Unbatched, as many single reads as batched mode has entries.
+        let calls = MAX_BATCHES_PER_CALL * (RX_BATCH / per_call);
+        for _ in 0..calls {
             let n = match self.net.socket.recv_batch(rx, per_call) {
                 Ok(n) => n,
                 Err(_) => {
@@ -100,7 +107,7 @@ impl Rx<'_> {
                     self.counters.rx_gro_segments += (total - before) as u64;
                 }
             }
-            if n < per_call {
+            if n < per_call || total >= MAX_DATAGRAMS_PER_CALL {
                 break;
             }
         }

@@ -349,3 +349,26 @@ fn tunnels_is_send() {
     fn is_send<T: Send>() {}
     is_send::<Tunnels>();
 }
+
+/// One `receive` stops reading after MAX_DATAGRAMS_PER_CALL datagrams
+/// (plus at most one recvmmsg batch), however long the GRO trains are; the
+/// rest waits in the socket for the next call, nothing lost.
+#[test]
+fn one_receive_is_bounded() {
+    let (mut a, mut b) = pair();
+    let n = 3000;
+    let frames: Got = (0..n).map(|i| (0, frame(100, i as u8))).collect();
+    for (_, f) in &frames {
+        a.send_frame(0, f).unwrap();
+    }
+    a.flush();
+    std::thread::sleep(Duration::from_millis(50));
+    let mut got = Got::new();
+    let first = b.receive(&mut |p, f| got.push((p, f.to_vec())));
+    assert!(first >= MAX_DATAGRAMS_PER_CALL.min(n), "{first}");
+    assert!(first <= MAX_DATAGRAMS_PER_CALL + RX_BATCH * 128, "{first}");
+    assert!(first < n, "3000 datagrams cannot fit one call");
+    let mut rest = vec![got];
+    drain(&mut [&mut b], &mut rest, &[n]);
+    assert_eq!(rest[0], frames);
+}
