@@ -28,7 +28,11 @@ fn hardif_of(t: &Topology, hv: usize, towards: usize) -> String {
 }
 
 fn converge(t: &Topology) {
-    for (a, b) in [("vm1a", "vm2a"), ("vm2a", "vm3a"), ("vm3b", "vm1b")] {
+    converge_pairs(t, &[("vm1a", "vm2a"), ("vm2a", "vm3a"), ("vm3b", "vm1b")]);
+}
+
+fn converge_pairs(t: &Topology, pairs: &[(&str, &str)]) {
+    for &(a, b) in pairs {
         let ip = t.vm(b).ip4.clone();
         assert!(
             t.ping_until(a, &ip, Duration::from_secs(45)),
@@ -61,7 +65,11 @@ fn three_nodes_all_pairs_v4_v6_arp_nd_tcp_ctl() {
             }
         }
     }
-    assert!(failed.is_empty(), "unreachable: {failed:?}\n{}", t.dump_logs());
+    assert!(
+        failed.is_empty(),
+        "unreachable: {failed:?}\n{}",
+        t.dump_logs()
+    );
 
     // ARP and ND resolved across the mesh to the right MACs.
     let vm1a = t.vm("vm1a").clone();
@@ -69,7 +77,10 @@ fn three_nodes_all_pairs_v4_v6_arp_nd_tcp_ctl() {
         let o = t.vm(other).clone();
         let n4 = ns_exec(&vm1a.ns, &["ip", "neigh", "show", &o.ip4, "dev", "eth0"]);
         assert!(n4.contains(&o.mac), "ARP for {other}: {n4}");
-        let n6 = ns_exec(&vm1a.ns, &["ip", "-6", "neigh", "show", &o.ip6, "dev", "eth0"]);
+        let n6 = ns_exec(
+            &vm1a.ns,
+            &["ip", "-6", "neigh", "show", &o.ip6, "dev", "eth0"],
+        );
         assert!(n6.contains(&o.mac), "ND for {other}: {n6}");
     }
 
@@ -110,7 +121,7 @@ fn check_ctl(t: &Topology) {
             .iter()
             .find(|p| p["public_key"] == t.hvs[hv - 1].public_key)
             .unwrap_or_else(|| panic!("hv{hv} missing from peers: {peers:?}"));
-        assert_eq!(p["endpoint"], format!("198.18.0.{hv}:51820"), "{p}");
+        assert_eq!(p["endpoint"], t.endpoint(hv), "{p}");
         assert!(p["last_handshake"].as_u64().is_some(), "no handshake: {p}");
         assert!(p["rx_bytes"].as_u64().unwrap_or(0) > 0, "{p}");
         assert!(p["tx_bytes"].as_u64().unwrap_or(0) > 0, "{p}");
@@ -138,29 +149,43 @@ fn check_ctl(t: &Topology) {
     };
     for vm in ["vm1a", "vm1b"] {
         let e = find(&t.vm(vm).mac);
-        assert_eq!(e["location"], "port up", "{e}");
+        assert_eq!(e["location"], "port uplink", "{e}");
         assert_eq!(e["vlan"], 0, "{e}");
     }
     for (vm, hv) in [("vm2a", 2), ("vm2b", 2), ("vm3a", 3), ("vm3b", 3)] {
         let e = find(&t.vm(vm).mac);
-        assert_eq!(e["location"], format!("originator {}", originator_of(t, hv)), "{e}");
+        assert_eq!(
+            e["location"],
+            format!("originator {}", originator_of(t, hv)),
+            "{e}"
+        );
     }
 
     let ports = t.ctl(1, "ports");
     let ports = ports.as_array().expect("ports array");
     assert_eq!(ports.len(), 1);
-    assert_eq!(ports[0]["name"], "up");
+    assert_eq!(ports[0]["name"], "uplink");
     assert!(ports[0]["rx_frames"].as_u64().unwrap_or(0) > 0);
 
     // The human-readable form names the same things.
     let sock = t.socket(1);
-    let human = sh(&[BIN, "ctl", "--socket", sock.to_str().unwrap(), "originators"]);
+    let human = sh(&[
+        BIN,
+        "ctl",
+        "--socket",
+        sock.to_str().unwrap(),
+        "originators",
+    ]);
     assert!(human.contains(&originator_of(t, 2)), "{human}");
 }
 
 #[test]
 fn restart_restores_connectivity_and_clean_exit_removes_taps() {
-    let mut t = Topology::new("mwB", &[&[Attach::TapNic], &[Attach::TapNic], &[Attach::TapNic]], 500);
+    let mut t = Topology::new(
+        "mwB",
+        &[&[Attach::TapNic], &[Attach::TapNic], &[Attach::TapNic]],
+        500,
+    );
     t.start_all();
     let ip2 = t.vm("vm2a").ip4.clone();
     assert!(
@@ -173,7 +198,10 @@ fn restart_restores_connectivity_and_clean_exit_removes_taps() {
     t.stop(2, true);
     let vm2 = t.vm("vm2a").clone();
     assert!(
-        wait_until(Duration::from_secs(5), || !ns_try(&vm2.ns, &["ip", "link", "show", "eth0"])),
+        wait_until(Duration::from_secs(5), || !ns_try(
+            &vm2.ns,
+            &["ip", "link", "show", "eth0"]
+        )),
         "the TAP outlived its daemon"
     );
     assert!(!t.ping("vm1a", &ip2, 1, &[]));
@@ -193,4 +221,79 @@ fn restart_restores_connectivity_and_clean_exit_removes_taps() {
     let vm3 = t.vm("vm3a").clone();
     assert!(!ns_try(&vm3.ns, &["ip", "link", "show", "eth0"]));
     assert!(!t.socket(3).exists(), "control socket left behind");
+}
+
+/// IPv6 underlay and IPv6 inner (gretap) addresses: the same mesh.
+#[test]
+fn ipv6_underlay_and_inner_addresses() {
+    let opts = Opts {
+        v6: true,
+        ..Opts::default()
+    };
+    let mut t = Topology::with_opts(
+        "mwC",
+        &[&[Attach::TapNic], &[Attach::TapNic], &[Attach::Bridge]],
+        500,
+        opts,
+    );
+    t.start_all();
+    converge_pairs(&t, &[("vm1a", "vm2a"), ("vm2a", "vm3a"), ("vm3a", "vm1a")]);
+    for (a, b) in [("vm1a", "vm3a"), ("vm3a", "vm2a")] {
+        let ip6 = t.vm(b).ip6.clone();
+        assert!(
+            t.ping(a, &ip6, 2, &[]) || t.ping(a, &ip6, 3, &[]),
+            "{a} -> {b} v6"
+        );
+    }
+    let peers = t.ctl(1, "peers");
+    let eps: Vec<&str> = peers
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["endpoint"].as_str())
+        .collect();
+    assert!(
+        eps.contains(&"[fd00:18::2]:51820") && eps.contains(&"[fd00:18::3]:51820"),
+        "{eps:?}"
+    );
+    // The default port MTU follows the IPv6 overhead (138 + 10 + 14).
+    let ports = t.ctl(1, "ports");
+    assert_eq!(ports[0]["mtu"], 1500 - 138 - 24, "{ports}");
+}
+
+/// A line hv1 - hv2 - hv3 (hv1 and hv3 do not peer): hv2 forwards batman
+/// unicast and broadcast between them, and hv1's route to hv3 names hv2.
+#[test]
+fn multi_hop_through_an_intermediate_node() {
+    let opts = Opts {
+        links: Some(vec![(1, 2), (2, 3)]),
+        ..Opts::default()
+    };
+    let mut t = Topology::with_opts(
+        "mwD",
+        &[&[Attach::TapNic], &[Attach::TapNic], &[Attach::TapNic]],
+        300,
+        opts,
+    );
+    t.start_all();
+    converge_pairs(&t, &[("vm1a", "vm3a"), ("vm3a", "vm1a")]);
+    let (ip4, ip6) = (t.vm("vm3a").ip4.clone(), t.vm("vm3a").ip6.clone());
+    assert!(t.ping("vm1a", &ip4, 3, &[]), "v4 over two hops");
+    assert!(t.ping("vm1a", &ip6, 3, &[]), "v6 over two hops");
+    tcp_transfer(&t, "vm1a", "vm3a");
+    let origs = t.ctl(1, "originators");
+    let o3 = originator_of(&t, 3);
+    let e = origs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["originator"] == o3)
+        .unwrap_or_else(|| panic!("hv3 not known at hv1: {origs}"));
+    assert_eq!(
+        e["next_hop"],
+        hardif_of(&t, 2, 1),
+        "route to hv3 must go via hv2: {e}"
+    );
+    // hv1 has no WireGuard peer for hv3: everything went through hv2.
+    assert_eq!(t.ctl(1, "peers").as_array().unwrap().len(), 1);
 }

@@ -48,12 +48,17 @@ pub struct NodeConfig {
 pub struct MeshConfig {
     #[serde(default = "default_ogm_interval")]
     pub originator_interval_ms: u64,
+    /// Carry unicast frames that do not fit a link as batman-adv fragments
+    /// (as the kernel's `fragmentation` setting, on by default there too).
+    #[serde(default = "default_true")]
+    pub fragmentation: bool,
 }
 
 impl Default for MeshConfig {
     fn default() -> Self {
         MeshConfig {
             originator_interval_ms: DEFAULT_OGM_INTERVAL_MS,
+            fragmentation: true,
         }
     }
 }
@@ -90,6 +95,9 @@ pub struct PortConfig {
     pub mtu: Option<u16>,
 }
 
+fn default_true() -> bool {
+    true
+}
 fn default_port() -> u16 {
     DEFAULT_PORT
 }
@@ -157,6 +165,21 @@ pub const BATMAN_UNICAST_HDR: u16 = 10;
 pub const ETH_HDR: u16 = 14;
 
 impl Validated {
+    fn v6(&self) -> bool {
+        self.raw.node.address.is_ipv6()
+            || self
+                .peers
+                .iter()
+                .any(|p| p.address.is_ipv6() || p.endpoint.map(|e| e.is_ipv6()).unwrap_or(false))
+    }
+
+    /// The largest batman packet (Ethernet payload of a hard interface)
+    /// that fits the underlay without IP fragmentation.
+    pub fn hardif_mtu(&self) -> u16 {
+        let overhead = if self.v6() { OVERHEAD_V6 } else { OVERHEAD_V4 };
+        self.raw.node.underlay_mtu.saturating_sub(overhead)
+    }
+
     /// Default TAP MTU: the largest IP packet whose frame fits the underlay
     /// without IP fragmentation (see README, "MTU arithmetic").
     pub fn default_port_mtu(&self) -> u16 {
@@ -179,7 +202,7 @@ impl Validated {
 
 /// Parses TOML text and checks every field.
 pub fn parse(text: &str, base_dir: &Path) -> Result<Validated, ConfigError> {
-    let raw: Config = toml::from_str(text).map_err(|e| toml_error(&e))?;
+    let raw: Config = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
     validate(raw, base_dir)
 }
 
@@ -191,15 +214,50 @@ pub fn load(path: &Path) -> Result<Validated, ConfigError> {
     parse(&text, base)
 }
 
-fn toml_error(e: &toml::de::Error) -> ConfigError {
-    // toml's message already names the key ("unknown field `x`", "missing
-    // field `address`") and shows the line; keep it whole, on one line.
-    let msg = e.message().to_string();
-    let span = e
-        .span()
-        .map(|s| format!(" (at byte {})", s.start))
-        .unwrap_or_default();
-    err("", format!("{msg}{span}"))
+fn toml_error(text: &str, e: &toml::de::Error) -> ConfigError {
+    // toml names the key in "unknown field" and "missing field" errors but
+    // not in type errors; its span does point at the offending line, so the
+    // field path is read from there.
+    let msg = e.message().trim().to_string();
+    let Some(span) = e.span() else {
+        return err("", msg);
+    };
+    let line_no = text[..span.start.min(text.len())].matches('\n').count() + 1;
+    let field = field_at(text, span.start).unwrap_or_default();
+    err(field, format!("{msg} (line {line_no})"))
+}
+
+/// The dotted path of the key whose line holds byte `pos`: the enclosing
+/// table header (with an index for arrays of tables) and the key itself.
+fn field_at(text: &str, pos: usize) -> Option<String> {
+    let pos = pos.min(text.len());
+    let line_start = text[..pos].rfind('\n').map(|i| i + 1).unwrap_or(0);
+    let line = text[line_start..].lines().next().unwrap_or("");
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim().trim_matches('"').to_string())
+        .filter(|k| !k.is_empty() && !k.starts_with('['));
+    // The last table header before this line, and how often an array table
+    // of that name appeared up to here.
+    let mut table: Option<String> = None;
+    let mut counts: std::collections::HashMap<String, usize> = Default::default();
+    for l in text[..line_start].lines() {
+        let l = l.trim();
+        if let Some(name) = l.strip_prefix("[[").and_then(|r| r.strip_suffix("]]")) {
+            let name = name.trim().to_string();
+            let n = counts.entry(name.clone()).or_insert(0);
+            table = Some(format!("{name}[{n}]"));
+            *n += 1;
+        } else if let Some(name) = l.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+            table = Some(name.trim().to_string());
+        }
+    }
+    match (table, key) {
+        (Some(t), Some(k)) => Some(format!("{t}.{k}")),
+        (None, Some(k)) => Some(k),
+        (Some(t), None) => Some(t),
+        (None, None) => None,
+    }
 }
 
 fn validate(raw: Config, base_dir: &Path) -> Result<Validated, ConfigError> {
@@ -437,6 +495,20 @@ mod tests {
             "node.private_key",
         );
         expect_field("[node]\nprivate_key = \"\"\n", "address");
+    }
+
+    #[test]
+    fn type_errors_name_the_field() {
+        expect_field(
+            &(base() + "[mesh]\noriginator_interval_ms = \"x\"\n"),
+            "mesh.originator_interval_ms",
+        );
+        expect_field(
+            &base().replace("persistent_keepalive = 25", "persistent_keepalive = -1"),
+            "peer[0].persistent_keepalive",
+        );
+        let two = base() + &format!("[[peer]]\npublic_key = \"{}\"\naddress = 5\n", pubkey());
+        expect_field(&two, "peer[1].address");
     }
 
     #[test]

@@ -33,8 +33,14 @@ fn genkey_pubkey_roundtrip() {
     assert_eq!(stdout(&p).len(), 44);
     assert_ne!(stdout(&p), private);
     // RFC 7748 6.1: Alice's key pair.
-    let alice = run(&["pubkey"], "dwdtCnMYpX08FsFyUbJmRd9ML4frwJkqsXf7pR25LCo=\n");
-    assert_eq!(stdout(&alice), "hSDwCYkwp1R0i33ctD73Wg2/Og0mOBr066SpjqqbTmo=");
+    let alice = run(
+        &["pubkey"],
+        "dwdtCnMYpX08FsFyUbJmRd9ML4frwJkqsXf7pR25LCo=\n",
+    );
+    assert_eq!(
+        stdout(&alice),
+        "hSDwCYkwp1R0i33ctD73Wg2/Og0mOBr066SpjqqbTmo="
+    );
     let bad = run(&["pubkey"], "not a key\n");
     assert!(!bad.status.success());
 }
@@ -58,7 +64,11 @@ fn keys_interchangeable_with_wg() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    wg.stdin.take().unwrap().write_all(wg_private.as_bytes()).unwrap();
+    wg.stdin
+        .take()
+        .unwrap()
+        .write_all(wg_private.as_bytes())
+        .unwrap();
     assert_eq!(stdout(&wg.wait_with_output().unwrap()), ours);
 
     let our_private = stdout(&run(&["genkey"], ""));
@@ -68,7 +78,11 @@ fn keys_interchangeable_with_wg() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    wg.stdin.take().unwrap().write_all(our_private.as_bytes()).unwrap();
+    wg.stdin
+        .take()
+        .unwrap()
+        .write_all(our_private.as_bytes())
+        .unwrap();
     let theirs = stdout(&wg.wait_with_output().unwrap());
     assert_eq!(theirs, stdout(&run(&["pubkey"], &our_private)));
 }
@@ -99,10 +113,25 @@ fn check_accepts_the_documented_config() {
 fn check_names_the_bad_field() {
     for (text, field) in [
         (good().replace("listen_port", "listen_prot"), "listen_prot"),
-        (good().replace("198.18.0.2:51820", "nowhere"), "peer[0].endpoint"),
-        (good().replace("name = \"vm1\"", "name = \"much-too-long-name\""), "port[0].name"),
-        (good() + "[[peer]]\npublic_key = \"AAAA\"\naddress = \"198.19.0.3\"\n", "peer[1].public_key"),
-        (good().replace("originator_interval_ms = 1000", "originator_interval_ms = \"x\""), "originator_interval_ms"),
+        (
+            good().replace("198.18.0.2:51820", "nowhere"),
+            "peer[0].endpoint",
+        ),
+        (
+            good().replace("name = \"vm1\"", "name = \"much-too-long-name\""),
+            "port[0].name",
+        ),
+        (
+            good() + "[[peer]]\npublic_key = \"AAAA\"\naddress = \"198.19.0.3\"\n",
+            "peer[1].public_key",
+        ),
+        (
+            good().replace(
+                "originator_interval_ms = 1000",
+                "originator_interval_ms = \"x\"",
+            ),
+            "originator_interval_ms",
+        ),
     ] {
         let o = check(&text);
         assert!(!o.status.success(), "accepted: {text}");

@@ -110,8 +110,20 @@ pub struct Hv {
     pub ports: Vec<String>,
 }
 
+/// Knobs beyond the VM layout.
+#[derive(Clone, Debug, Default)]
+pub struct Opts {
+    /// IPv6 underlay (fd00:18::N) and IPv6 inner addresses (fd00:19::N).
+    pub v6: bool,
+    /// Which hypervisors peer (WireGuard + batman link); None: a full mesh.
+    pub links: Option<Vec<(usize, usize)>>,
+    /// Extra lines for the [mesh] section.
+    pub mesh_extra: String,
+}
+
 pub struct Topology {
     pub prefix: String,
+    pub opts: Opts,
     pub hvs: Vec<Hv>,
     pub vms: Vec<Vm>,
     pub dir: PathBuf,
@@ -136,12 +148,19 @@ pub fn genkey() -> (String, String) {
         .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
-    (private, String::from_utf8(out.stdout).unwrap().trim().to_string())
+    (
+        private,
+        String::from_utf8(out.stdout).unwrap().trim().to_string(),
+    )
 }
 
 impl Topology {
     /// `layout[i]` lists the VMs of hypervisor i+1.
     pub fn new(prefix: &str, layout: &[&[Attach]], ogm_ms: u64) -> Topology {
+        Self::with_opts(prefix, layout, ogm_ms, Opts::default())
+    }
+
+    pub fn with_opts(prefix: &str, layout: &[&[Attach]], ogm_ms: u64, opts: Opts) -> Topology {
         assert!(
             unsafe_is_root(),
             "netns tests need root (CI runs as root); refusing to skip"
@@ -151,6 +170,7 @@ impl Topology {
         fs::create_dir_all(&dir).unwrap();
         let mut t = Topology {
             prefix: prefix.to_string(),
+            opts,
             hvs: Vec::new(),
             vms: Vec::new(),
             dir,
@@ -160,8 +180,11 @@ impl Topology {
         // Leftovers of an earlier run with the same prefix (a crashed test).
         t.remove_namespaces_with_prefix();
         let ul = t.add_ns("ul");
-        ns_exec(&ul, &["ip", "link", "add", "br", "type", "bridge"]);
-        ns_exec(&ul, &["ip", "link", "set", "br", "up"]);
+        ns_exec(
+            &ul,
+            &["ip", "link", "add", "name", "ulbr", "type", "bridge"],
+        );
+        ns_exec(&ul, &["ip", "link", "set", "dev", "ulbr", "up"]);
         for (i, vms) in layout.iter().enumerate() {
             t.add_hv(i + 1);
             for (j, attach) in vms.iter().enumerate() {
@@ -193,9 +216,19 @@ impl Topology {
         let ns = self.add_ns(&format!("hv{idx}"));
         let ul = format!("{}-ul", self.prefix);
         let peer = format!("{}h{idx}", self.prefix);
-        sh(&["ip", "link", "add", "ul", "netns", &ns, "type", "veth", "peer", "name", &peer, "netns", &ul]);
-        ns_exec(&ul, &["ip", "link", "set", &peer, "master", "br", "up"]);
-        ns_exec(&ns, &["ip", "addr", "add", &format!("198.18.0.{idx}/24"), "dev", "ul"]);
+        sh(&[
+            "ip", "link", "add", "name", "ul", "netns", &ns, "type", "veth", "peer", "name", &peer,
+            "netns", &ul,
+        ]);
+        ns_exec(&ul, &["ip", "link", "set", &peer, "master", "ulbr", "up"]);
+        let (addr, family_opts): (String, &[&str]) = if self.opts.v6 {
+            (format!("fd00:18::{idx}/64"), &["nodad"])
+        } else {
+            (format!("198.18.0.{idx}/24"), &[])
+        };
+        let mut cmd = vec!["ip", "addr", "add", &addr, "dev", "ul"];
+        cmd.extend_from_slice(family_opts);
+        ns_exec(&ns, &cmd);
         ns_exec(&ns, &["ip", "link", "set", "ul", "up"]);
         let dir = self.dir.join(format!("hv{idx}"));
         fs::create_dir_all(&dir).unwrap();
@@ -230,14 +263,43 @@ impl Topology {
         match attach {
             Attach::TapNic => hvo.ports.push(format!("t-{name}")),
             Attach::Bridge => {
-                if !hvo.ports.iter().any(|p| p == "up") {
-                    hvo.ports.push("up".into());
-                    ns_exec(&hvo.ns, &["ip", "link", "add", "vmbr", "type", "bridge"]);
+                if !hvo.ports.iter().any(|p| p == "uplink") {
+                    hvo.ports.push("uplink".into());
+                    ns_exec(
+                        &hvo.ns,
+                        &["ip", "link", "add", "name", "vmbr", "type", "bridge"],
+                    );
                     ns_exec(&hvo.ns, &["ip", "link", "set", "vmbr", "up"]);
                 }
                 let hvns = hvo.ns.clone();
-                sh(&["ip", "link", "add", "eth0", "netns", &vm.ns, "type", "veth", "peer", "name", &format!("v-{name}"), "netns", &hvns]);
-                ns_exec(&hvns, &["ip", "link", "set", &format!("v-{name}"), "master", "vmbr", "up"]);
+                sh(&[
+                    "ip",
+                    "link",
+                    "add",
+                    "name",
+                    "eth0",
+                    "netns",
+                    &vm.ns,
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    &format!("v-{name}"),
+                    "netns",
+                    &hvns,
+                ]);
+                ns_exec(
+                    &hvns,
+                    &[
+                        "ip",
+                        "link",
+                        "set",
+                        &format!("v-{name}"),
+                        "master",
+                        "vmbr",
+                        "up",
+                    ],
+                );
                 configure_vm_if(&vm);
             }
         }
@@ -252,22 +314,50 @@ impl Topology {
         self.hvs[hv - 1].dir.join("ctl.sock")
     }
 
+    /// Inner (gretap) address of a hypervisor.
+    pub fn inner(&self, hv: usize) -> String {
+        if self.opts.v6 {
+            format!("fd00:19::{hv}")
+        } else {
+            format!("198.19.0.{hv}")
+        }
+    }
+
+    /// Underlay endpoint of a hypervisor.
+    pub fn endpoint(&self, hv: usize) -> String {
+        if self.opts.v6 {
+            format!("[fd00:18::{hv}]:51820")
+        } else {
+            format!("198.18.0.{hv}:51820")
+        }
+    }
+
+    pub fn linked(&self, a: usize, b: usize) -> bool {
+        match &self.opts.links {
+            None => a != b,
+            Some(l) => l.iter().any(|&(x, y)| (x, y) == (a, b) || (y, x) == (a, b)),
+        }
+    }
+
     pub fn write_config(&self, hv: usize) {
         let h = &self.hvs[hv - 1];
         let mut c = format!(
-            "[node]\nprivate_key = \"{}\"\nlisten_port = 51820\naddress = \"198.19.0.{}\"\n\n[mesh]\noriginator_interval_ms = {}\n\n[control]\nsocket = \"{}\"\n",
+            "[node]\nprivate_key = \"{}\"\nlisten_port = 51820\naddress = \"{}\"\n\n[mesh]\noriginator_interval_ms = {}\n{}\n[control]\nsocket = \"{}\"\n",
             h.private_key,
-            h.idx,
+            self.inner(hv),
             self.ogm_ms,
+            self.opts.mesh_extra,
             self.socket(hv).display()
         );
         for o in &self.hvs {
-            if o.idx == h.idx {
+            if !self.linked(h.idx, o.idx) {
                 continue;
             }
             c += &format!(
-                "\n[[peer]]\npublic_key = \"{}\"\nendpoint = \"198.18.0.{}:51820\"\naddress = \"198.19.0.{}\"\npersistent_keepalive = 25\n",
-                o.public_key, o.idx, o.idx
+                "\n[[peer]]\npublic_key = \"{}\"\nendpoint = \"{}\"\naddress = \"{}\"\npersistent_keepalive = 25\n",
+                o.public_key,
+                self.endpoint(o.idx),
+                self.inner(o.idx)
             );
         }
         for p in &h.ports {
@@ -291,9 +381,16 @@ impl Topology {
             .spawn()
             .expect("spawn meshwire run");
         h.daemon = Some(child);
+        // The socket file may be a crashed daemon's: wait for an answer.
         let sock = self.socket(hv);
-        let ok = wait_until(Duration::from_secs(20), || sock.exists());
-        assert!(ok, "hv{hv}: control socket never appeared; log:\n{}", self.log(hv));
+        let ok = wait_until(Duration::from_secs(20), || {
+            try_sh(&[BIN, "ctl", "--socket", sock.to_str().unwrap(), "ports"])
+        });
+        assert!(
+            ok,
+            "hv{hv}: the daemon never answered on its control socket; log:\n{}",
+            self.log(hv)
+        );
         self.plumb(hv);
     }
 
@@ -304,12 +401,15 @@ impl Topology {
             if vm.attach == Attach::TapNic {
                 let tap = format!("t-{}", vm.name);
                 ns_exec(&h.ns, &["ip", "link", "set", &tap, "netns", &vm.ns]);
-                ns_exec(&vm.ns, &["ip", "link", "set", &tap, "name", "eth0"]);
+                ns_exec(&vm.ns, &["ip", "link", "set", "dev", &tap, "name", "eth0"]);
                 configure_vm_if(vm);
             }
         }
-        if h.ports.iter().any(|p| p == "up") {
-            ns_exec(&h.ns, &["ip", "link", "set", "up", "master", "vmbr", "up"]);
+        if h.ports.iter().any(|p| p == "uplink") {
+            ns_exec(
+                &h.ns,
+                &["ip", "link", "set", "dev", "uplink", "master", "vmbr", "up"],
+            );
         }
     }
 
@@ -344,13 +444,23 @@ impl Topology {
     }
 
     pub fn vm(&self, name: &str) -> &Vm {
-        self.vms.iter().find(|v| v.name == name).expect("no such vm")
+        self.vms
+            .iter()
+            .find(|v| v.name == name)
+            .expect("no such vm")
     }
 
     /// `meshwire ctl --json` on hypervisor `hv`.
     pub fn ctl(&self, hv: usize, what: &str) -> Value {
         let sock = self.socket(hv);
-        let out = sh(&[BIN, "ctl", "--socket", sock.to_str().unwrap(), what, "--json"]);
+        let out = sh(&[
+            BIN,
+            "ctl",
+            "--socket",
+            sock.to_str().unwrap(),
+            what,
+            "--json",
+        ]);
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("ctl {what}: {e}: {out}"))
     }
 
@@ -377,8 +487,29 @@ impl Topology {
 
 fn configure_vm_if(vm: &Vm) {
     ns_exec(&vm.ns, &["ip", "link", "set", "eth0", "address", &vm.mac]);
-    ns_exec(&vm.ns, &["ip", "addr", "add", &format!("{}/24", vm.ip4), "dev", "eth0"]);
-    ns_exec(&vm.ns, &["ip", "addr", "add", &format!("{}/64", vm.ip6), "dev", "eth0", "nodad"]);
+    ns_exec(
+        &vm.ns,
+        &[
+            "ip",
+            "addr",
+            "add",
+            &format!("{}/24", vm.ip4),
+            "dev",
+            "eth0",
+        ],
+    );
+    ns_exec(
+        &vm.ns,
+        &[
+            "ip",
+            "addr",
+            "add",
+            &format!("{}/64", vm.ip6),
+            "dev",
+            "eth0",
+            "nodad",
+        ],
+    );
     ns_exec(&vm.ns, &["ip", "link", "set", "eth0", "up"]);
 }
 

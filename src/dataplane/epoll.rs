@@ -38,18 +38,6 @@ impl Epoll {
         Ok(())
     }
 
-    pub fn del(&self, fd: RawFd) {
-        // SAFETY: a null event is allowed for EPOLL_CTL_DEL.
-        unsafe {
-            libc::epoll_ctl(
-                self.fd.as_raw_fd(),
-                libc::EPOLL_CTL_DEL,
-                fd,
-                std::ptr::null_mut(),
-            )
-        };
-    }
-
     /// Waits up to `timeout`; returns the tokens of ready fds.
     pub fn wait(&mut self, timeout: Duration, ready: &mut Vec<u64>) -> io::Result<()> {
         ready.clear();

@@ -42,17 +42,16 @@ pub fn run(cfg: Validated) -> Result<(), String> {
     // Before any thread exists, so that every thread inherits the mask.
     let signals = Signals::new().map_err(|e| format!("signalfd: {e}"))?;
     let mut node = Node::new(&cfg)?;
-    let control = ControlServer::start(&cfg.raw.control.socket).map_err(|e| {
-        format!(
-            "control.socket {}: {e}",
-            cfg.raw.control.socket.display()
-        )
-    })?;
+    let control = ControlServer::start(&cfg.raw.control.socket)
+        .map_err(|e| format!("control.socket {}: {e}", cfg.raw.control.socket.display()))?;
     let mut ep = Epoll::new().map_err(|e| format!("epoll: {e}"))?;
-    ep.add(signals.fd(), TOKEN_SIGNAL).map_err(|e| e.to_string())?;
-    ep.add(control.fd(), TOKEN_CONTROL).map_err(|e| e.to_string())?;
+    ep.add(signals.fd(), TOKEN_SIGNAL)
+        .map_err(|e| e.to_string())?;
+    ep.add(control.fd(), TOKEN_CONTROL)
+        .map_err(|e| e.to_string())?;
     for (i, fd) in node.tunnels.fds().into_iter().enumerate() {
-        ep.add(fd, TOKEN_TUNNEL + i as u64).map_err(|e| e.to_string())?;
+        ep.add(fd, TOKEN_TUNNEL + i as u64)
+            .map_err(|e| e.to_string())?;
     }
     let port_fds: Vec<_> = node
         .ports
@@ -100,7 +99,9 @@ pub fn run(cfg: Validated) -> Result<(), String> {
                         req.reply(r);
                     }
                 }
-                t if t >= TOKEN_PORT => read_port(&mut node, now, (t - TOKEN_PORT) as PortId, &mut buf),
+                t if t >= TOKEN_PORT => {
+                    read_port(&mut node, now, (t - TOKEN_PORT) as PortId, &mut buf)
+                }
                 _ => node.on_tunnel_readable(now),
             }
         }

@@ -59,14 +59,16 @@ impl Node {
         let public_key = cfg.public_key;
         let originator = keys::originator_mac(&public_key);
         let mut mesh = Mesh::new(MeshConfig {
-            originator,
             ogm_interval: std::time::Duration::from_millis(cfg.raw.mesh.originator_interval_ms),
-            hop_penalty: 30,
+            ..MeshConfig::new(originator)
         });
         let mut hardif_macs = Vec::with_capacity(cfg.peers.len());
         for (i, p) in cfg.peers.iter().enumerate() {
             let mac = keys::hardif_mac(&public_key, &p.public_key);
             mesh.hardif_add(i as HardifId, mac);
+            if cfg.raw.mesh.fragmentation {
+                mesh.hardif_set_mtu(i as HardifId, cfg.hardif_mtu() as usize);
+            }
             hardif_macs.push(mac);
         }
         let tunnels = Tunnels::new(TunnelConfig {
@@ -151,7 +153,13 @@ impl Node {
 
     /// Unicast to `orig`; with no route, flood like an unknown destination
     /// (a VM must not lose its traffic while routes converge).
-    fn unicast_or_flood(&mut self, now: Instant, orig: MacAddr, frame: &[u8], except: Option<PortId>) {
+    fn unicast_or_flood(
+        &mut self,
+        now: Instant,
+        orig: MacAddr,
+        frame: &[u8],
+        except: Option<PortId>,
+    ) {
         if !self.mesh.send_unicast(now, orig, frame, &mut self.out) {
             self.counters.no_route += 1;
             self.flood_ports(except, frame);
@@ -198,7 +206,14 @@ impl Node {
                 counters.tunnel_not_for_us += 1;
                 return;
             }
-            mesh.receive(now, peer as HardifId, eth.src_addr(), dst, eth.payload(), out);
+            mesh.receive(
+                now,
+                peer as HardifId,
+                eth.src_addr(),
+                dst,
+                eth.payload(),
+                out,
+            );
         });
         self.flush(now);
     }
@@ -230,9 +245,7 @@ impl Node {
                     packet,
                 } => self.transmit(hardif, dst, &packet),
                 MeshOutput::Deliver {
-                    frame,
-                    source_orig,
-                    ..
+                    frame, source_orig, ..
                 } => {
                     match self.switch.from_mesh(now, &frame, source_orig) {
                         Decision::Port(p) => self.port_write(p, &frame),

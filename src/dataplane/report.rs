@@ -58,6 +58,9 @@ fn originators(node: &Node) -> Value {
         .map(|o| {
             let mut v = to_value(o);
             if let Value::Object(m) = &mut v {
+                if let Some(orig) = m.get("orig").cloned() {
+                    m.insert("originator".into(), orig);
+                }
                 // Name the peer the next hop is reached through, for people.
                 let via = m
                     .get("hardif")
@@ -93,10 +96,10 @@ fn fdb(node: &Node, now: Instant) -> Value {
         let v = to_value(&g);
         let mac = v.get("mac").cloned().unwrap_or(Value::Null);
         let vid = v.get("vid").and_then(Value::as_u64).unwrap_or(0);
-        if list
-            .iter()
-            .any(|e| e.get("mac") == Some(&mac) && e.get("vlan").and_then(Value::as_u64) == Some(vid & 0x0fff))
-        {
+        if list.iter().any(|e| {
+            e.get("mac") == Some(&mac)
+                && e.get("vlan").and_then(Value::as_u64) == Some(vid & 0x0fff)
+        }) {
             continue;
         }
         list.push(json!({

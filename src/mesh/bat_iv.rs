@@ -6,7 +6,7 @@
 //! outgoing interface; we keep only the default table and use it for all
 //! interfaces. With one peer per hardif this gives the same choices.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::bitarray::{bit_get_packet, set_bit, test_bit, window_protected, WINDOW_SIZE};
 use super::{HardifId, Mesh, MeshOutput, MAX_HARDIF_NEIGHS, TQ_MAX, TTL};
@@ -33,13 +33,30 @@ enum DupStatus {
     Protected,
 }
 
-/// OGMs to rebroadcast, aggregated per outgoing hardif.
+/// How long a rebroadcast OGM may wait for others to share its packet
+/// (the kernel delays forwards by 0..`BATADV_JITTER`/2 ms and aggregates).
+/// In a full mesh of N peers this cuts OGM packets per interval from about
+/// N*N towards N.
+pub(crate) const FWD_AGGREGATION_DELAY: Duration = Duration::from_millis(10);
+
+/// OGMs to rebroadcast, aggregated per outgoing hardif. Bounded: a buffer
+/// leaves as soon as the next OGM would take it past 512 bytes.
 #[derive(Default)]
-struct FwdQueue {
+pub(crate) struct FwdQueue {
     bufs: Vec<(HardifId, Vec<u8>)>,
 }
 
 impl FwdQueue {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.bufs.is_empty()
+    }
+
+    /// Takes the queued OGMs for `hardif`, if any.
+    pub(crate) fn take(&mut self, hardif: HardifId) -> Option<Vec<u8>> {
+        let i = self.bufs.iter().position(|(h, _)| *h == hardif)?;
+        Some(self.bufs.swap_remove(i).1)
+    }
+
     fn push(&mut self, hardif: HardifId, ogm_bytes: &[u8], out: &mut Vec<MeshOutput>) {
         let i = match self.bufs.iter().position(|(h, _)| *h == hardif) {
             Some(i) => i,
@@ -59,8 +76,8 @@ impl FwdQueue {
         buf.extend_from_slice(ogm_bytes);
     }
 
-    fn flush(self, out: &mut Vec<MeshOutput>) {
-        for (hardif, packet) in self.bufs {
+    pub(crate) fn flush(&mut self, out: &mut Vec<MeshOutput>) {
+        for (hardif, packet) in self.bufs.drain(..) {
             if !packet.is_empty() {
                 out.push(MeshOutput::Transmit {
                     hardif,
@@ -103,8 +120,9 @@ impl Mesh {
             };
             let mut packet = primary.clone();
             if h.mac != originator {
+                let mut secondary = Vec::with_capacity(ogm::HEADER_LEN);
                 ogm::emit(
-                    &mut packet,
+                    &mut secondary,
                     SECONDARY_TTL,
                     0,
                     h.seqno,
@@ -114,6 +132,11 @@ impl Mesh {
                     &[],
                 );
                 h.seqno = h.seqno.wrapping_add(1);
+                packet = self.aggregate(id, packet, secondary, out);
+            }
+            // Queued rebroadcasts for this hardif ride along when they fit.
+            if let Some(fwd) = self.ogm_fwd.take(id) {
+                packet = self.aggregate(id, packet, fwd, out);
             }
             out.push(MeshOutput::Transmit {
                 hardif: id,
@@ -130,6 +153,36 @@ impl Mesh {
         }
         self.ogm_seqno = self.ogm_seqno.wrapping_add(1);
         let _ = now;
+    }
+
+    /// Appends `more` to `packet` if the aggregate stays within the 512
+    /// bytes a kernel reads (`batadv_iv_ogm_aggr_packet`); otherwise sends
+    /// `packet` alone and returns `more` to continue with.
+    fn aggregate(
+        &mut self,
+        hardif: HardifId,
+        mut packet: Vec<u8>,
+        more: Vec<u8>,
+        out: &mut Vec<MeshOutput>,
+    ) -> Vec<u8> {
+        if packet.len() + more.len() <= MAX_AGGREGATION_BYTES {
+            packet.extend_from_slice(&more);
+            return packet;
+        }
+        out.push(MeshOutput::Transmit {
+            hardif,
+            dst: MacAddr::BROADCAST,
+            packet,
+        });
+        more
+    }
+
+    /// Sends queued rebroadcasts whose aggregation delay is over.
+    pub(crate) fn iv_ogm_fwd_flush(&mut self, now: Instant, out: &mut Vec<MeshOutput>) {
+        if self.ogm_fwd_deadline.is_some_and(|t| now >= t) {
+            self.ogm_fwd.flush(out);
+            self.ogm_fwd_deadline = None;
+        }
     }
 
     /// Seqno of the last OGM we sent on `hardif` whose orig is that hardif's MAC.
@@ -157,14 +210,17 @@ impl Mesh {
             self.counters.malformed += 1;
             return;
         }
-        let mut fwd = FwdQueue::default();
+        let mut fwd = std::mem::take(&mut self.ogm_fwd);
         for item in OgmIter::new(packet) {
             match item {
                 Ok(p) => self.iv_ogm_process(now, hardif, eth_src, &p, &mut fwd, out),
                 Err(_) => self.counters.malformed += 1,
             }
         }
-        fwd.flush(out);
+        if !fwd.is_empty() && self.ogm_fwd_deadline.is_none() {
+            self.ogm_fwd_deadline = Some(now + FWD_AGGREGATION_DELAY);
+        }
+        self.ogm_fwd = fwd;
     }
 
     /// `batadv_iv_ogm_process`.

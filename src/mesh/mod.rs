@@ -5,20 +5,44 @@
 //! at [`Mesh::next_deadline`], and carries out the [`MeshOutput`]s. One
 //! "hard interface" ([`HardifId`]) per WireGuard peer, like one gretap per
 //! peer on a kernel node. File layout follows net/batman-adv: `bat_iv.rs`
-//! (OGMs, TQ), `originator.rs`, `bcast.rs`, `routing.rs` (unicast),
-//! `translation_table.rs`, `bitarray.rs`.
+//! (OGMs, TQ, route choice), `originator.rs`, `bcast.rs`, `routing.rs`
+//! (unicast), `fragmentation.rs`, `translation_table.rs` (tables, CRC),
+//! `tt_tvlv.rs` (TT/ROAM messages), `bitarray.rs`.
+//!
+//! Where this differs from the kernel (2022.3 .. 2026.2), on purpose:
+//! - one routing table (the kernel's `BATADV_IF_DEFAULT`), not one per
+//!   outgoing interface; forwarding decisions use it for every hardif;
+//! - rebroadcast OGMs wait a fixed 10 ms (kernel: random 0..10 ms) and are
+//!   aggregated per hardif, with our own OGM when it is due; own OGMs are
+//!   never delayed to wait for others (kernel: up to 100 ms);
+//! - TT_REQUESTs are always answered with the full table (capped at about
+//!   100 clients per VLAN set: responses are not fragmented yet), and only
+//!   requests addressed to us are answered (others are routed on);
+//! - UNICAST rerouting for roamed clients follows `batadv_check_unicast_ttvn`
+//!   for packets addressed to us only (the kernel also checks packets it
+//!   forwards); UNICAST_4ADDR is not rerouted;
+//! - no DAT, no multicast optimisation, no BLA, no gateway, no network
+//!   coding; forwarded fragments are passed on, not merged.
+//!
+//! Hot path: [`Mesh::unicast_route`] gives hardif, next hop and the 10-byte
+//! header without allocating, for a zero-copy send; [`Mesh::send_unicast`]
+//! still builds a `Vec`. On receive, a UNICAST for us is copied into
+//! `MeshOutput::Deliver`; a later zero-copy path would return the payload
+//! offset instead (the frame starts at byte 10).
 
 mod bat_iv;
 mod bcast;
 mod bitarray;
+pub(crate) mod fragmentation;
 mod originator;
 mod routing;
-mod translation_table;
+pub(crate) mod translation_table;
+mod tt_tvlv;
 
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use crate::wire::batman::{packet_type, CommonHeader};
@@ -38,6 +62,8 @@ pub const TQ_MAX: u8 = 255;
 pub const JITTER_MS: u64 = 20;
 /// `BATADV_ORIG_WORK_PERIOD`: how often purges run.
 pub const ORIG_WORK_PERIOD: Duration = Duration::from_secs(1);
+/// Bound on outputs queued by calls that have no output vector.
+pub const MAX_PENDING_OUT: usize = 1024;
 /// Bound on neighbour MACs remembered per hardif.
 pub const MAX_HARDIF_NEIGHS: usize = 64;
 
@@ -62,6 +88,8 @@ impl MeshConfig {
 pub enum MeshOutput {
     /// Send this batman packet (the Ethernet payload after ethertype 0x4305) on `hardif` to Ethernet dst `dst`
     /// (ff:ff:ff:ff:ff:ff for OGMs and broadcasts, the neighbour's hardif MAC for unicast).
+    /// The Ethernet source must be that hardif's MAC (as given to `hardif_add`):
+    /// kernel neighbours measure link quality per Ethernet source.
     Transmit {
         hardif: HardifId,
         dst: MacAddr,
@@ -84,6 +112,9 @@ pub(crate) struct Hardif {
     pub seqno: u32,
     /// Neighbour MACs heard on it (`hardif_neigh`), with last-seen.
     pub neighs: Vec<(MacAddr, Instant)>,
+    /// Largest batman packet the link carries; bigger unicasts are
+    /// fragmented. `None`: never fragment.
+    pub mtu: Option<usize>,
 }
 
 /// Drop and event counters; every refused packet lands in one of them.
@@ -113,9 +144,12 @@ pub struct MeshCounters {
     pub rx_unicast: u64,
     pub unicast_delivered: u64,
     pub unicast_forwarded: u64,
+    pub unicast_rerouted: u64,
     pub tx_unicast: u64,
     pub dat_dropped: u64,
     pub frag_dropped: u64,
+    pub frag_reassembled: u64,
+    pub frag_sent: u64,
     pub icmp_dropped: u64,
     pub icmp_answered: u64,
     pub tvlv_unknown: u64,
@@ -125,6 +159,7 @@ pub struct MeshCounters {
     pub tt_crc_mismatch: u64,
     pub tt_changes_applied: u64,
     pub roam_received: u64,
+    pub roam_sent: u64,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -151,16 +186,26 @@ pub struct OriginatorInfo {
 pub struct Mesh {
     pub(crate) cfg: MeshConfig,
     pub(crate) hardifs: BTreeMap<HardifId, Hardif>,
+    /// Hardif MACs with how many hardifs use each: `is_own_address` runs
+    /// for every packet, so it is a hash lookup, not a scan.
+    own_macs: HashMap<MacAddr, u32>,
     pub(crate) origs: originator::OrigTable,
     pub(crate) tt: translation_table::TranslationTable,
     /// Seqno of our primary OGM.
     pub(crate) ogm_seqno: u32,
     pub(crate) bcast_seqno: u32,
+    pub(crate) frag_seqno: u16,
     pub(crate) next_ogm: Option<Instant>,
     pub(crate) next_purge: Option<Instant>,
     pub(crate) now: Option<Instant>,
     pub(crate) rng: u64,
     pub(crate) counters: MeshCounters,
+    pub(crate) frags: fragmentation::FragTable,
+    /// Outputs produced by calls without an output vector (tt_local_add),
+    /// handed out at the next `tick`. Bounded by the local table size.
+    pub(crate) pending_out: Vec<MeshOutput>,
+    pub(crate) ogm_fwd: bat_iv::FwdQueue,
+    pub(crate) ogm_fwd_deadline: Option<Instant>,
 }
 
 impl Mesh {
@@ -176,17 +221,24 @@ impl Mesh {
         let mut m = Mesh {
             cfg,
             hardifs: BTreeMap::new(),
+            own_macs: HashMap::new(),
             origs: originator::OrigTable::default(),
             tt: translation_table::TranslationTable::default(),
             ogm_seqno: 0,
             bcast_seqno: 0,
+            frag_seqno: 0,
             next_ogm: None,
             next_purge: None,
             now: None,
             rng: rng | 1,
             counters: MeshCounters::default(),
+            frags: fragmentation::FragTable::default(),
+            pending_out: Vec::new(),
+            ogm_fwd: bat_iv::FwdQueue::default(),
+            ogm_fwd_deadline: None,
         };
         m.ogm_seqno = m.random() as u32;
+        m.frag_seqno = m.random() as u16;
         m
     }
 
@@ -202,29 +254,54 @@ impl Mesh {
         self.cfg.originator
     }
 
+    /// Adds (or re-adds) a hard interface. Give each hardif its own MAC (as
+    /// kernel gretaps have), or the originator MAC: a MAC other than the
+    /// originator shared by two hardifs would make two secondary-OGM streams
+    /// with the same orig.
     pub fn hardif_add(&mut self, id: HardifId, mac: MacAddr) {
         let seqno = self.random() as u32;
+        self.hardif_del(id);
+        *self.own_macs.entry(mac).or_insert(0) += 1;
         self.hardifs.insert(
             id,
             Hardif {
                 mac,
                 seqno,
                 neighs: Vec::new(),
+                mtu: None,
             },
         );
         // A new link gets OGMs right away rather than up to an interval later.
         self.next_ogm = None;
     }
 
+    /// Largest batman packet (Ethernet payload) `id` can carry, e.g. 1382
+    /// where a kernel peer has gretap-over-wg0 defaults. Our unicasts larger
+    /// than this leave as UNICAST_FRAG fragments, as a kernel would send them.
+    pub fn hardif_set_mtu(&mut self, id: HardifId, mtu: usize) {
+        if let Some(h) = self.hardifs.get_mut(&id) {
+            h.mtu = Some(mtu);
+        }
+    }
+
     /// Drops neighbours learned on it.
     pub fn hardif_del(&mut self, id: HardifId) {
-        self.hardifs.remove(&id);
+        let _ = self.ogm_fwd.take(id);
+        let Some(h) = self.hardifs.remove(&id) else {
+            return;
+        };
+        if let Some(n) = self.own_macs.get_mut(&h.mac) {
+            *n -= 1;
+            if *n == 0 {
+                self.own_macs.remove(&h.mac);
+            }
+        }
         self.origs.hardif_removed(id);
     }
 
     /// Originator or any hardif MAC.
     pub fn is_own_address(&self, mac: MacAddr) -> bool {
-        mac == self.cfg.originator || self.hardifs.values().any(|h| h.mac == mac)
+        mac == self.cfg.originator || self.own_macs.contains_key(&mac)
     }
 
     /// A batman packet arrived on `hardif` (eth_src/eth_dst from the GRE-carried Ethernet header).
@@ -288,6 +365,7 @@ impl Mesh {
     /// OGMs due, purges, TT housekeeping.
     pub fn tick(&mut self, now: Instant, out: &mut Vec<MeshOutput>) {
         self.now = Some(now);
+        out.append(&mut self.pending_out);
         if self.next_ogm.is_none_or(|t| now >= t) {
             self.iv_ogm_schedule(now, out);
             let jitter = self.random() % (2 * JITTER_MS + 1);
@@ -295,6 +373,8 @@ impl Mesh {
             let interval = interval.saturating_sub(Duration::from_millis(JITTER_MS));
             self.next_ogm = Some(now + interval.max(Duration::from_millis(1)));
         }
+        // after our own OGMs, which take queued rebroadcasts along
+        self.iv_ogm_fwd_flush(now, out);
         if self.next_purge.is_none_or(|t| now >= t) {
             self.purge(now);
             self.next_purge = Some(now + ORIG_WORK_PERIOD);
@@ -302,14 +382,18 @@ impl Mesh {
     }
 
     pub fn next_deadline(&self) -> Instant {
+        if !self.pending_out.is_empty() {
+            return self.now.unwrap_or_else(Instant::now);
+        }
         match (self.next_ogm, self.next_purge) {
-            (Some(a), Some(b)) => a.min(b),
+            (Some(a), Some(b)) => self.ogm_fwd_deadline.map_or(a.min(b), |f| a.min(b).min(f)),
             // Never ticked: due now.
             _ => self.now.unwrap_or_else(Instant::now),
         }
     }
 
     fn purge(&mut self, now: Instant) {
+        self.counters.frag_dropped += self.frags.purge(now) as u64;
         for orig in self.origs.purge(now) {
             self.tt.global_del_orig(orig);
         }
@@ -320,8 +404,26 @@ impl Mesh {
     }
 
     /// vid in batman encoding: 0 = untagged, 0x8000|id = tagged.
+    ///
+    /// Clients other originators announce are treated as roamed here: use
+    /// [`Mesh::tt_local_add_announce`] to get the ROAM adverts out at once;
+    /// this variant leaves them for the next `tick`.
     pub fn tt_local_add(&mut self, mac: MacAddr, vid: u16) {
-        if !self.tt.local_add(mac, vid) {
+        let mut out = Vec::new();
+        self.tt_local_add_announce(mac, vid, &mut out);
+        for o in out {
+            if self.pending_out.len() < MAX_PENDING_OUT {
+                self.pending_out.push(o);
+            } else {
+                self.counters.table_full += 1;
+            }
+        }
+    }
+
+    /// `tt_local_add` that also emits the ROAM adverts for a client that
+    /// just moved here from another originator (live migration).
+    pub fn tt_local_add_announce(&mut self, mac: MacAddr, vid: u16, out: &mut Vec<MeshOutput>) {
+        if !self.tt_local_add_roaming(mac, vid, out) {
             self.counters.table_full += 1;
         }
     }

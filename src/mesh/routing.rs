@@ -4,6 +4,7 @@
 use std::time::Instant;
 
 use super::bcast::ETH_HLEN;
+use super::fragmentation::{frag_split, FragResult};
 use super::{HardifId, Mesh, MeshOutput, TTL};
 use crate::wire::batman::{
     packet_type, subtype, FragPacket, IcmpPacket, Unicast4AddrPacket, UnicastPacket,
@@ -65,12 +66,44 @@ impl Mesh {
         let mut packet = Vec::with_capacity(r.header.len() + frame.len());
         packet.extend_from_slice(&r.header);
         packet.extend_from_slice(frame);
-        out.push(MeshOutput::Transmit {
-            hardif: r.hardif,
-            dst: r.next_hop,
-            packet,
-        });
         self.counters.tx_unicast += 1;
+        self.transmit_unicast(r.hardif, r.next_hop, dest_orig, packet, out)
+    }
+
+    /// Sends on `hardif`, fragmenting when the packet exceeds its MTU.
+    fn transmit_unicast(
+        &mut self,
+        hardif: HardifId,
+        next_hop: MacAddr,
+        dest: MacAddr,
+        packet: Vec<u8>,
+        out: &mut Vec<MeshOutput>,
+    ) -> bool {
+        let mtu = self.hardifs.get(&hardif).and_then(|h| h.mtu);
+        match mtu {
+            Some(mtu) if packet.len() > mtu => {
+                self.frag_seqno = self.frag_seqno.wrapping_add(1);
+                let Some(frags) =
+                    frag_split(&packet, mtu, dest, self.cfg.originator, self.frag_seqno)
+                else {
+                    self.counters.frag_dropped += 1;
+                    return false;
+                };
+                for f in frags {
+                    self.counters.frag_sent += 1;
+                    out.push(MeshOutput::Transmit {
+                        hardif,
+                        dst: next_hop,
+                        packet: f,
+                    });
+                }
+            }
+            _ => out.push(MeshOutput::Transmit {
+                hardif,
+                dst: next_hop,
+                packet,
+            }),
+        }
         true
     }
 
@@ -112,7 +145,7 @@ impl Mesh {
     pub(crate) fn recv_unicast_class(
         &mut self,
         now: Instant,
-        _hardif: HardifId,
+        hardif: HardifId,
         eth_src: MacAddr,
         eth_dst: MacAddr,
         ptype: u8,
@@ -133,10 +166,12 @@ impl Mesh {
                     return self.count_malformed();
                 };
                 self.counters.rx_unicast += 1;
-                if self.is_own_address(p.dest()) {
-                    self.deliver_unicast(p.payload(), out);
-                } else {
+                if !self.is_own_address(p.dest()) {
                     self.forward(packet, p.dest(), out);
+                } else if let Some(new_dest) = self.reroute_target(p.payload(), p.ttvn()) {
+                    self.reroute(packet, new_dest, out);
+                } else {
+                    self.deliver_unicast(p.payload(), out);
                 }
             }
             packet_type::UNICAST_4ADDR => {
@@ -159,8 +194,7 @@ impl Mesh {
                     return self.count_malformed();
                 };
                 if self.is_own_address(p.dest()) {
-                    // reassembly is not implemented yet
-                    self.counters.frag_dropped += 1;
+                    self.recv_frag(now, hardif, eth_src, eth_dst, &p, out);
                 } else {
                     self.forward(packet, p.dest(), out);
                 }
@@ -183,6 +217,77 @@ impl Mesh {
             }
             _ => self.counters.unknown_type += 1,
         }
+    }
+
+    /// Our fragment: reassemble, then handle the result like any unicast
+    /// that arrived on the same link. A merged packet that is itself a
+    /// fragment is refused, so this recursion is one level deep.
+    fn recv_frag(
+        &mut self,
+        now: Instant,
+        hardif: HardifId,
+        eth_src: MacAddr,
+        eth_dst: MacAddr,
+        p: &FragPacket<&[u8]>,
+        out: &mut Vec<MeshOutput>,
+    ) {
+        match self.frags.add(now, p) {
+            FragResult::Pending => {}
+            FragResult::Invalid => self.counters.frag_dropped += 1,
+            FragResult::Complete(packet) => {
+                let ptype = packet.first().copied().unwrap_or(0);
+                // any unicast-class packet may have been fragmented (a big
+                // TT_RESPONSE in a UNICAST_TVLV too), but not a fragment again
+                if packet.get(1) != Some(&COMPAT_VERSION)
+                    || !matches!(
+                        ptype,
+                        packet_type::UNICAST
+                            | packet_type::UNICAST_4ADDR
+                            | packet_type::ICMP
+                            | packet_type::UNICAST_TVLV
+                    )
+                {
+                    self.counters.frag_dropped += 1;
+                    return;
+                }
+                self.counters.frag_reassembled += 1;
+                self.recv_unicast_class(now, hardif, eth_src, eth_dst, ptype, &packet, out);
+            }
+        }
+    }
+
+    /// `batadv_check_unicast_ttvn` + `batadv_reroute_unicast_packet`: a
+    /// frame for a client that roamed away from us (we are deleting it) or
+    /// sent with an outdated TTVN for a client we do not serve goes to the
+    /// originator that announces it now. Returns that originator. The TTVN
+    /// test keeps two nodes with different views from bouncing a packet.
+    fn reroute_target(&self, frame: &[u8], pkt_ttvn: u8) -> Option<MacAddr> {
+        let dst = MacAddr::from_bytes(frame)?;
+        if dst.is_multicast() {
+            return None;
+        }
+        let vid = inner_vid(frame);
+        if !self.tt.local_leaving(dst, vid) {
+            let is_old_ttvn = (pkt_ttvn.wrapping_sub(self.tt.ttvn) as i8) < 0;
+            if self.tt.local_serves(dst, vid) || !is_old_ttvn {
+                return None;
+            }
+        }
+        self.tt_global_lookup(dst, vid)
+            .filter(|o| !self.is_own_address(*o))
+    }
+
+    /// Points a UNICAST (or UNICAST_4ADDR) at `dest` with its TTVN and routes it on.
+    fn reroute(&mut self, packet: &[u8], dest: MacAddr, out: &mut Vec<MeshOutput>) {
+        let mut p = packet.to_vec();
+        let ttvn = self.tt_orig_ttvn(&dest);
+        {
+            let mut u = UnicastPacket::new_unchecked(&mut p[..]);
+            u.set_dest(dest);
+            u.set_ttvn(ttvn);
+        }
+        self.counters.unicast_rerouted += 1;
+        self.forward(&p, dest, out);
     }
 
     fn count_malformed(&mut self) {
@@ -266,5 +371,14 @@ impl Mesh {
             }
             None => self.counters.no_route += 1,
         }
+    }
+}
+
+/// TT vid of a client frame: 0 untagged, 0x8000 | VLAN id when 802.1Q tagged
+/// (`batadv_get_vid`).
+fn inner_vid(frame: &[u8]) -> u16 {
+    match (frame.get(12..14), frame.get(14..16)) {
+        (Some(&[0x81, 0x00]), Some(&[a, b])) => (u16::from_be_bytes([a, b]) & 0x0fff) | 0x8000,
+        _ => 0,
     }
 }

@@ -7,6 +7,8 @@ pub mod ports;
 pub mod tap;
 
 #[cfg(test)]
+pub(crate) mod testnet;
+#[cfg(test)]
 mod tests;
 
 pub use ports::{max_frame_len, Port, PortCounters, PortInfo, Ports, PortsCounters, MAX_PORTS};

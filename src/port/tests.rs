@@ -8,9 +8,9 @@ use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use super::testnet::{unique_name, Netns};
 use super::*;
 use crate::wire::arp;
 use crate::wire::ethernet::{ethertype, Frame};
@@ -18,15 +18,6 @@ use crate::wire::MacAddr;
 
 /// IEEE "local experimental" ethertype: nothing in the kernel answers it.
 const TEST_ETHERTYPE: u16 = 0x88b5;
-
-fn unique_name() -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "mwt-{}-{}",
-        std::process::id() % 1_000_000,
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
 
 fn sys(name: &str, file: &str) -> Option<String> {
     std::fs::read_to_string(format!("/sys/class/net/{name}/{file}"))
@@ -323,37 +314,6 @@ fn existing_tun_of_that_name_is_refused_and_left_alone() {
     assert!(wait_exists(&name, false));
     assert!(err.to_string().contains("cannot be attached"), "{err}");
     assert!(survived);
-}
-
-/// A network namespace deleted by name on drop, even when the test panics.
-struct Netns(String);
-
-impl Netns {
-    fn new(name: String) -> Netns {
-        let ok = Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "ip netns add {name}");
-        Netns(name)
-    }
-
-    fn ip(&self, args: &[&str]) {
-        let ok = Command::new("ip")
-            .args(["-n", &self.0])
-            .args(args)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "ip -n {} {args:?}", self.0);
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
 }
 
 /// The topology of a test VM: our fd stays in the root namespace while the

@@ -61,6 +61,13 @@ pub struct FdbEntry {
     pub location: Location,
     pub last_seen: Instant,
     pub learned: Source,
+    /// When this client left one of our ports for the mesh (kept while it
+    /// roams on from originator to originator). The old node of a migration
+    /// forwards frames still addressed to it for a while after this.
+    pub departed: Option<Instant>,
+    /// For a local client: when this node last claimed it in the mesh (new,
+    /// moved here, or re-announced), to damp re-announcement bursts.
+    pub claimed: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -170,7 +177,19 @@ impl Fdb {
         learned: Source,
         keep_local_for: Option<Duration>,
     ) -> Learn {
-        let existing = self.map.get(&key).copied();
+        let ageing = self.ageing(&location);
+        let existing = match self.map.get_mut(&key) {
+            // The per-frame case, one hash lookup: a live entry, same place.
+            Some(e)
+                if e.location == location
+                    && now.saturating_duration_since(e.last_seen) <= ageing =>
+            {
+                e.last_seen = now;
+                e.learned = learned;
+                return Learn::Refreshed;
+            }
+            e => e.copied(),
+        };
         let Some(old) = existing.filter(|e| self.is_live(e, now)) else {
             if let Some(old) = existing {
                 // Aged but not yet reaped: it is gone as far as learning goes.
@@ -178,13 +197,6 @@ impl Fdb {
             }
             return self.insert_new(now, key, location, learned);
         };
-        if old.location == location {
-            if let Some(e) = self.map.get_mut(&key) {
-                e.last_seen = now;
-                e.learned = learned;
-            }
-            return Learn::Refreshed;
-        }
         if let (Location::Port(_), Some(keep), false) =
             (old.location, keep_local_for, location.is_local())
         {
@@ -198,6 +210,11 @@ impl Fdb {
                 return Learn::Refused;
             }
         }
+        let departed = match (old.location, location) {
+            (Location::Port(_), Location::Originator(_)) => Some(now),
+            (Location::Originator(_), Location::Originator(_)) => old.departed,
+            (_, Location::Port(_)) => None,
+        };
         self.remove(key, old.location);
         self.put(
             key,
@@ -205,6 +222,8 @@ impl Fdb {
                 location,
                 last_seen: now,
                 learned,
+                departed,
+                claimed: location.is_local().then_some(now),
             },
         );
         Learn::Moved { from: old.location }
@@ -233,6 +252,8 @@ impl Fdb {
                 location,
                 last_seen: now,
                 learned,
+                departed: None,
+                claimed: location.is_local().then_some(now),
             },
         );
         Learn::New
@@ -297,6 +318,22 @@ impl Fdb {
                 }
             }
         }
+    }
+
+    /// A local client re-announced itself: true (and the claim time
+    /// updated) when its last claim is at least `min_interval` old.
+    pub fn reclaim(&mut self, now: Instant, key: FdbKey, min_interval: Duration) -> bool {
+        let Some(e) = self.map.get_mut(&key) else {
+            return false;
+        };
+        if !e.location.is_local()
+            || e.claimed
+                .is_some_and(|c| now.saturating_duration_since(c) < min_interval)
+        {
+            return false;
+        }
+        e.claimed = Some(now);
+        true
     }
 
     /// Forgets one key (e.g. the TT withdrew it); returns what it was.

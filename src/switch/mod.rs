@@ -9,14 +9,50 @@
 //!   learned on that same port, a bridge behind the TAP already delivered
 //!   it: drop.
 //! - A frame from the mesh never goes back to the mesh (no loops); it goes
-//!   to the port that has its destination, or to all local ports.
+//!   to the port that has its destination, or to all local ports. The one
+//!   exception is explicit and separate: [`Switch::redirect_for`], see below.
 //! - A group or zero source MAC is never learned and the frame is dropped.
-//! - Migration: a mesh-learned location replaces a local one only if the
-//!   local one has not been seen for more than `mesh_override_after` (1 s).
-//!   A VM that still talks on our port is here, whatever an old broadcast
-//!   from the mesh claims; one that went silent and now speaks from another
-//!   node has moved away. The migration work refines this.
+//!
+//! Migration (issue 4). A VM that arrives here must win at once; a VM that is
+//! still here must not be stolen by an old or echoed claim.
+//! - Port over mesh, always at once: any frame from a local port moves its
+//!   source MAC here, whatever the mesh said (the VM talks on our port, so
+//!   it is here). `Learned::moved_from` names where it was.
+//! - Announcements ([`Announce`]: gratuitous ARP, qemu's RARP, unsolicited
+//!   NA) from a port always return [`Learned`], even when the entry already
+//!   pointed here: a re-announcement must re-claim the MAC in the mesh (new
+//!   TT entry, out-of-cycle OGM, ROAM_ADV), since another node may have
+//!   claimed it in between. Only bursts are damped: a re-announcement
+//!   within `reclaim_interval` (40 ms) of the last claim is counted
+//!   (`announce_damped`), not reported, so a VM spraying gratuitous ARPs
+//!   cannot make this node originate an OGM per frame. qemu's rounds are 50
+//!   ms and more apart; a move (`moved_from` set) is never damped.
+//! - Mesh over port, ordinary frames: a mesh-learned location replaces a
+//!   local one only if the local one has been silent for more than
+//!   `mesh_override_after` (1 s). An old broadcast from the mesh must not
+//!   steal a VM that still talks here.
+//! - Mesh over port, announcements: a mesh broadcast (originator known)
+//!   carrying an announcement moves a local MAC to that originator unless
+//!   the local entry saw a frame within `announce_keep_local` (100 ms). A
+//!   migrating VM is paused for at least the stop-and-copy phase and qemu's
+//!   first RARP comes ~50 ms after it resumes; a VM that spoke on our port
+//!   within 100 ms is still here (counted as `mesh_announce_ignored`), and
+//!   qemu's later rounds or the guest's own announcement win if the first
+//!   one came too early.
+//! - The old node: a MAC that left one of our ports for an originator keeps
+//!   that fact (`FdbEntry::departed`) for `redirect_window`. Frames the mesh
+//!   still delivers to us as UNICAST for it are stale routing in another
+//!   node; [`Switch::redirect_for`] names the new originator so the
+//!   dataplane can send them on instead of dropping them. Broadcasts are
+//!   never redirected (they already reached every node), nor MACs that never
+//!   lived here. Two nodes can each believe the other has a MAC only when it
+//!   really lives on both (a duplicate MAC, both silent and announcing); the
+//!   switch cannot see a frame's history, so the bound on such a ping-pong
+//!   must come from the mesh: the redirected packet has to keep the received
+//!   unicast TTL minus one (as batman-adv's own reroute does), never a fresh
+//!   one.
 
+pub mod announce;
 pub mod fdb;
 
 #[cfg(test)]
@@ -30,6 +66,7 @@ use serde::Serialize;
 pub use crate::port::PortId;
 use crate::wire::ethernet::Frame;
 use crate::wire::MacAddr;
+pub use announce::Announce;
 use fdb::{Fdb, FdbKey};
 pub use fdb::{FdbConfig, FdbCounters, FdbEntry, Learn, Location, Source};
 
@@ -41,6 +78,15 @@ pub struct SwitchConfig {
     pub fdb: FdbConfig,
     /// How long a local entry must be silent before a mesh claim replaces it.
     pub mesh_override_after: Duration,
+    /// How long a local entry must be silent before a mesh announcement
+    /// (gratuitous ARP, RARP, unsolicited NA in a broadcast) replaces it.
+    pub announce_keep_local: Duration,
+    /// How long after a MAC left a local port for the mesh this node still
+    /// forwards unicast frames for it to its new originator: long enough for
+    /// every node's TT to catch up (OGM intervals, TT requests).
+    pub redirect_window: Duration,
+    /// Minimum time between two re-claims of an unmoved local client.
+    pub reclaim_interval: Duration,
 }
 
 impl Default for SwitchConfig {
@@ -48,6 +94,9 @@ impl Default for SwitchConfig {
         SwitchConfig {
             fdb: FdbConfig::default(),
             mesh_override_after: Duration::from_secs(1),
+            announce_keep_local: Duration::from_millis(100),
+            redirect_window: Duration::from_secs(10),
+            reclaim_interval: Duration::from_millis(40),
         }
     }
 }
@@ -86,12 +135,18 @@ pub enum DropReason {
     RemoteDestination,
 }
 
-/// A new local client or a move: the dataplane tells the mesh (TT).
+/// A new local client, a move, or an announcement: the dataplane tells the
+/// mesh (TT entry; on a move or announcement also an immediate OGM, and a
+/// ROAM_ADV to `moved_from` when that is an originator).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Learned {
     pub mac: MacAddr,
     pub vid: u16,
+    /// Where the MAC was before: an originator (it migrated here) or
+    /// another local port. None for a new MAC or a re-announcement.
     pub moved_from: Option<Location>,
+    /// The frame was an announcement (always reported, even unmoved).
+    pub announce: Option<Announce>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -110,6 +165,18 @@ pub struct SwitchCounters {
     pub learned_moved: u64,
     /// A mesh claim on a MAC that is still active on a local port.
     pub mesh_claim_ignored: u64,
+    /// Announcements from local ports (each returned as `Learned`).
+    pub announce_from_port: u64,
+    /// Re-announcements of an unmoved local client within
+    /// `reclaim_interval` of its last claim: not reported again.
+    pub announce_damped: u64,
+    /// Announcements in mesh broadcasts (originator known).
+    pub announce_from_mesh: u64,
+    /// Mesh announcements that moved a local MAC away at once.
+    pub mesh_announce_moved: u64,
+    /// Mesh announcements for a MAC that spoke on a local port within
+    /// `announce_keep_local`: the VM is still here, the claim is ignored.
+    pub mesh_announce_ignored: u64,
     /// Local MACs that roamed to the mesh while the withdrawal queue was full.
     pub withdrawals_lost: u64,
     pub fdb: FdbCounters,
@@ -156,8 +223,8 @@ impl Switch {
     }
 
     /// A frame from a local port: learn its source there (returns
-    /// Some(Learned) when the MAC is new on this port or moved here), decide
-    /// where it goes.
+    /// Some(Learned) when the MAC is new on this port, moved here, or the
+    /// frame is an announcement), decide where it goes.
     pub fn from_port(
         &mut self,
         now: Instant,
@@ -165,13 +232,15 @@ impl Switch {
         frame: &[u8],
     ) -> (Decision, Option<Learned>) {
         self.counters.from_port += 1;
-        let Some((src, dst, vid)) = self.parse(frame) else {
+        let Ok(f) = Frame::new_checked(frame) else {
             return (self.drop_counted(DropReason::Truncated), None);
         };
+        let (src, dst, vid) = (f.src_addr(), f.dst_addr(), f.batman_vid());
         if !valid_source(src) {
             return (self.drop_counted(DropReason::InvalidSource), None);
         }
-        let learned = self.learn_local(now, port, src, vid);
+        let announce = Announce::detect(&f);
+        let learned = self.learn_local(now, port, src, vid, announce);
         let decision = if dst.is_multicast() {
             Decision::Flood {
                 except: Some(port),
@@ -188,37 +257,59 @@ impl Switch {
         (self.count(decision), learned)
     }
 
+    /// Port over mesh, always: a local frame takes any entry at once.
     fn learn_local(
         &mut self,
         now: Instant,
         port: PortId,
         src: MacAddr,
         vid: u16,
+        announce: Option<Announce>,
     ) -> Option<Learned> {
+        if announce.is_some() {
+            self.counters.announce_from_port += 1;
+        }
         let moved_from =
             match self
                 .fdb
                 .learn(now, (src, vid), Location::Port(port), Source::Port, None)
             {
-                Learn::New => None,
-                Learn::Moved { from } => Some(from),
+                Learn::New => {
+                    self.counters.learned_new += 1;
+                    None
+                }
+                Learn::Moved { from } => {
+                    self.counters.learned_moved += 1;
+                    Some(from)
+                }
+                // A re-announcement re-claims even when nothing changed here,
+                // unless it is part of a burst.
+                Learn::Refreshed if announce.is_some() => {
+                    if !self.fdb.reclaim(now, (src, vid), self.cfg.reclaim_interval) {
+                        self.counters.announce_damped += 1;
+                        return None;
+                    }
+                    None
+                }
+                // Refused: a full table or port limit, counted by the FDB;
+                // a MAC we do not hold must not be claimed in the mesh.
                 Learn::Refreshed | Learn::Refused => return None,
             };
-        if moved_from.is_some() {
-            self.counters.learned_moved += 1;
-        } else {
-            self.counters.learned_new += 1;
-        }
         Some(Learned {
             mac: src,
             vid,
             moved_from,
+            announce,
         })
     }
 
     /// A frame from the mesh; `source_orig` = Some(orig) when known (batman
-    /// broadcasts carry it): learn src -> Originator(orig). Never returns
-    /// Originator or a mesh flood: a mesh frame only goes to local ports.
+    /// broadcasts carry it): learn src -> Originator(orig), at once for an
+    /// announcement (see the module rules). Never returns Originator or a
+    /// mesh flood: a mesh frame only goes to local ports. A unicast frame
+    /// for a MAC at another originator is `Drop(RemoteDestination)`; for
+    /// frames the mesh delivered as batman UNICAST the dataplane then asks
+    /// [`Switch::redirect_for`] whether to send them on.
     pub fn from_mesh(
         &mut self,
         now: Instant,
@@ -226,14 +317,19 @@ impl Switch {
         source_orig: Option<MacAddr>,
     ) -> Decision {
         self.counters.from_mesh += 1;
-        let Some((src, dst, vid)) = self.parse(frame) else {
+        let Ok(f) = Frame::new_checked(frame) else {
             return self.drop_counted(DropReason::Truncated);
         };
+        let (src, dst, vid) = (f.src_addr(), f.dst_addr(), f.batman_vid());
         if !valid_source(src) {
             return self.drop_counted(DropReason::InvalidSource);
         }
         if let Some(orig) = source_orig {
-            self.learn_remote(now, src, vid, orig, Source::Mesh);
+            let announce = Announce::detect(&f);
+            if announce.is_some() {
+                self.counters.announce_from_mesh += 1;
+            }
+            self.learn_remote(now, src, vid, orig, Source::Mesh, announce.is_some());
         }
         let decision = if dst.is_multicast() {
             Decision::Flood {
@@ -253,25 +349,61 @@ impl Switch {
         self.count(decision)
     }
 
+    /// For a frame the mesh delivered to us as UNICAST (never a broadcast):
+    /// the originator to send it on to, when its destination left one of
+    /// our ports for that originator within `redirect_window`. This is the
+    /// old node of a migration forwarding in-flight frames to the new one.
+    /// None: deliver or drop as [`Switch::from_mesh`] decides.
+    pub fn redirect_for(&self, now: Instant, frame: &[u8]) -> Option<MacAddr> {
+        let f = Frame::new_checked(frame).ok()?;
+        let dst = f.dst_addr();
+        if !dst.is_unicast() {
+            return None;
+        }
+        let e = self.fdb.lookup(now, (dst, f.batman_vid()))?;
+        let Location::Originator(o) = e.location else {
+            return None;
+        };
+        let departed = e.departed?;
+        (now.saturating_duration_since(departed) <= self.cfg.redirect_window).then_some(o)
+    }
+
     /// Caches an answer of the mesh's translation table (tt_global) so the
     /// next frame to `mac` goes straight to `orig`. Same override rule as
-    /// a mesh frame.
+    /// an ordinary mesh frame.
     pub fn learn_from_tt(&mut self, now: Instant, mac: MacAddr, vid: u16, orig: MacAddr) {
         if valid_source(mac) {
-            self.learn_remote(now, mac, vid, orig, Source::TranslationTable);
+            self.learn_remote(now, mac, vid, orig, Source::TranslationTable, false);
         }
         self.counters.fdb = *self.fdb.counters();
     }
 
-    fn learn_remote(&mut self, now: Instant, mac: MacAddr, vid: u16, orig: MacAddr, how: Source) {
-        let keep = Some(self.cfg.mesh_override_after);
+    /// Mesh over port: only after `mesh_override_after` of local silence,
+    /// or `announce_keep_local` for an announcement.
+    fn learn_remote(
+        &mut self,
+        now: Instant,
+        mac: MacAddr,
+        vid: u16,
+        orig: MacAddr,
+        how: Source,
+        announce: bool,
+    ) {
+        let keep = if announce {
+            self.cfg.announce_keep_local
+        } else {
+            self.cfg.mesh_override_after
+        };
         match self
             .fdb
-            .learn(now, (mac, vid), Location::Originator(orig), how, keep)
+            .learn(now, (mac, vid), Location::Originator(orig), how, Some(keep))
         {
             Learn::Moved {
                 from: Location::Port(_),
             } => {
+                if announce {
+                    self.counters.mesh_announce_moved += 1;
+                }
                 // A local client now lives elsewhere: stop announcing it.
                 if self.withdrawals.len() < MAX_PENDING_WITHDRAWALS {
                     self.withdrawals.push((mac, vid));
@@ -285,7 +417,11 @@ impl Switch {
                     .lookup(now, (mac, vid))
                     .is_some_and(|e| e.location.is_local()) =>
             {
-                self.counters.mesh_claim_ignored += 1;
+                if announce {
+                    self.counters.mesh_announce_ignored += 1;
+                } else {
+                    self.counters.mesh_claim_ignored += 1;
+                }
             }
             _ => {}
         }
@@ -311,6 +447,21 @@ impl Switch {
         let keys = self.fdb.expire(now);
         self.counters.fdb = *self.fdb.counters();
         keys
+    }
+
+    /// The live clients behind `port`, sorted: for `meshwire ctl announce`
+    /// without `--mac` (a scan; control path only).
+    pub fn port_clients(&self, now: Instant, port: PortId) -> Vec<(MacAddr, u16)> {
+        let mut v: Vec<(MacAddr, u16)> = self
+            .fdb
+            .iter()
+            .filter(|(k, e)| {
+                e.location == Location::Port(port) && self.fdb.lookup(now, **k).is_some()
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        v.sort();
+        v
     }
 
     /// The live entry for (mac, vid), if any.
@@ -358,11 +509,6 @@ impl Switch {
     /// Counters, with the FDB's own folded in.
     pub fn counters(&self) -> &SwitchCounters {
         &self.counters
-    }
-
-    fn parse(&mut self, frame: &[u8]) -> Option<(MacAddr, MacAddr, u16)> {
-        let f = Frame::new_checked(frame).ok()?;
-        Some((f.src_addr(), f.dst_addr(), f.batman_vid()))
     }
 
     fn drop_counted(&mut self, why: DropReason) -> Decision {

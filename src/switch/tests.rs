@@ -5,6 +5,10 @@ use std::time::{Duration, Instant};
 use super::*;
 use crate::wire::ethernet::{ethertype, Frame};
 
+mod announce;
+mod kernel;
+mod migration;
+
 fn mac(s: &str) -> MacAddr {
     s.parse().unwrap()
 }
@@ -68,7 +72,8 @@ fn learns_and_forwards_captured_arp_exchange() {
         Some(Learned {
             mac: mac(A),
             vid: 0,
-            moved_from: None
+            moved_from: None,
+            announce: None
         })
     );
     let (d, l) = sw.from_port(t, 2, &hex(ARP_REPLY));
@@ -78,7 +83,8 @@ fn learns_and_forwards_captured_arp_exchange() {
         Some(Learned {
             mac: mac(B),
             vid: 0,
-            moved_from: None
+            moved_from: None,
+            announce: None
         })
     );
     // Known both ways now; refreshing is not news.
@@ -257,7 +263,8 @@ fn vlans_are_separate() {
         Some(Learned {
             mac: mac(B),
             vid: 0x8005,
-            moved_from: None
+            moved_from: None,
+            announce: None
         })
     );
     assert_eq!(
@@ -294,7 +301,8 @@ fn moves_are_reported() {
         Some(Learned {
             mac: mac(B),
             vid: 0,
-            moved_from: Some(Location::Originator(mac(ORIG)))
+            moved_from: Some(Location::Originator(mac(ORIG))),
+            announce: None
         })
     );
     assert_eq!(

@@ -51,7 +51,7 @@
 
 mod codec;
 mod counters;
-mod gretap;
+pub mod gretap;
 mod noise;
 mod output;
 mod peer;

@@ -70,6 +70,20 @@ fn byte(b: &[u8], i: usize) -> u8 {
     b.get(i).copied().unwrap_or(0)
 }
 
+fn write_byte(b: &mut [u8], i: usize, v: u8) {
+    if let Some(x) = b.get_mut(i) {
+        *x = v;
+    }
+}
+
+fn write_bytes(b: &mut [u8], r: core::ops::Range<usize>, v: &[u8]) {
+    if let Some(dst) = b.get_mut(r) {
+        if dst.len() == v.len() {
+            dst.copy_from_slice(v);
+        }
+    }
+}
+
 /// A minimal view of the IPv6 fixed header: enough to find an ICMPv6 body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ipv6Fixed<T: AsRef<[u8]>> {
@@ -128,6 +142,49 @@ impl<T: AsRef<[u8]>> Ipv6Fixed<T> {
             .as_ref()
             .get(IPV6_HEADER_LEN..end)
             .unwrap_or(&[])
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv6Fixed<T> {
+    /// Version 6, traffic class 0, flow label 0: how NDisc is sent.
+    pub fn set_version_default(&mut self) {
+        write_bytes(
+            self.buffer.as_mut(),
+            ip_field::VER_TC_FLOW,
+            &[0x60, 0, 0, 0],
+        );
+    }
+
+    pub fn set_payload_len(&mut self, len: u16) {
+        write_bytes(
+            self.buffer.as_mut(),
+            ip_field::PAYLOAD_LEN,
+            &len.to_be_bytes(),
+        );
+    }
+
+    pub fn set_next_header(&mut self, proto: u8) {
+        write_byte(self.buffer.as_mut(), ip_field::NEXT_HEADER, proto);
+    }
+
+    pub fn set_hop_limit(&mut self, hops: u8) {
+        write_byte(self.buffer.as_mut(), ip_field::HOP_LIMIT, hops);
+    }
+
+    pub fn set_src_addr(&mut self, a: &Ipv6Addr) {
+        write_bytes(self.buffer.as_mut(), ip_field::SRC, &a.octets());
+    }
+
+    pub fn set_dst_addr(&mut self, a: &Ipv6Addr) {
+        write_bytes(self.buffer.as_mut(), ip_field::DST, &a.octets());
+    }
+
+    /// The payload after the fixed header, whatever the length field says.
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        self.buffer
+            .as_mut()
+            .get_mut(IPV6_HEADER_LEN..)
+            .unwrap_or(&mut [])
     }
 }
 
@@ -264,9 +321,26 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Message<T> {
     }
 
     pub fn set_flags(&mut self, flags: u8) {
-        if let Some(f) = self.buffer.as_mut().get_mut(field::FLAGS) {
-            *f = flags;
-        }
+        write_byte(self.buffer.as_mut(), field::FLAGS, flags);
+    }
+
+    /// Type (NS or NA) and code 0.
+    pub fn set_msg_type(&mut self, msg_type: u8) {
+        write_byte(self.buffer.as_mut(), field::TYPE, msg_type);
+        write_byte(self.buffer.as_mut(), field::CODE, 0);
+    }
+
+    pub fn set_target(&mut self, target: &Ipv6Addr) {
+        write_bytes(self.buffer.as_mut(), field::TARGET, &target.octets());
+    }
+
+    /// Writes a link-layer address option (`OPT_SOURCE_LLADDR` or
+    /// `OPT_TARGET_LLADDR`, 8 bytes) as the first option.
+    pub fn set_first_lladdr_option(&mut self, kind: u8, mac: MacAddr) {
+        let b = self.buffer.as_mut();
+        write_byte(b, field::OPTIONS, kind);
+        write_byte(b, field::OPTIONS + 1, 1); // length in units of 8 bytes
+        write_bytes(b, field::OPTIONS + 2..field::OPTIONS + 8, &mac.0);
     }
 }
 

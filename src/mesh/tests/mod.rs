@@ -4,7 +4,8 @@
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::wire::batman::tests::OGM as KERNEL_OGM;
+
+mod kernel;
 
 const STEP: Duration = Duration::from_millis(50);
 
@@ -15,13 +16,13 @@ fn orig_mac(n: usize) -> MacAddr {
 /// (frame, source_orig, broadcast) of a `MeshOutput::Deliver`.
 type Delivered = (Vec<u8>, Option<MacAddr>, bool);
 
-struct Link {
-    a: (usize, HardifId, MacAddr),
-    b: (usize, HardifId, MacAddr),
-    up: bool,
+pub(super) struct Link {
+    pub(super) a: (usize, HardifId, MacAddr),
+    pub(super) b: (usize, HardifId, MacAddr),
+    pub(super) up: bool,
 }
 
-struct Sim {
+pub(super) struct Sim {
     now: Instant,
     nodes: Vec<Mesh>,
     links: Vec<Link>,
@@ -143,7 +144,7 @@ impl Sim {
     }
 }
 
-fn frame(tag: u8) -> Vec<u8> {
+pub(super) fn frame(tag: u8) -> Vec<u8> {
     let mut f = vec![
         0x02, 0, 0, 0, 0x99, tag, 0x02, 0, 0, 0, 0x98, tag, 0x08, 0x00,
     ];
@@ -335,143 +336,6 @@ fn link_cut_reroutes_and_heals() {
 }
 
 #[test]
-fn kernel_ogm_creates_originator() {
-    let t0 = Instant::now();
-    let mut m = Mesh::new(MeshConfig::new(MacAddr([2, 0, 0, 0, 0x0b, 0])));
-    m.hardif_add(1, MacAddr([2, 0, 0, 0, 0x0b, 1]));
-    let kernel_hardif = MacAddr([2, 0, 0, 0, 0x0a, 1]);
-    let mut out = Vec::new();
-    m.receive(
-        t0,
-        1,
-        kernel_hardif,
-        MacAddr::BROADCAST,
-        &KERNEL_OGM,
-        &mut out,
-    );
-    let o = m.originators();
-    assert_eq!(o.len(), 1);
-    assert_eq!(o[0].orig, kernel_hardif);
-    assert_eq!(m.counters().malformed, 0);
-    // We echo it back on the same link the way the kernel expects: TTL 49,
-    // DIRECTLINK, prev_sender = the kernel's hardif.
-    let echo = out
-        .iter()
-        .find_map(|o| match o {
-            MeshOutput::Transmit {
-                hardif: 1, packet, ..
-            } => Some(packet.clone()),
-            _ => None,
-        })
-        .expect("echo");
-    let p = crate::wire::batman::OgmPacket::new_checked(&echo[..]).unwrap();
-    assert_eq!(
-        (p.ttl(), p.orig(), p.prev_sender()),
-        (49, kernel_hardif, kernel_hardif)
-    );
-    assert_ne!(p.flags() & crate::wire::batman::ogm::flags::DIRECTLINK, 0);
-    assert_eq!(p.tvlv(), &KERNEL_OGM[24..], "TVLVs forwarded untouched");
-    // Truncated or corrupted captures are counted, not trusted.
-    m.receive(
-        t0,
-        1,
-        kernel_hardif,
-        MacAddr::BROADCAST,
-        &KERNEL_OGM[..40],
-        &mut out,
-    );
-    assert_eq!(m.counters().malformed, 1);
-}
-
-#[test]
-fn own_ogm_layout_is_what_a_kernel_parses() {
-    let t0 = Instant::now();
-    let mut m = Mesh::new(MeshConfig::new(MacAddr([2, 0, 0, 0, 0x0c, 0])));
-    m.hardif_add(4, MacAddr([2, 0, 0, 0, 0x0c, 4]));
-    m.tt_local_add(MacAddr([2, 0xcc, 0, 0, 0, 1]), 0);
-    let mut out = Vec::new();
-    m.tick(t0, &mut out);
-    let MeshOutput::Transmit {
-        hardif,
-        dst,
-        packet,
-    } = &out[0]
-    else {
-        panic!()
-    };
-    assert_eq!((*hardif, *dst), (4, MacAddr::BROADCAST));
-    let ogms: Vec<_> = crate::wire::batman::OgmIter::new(packet)
-        .map(|r| r.unwrap())
-        .collect();
-    assert_eq!(ogms.len(), 2, "primary + secondary aggregated");
-    let (p, s) = (&ogms[0], &ogms[1]);
-    assert_eq!(
-        (p.ttl(), p.tq(), p.orig(), p.flags()),
-        (50, 255, MacAddr([2, 0, 0, 0, 0x0c, 0]), 0)
-    );
-    assert_eq!(
-        (s.ttl(), s.tq(), s.orig(), s.tvlv_len()),
-        (2, 255, MacAddr([2, 0, 0, 0, 0x0c, 4]), 0)
-    );
-    let tv: Vec<_> = crate::wire::batman::TvlvIter::new(p.tvlv())
-        .map(|t| t.unwrap())
-        .collect();
-    assert_eq!(tv.len(), 1, "only TT: no DAT, no MCAST");
-    let tt = crate::wire::batman::TtData::new_checked(tv[0].value).unwrap();
-    assert_eq!(
-        (tt.flags(), tt.ttvn(), tt.num_vlan(), tt.num_changes()),
-        (1, 1, 1, 1)
-    );
-    let crc = translation_table::tt_entry_crc(MacAddr([2, 0xcc, 0, 0, 0, 1]), 0, 0);
-    assert_eq!(tt.vlans().next().unwrap().crc, crc);
-    assert_eq!(
-        tt.changes().next().unwrap().addr,
-        MacAddr([2, 0xcc, 0, 0, 0, 1])
-    );
-}
-
-#[test]
-fn hostile_packets_into_receive_never_panic() {
-    let t0 = Instant::now();
-    let mut m = Mesh::new(MeshConfig::new(MacAddr([2, 0, 0, 0, 0x0d, 0])));
-    m.hardif_add(1, MacAddr([2, 0, 0, 0, 0x0d, 1]));
-    let mut x: u64 = 0x1234_5678_9abc_def1;
-    let mut rnd = || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
-    let types = [0x00u8, 0x01, 0x40, 0x41, 0x42, 0x43, 0x44, 0x05, 0xff];
-    let mut out = Vec::new();
-    for i in 0..20_000u32 {
-        let len = (rnd() % 200) as usize;
-        let mut p: Vec<u8> = (0..len).map(|_| rnd() as u8).collect();
-        if len >= 3 {
-            p[0] = types[(rnd() % types.len() as u64) as usize];
-            p[1] = 15;
-        }
-        let src = MacAddr([2, 0, 0, 0, 0x0e, (rnd() % 4) as u8]);
-        let dst = if i % 2 == 0 {
-            MacAddr::BROADCAST
-        } else {
-            MacAddr([2, 0, 0, 0, 0x0d, 1])
-        };
-        m.receive(
-            t0 + Duration::from_millis(u64::from(i)),
-            1,
-            src,
-            dst,
-            &p,
-            &mut out,
-        );
-        out.clear();
-    }
-    assert!(m.counters().malformed > 0);
-    assert!(m.originators().len() <= MAX_ORIGINATORS);
-}
-
-#[test]
 fn big_tt_change_stays_under_aggregation_limit_and_converges() {
     let mut s = Sim::new(2);
     s.link(0, 1);
@@ -505,4 +369,106 @@ fn big_tt_change_stays_under_aggregation_limit_and_converges() {
         "learned through a TT_REQUEST"
     );
     assert!(s.route(1, 0).unwrap().tt_crc_ok);
+}
+
+#[test]
+fn migrated_client_roam_adv_redirects_old_node_at_once() {
+    let mut s = Sim::new(3);
+    s.link(0, 1);
+    s.link(1, 2);
+    s.run(Duration::from_secs(12));
+    let vm = MacAddr([2, 0x55, 0, 0, 0, 1]);
+    s.nodes[0].tt_local_add(vm, 0);
+    s.run(Duration::from_secs(4));
+    assert_eq!(s.nodes[2].tt_global_lookup(vm, 0), Some(orig_mac(0)));
+    // The VM arrives on C: C tells A directly (ROAM_ADV over B), A stops
+    // claiming it and points at C before any OGM interval passes.
+    let mut out = Vec::new();
+    s.nodes[2].tt_local_add_announce(vm, 0, &mut out);
+    s.run_outputs(2, out);
+    assert_eq!(s.nodes[2].counters().roam_sent, 1);
+    assert_eq!(s.nodes[0].counters().roam_received, 1);
+    assert_eq!(s.nodes[0].tt_global_lookup(vm, 0), Some(orig_mac(2)));
+    assert!(s.nodes[0]
+        .tt_local_entries()
+        .iter()
+        .all(|e| e.mac != vm || e.pending_delete));
+    // In-flight traffic B still sends to A (stale view) is rerouted by A to C.
+    assert_eq!(
+        s.nodes[1].tt_global_lookup(vm, 0),
+        Some(orig_mac(0)),
+        "B not updated yet"
+    );
+    let mut f = frame(7);
+    f[..6].copy_from_slice(&vm.0);
+    assert!(s.send_unicast(1, 0, &f));
+    assert_eq!(s.nodes[0].counters().unicast_rerouted, 1);
+    assert!(s.delivered[0].is_empty());
+    assert_eq!(s.delivered[2], vec![(f, None, false)]);
+    // After the next OGMs everyone agrees and the CRCs are consistent again.
+    s.run(Duration::from_secs(5));
+    assert!(s.nodes[0].tt_local_entries().is_empty());
+    assert_eq!(s.nodes[1].tt_global_lookup(vm, 0), Some(orig_mac(2)));
+    assert!(s.route(1, 0).unwrap().tt_crc_ok && s.route(1, 2).unwrap().tt_crc_ok);
+}
+
+#[test]
+fn full_mesh_of_twelve_converges_with_bounded_overhead() {
+    let n = 12;
+    let mut s = Sim::new(n);
+    for x in 0..n {
+        for y in (x + 1)..n {
+            s.link(x, y);
+        }
+    }
+    s.run(Duration::from_secs(20));
+    let before = s.transmits;
+    s.run(Duration::from_secs(10));
+    for x in 0..n {
+        let origs = s.nodes[x].originators();
+        for y in (0..n).filter(|y| *y != x) {
+            let r = origs
+                .iter()
+                .find(|o| o.orig == orig_mac(y))
+                .expect("knows everyone");
+            let direct = s
+                .links
+                .iter()
+                .find(|l| (l.a.0, l.b.0) == (x.min(y), x.max(y)))
+                .unwrap();
+            let peer_mac = if direct.a.0 == y {
+                direct.a.2
+            } else {
+                direct.b.2
+            };
+            assert_eq!(r.next_hop, Some(peer_mac), "{x}->{y} goes direct");
+        }
+    }
+    // Per node and interval: own OGMs on 11 links plus rebroadcasts of the
+    // 11 neighbours' OGMs on 11 links (kernel behaviour, one gretap per peer).
+    let per_node_per_s = (s.transmits - before) as f64 / 10.0 / n as f64;
+    eprintln!("full mesh of {n}: {per_node_per_s:.0} transmits/s per node");
+    assert!(
+        per_node_per_s < 3.0 * (n * n) as f64,
+        "{per_node_per_s} packets/s per node"
+    );
+}
+
+#[test]
+fn no_reroute_ping_pong_between_stale_views() {
+    let mut s = Sim::new(2);
+    s.link(0, 1);
+    s.run(Duration::from_secs(10));
+    let vm = MacAddr([2, 0x56, 0, 0, 0, 1]);
+    // B announces the VM, A has nothing local for it; a frame for the VM
+    // that reaches A with A's current TTVN is delivered, not bounced.
+    s.nodes[1].tt_local_add(vm, 0);
+    s.run(Duration::from_secs(3));
+    let mut f = frame(8);
+    f[..6].copy_from_slice(&vm.0);
+    let mut out = Vec::new();
+    assert!(s.nodes[1].send_unicast(s.now, orig_mac(0), &f, &mut out));
+    s.run_outputs(1, out);
+    assert_eq!(s.delivered[0].len(), 1);
+    assert_eq!(s.nodes[0].counters().unicast_rerouted, 0);
 }

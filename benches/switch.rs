@@ -1,0 +1,192 @@
+//! Switch benchmarks (issue 5): the FDB with 100k entries, and the whole
+//! per-frame switch path for the cases the dataplane sees.
+//!
+//! Run: `cargo bench --bench switch`. Kept short (about 2 s per case):
+//! these are for regressions and orders of magnitude, not for papers.
+
+use std::hint::black_box;
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use meshwire::switch::announce::build_gratuitous_arp;
+use meshwire::switch::{Decision, Switch, SwitchConfig};
+use meshwire::wire::ethernet::{ethertype, Frame};
+use meshwire::wire::MacAddr;
+
+/// Entries in the table for every case.
+const ENTRIES: u32 = 100_000;
+/// Local clients (4 ports x 1000): the rest are remote.
+const LOCAL_PORTS: u32 = 4;
+const PER_PORT: u32 = 1000;
+const ORIGINATORS: u32 = 64;
+/// Distinct frames each case cycles through (a power of two).
+const RING: usize = 4096;
+
+fn client(i: u32) -> MacAddr {
+    let b = i.to_be_bytes();
+    MacAddr([0x02, 0x10, b[0], b[1], b[2], b[3]])
+}
+
+fn originator(i: u32) -> MacAddr {
+    MacAddr([0x02, 0x99, 0, 0, 0, (i % ORIGINATORS) as u8])
+}
+
+/// A 64-byte IPv4-typed frame (the switch reads only the header).
+fn frame(dst: MacAddr, src: MacAddr) -> Vec<u8> {
+    let mut b = vec![0u8; 64];
+    let mut f = Frame::new_unchecked(&mut b[..]);
+    f.set_dst_addr(dst);
+    f.set_src_addr(src);
+    f.set_ethertype(ethertype::IPV4);
+    b
+}
+
+/// Spreads `i` over 0..n in a cache-unfriendly order (multiplicative hash).
+fn scatter(i: usize, n: u32) -> u32 {
+    ((i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as u32 % n
+}
+
+/// A switch holding `ENTRIES` clients: the first LOCAL_PORTS * PER_PORT
+/// behind local ports, the rest at remote originators (as from TT).
+fn filled(now: Instant) -> Switch {
+    let mut cfg = SwitchConfig::default();
+    cfg.fdb.max_entries = ENTRIES as usize;
+    let mut sw = Switch::new(cfg);
+    let local = LOCAL_PORTS * PER_PORT;
+    for i in 0..local {
+        let f = frame(MacAddr::BROADCAST, client(i));
+        sw.from_port(now, i % LOCAL_PORTS, &f);
+    }
+    for i in local..ENTRIES {
+        sw.learn_from_tt(now, client(i), 0, originator(i));
+    }
+    assert_eq!(sw.fdb_len(), ENTRIES as usize);
+    sw
+}
+
+fn fdb_lookup(c: &mut Criterion) {
+    let now = Instant::now();
+    let sw = filled(now);
+    let mut g = c.benchmark_group("fdb_100k");
+    g.throughput(Throughput::Elements(1));
+    g.warm_up_time(Duration::from_millis(500));
+    g.measurement_time(Duration::from_secs(2));
+    g.sample_size(20);
+    let mut i = 0usize;
+    g.bench_function("lookup_hit", |b| {
+        b.iter(|| {
+            i = i.wrapping_add(1);
+            let e = sw.lookup(now, client(scatter(i, ENTRIES)), 0);
+            black_box(e.is_some())
+        })
+    });
+    g.bench_function("lookup_miss", |b| {
+        b.iter(|| {
+            i = i.wrapping_add(1);
+            let e = sw.lookup(now, client(ENTRIES + scatter(i, ENTRIES)), 0);
+            black_box(e.is_some())
+        })
+    });
+    g.finish();
+}
+
+/// Frames with the port they enter by.
+type Ring = Vec<(u32, Vec<u8>)>;
+
+/// Frames from local clients on their own port, to `dst(i)`.
+fn ring(dst: impl Fn(usize) -> MacAddr) -> Ring {
+    (0..RING)
+        .map(|i| {
+            let s = scatter(i, LOCAL_PORTS * PER_PORT);
+            (s % LOCAL_PORTS, frame(dst(i), client(s)))
+        })
+        .collect()
+}
+
+fn per_frame(c: &mut Criterion) {
+    let now = Instant::now();
+    let mut sw = filled(now);
+    let mut g = c.benchmark_group("switch_from_port_100k");
+    g.throughput(Throughput::Elements(1));
+    g.warm_up_time(Duration::from_millis(500));
+    g.measurement_time(Duration::from_secs(2));
+    g.sample_size(20);
+    let local = LOCAL_PORTS * PER_PORT;
+    let cases: [(&str, Ring); 4] = [
+        (
+            "known_unicast_remote",
+            ring(|i| client(local + scatter(i + 7, ENTRIES - local))),
+        ),
+        (
+            "known_unicast_local",
+            ring(|i| client(scatter(i + 7, local))),
+        ),
+        ("unknown_unicast", ring(|i| client(ENTRIES + i as u32))),
+        ("broadcast", ring(|_| MacAddr::BROADCAST)),
+    ];
+    for (name, frames) in &cases {
+        let mut i = 0usize;
+        g.bench_function(*name, |b| {
+            b.iter(|| {
+                i = i.wrapping_add(1);
+                let (port, f) = &frames[i & (RING - 1)];
+                let (d, l) = sw.from_port(now, *port, f);
+                black_box((matches!(d, Decision::Drop(_)), l.is_some()))
+            })
+        });
+    }
+    // An announcement (the detector parses the ARP) from a known client.
+    let garps: Ring = (0..RING)
+        .map(|i| {
+            let s = scatter(i, local);
+            let mut b = Vec::new();
+            build_gratuitous_arp(&mut b, client(s), Ipv4Addr::new(198, 19, 9, 9), None);
+            (s % LOCAL_PORTS, b)
+        })
+        .collect();
+    let mut i = 0usize;
+    g.bench_function("gratuitous_arp", |b| {
+        b.iter(|| {
+            i = i.wrapping_add(1);
+            let (port, f) = &garps[i & (RING - 1)];
+            black_box(sw.from_port(now, *port, f).1.is_some())
+        })
+    });
+    g.finish();
+
+    // The mesh side: a unicast for a local client, and a broadcast that
+    // refreshes a remote one.
+    let mut g = c.benchmark_group("switch_from_mesh_100k");
+    g.throughput(Throughput::Elements(1));
+    g.warm_up_time(Duration::from_millis(500));
+    g.measurement_time(Duration::from_secs(2));
+    g.sample_size(20);
+    let to_local: Vec<Vec<u8>> = (0..RING)
+        .map(|i| frame(client(scatter(i, local)), client(local + 1 + i as u32)))
+        .collect();
+    let mut i = 0usize;
+    g.bench_function("unicast_to_local", |b| {
+        b.iter(|| {
+            i = i.wrapping_add(1);
+            black_box(sw.from_mesh(now, &to_local[i & (RING - 1)], None))
+        })
+    });
+    let bcasts: Vec<(MacAddr, Vec<u8>)> = (0..RING)
+        .map(|i| {
+            let s = local + scatter(i, ENTRIES - local);
+            (originator(s), frame(MacAddr::BROADCAST, client(s)))
+        })
+        .collect();
+    g.bench_function("broadcast_learn", |b| {
+        b.iter(|| {
+            i = i.wrapping_add(1);
+            let (o, f) = &bcasts[i & (RING - 1)];
+            black_box(sw.from_mesh(now, f, Some(*o)))
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, fdb_lookup, per_frame);
+criterion_main!(benches);
