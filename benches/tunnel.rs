@@ -9,11 +9,16 @@
 //!   with batching (sendmmsg + GSO, recvmmsg + GRO) and without (one system
 //!   call per datagram each way). Both ends run on this thread, so the
 //!   figure is the whole path's cost: encrypt + send + receive + decrypt.
+//! - `two_threads`: the same A -> B stream with B on its own thread, as a
+//!   sender and a receiver would run on two cores: frames/s of one
+//!   direction, with at most WINDOW frames in flight.
 //!
 //! Run: `cargo bench --bench tunnel`.
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use boringtun::noise::{Tunn, TunnResult};
@@ -271,12 +276,80 @@ fn bench_loopback(c: &mut Criterion) {
     g.finish();
 }
 
+/// Frames A may have sent that B has not received yet: well inside B's
+/// receive buffer, so the measurement is not of drops.
+const WINDOW: usize = 2048;
+
+fn bench_two_threads(c: &mut Criterion) {
+    let mut g = c.benchmark_group("two_threads");
+    g.throughput(Throughput::Elements(BURST as u64));
+    for batching in [true, false] {
+        let (mut a, b) = loopback_pair(batching);
+        let received = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let receiver = {
+            let (received, stop) = (Arc::clone(&received), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let mut b = b;
+                while !stop.load(Ordering::Relaxed) {
+                    let mut n = 0;
+                    b.receive(&mut |_, f| {
+                        black_box(f.len());
+                        n += 1;
+                    });
+                    received.fetch_add(n, Ordering::Release);
+                    if n == 0 {
+                        std::thread::yield_now();
+                    }
+                }
+                b
+            })
+        };
+        let f = frame(1400, 5);
+        let mut sent = 0usize;
+        let mut lost = false;
+        let name = if batching { "batched" } else { "unbatched" };
+        g.bench_function(BenchmarkId::new(name, 1400), |bn| {
+            bn.iter_custom(|iters| {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    while sent - received.load(Ordering::Acquire) > WINDOW && !lost {
+                        // A datagram lost on loopback would stall the
+                        // window for good: give up after a second.
+                        lost = start.elapsed() > Duration::from_secs(1);
+                        std::hint::spin_loop();
+                    }
+                    for _ in 0..BURST {
+                        a.send_frame(0, &f).expect("send");
+                    }
+                    a.flush();
+                    sent += BURST;
+                }
+                start.elapsed()
+            })
+        });
+        stop.store(true, Ordering::Relaxed);
+        let b = receiver.join().expect("receiver");
+        let (k, kb) = (a.counters(), b.counters());
+        eprintln!(
+            "  two_threads {name}: sent {sent} frames, B delivered {} ({} lost to drops); \
+             {} datagrams per sendmmsg, {} per recvmmsg",
+            kb.rx_frames,
+            sent as u64 - kb.rx_frames.min(sent as u64),
+            k.tx_datagrams / k.tx_sendmmsg_calls.max(1),
+            kb.rx_datagrams / kb.rx_recvmmsg_calls.max(1)
+        );
+        assert!(!lost, "frames lost: the window never reopened");
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .sample_size(30);
-    targets = bench_seal_open, bench_loopback
+    targets = bench_seal_open, bench_loopback, bench_two_threads
 }
 criterion_main!(benches);
