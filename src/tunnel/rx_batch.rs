@@ -316,6 +316,39 @@ mod tests {
         }
     }
 
+    /// Entry shapes the kernel should never produce still split safely:
+    /// empty, a segment size past the data, a 1-byte segment size, a cut
+    /// train, a single datagram over the limit.
+    #[test]
+    fn odd_entries_split_without_panic() {
+        let mut b = RxBatch::new();
+        let shapes = [
+            (0usize, 0usize, false),
+            (100, 5000, false),
+            (10, 1, false),
+            (2500, 1000, true),
+            (RX_SLOT, 0, false),
+            (RX_SLOT + 7, 3, true),
+        ];
+        for (i, &(len, seg, cut)) in shapes.iter().enumerate() {
+            b.lens[i] = len;
+            b.segs[i] = seg;
+            b.truncated[i] = cut;
+        }
+        b.count = shapes.len();
+        let split = |i: usize| -> Vec<(usize, bool)> {
+            b.datagrams(i).map(|d| (d.data.len(), d.oversize)).collect()
+        };
+        assert_eq!(split(0), [(0, false)]);
+        assert_eq!(split(1), [(100, false)]);
+        assert_eq!(split(2), vec![(1, false); 10]);
+        assert_eq!(split(3), [(1000, false), (1000, false), (500, true)]);
+        assert_eq!(split(4), [(RX_DATAGRAM_MAX, true)]);
+        // A length past the slot is clamped to it.
+        assert_eq!(split(5).len(), RX_SLOT.div_ceil(3));
+        assert_eq!(split(6).len(), 0, "past count: nothing");
+    }
+
     fn send_gso(a: &UdpSocket, payload: &[u8], seg: u16, to: SocketAddr) {
         let (mut sa, salen) = crate::tunnel::socket::to_sockaddr(to, a.v6).unwrap();
         let mut iov = libc::iovec {
