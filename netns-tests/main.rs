@@ -2,4 +2,5 @@
 //! behind TAP ports, real `meshwire` daemons, real traffic.
 
 mod common;
+mod migration;
 mod node;

@@ -17,8 +17,7 @@ const LAYOUT: &[&[Attach]] = &[
 ];
 
 fn originator_of(t: &Topology, hv: usize) -> String {
-    let pk = keys::decode_key(&t.hvs[hv - 1].public_key).unwrap();
-    keys::originator_mac(&pk).to_string()
+    t.originator_of(hv)
 }
 
 fn hardif_of(t: &Topology, hv: usize, towards: usize) -> String {

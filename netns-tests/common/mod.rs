@@ -478,6 +478,30 @@ impl Topology {
         wait_until(limit, || self.ping(from, to_ip, 1, &[]))
     }
 
+    /// The originator MAC of a hypervisor (derived from its key).
+    pub fn originator_of(&self, hv: usize) -> String {
+        let pk = meshwire::keys::decode_key(&self.hvs[hv - 1].public_key).unwrap();
+        meshwire::keys::originator_mac(&pk).to_string()
+    }
+
+    /// Waits until every hypervisor has a route (a next hop) to every other
+    /// hypervisor's originator.
+    pub fn wait_routes(&self, limit: Duration) -> bool {
+        let n = self.hvs.len();
+        wait_until(limit, || {
+            (1..=n).all(|a| {
+                let origs = self.ctl(a, "originators");
+                (1..=n).filter(|&b| b != a).all(|b| {
+                    let o = self.originator_of(b);
+                    origs.as_array().is_some_and(|l| {
+                        l.iter()
+                            .any(|e| e["originator"] == o && e["next_hop"].is_string())
+                    })
+                })
+            })
+        })
+    }
+
     pub fn dump_logs(&self) -> String {
         (1..=self.hvs.len())
             .map(|i| format!("--- hv{i} log ---\n{}", self.log(i)))

@@ -85,6 +85,9 @@ pub fn run(socket: &Path, cmd: CtlCommand, json: bool) -> Result<String, String>
                 ("DROPS", "drops"),
             ],
         ),
+        CtlCommand::Announce { .. } | CtlCommand::Port { .. } => {
+            format!("{}\n", data.as_str().unwrap_or("done"))
+        }
         CtlCommand::Stats => {
             let mut s = serde_json::to_string_pretty(&data).map_err(|e| e.to_string())?;
             s.push('\n');

@@ -10,8 +10,12 @@
 pub mod client;
 pub mod server;
 
+use std::net::IpAddr;
+
 use clap::Subcommand;
 use serde::{Deserialize, Serialize};
+
+use crate::wire::MacAddr;
 
 /// `meshwire ctl` subcommands (a contract: extend, never rename).
 #[derive(Debug, Clone, PartialEq, Eq, Subcommand, Serialize, Deserialize)]
@@ -27,6 +31,38 @@ pub enum CtlCommand {
     Ports,
     /// Counters of every layer: drops by reason, malformed input.
     Stats,
+    /// Announce a VM that just arrived on PORT (live migration hooks):
+    /// gratuitous ARP for each IPv4 address, unsolicited neighbour
+    /// advertisement for each IPv6 address, a RARP (as qemu sends) when no
+    /// address is given. Without --mac: every MAC seen on the port.
+    Announce {
+        #[arg(long)]
+        port: String,
+        #[arg(long)]
+        mac: Option<MacAddr>,
+        #[arg(long = "ip", num_args = 1..)]
+        #[serde(default)]
+        ip: Vec<IpAddr>,
+    },
+    /// Add or remove a port (TAP) at runtime.
+    Port {
+        #[command(subcommand)]
+        action: PortAction,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "lowercase")]
+pub enum PortAction {
+    /// Open (create if missing) a TAP and switch it.
+    Add {
+        name: String,
+        /// MTU; default: the largest frame that fits the underlay.
+        #[arg(long)]
+        mtu: Option<u16>,
+    },
+    /// Stop switching a port; its MACs leave the FDB and the mesh.
+    Del { name: String },
 }
 
 /// One answer on the wire.

@@ -38,6 +38,18 @@ impl Epoll {
         Ok(())
     }
 
+    pub fn del(&self, fd: RawFd) {
+        // SAFETY: a null event is allowed for EPOLL_CTL_DEL.
+        unsafe {
+            libc::epoll_ctl(
+                self.fd.as_raw_fd(),
+                libc::EPOLL_CTL_DEL,
+                fd,
+                std::ptr::null_mut(),
+            )
+        };
+    }
+
     /// Waits up to `timeout`; returns the tokens of ready fds.
     pub fn wait(&mut self, timeout: Duration, ready: &mut Vec<u64>) -> io::Result<()> {
         ready.clear();
@@ -64,7 +76,7 @@ impl Epoll {
     }
 }
 
-/// SIGINT and SIGTERM as a readable fd. Blocks them in the calling thread;
+/// SIGINT, SIGTERM (stop) and SIGHUP (reload) as a readable fd. Blocks them in the calling thread;
 /// threads spawned afterwards inherit the mask, so only this fd sees them.
 pub struct Signals {
     fd: OwnedFd,
@@ -78,6 +90,7 @@ impl Signals {
             libc::sigemptyset(&mut set);
             libc::sigaddset(&mut set, libc::SIGINT);
             libc::sigaddset(&mut set, libc::SIGTERM);
+            libc::sigaddset(&mut set, libc::SIGHUP);
             if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
                 return Err(io::Error::last_os_error());
             }

@@ -9,12 +9,16 @@ mod epoll;
 mod node;
 mod report;
 
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use serde_json::{json, Value};
 use tracing::{info, warn};
 
-use crate::config::Validated;
+use crate::config::{self, Validated};
 use crate::control::server::ControlServer;
+use crate::control::{CtlCommand, PortAction};
 use crate::port::PortId;
 
 pub use node::{Node, NodeCounters};
@@ -34,17 +38,27 @@ const TUNNEL_TICK: Duration = Duration::from_millis(100);
 const FDB_TICK: Duration = Duration::from_secs(1);
 /// Frames read from one TAP per wake-up, so one busy VM cannot starve the rest.
 const PORT_BATCH: usize = 64;
-/// Largest frame a TAP can hand us (64 KiB with offloads off is impossible,
-/// but the buffer costs nothing and a short read would corrupt a frame).
+/// Larger than any frame a TAP hands over, so a frame is never cut short.
 const FRAME_BUF: usize = 65536;
 
-pub fn run(cfg: Validated) -> Result<(), String> {
+/// The daemon: the node, its event sources and where its config lives.
+struct Daemon {
+    node: Node,
+    ep: Epoll,
+    cfg: Validated,
+    config_path: PathBuf,
+    /// Ports that came from the config file (a reload manages only these;
+    /// ports added with `ctl port add` stay until `ctl port del`).
+    config_ports: BTreeSet<String>,
+}
+
+pub fn run(cfg: Validated, config_path: &Path) -> Result<(), String> {
     // Before any thread exists, so that every thread inherits the mask.
     let signals = Signals::new().map_err(|e| format!("signalfd: {e}"))?;
-    let mut node = Node::new(&cfg)?;
+    let node = Node::new(&cfg)?;
     let control = ControlServer::start(&cfg.raw.control.socket)
         .map_err(|e| format!("control.socket {}: {e}", cfg.raw.control.socket.display()))?;
-    let mut ep = Epoll::new().map_err(|e| format!("epoll: {e}"))?;
+    let ep = Epoll::new().map_err(|e| format!("epoll: {e}"))?;
     ep.add(signals.fd(), TOKEN_SIGNAL)
         .map_err(|e| e.to_string())?;
     ep.add(control.fd(), TOKEN_CONTROL)
@@ -53,20 +67,22 @@ pub fn run(cfg: Validated) -> Result<(), String> {
         ep.add(fd, TOKEN_TUNNEL + i as u64)
             .map_err(|e| e.to_string())?;
     }
-    let port_fds: Vec<_> = node
-        .ports
-        .ids()
-        .filter_map(|id| node.ports.get(id).map(|p| (id, p.tap.fd())))
-        .collect();
-    for (id, fd) in port_fds {
-        ep.add(fd, TOKEN_PORT + id as u64)
-            .map_err(|e| e.to_string())?;
+    let mut d = Daemon {
+        config_ports: cfg.raw.ports.iter().map(|p| p.name.clone()).collect(),
+        node,
+        ep,
+        cfg,
+        config_path: config_path.to_path_buf(),
+    };
+    let ids: Vec<PortId> = d.node.ports.ids().collect();
+    for id in ids {
+        d.watch_port(id)?;
     }
     info!(
-        originator = %node.originator,
-        peers = cfg.peers.len(),
-        ports = cfg.raw.ports.len(),
-        listen_port = cfg.raw.node.listen_port,
+        originator = %d.node.originator,
+        peers = d.cfg.peers.len(),
+        ports = d.cfg.raw.ports.len(),
+        listen_port = d.cfg.raw.node.listen_port,
         "meshwire running"
     );
 
@@ -77,32 +93,35 @@ pub fn run(cfg: Validated) -> Result<(), String> {
     let mut next_fdb_tick = start + FDB_TICK;
     loop {
         let now = Instant::now();
-        let deadline = node
+        let deadline = d
+            .node
             .mesh
             .next_deadline()
             .min(next_tunnel_tick)
             .min(next_fdb_tick);
-        ep.wait(deadline.saturating_duration_since(now), &mut ready)
+        d.ep.wait(deadline.saturating_duration_since(now), &mut ready)
             .map_err(|e| format!("epoll_wait: {e}"))?;
         let now = Instant::now();
         for &token in &ready {
             match token {
-                TOKEN_SIGNAL => {
-                    if let Some(sig) = signals.read() {
+                TOKEN_SIGNAL => match signals.read() {
+                    Some(libc::SIGHUP) => d.reload(),
+                    Some(sig) => {
                         info!(signal = sig, "shutting down");
                         return Ok(());
                     }
-                }
+                    None => {}
+                },
                 TOKEN_CONTROL => {
                     for req in control.drain() {
-                        let r = report::answer(&mut node, &req.cmd, now);
+                        let r = d.control(&req.cmd, now);
                         req.reply(r);
                     }
                 }
                 t if t >= TOKEN_PORT => {
-                    read_port(&mut node, now, (t - TOKEN_PORT) as PortId, &mut buf)
+                    read_port(&mut d.node, now, (t - TOKEN_PORT) as PortId, &mut buf)
                 }
-                _ => node.on_tunnel_readable(now),
+                _ => d.node.on_tunnel_readable(now),
             }
         }
         let tunnel_due = now >= next_tunnel_tick;
@@ -113,7 +132,94 @@ pub fn run(cfg: Validated) -> Result<(), String> {
         if fdb_due {
             next_fdb_tick = now + FDB_TICK;
         }
-        node.on_tick(now, tunnel_due, fdb_due);
+        d.node.on_tick(now, tunnel_due, fdb_due);
+    }
+}
+
+impl Daemon {
+    fn watch_port(&self, id: PortId) -> Result<(), String> {
+        let fd = self
+            .node
+            .ports
+            .get(id)
+            .map(|p| p.tap.fd())
+            .ok_or("port vanished")?;
+        self.ep
+            .add(fd, TOKEN_PORT + id as u64)
+            .map_err(|e| format!("epoll: {e}"))
+    }
+
+    fn add_port(&mut self, name: &str, mtu: Option<u16>) -> Result<PortId, String> {
+        let mtu = mtu.unwrap_or_else(|| self.cfg.default_port_mtu());
+        let id = self.node.add_port(name, mtu)?;
+        if let Err(e) = self.watch_port(id) {
+            let _ = self.node.remove_port(name);
+            return Err(e);
+        }
+        info!(port = name, mtu, "port added");
+        Ok(id)
+    }
+
+    fn del_port(&mut self, name: &str) -> Result<PortId, String> {
+        if let Some(id) = self.node.ports.id_by_name(name) {
+            if let Some(p) = self.node.ports.get(id) {
+                self.ep.del(p.tap.fd());
+            }
+        }
+        let id = self.node.remove_port(name)?;
+        info!(port = name, "port removed");
+        Ok(id)
+    }
+
+    fn control(&mut self, cmd: &CtlCommand, now: Instant) -> Result<Value, String> {
+        match cmd {
+            CtlCommand::Port { action } => match action {
+                PortAction::Add { name, mtu } => self
+                    .add_port(name, *mtu)
+                    .map(|id| json!(format!("port {name} added (id {id})"))),
+                PortAction::Del { name } => self
+                    .del_port(name)
+                    .map(|_| json!(format!("port {name} removed"))),
+            },
+            CtlCommand::Announce { port, mac, ip } => {
+                self.node.announce(now, port, *mac, ip).map(Value::from)
+            }
+            other => report::answer(&mut self.node, other, now),
+        }
+    }
+
+    /// SIGHUP: re-reads the config and brings the config's ports in line.
+    /// Other sections need a restart (peers, keys, addresses); a bad file
+    /// is reported and changes nothing.
+    fn reload(&mut self) {
+        let cfg = match config::load(&self.config_path) {
+            Ok(c) => c,
+            Err(e) => {
+                warn!("reload refused: {}: {e}", self.config_path.display());
+                return;
+            }
+        };
+        let wanted: BTreeSet<String> = cfg.raw.ports.iter().map(|p| p.name.clone()).collect();
+        for gone in self
+            .config_ports
+            .difference(&wanted)
+            .cloned()
+            .collect::<Vec<_>>()
+        {
+            if let Err(e) = self.del_port(&gone) {
+                warn!("reload: {e}");
+            }
+        }
+        for p in &cfg.raw.ports {
+            if self.node.ports.id_by_name(&p.name).is_none() {
+                if let Err(e) = self.add_port(&p.name, Some(cfg.port_mtu(p))) {
+                    warn!("reload: {e}");
+                }
+            }
+        }
+        self.config_ports = wanted;
+        self.cfg = cfg;
+        info!("config reloaded");
     }
 }
 
@@ -124,6 +230,8 @@ fn read_port(node: &mut Node, now: Instant, port: PortId, buf: &mut [u8]) {
             // Dropped and counted by the port (runt, oversize).
             Ok(None) => {}
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+            // Removed earlier in this round of events.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
             Err(e) => {
                 warn!(port, "port read failed: {e}");
                 return;

@@ -16,7 +16,7 @@ use crate::config::Validated;
 use crate::keys;
 use crate::mesh::{HardifId, Mesh, MeshConfig, MeshOutput};
 use crate::port::{PortId, Ports};
-use crate::switch::{Decision, Switch, SwitchConfig};
+use crate::switch::{announce, Decision, Switch, SwitchConfig};
 use crate::tunnel::{PeerId, PeerSpec, TunnelConfig, Tunnels};
 use crate::wire::ethernet::{self, Frame};
 use crate::wire::MacAddr;
@@ -120,7 +120,10 @@ impl Node {
     pub fn on_port_frame(&mut self, now: Instant, port: PortId, frame: &[u8]) {
         let (decision, learned) = self.switch.from_port(now, port, frame);
         if let Some(l) = learned {
-            self.mesh.tt_local_add(l.mac, l.vid);
+            // A new client, a move or an announcement: claim it at once. The
+            // mesh sends ROAM adverts to an originator that still announces
+            // it, which then reroutes frames in flight to us.
+            self.mesh.tt_local_add_announce(l.mac, l.vid, &mut self.out);
         }
         self.forward(now, decision, frame);
         self.flush(now);
@@ -280,6 +283,82 @@ impl Node {
         if self.tunnels.send_frame(hardif as PeerId, b).is_err() {
             self.counters.tunnel_send_errors += 1;
         }
+    }
+}
+
+impl Node {
+    /// Opens (or creates) a TAP and switches it.
+    pub fn add_port(&mut self, name: &str, mtu: u16) -> Result<PortId, String> {
+        if self.ports.id_by_name(name).is_some() {
+            return Err(format!("port {name} exists"));
+        }
+        crate::config::check_ifname(name).map_err(|e| format!("port {name}: {e}"))?;
+        let id = self
+            .ports
+            .open(name, mtu)
+            .map_err(|e| format!("port {name}: {e}"))?;
+        self.switch.set_port_name(id, name);
+        self.port_ids.push(id);
+        Ok(id)
+    }
+
+    /// Stops switching a port: its MACs leave the FDB and the translation
+    /// table, and a TAP we created goes away.
+    pub fn remove_port(&mut self, name: &str) -> Result<PortId, String> {
+        let id = self
+            .ports
+            .id_by_name(name)
+            .ok_or_else(|| format!("no port {name}"))?;
+        for (mac, vid) in self.switch.port_removed(id) {
+            self.mesh.tt_local_del(mac, vid);
+        }
+        self.ports.remove(id);
+        self.port_ids.retain(|&p| p != id);
+        Ok(id)
+    }
+
+    /// Announces clients of `port` as if they had sent the frames themselves
+    /// (gratuitous ARP, unsolicited NA, or a RARP without addresses): they
+    /// claim the MACs here and flood to the other ports and the mesh. They
+    /// are not written into `port` itself, whose clients they describe.
+    pub fn announce(
+        &mut self,
+        now: Instant,
+        port_name: &str,
+        mac: Option<MacAddr>,
+        ips: &[IpAddr],
+    ) -> Result<String, String> {
+        let port = self
+            .ports
+            .id_by_name(port_name)
+            .ok_or_else(|| format!("no port {port_name}"))?;
+        let clients: Vec<(MacAddr, u16)> = match mac {
+            Some(m) if m.is_unicast() && !m.is_zero() => vec![(m, 0)],
+            Some(m) => return Err(format!("{m} is not a unicast MAC")),
+            None => self.switch.port_clients(now, port),
+        };
+        if clients.is_empty() {
+            return Err(format!("no client seen on {port_name} yet: give --mac"));
+        }
+        let mut frame = Vec::with_capacity(128);
+        let mut sent = 0;
+        for (m, vid) in clients {
+            let vlan = announce::vlan_of_batman_vid(vid);
+            if ips.is_empty() {
+                announce::build_rarp(&mut frame, m, vlan);
+                self.on_port_frame(now, port, &frame);
+                sent += 1;
+            }
+            for ip in ips {
+                match ip {
+                    IpAddr::V4(a) => announce::build_gratuitous_arp(&mut frame, m, *a, vlan),
+                    IpAddr::V6(a) => announce::build_unsolicited_na(&mut frame, m, *a, vlan),
+                }
+                self.on_port_frame(now, port, &frame);
+                sent += 1;
+            }
+        }
+        Ok(format!("{sent} announcement(s) sent from {port_name}"))
     }
 }
 

@@ -16,6 +16,8 @@ pub fn answer(node: &mut Node, cmd: &CtlCommand, now: Instant) -> Result<Value, 
         CtlCommand::Fdb => fdb(node, now),
         CtlCommand::Ports => ports(node),
         CtlCommand::Stats => stats(node),
+        // Commands that change state are the daemon's, not a report's.
+        CtlCommand::Announce { .. } | CtlCommand::Port { .. } => return Err("not a report".into()),
     })
 }
 
