@@ -41,6 +41,18 @@ pub struct TunnelCounters {
     /// Cookie replies received and accepted.
     pub rx_cookie_replies: u64,
 
+    // --- receive batching (rx_datagrams / rx_recvmmsg_calls = datagrams
+    // per system call) ---
+    /// recvmmsg calls that returned something.
+    pub rx_recvmmsg_calls: u64,
+    /// Entries those calls filled (a GRO train is one entry).
+    pub rx_messages: u64,
+    /// Most entries one recvmmsg filled (at most RX_BATCH).
+    pub rx_most_messages_per_call: u64,
+    /// Entries that were UDP GRO trains, and the datagrams they held.
+    pub rx_gro_trains: u64,
+    pub rx_gro_segments: u64,
+
     // --- inner (gretap) checks, one per gretap::Drop ---
     pub inner_bad_ip_header: u64,
     pub inner_bad_ip_checksum: u64,
@@ -55,7 +67,8 @@ pub struct TunnelCounters {
     pub rx_frames: u64,
 
     // --- send ---
-    /// Frames encrypted and handed to the socket.
+    /// Frames encrypted and queued for the socket (drops at flush time are
+    /// in tx_would_block / tx_socket_errors).
     pub tx_frames: u64,
     /// Frames given to send_frame while no session existed (queued inside
     /// the peer's Tunn, at most 256 per peer, until the handshake completes).
@@ -64,10 +77,32 @@ pub struct TunnelCounters {
     pub tx_no_endpoint: u64,
     /// Socket send buffer full: datagram dropped.
     pub tx_would_block: u64,
-    /// Other sendto errors.
+    /// Other send errors (per datagram dropped).
     pub tx_socket_errors: u64,
+    /// Datagrams (and their bytes) the kernel accepted.
     pub tx_datagrams: u64,
     pub tx_bytes: u64,
+
+    // --- send batching (tx_datagrams / tx_sendmmsg_calls = datagrams per
+    // system call) ---
+    /// Flushes that had something to send.
+    pub tx_flushes: u64,
+    /// Flushes forced by a full batch (TX_BATCH datagrams).
+    pub tx_full_batch_flushes: u64,
+    pub tx_sendmmsg_calls: u64,
+    /// Messages sendmmsg accepted (a GSO message carries several datagrams).
+    pub tx_messages: u64,
+    /// Most messages one sendmmsg accepted.
+    pub tx_most_messages_per_call: u64,
+    /// UDP GSO messages, and the datagrams they carried.
+    pub tx_gso_messages: u64,
+    pub tx_gso_segments: u64,
+    /// The kernel refused GSO (EIO: no checksum offload; EINVAL: a limit):
+    /// GSO is now off for the socket, datagrams resent one message each.
+    pub tx_gso_fallbacks: u64,
+    /// GSO messages refused with EMSGSIZE (a segment over the path MTU):
+    /// their datagrams were resent one message each; GSO stays on.
+    pub tx_gso_too_big: u64,
 
     // --- handshakes ---
     pub handshake_initiations_sent: u64,

@@ -7,20 +7,40 @@
 //! - `noise.rs`: demultiplexing messages to peers (receiver index, initiator
 //!   key) and the shared handshake rate limiter.
 //! - `send.rs` / `receive.rs`: the two data paths.
+//! - `codec.rs`: one frame's encapsulation + encryption and back, sans I/O.
 //! - `timers.rs`: boringtun's timers for every peer.
-//! - `socket.rs`: the dual-stack UDP socket (libc, recvmmsg).
+//! - `socket.rs`: the dual-stack UDP socket (libc).
+//! - `rx_batch.rs`: recvmmsg + UDP GRO; `tx_batch.rs`: sendmmsg + UDP GSO.
+//! - `output.rs`: the one send queue every outgoing message joins.
 //! - `gretap.rs`: inner encap/decap.
-//! - `counters.rs`: drop and event counters.
+//! - `counters.rs`: drop, event and batch-size counters.
 //!
 //! Single-threaded: every method takes `&mut self`; the dataplane owns the
 //! `Tunnels` and drives it from its epoll loop: `receive` when `fds()` are
-//! readable, `tick` every 100-250 ms, `send_frame` for each outgoing frame.
+//! readable, `tick` every 100-250 ms, `send_frame` for each outgoing frame,
+//! and `flush` once per loop iteration.
+//!
+//! Batching (the point of it: one system call per packet was the limit of
+//! every userspace peer measured here, see DESIGN.md): `send_frame`
+//! encrypts into a preallocated batch of TX_BATCH datagrams and sends
+//! nothing; `flush` hands the batch to the kernel with one sendmmsg, runs of
+//! equal-sized datagrams to one endpoint as single UDP GSO messages. A full
+//! batch flushes by itself, and `receive` and `tick` flush before they
+//! return, so nothing waits past the caller's next `flush`, `receive` or
+//! `tick`. Receive takes RX_BATCH entries per recvmmsg, each possibly a GRO
+//! train. Where the kernel lacks GSO/GRO (before 4.18/5.0) or refuses GSO,
+//! plain sendmmsg/recvmmsg remain; `set_batching(false)` turns all of it
+//! off (one system call per datagram each way).
 //!
 //! Bounds (hostile or broken peers cannot grow memory):
 //! - frames waiting for a handshake: boringtun's queue, 256 per peer (one
 //!   allocation per queued frame, only while no session exists);
-//! - one `receive` reads at most MAX_BATCHES_PER_CALL x RX_BATCH datagrams
-//!   into buffers allocated once; datagrams over RX_DATAGRAM_MAX are dropped;
+//! - one `receive` makes at most MAX_BATCHES_PER_CALL recvmmsg calls of
+//!   RX_BATCH entries, and none after MAX_DATAGRAMS_PER_CALL datagrams (RX_SLOT bytes each: 2 MiB, allocated once, touched
+//!   only as far as trains reach); datagrams over RX_DATAGRAM_MAX are
+//!   dropped;
+//! - the send batch: TX_BATCH slots of TX_SLOT bytes (576 KiB), allocated
+//!   once;
 //! - handshake processing: HANDSHAKE_RATE_LIMIT per second, then cookies;
 //! - peers: at most MAX_PEERS (boringtun's 24-bit index space).
 //!
@@ -29,19 +49,25 @@
 //! 0x0000/0x6558, and WireGuard's zero padding to 16 bytes (capped at the
 //! 1420-byte wg0 MTU), which boringtun itself does not add.
 
+mod codec;
 mod counters;
 pub mod gretap;
 mod noise;
+mod output;
 mod peer;
 mod receive;
+mod rx_batch;
 mod send;
 mod socket;
 mod timers;
+mod tx_batch;
 
 #[cfg(test)]
 pub(crate) mod captures;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_batch;
 #[cfg(test)]
 mod tests_raw;
 
@@ -54,17 +80,22 @@ use std::time::{Duration, Instant};
 
 use boringtun::x25519::StaticSecret;
 
+pub use codec::{open_frame, seal_frame, OpenError, Sealed};
 pub use counters::TunnelCounters;
-pub use gretap::{Drop as InnerDrop, INNER_TTL};
+pub use gretap::{Drop as InnerDrop, Link, INNER_TTL};
 pub use noise::{HANDSHAKE_RATE_LIMIT, MAX_PEERS};
 pub use peer::PeerStats;
-pub use receive::MAX_BATCHES_PER_CALL;
+pub use receive::{MAX_BATCHES_PER_CALL, MAX_DATAGRAMS_PER_CALL};
+pub use rx_batch::{RX_BATCH, RX_SLOT};
 pub use send::MAX_FRAME_LEN;
-pub use socket::{RX_BATCH, RX_DATAGRAM_MAX, SOCKET_BUFFER_BYTES};
+pub use socket::{RX_DATAGRAM_MAX, SOCKET_BUFFER_BYTES};
+pub use tx_batch::{TX_BATCH, TX_SLOT};
 
 use noise::{IndexMap, Matcher};
+use output::Output;
 use peer::Peer;
-use socket::{RxBatch, UdpSocket};
+use rx_batch::RxBatch;
+use socket::UdpSocket;
 
 /// Index into the config's peer list; the mesh uses it as its HardifId.
 pub type PeerId = u32;
@@ -121,7 +152,9 @@ pub enum TunnelError {
     FrameTooLong(usize),
     /// The peer has no configured endpoint and has not contacted us yet.
     NoEndpoint(PeerId),
-    /// sendto failed (WouldBlock: the socket buffer is full).
+    /// A send failed (WouldBlock: the socket buffer is full). send_frame
+    /// no longer returns it: sends happen at flush time and their failures
+    /// are counted (tx_would_block, tx_socket_errors).
     Socket(io::ErrorKind),
     /// boringtun refused to encrypt.
     Noise,
@@ -145,7 +178,8 @@ impl fmt::Display for TunnelError {
 impl std::error::Error for TunnelError {}
 
 pub struct Tunnels {
-    socket: UdpSocket,
+    /// The socket and the send batch.
+    net: Output,
     rx: RxBatch,
     peers: Vec<Peer>,
     index: IndexMap,
@@ -209,7 +243,7 @@ impl Tunnels {
             })
             .collect();
         Ok(Tunnels {
-            socket,
+            net: Output::new(socket),
             rx: RxBatch::new(),
             peers,
             index,
@@ -222,53 +256,96 @@ impl Tunnels {
 
     /// Descriptors to watch for readability.
     pub fn fds(&self) -> Vec<RawFd> {
-        vec![self.socket.raw_fd()]
+        vec![self.net.socket.raw_fd()]
     }
 
     /// The UDP port actually bound (useful with listen_port 0).
     pub fn local_port(&self) -> io::Result<u16> {
-        self.socket.local_port()
+        self.net.socket.local_port()
     }
 
     /// Moves to a new socket on `port` (`wg set listen-port`); the fds
     /// change, so re-register them. Peers learn the new port from our next
     /// authenticated packet.
     pub fn rebind(&mut self, port: u16) -> io::Result<()> {
-        self.socket = UdpSocket::bind(port)?;
+        let mut socket = UdpSocket::bind(port)?;
+        // Whatever is queued leaves by the old socket, then it closes.
+        self.net.flush(&mut self.counters);
+        socket.set_gro(self.net.batching);
+        self.net.socket = socket;
         Ok(())
     }
 
     /// The receive buffer the kernel granted (it reports double the request).
     pub fn socket_rcvbuf(&self) -> io::Result<usize> {
-        self.socket.rcvbuf()
+        self.net.socket.rcvbuf()
     }
 
     /// True when one AF_INET6 socket serves both IPv4 and IPv6 peers.
     pub fn dual_stack(&self) -> bool {
-        self.socket.is_dual_stack()
+        self.net.socket.is_dual_stack()
     }
 
     pub fn peer_count(&self) -> usize {
         self.peers.len()
     }
 
-    /// Encapsulates, encrypts and sends one Ethernet frame to the peer. With
-    /// no session yet, boringtun queues it (at most 256 per peer, oldest
-    /// kept) and a handshake starts.
+    /// Encapsulates and encrypts one Ethernet frame to the peer into the
+    /// send batch; `flush` (or a full batch, or the next `receive`/`tick`)
+    /// sends it. With no session yet, boringtun queues it (at most 256 per
+    /// peer, oldest kept) and a handshake starts. Socket errors show up in
+    /// the counters at flush time, not here.
     pub fn send_frame(&mut self, peer: PeerId, eth_frame: &[u8]) -> Result<(), TunnelError> {
         self.send_frame_inner(peer, eth_frame)
     }
 
-    /// Drains the socket (at most MAX_BATCHES_PER_CALL x RX_BATCH datagrams)
-    /// and calls `deliver(peer, frame)` for every gretap frame that passed.
-    /// Returns the datagrams read: when it is the maximum, more may be
-    /// waiting (matters with edge-triggered epoll; level-triggered just
-    /// wakes again).
+    /// Sends everything queued: one sendmmsg, with UDP GSO for runs of
+    /// equal-sized datagrams to one endpoint. Call once per event-loop
+    /// iteration, after the frames of that iteration were sent.
+    pub fn flush(&mut self) {
+        self.net.flush(&mut self.counters);
+    }
+
+    /// Datagrams waiting for `flush`.
+    pub fn queued(&self) -> usize {
+        self.net.queued()
+    }
+
+    /// On (the default): batched send and receive, UDP GSO/GRO where the
+    /// kernel has them. Off: one system call per datagram each way, no
+    /// offloads, every message sent at once (for comparison and debugging).
+    pub fn set_batching(&mut self, on: bool) {
+        self.net.flush(&mut self.counters);
+        self.net.batching = on;
+        self.net.socket.set_gro(on);
+    }
+
+    pub fn batching(&self) -> bool {
+        self.net.batching
+    }
+
+    /// UDP GSO is in use: the kernel has it and has not refused it.
+    pub fn gso_active(&self) -> bool {
+        self.net.batching && self.net.socket.gso
+    }
+
+    /// UDP GRO is on for the socket.
+    pub fn gro_active(&self) -> bool {
+        self.net.socket.gro
+    }
+
+    /// Drains the socket (at most MAX_BATCHES_PER_CALL recvmmsg calls of
+    /// RX_BATCH entries, GRO trains split, none after
+    /// MAX_DATAGRAMS_PER_CALL datagrams) and calls `deliver(peer, frame)`
+    /// for every gretap frame that passed; flushes the send batch before
+    /// and after. Returns the datagrams read; if the last recvmmsg came back
+    /// full, more may be waiting (matters with edge-triggered epoll;
+    /// level-triggered just wakes again).
     pub fn receive(&mut self, deliver: &mut dyn FnMut(PeerId, &[u8])) -> usize {
         self.receive_inner(deliver)
     }
 
-    /// Runs every peer's timers. Call every 100-250 ms.
+    /// Runs every peer's timers and flushes. Call every 100-250 ms.
     pub fn tick(&mut self) {
         self.tick_inner()
     }

@@ -1,6 +1,7 @@
-//! The receive path: recvmmsg -> find the peer (index or initiation key) ->
-//! boringtun decapsulate -> roaming, replies, queued packets -> gretap checks
-//! -> deliver the Ethernet frame.
+//! The receive path: recvmmsg (+ GRO trains split into datagrams) -> find
+//! the peer (index or initiation key) -> boringtun decapsulate -> roaming,
+//! replies, queued packets -> gretap checks -> deliver the Ethernet frame.
+//! Replies and released frames join the send batch, flushed at the end.
 
 use std::net::SocketAddr;
 
@@ -9,14 +10,20 @@ use boringtun::noise::{Packet, Tunn, TunnResult};
 
 use super::counters::TunnelCounters;
 use super::noise::{IndexMap, InitMatch, Matcher};
-use super::peer::Peer;
-use super::send::{transmit, MSG_COOKIE, MSG_DATA};
-use super::socket::{UdpSocket, RX_BATCH};
+use super::output::Output;
+use super::peer::{Now, Peer};
+use super::rx_batch::{RxBatch, RX_BATCH};
+use super::send::{MSG_COOKIE, MSG_DATA};
 use super::{gretap, PeerId, Tunnels};
 
 /// recvmmsg calls per `receive`: bounds the time one call can take (and so
-/// the latency of the caller's other work) at 8 x 32 datagrams.
+/// the latency of the caller's other work) at 8 x 32 entries.
 pub const MAX_BATCHES_PER_CALL: usize = 8;
+/// No further recvmmsg once this many datagrams were handled in one
+/// `receive`: with GRO one entry can hold a train of up to 64 datagrams
+/// (128 from a local GSO sender), so one call handles at most this many
+/// plus one batch's worth, whatever the trains look like.
+pub const MAX_DATAGRAMS_PER_CALL: usize = 1024;
 /// boringtun queues at most 256 packets per peer; flush at most that many
 /// (plus slack) after an authenticated packet.
 const MAX_FLUSH: usize = 260;
@@ -27,18 +34,20 @@ const MSG_RESPONSE: u8 = 2;
 
 /// Everything one datagram needs, borrowed apart from the receive batch.
 struct Rx<'a> {
-    socket: &'a UdpSocket,
+    net: &'a mut Output,
     peers: &'a mut [Peer],
     index: IndexMap,
     matcher: &'a Matcher,
     out: &'a mut [u8],
     counters: &'a mut TunnelCounters,
+    /// When the current recvmmsg batch arrived.
+    now: Now,
 }
 
 impl Tunnels {
     pub(super) fn receive_inner(&mut self, deliver: &mut dyn FnMut(PeerId, &[u8])) -> usize {
         let Tunnels {
-            socket,
+            net,
             rx,
             peers,
             index,
@@ -47,39 +56,64 @@ impl Tunnels {
             counters,
             ..
         } = self;
+        // What earlier calls queued goes first.
+        net.flush(counters);
         let mut ctx = Rx {
-            socket,
+            net,
             peers,
             index: *index,
             matcher,
             out,
             counters,
+            now: Now::read(),
         };
-        let mut total = 0;
-        for _ in 0..MAX_BATCHES_PER_CALL {
-            let n = match ctx.socket.recv_batch(rx) {
-                Ok(n) => n,
-                Err(_) => {
-                    ctx.counters.rx_socket_errors += 1;
-                    break;
-                }
-            };
-            debug_assert_eq!(n, rx.count());
-            for i in 0..rx.count() {
-                if let Some((data, from, truncated)) = rx.get(i) {
-                    ctx.datagram(data, from, truncated, deliver);
-                }
-            }
-            total += n;
-            if n < RX_BATCH {
-                break;
-            }
-        }
+        let total = ctx.drain(rx, deliver);
+        ctx.net.flush(ctx.counters);
         total
     }
 }
 
 impl Rx<'_> {
+    /// Up to MAX_BATCHES_PER_CALL recvmmsg calls; returns the datagrams.
+    fn drain(&mut self, rx: &mut RxBatch, deliver: &mut dyn FnMut(PeerId, &[u8])) -> usize {
+        // Without batching, one datagram per call, as before recvmmsg.
+        let per_call = if self.net.batching { RX_BATCH } else { 1 };
+        let mut total = 0;
+        // Unbatched, as many single reads as batched mode has entries.
+        let calls = MAX_BATCHES_PER_CALL * (RX_BATCH / per_call);
+        for _ in 0..calls {
+            let n = match self.net.socket.recv_batch(rx, per_call) {
+                Ok(n) => n,
+                Err(_) => {
+                    self.counters.rx_socket_errors += 1;
+                    break;
+                }
+            };
+            if n > 0 {
+                self.now = Now::read();
+                self.counters.rx_recvmmsg_calls += 1;
+                self.counters.rx_messages += n as u64;
+                self.counters.rx_most_messages_per_call =
+                    self.counters.rx_most_messages_per_call.max(n as u64);
+            }
+            for i in 0..rx.count() {
+                let before = total;
+                for d in rx.datagrams(i) {
+                    self.datagram(d.data, d.from, d.oversize, deliver);
+                    total += 1;
+                }
+                if rx.segment_size(i) > 0 {
+                    self.counters.rx_gro_trains += 1;
+                    self.counters.rx_gro_segments += (total - before) as u64;
+                }
+            }
+            if n < per_call || total >= MAX_DATAGRAMS_PER_CALL {
+                break;
+            }
+        }
+        total
+    }
+
     fn datagram(
         &mut self,
         data: &[u8],
@@ -138,10 +172,7 @@ impl Rx<'_> {
         let Some(cookie) = self.out.get(..len) else {
             return;
         };
-        match self.socket.send_to(cookie, to) {
-            Ok(_) => self.counters.cookie_replies_sent += 1,
-            Err(_) => self.counters.tx_socket_errors += 1,
-        }
+        self.net.queue(self.counters, None, cookie, to);
     }
 
     fn decapsulate(
@@ -161,26 +192,23 @@ impl Rx<'_> {
                 if reply.first() == Some(&MSG_COOKIE) {
                     // The Tunn's own load check answered with a cookie:
                     // nothing authenticated yet, so no roaming.
-                    match self.socket.send_to(reply, from) {
-                        Ok(_) => counters.cookie_replies_sent += 1,
-                        Err(_) => counters.tx_socket_errors += 1,
-                    }
+                    self.net.queue(counters, None, reply, from);
                     return;
                 }
                 // A response to their initiation, or our keepalive after
                 // their response: either way a handshake just completed.
-                if peer.authenticated(from, data.len()) {
+                if peer.authenticated(from, data.len(), self.now) {
                     counters.endpoint_changes += 1;
                 }
                 if msg_type == MSG_INITIATION || msg_type == MSG_RESPONSE {
                     peer.handshake_completed();
                     counters.handshakes_completed += 1;
                 }
-                let _ = transmit(self.socket, counters, peer, reply, from);
+                self.net.queue(counters, Some(&mut *peer), reply, from);
                 true
             }
             TunnResult::WriteToTunnelV4(inner, _) | TunnResult::WriteToTunnelV6(inner, _) => {
-                if peer.authenticated(from, data.len()) {
+                if peer.authenticated(from, data.len(), self.now) {
                     counters.endpoint_changes += 1;
                 }
                 match gretap::decap(inner, peer.link) {
@@ -195,7 +223,7 @@ impl Rx<'_> {
             }
             TunnResult::Done if msg_type == MSG_DATA => {
                 counters.rx_keepalives += 1;
-                if peer.authenticated(from, data.len()) {
+                if peer.authenticated(from, data.len(), self.now) {
                     counters.endpoint_changes += 1;
                 }
                 true
@@ -216,21 +244,25 @@ impl Rx<'_> {
         // an initiation: there the session is not usable yet, and a flush
         // would only move the head of the queue to its tail (reordering).
         if authenticated && msg_type != MSG_INITIATION {
-            flush(self.socket, counters, peer, self.out);
+            send_queued(self.net, counters, peer);
         }
     }
 }
 
-/// Sends what boringtun queued (frames waiting for the session).
-fn flush(socket: &UdpSocket, counters: &mut TunnelCounters, peer: &mut Peer, out: &mut [u8]) {
+/// Sends what boringtun queued (frames waiting for the session), encrypted
+/// straight into the send batch.
+fn send_queued(net: &mut Output, counters: &mut TunnelCounters, peer: &mut Peer) {
     for _ in 0..MAX_FLUSH {
-        match peer.tunn.decapsulate(None, &[], out) {
+        let Some(to) = peer.endpoint else { return };
+        let slot = net.slot(counters);
+        let base = slot.as_ptr() as usize;
+        let (offset, len) = match peer.tunn.decapsulate(None, &[], slot) {
             TunnResult::WriteToNetwork(msg) => {
-                let Some(to) = peer.endpoint else { return };
-                let _ = transmit(socket, counters, peer, msg, to);
+                ((msg.as_ptr() as usize).wrapping_sub(base), msg.len())
             }
             _ => return,
-        }
+        };
+        net.commit(counters, Some(&mut *peer), offset, len, to);
     }
 }
 

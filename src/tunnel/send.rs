@@ -1,15 +1,11 @@
 //! The transmit path: Ethernet frame -> inner IP + GRE (in a reusable
-//! buffer) -> WireGuard padding -> boringtun encapsulate -> sendto.
-//! No allocation per packet: both buffers live in `Tunnels`.
+//! buffer) -> WireGuard padding -> boringtun encapsulate, straight into a
+//! slot of the send batch -> sendmmsg at the next flush (`output.rs`).
+//! No allocation per packet: every buffer lives in `Tunnels`.
 
-use std::io;
-use std::net::SocketAddr;
-
-use boringtun::noise::TunnResult;
-
-use super::counters::TunnelCounters;
-use super::peer::Peer;
-use super::socket::{UdpSocket, RX_DATAGRAM_MAX};
+use super::codec::{seal_frame, Sealed};
+use super::socket::RX_DATAGRAM_MAX;
+use super::tx_batch::TX_SLOT;
 use super::{gretap, PeerId, TunnelError, Tunnels};
 
 /// WireGuard message type of an initiation (first byte on the wire).
@@ -34,6 +30,11 @@ pub(super) const OUT_BUF: usize = RX_DATAGRAM_MAX + DATA_OVERHEAD + 148;
 // every datagram we hand it is at most RX_DATAGRAM_MAX (longer ones are
 // dropped as truncated), and queued plaintexts are at most PLAIN_BUF.
 const _: () = assert!(OUT_BUF >= RX_DATAGRAM_MAX && OUT_BUF >= PLAIN_BUF + DATA_OVERHEAD);
+// Frames are encrypted into send-batch slots, and boringtun re-encrypts
+// queued frames into them after a handshake: the largest must fit.
+const _: () = assert!(
+    TX_SLOT >= MAX_FRAME_LEN + gretap::header_len(true) + (PADDING_MULTIPLE - 1) + DATA_OVERHEAD
+);
 
 /// Plaintext length after WireGuard's padding rule.
 pub(super) fn padded_len(len: usize) -> usize {
@@ -63,72 +64,32 @@ impl Tunnels {
             return Err(TunnelError::NoEndpoint(id));
         };
         let ident = peer.next_ident();
-        let hl = gretap::encap_headers(&mut self.plain, peer.link, frame.len(), ident)
-            .map_err(|_| TunnelError::FrameTooLong(frame.len()))?;
-        let len = hl + frame.len();
-        let padded = padded_len(len);
-        let plain = self
-            .plain
-            .get_mut(..padded)
-            .ok_or(TunnelError::FrameTooLong(frame.len()))?;
-        plain[hl..len].copy_from_slice(frame);
-        plain[len..].fill(0);
-
-        match peer.tunn.encapsulate(plain, &mut self.out) {
-            TunnResult::WriteToNetwork(msg) => {
-                if msg.first() == Some(&MSG_INITIATION) {
-                    // No session: boringtun queued the frame and starts one.
-                    self.counters.tx_queued += 1;
-                }
-                transmit(&self.socket, &mut self.counters, peer, msg, endpoint)
-            }
-            TunnResult::Done => {
-                // Queued behind a handshake already in flight.
+        // Encrypt straight into the send batch (a full one flushes first).
+        let slot = self.net.slot(&mut self.counters);
+        let sealed = seal_frame(
+            &mut peer.tunn,
+            peer.link,
+            ident,
+            frame,
+            &mut self.plain,
+            slot,
+        )?;
+        let len = match sealed {
+            Sealed::Data(n) => n,
+            Sealed::Initiation(n) => {
+                // No session: boringtun queued the frame and starts one.
                 self.counters.tx_queued += 1;
-                Ok(())
+                n
             }
-            TunnResult::Err(_) => Err(TunnelError::Noise),
-            TunnResult::WriteToTunnelV4(..) | TunnResult::WriteToTunnelV6(..) => {
-                Err(TunnelError::Noise)
+            Sealed::Queued => {
+                self.counters.tx_queued += 1;
+                return Ok(());
             }
-        }
-    }
-}
-
-/// Sends one WireGuard message to a peer and does its bookkeeping.
-pub(super) fn transmit(
-    socket: &UdpSocket,
-    counters: &mut TunnelCounters,
-    peer: &mut Peer,
-    msg: &[u8],
-    to: SocketAddr,
-) -> Result<(), TunnelError> {
-    match socket.send_to(msg, to) {
-        Ok(_) => {
-            counters.tx_datagrams += 1;
-            counters.tx_bytes += msg.len() as u64;
-            peer.stats.tx_bytes += msg.len() as u64;
-            match msg.first() {
-                Some(&MSG_INITIATION) => {
-                    counters.handshake_initiations_sent += 1;
-                    peer.stats.handshake_attempts = peer.stats.handshake_attempts.saturating_add(1);
-                }
-                Some(&MSG_DATA) if msg.len() > DATA_OVERHEAD => {
-                    counters.tx_frames += 1;
-                    peer.stats.tx_frames += 1;
-                }
-                _ => {}
-            }
-            Ok(())
-        }
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-            counters.tx_would_block += 1;
-            Err(TunnelError::Socket(e.kind()))
-        }
-        Err(e) => {
-            counters.tx_socket_errors += 1;
-            Err(TunnelError::Socket(e.kind()))
-        }
+        };
+        // seal_frame leaves the message at the slot's start.
+        self.net
+            .commit(&mut self.counters, Some(peer), 0, len, endpoint);
+        Ok(())
     }
 }
 

@@ -3,7 +3,8 @@
 //! peers appear as `::ffff:a.b.c.d` and are normalised back to IPv4). Hosts
 //! without IPv6 get a plain IPv4 socket.
 //!
-//! Receive is batched with recvmmsg into buffers allocated once.
+//! Batching lives next door: `rx_batch.rs` (recvmmsg + UDP GRO) and
+//! `tx_batch.rs` (sendmmsg + UDP GSO).
 
 use std::io;
 use std::mem::{size_of, zeroed};
@@ -14,8 +15,6 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 /// thousand packets of burst, which the 208 KiB default does not (see the
 /// performance notes in DESIGN.md).
 pub const SOCKET_BUFFER_BYTES: libc::c_int = 4 << 20;
-/// Datagrams per recvmmsg call.
-pub const RX_BATCH: usize = 32;
 /// Largest datagram we take in; bigger ones arrive truncated and are counted.
 /// Enough for a 9000-byte jumbo underlay.
 pub const RX_DATAGRAM_MAX: usize = 9216;
@@ -23,10 +22,16 @@ pub const RX_DATAGRAM_MAX: usize = 9216;
 pub struct UdpSocket {
     fd: OwnedFd,
     /// AF_INET6 dual-stack (true) or AF_INET only (false).
-    v6: bool,
+    pub(super) v6: bool,
+    /// UDP_GRO is on: one recvmmsg slot may hold a train of datagrams.
+    pub(super) gro: bool,
+    /// UDP_SEGMENT may be used on send: the kernel knows it (4.18+) and no
+    /// send has failed with it yet (it needs checksum offload on the route's
+    /// device; a failure turns it off for the socket's lifetime).
+    pub(super) gso: bool,
 }
 
-fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+pub(super) fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
     if r < 0 {
         Err(io::Error::last_os_error())
     } else {
@@ -34,7 +39,7 @@ fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
-fn setsockopt_int(
+pub(super) fn setsockopt_int(
     fd: RawFd,
     level: libc::c_int,
     name: libc::c_int,
@@ -91,7 +96,45 @@ impl UdpSocket {
             to_sockaddr(any, v6).ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
         // SAFETY: sa is a valid sockaddr of length len.
         cvt(unsafe { libc::bind(raw, (&sa as *const libc::sockaddr_storage).cast(), len) })?;
-        Ok(UdpSocket { fd, v6 })
+        let mut s = UdpSocket {
+            fd,
+            v6,
+            gro: false,
+            gso: false,
+        };
+        s.gso = s.probe_gso();
+        s.set_gro(true);
+        Ok(s)
+    }
+
+    /// Kernels before 4.18 know no UDP_SEGMENT: reading it fails there.
+    fn probe_gso(&self) -> bool {
+        let mut v: libc::c_int = 0;
+        let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: v and len are valid for the call.
+        let r = unsafe {
+            libc::getsockopt(
+                self.raw_fd(),
+                libc::SOL_UDP,
+                libc::UDP_SEGMENT,
+                (&mut v as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        r == 0
+    }
+
+    /// Turns UDP GRO on or off; stays off where the kernel (before 5.0)
+    /// refuses it. Returns whether it is on.
+    pub fn set_gro(&mut self, on: bool) -> bool {
+        let ok = setsockopt_int(
+            self.raw_fd(),
+            libc::SOL_UDP,
+            libc::UDP_GRO,
+            on as libc::c_int,
+        );
+        self.gro = on && ok.is_ok();
+        self.gro
     }
 
     /// FORCE variants pass net.core.{r,w}mem_max (needs CAP_NET_ADMIN, which
@@ -148,7 +191,9 @@ impl UdpSocket {
         Ok(usize::try_from(v).unwrap_or(0))
     }
 
-    /// One datagram; `WouldBlock` when the send buffer is full.
+    /// One datagram; `WouldBlock` when the send buffer is full (tests only:
+    /// the node sends through the batch).
+    #[cfg(test)]
     pub fn send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize> {
         let (sa, len) = to_sockaddr(to, self.v6)
             .ok_or_else(|| io::Error::from(io::ErrorKind::AddrNotAvailable))?;
@@ -169,106 +214,6 @@ impl UdpSocket {
             Ok(r as usize)
         }
     }
-
-    /// Receives up to RX_BATCH datagrams; Ok(0) when nothing is waiting.
-    pub fn recv_batch(&self, batch: &mut RxBatch) -> io::Result<usize> {
-        // Stale datagrams must never be seen twice, whatever happens below.
-        batch.count = 0;
-        // SAFETY: all-zero is a valid iovec/mmsghdr; the arrays are filled
-        // with pointers into `batch`, which outlives the call.
-        let mut iov: [libc::iovec; RX_BATCH] = unsafe { zeroed() };
-        let mut msgs: [libc::mmsghdr; RX_BATCH] = unsafe { zeroed() };
-        for (i, ((buf, addr), m)) in batch
-            .bufs
-            .chunks_exact_mut(RX_DATAGRAM_MAX)
-            .zip(batch.addrs.iter_mut())
-            .zip(msgs.iter_mut())
-            .enumerate()
-        {
-            iov[i] = libc::iovec {
-                iov_base: buf.as_mut_ptr().cast(),
-                iov_len: buf.len(),
-            };
-            m.msg_hdr.msg_name = (addr as *mut libc::sockaddr_storage).cast();
-            m.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            m.msg_hdr.msg_iov = &mut iov[i];
-            m.msg_hdr.msg_iovlen = 1;
-        }
-        // SAFETY: msgs points at RX_BATCH initialised headers.
-        let n = unsafe {
-            libc::recvmmsg(
-                self.raw_fd(),
-                msgs.as_mut_ptr(),
-                RX_BATCH as libc::c_uint,
-                libc::MSG_DONTWAIT,
-                std::ptr::null_mut(),
-            )
-        };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            return if e.kind() == io::ErrorKind::WouldBlock {
-                Ok(0)
-            } else {
-                Err(e)
-            };
-        }
-        let n = n as usize;
-        for (i, m) in msgs.iter().take(n).enumerate() {
-            batch.lens[i] = m.msg_len as usize;
-            batch.truncated[i] = m.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
-        }
-        batch.count = n;
-        Ok(n)
-    }
-}
-
-/// Receive buffers for one recvmmsg call, allocated once per `Tunnels`.
-pub struct RxBatch {
-    bufs: Box<[u8]>,
-    addrs: Box<[libc::sockaddr_storage]>,
-    lens: [usize; RX_BATCH],
-    truncated: [bool; RX_BATCH],
-    count: usize,
-}
-
-impl Default for RxBatch {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl RxBatch {
-    pub fn new() -> RxBatch {
-        RxBatch {
-            bufs: vec![0u8; RX_BATCH * RX_DATAGRAM_MAX].into_boxed_slice(),
-            // SAFETY: all-zero sockaddr_storage is valid (AF_UNSPEC).
-            addrs: (0..RX_BATCH).map(|_| unsafe { zeroed() }).collect(),
-            lens: [0; RX_BATCH],
-            truncated: [false; RX_BATCH],
-            count: 0,
-        }
-    }
-
-    /// Datagrams filled by the last recv_batch.
-    pub fn count(&self) -> usize {
-        self.count
-    }
-
-    /// Datagram `i`: its bytes, its source (None if not IP), and whether it
-    /// was longer than RX_DATAGRAM_MAX.
-    pub fn get(&self, i: usize) -> Option<(&[u8], Option<SocketAddr>, bool)> {
-        if i >= self.count {
-            return None;
-        }
-        let start = i * RX_DATAGRAM_MAX;
-        let len = self.lens[i].min(RX_DATAGRAM_MAX);
-        let data = self.bufs.get(start..start + len)?;
-        Some((
-            data,
-            self.addrs.get(i).and_then(from_sockaddr),
-            self.truncated[i],
-        ))
-    }
 }
 
 /// IPv4-mapped IPv6 addresses become IPv4, so endpoints compare and display
@@ -283,7 +228,7 @@ pub fn normalise(a: SocketAddr) -> SocketAddr {
     }
 }
 
-fn from_sockaddr(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
+pub(super) fn from_sockaddr(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match libc::c_int::from(ss.ss_family) {
         libc::AF_INET => {
             // SAFETY: the family says this storage holds a sockaddr_in.
@@ -312,7 +257,10 @@ fn from_sockaddr(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
 
 /// The sockaddr to pass for `a` on a dual-stack (`v6`) or IPv4-only socket;
 /// None for an IPv6 destination on an IPv4-only socket.
-fn to_sockaddr(a: SocketAddr, v6: bool) -> Option<(libc::sockaddr_storage, libc::socklen_t)> {
+pub(super) fn to_sockaddr(
+    a: SocketAddr,
+    v6: bool,
+) -> Option<(libc::sockaddr_storage, libc::socklen_t)> {
     // SAFETY: all-zero is a valid sockaddr_storage.
     let mut ss: libc::sockaddr_storage = unsafe { zeroed() };
     let a6 = match (a, v6) {
@@ -360,49 +308,5 @@ mod tests {
             normalise(mapped),
             "127.0.0.1:9".parse::<SocketAddr>().unwrap()
         );
-    }
-
-    /// Real datagrams over loopback through sendto and recvmmsg, with the
-    /// v4-mapped source normalised and an oversized datagram flagged.
-    #[test]
-    fn loopback_batch() {
-        let a = UdpSocket::bind(0).unwrap();
-        let b = UdpSocket::bind(0).unwrap();
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } == 0 {
-            // FORCE lets root pass rmem_max; Linux reports double the request.
-            assert!(a.rcvbuf().unwrap() >= SOCKET_BUFFER_BYTES as usize);
-        }
-        let b_addr: SocketAddr = format!("127.0.0.1:{}", b.local_port().unwrap())
-            .parse()
-            .unwrap();
-        let a_port = a.local_port().unwrap();
-        for i in 0..5u8 {
-            a.send_to(&[i; 100], b_addr).unwrap();
-        }
-        a.send_to(&vec![7u8; RX_DATAGRAM_MAX + 10], b_addr).unwrap();
-        let mut batch = RxBatch::new();
-        let mut got = Vec::new();
-        for _ in 0..100 {
-            if b.recv_batch(&mut batch).unwrap() > 0 {
-                for i in 0..batch.count() {
-                    let (d, from, trunc) = batch.get(i).unwrap();
-                    got.push((d.to_vec(), from, trunc));
-                }
-            }
-            if got.len() == 6 {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-        assert_eq!(got.len(), 6);
-        for (i, (d, from, trunc)) in got.iter().take(5).enumerate() {
-            assert_eq!(d, &vec![i as u8; 100]);
-            assert_eq!(*from, Some(SocketAddr::from(([127, 0, 0, 1], a_port))));
-            assert!(!trunc);
-        }
-        assert!(got[5].2);
-        assert_eq!(got[5].0.len(), RX_DATAGRAM_MAX);
-        assert_eq!(b.recv_batch(&mut batch).unwrap(), 0);
     }
 }

@@ -8,7 +8,6 @@
 
 use boringtun::noise::TunnResult;
 
-use super::send::transmit;
 use super::Tunnels;
 
 impl Tunnels {
@@ -18,9 +17,7 @@ impl Tunnels {
         for peer in self.peers.iter_mut() {
             match peer.tunn.update_timers(&mut self.out) {
                 TunnResult::WriteToNetwork(msg) => match peer.endpoint {
-                    Some(to) => {
-                        let _ = transmit(&self.socket, &mut self.counters, peer, msg, to);
-                    }
+                    Some(to) => self.net.queue(&mut self.counters, Some(peer), msg, to),
                     None => self.counters.tx_no_endpoint += 1,
                 },
                 // ConnectionExpired: boringtun gave up (90 s of failed
@@ -30,5 +27,6 @@ impl Tunnels {
                 TunnResult::WriteToTunnelV4(..) | TunnResult::WriteToTunnelV6(..) => {}
             }
         }
+        self.net.flush(&mut self.counters);
     }
 }

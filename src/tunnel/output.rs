@@ -1,0 +1,141 @@
+//! Everything that leaves the node goes through `Output`: the socket, the
+//! send batch, and whether to batch at all. Data, handshakes, keepalives
+//! and cookie replies share one queue, so per-peer order is the order the
+//! state machine produced the messages in.
+//!
+//! Accounting: per-peer bytes/frames and handshake counts are taken when a
+//! message is queued (the Tunn has already advanced its counters and
+//! timers); the node-wide datagram/byte counts when the kernel took it, and
+//! drops by reason when it did not.
+
+use std::net::SocketAddr;
+
+use super::counters::TunnelCounters;
+use super::peer::Peer;
+use super::send::{DATA_OVERHEAD, MSG_COOKIE, MSG_DATA, MSG_INITIATION};
+use super::socket::UdpSocket;
+use super::tx_batch::{Outcome, TxBatch};
+
+pub(super) struct Output {
+    pub(super) socket: UdpSocket,
+    batch: TxBatch,
+    /// false: every message is sent on its own, at once (one system call
+    /// each, no GSO), as before batching existed; for comparison.
+    pub(super) batching: bool,
+}
+
+impl Output {
+    pub(super) fn new(socket: UdpSocket) -> Output {
+        Output {
+            socket,
+            batch: TxBatch::new(),
+            batching: true,
+        }
+    }
+
+    pub(super) fn queued(&self) -> usize {
+        self.batch.len()
+    }
+
+    /// A free slot to encrypt into, flushing a full batch first.
+    pub(super) fn slot(&mut self, counters: &mut TunnelCounters) -> &mut [u8] {
+        if self.batch.is_full() {
+            counters.tx_full_batch_flushes += 1;
+            self.flush(counters);
+        }
+        // After a flush the batch is empty, so a slot exists.
+        self.batch.slot().unwrap_or_default()
+    }
+
+    /// Queues the `len` bytes at `offset` of the slot `slot()` returned (where
+    /// the Tunn just wrote a message).
+    pub(super) fn commit(
+        &mut self,
+        counters: &mut TunnelCounters,
+        peer: Option<&mut Peer>,
+        offset: usize,
+        len: usize,
+        to: SocketAddr,
+    ) {
+        if self.batch.commit(offset, len, to) {
+            let kind = self.batch.datagram(self.batch.len() - 1).first().copied();
+            account(counters, peer, len, kind);
+        } else {
+            counters.tx_socket_errors += 1;
+        }
+        self.after_queue(counters);
+    }
+
+    /// Queues a copy of `msg` (a reply that boringtun wrote elsewhere).
+    pub(super) fn queue(
+        &mut self,
+        counters: &mut TunnelCounters,
+        peer: Option<&mut Peer>,
+        msg: &[u8],
+        to: SocketAddr,
+    ) {
+        if self.batch.is_full() {
+            counters.tx_full_batch_flushes += 1;
+            self.flush(counters);
+        }
+        if self.batch.push(msg, to) {
+            account(counters, peer, msg.len(), msg.first().copied());
+        } else {
+            counters.tx_socket_errors += 1;
+        }
+        self.after_queue(counters);
+    }
+
+    fn after_queue(&mut self, counters: &mut TunnelCounters) {
+        if !self.batching {
+            self.flush(counters);
+        }
+    }
+
+    /// Hands the batch to the kernel.
+    pub(super) fn flush(&mut self, counters: &mut TunnelCounters) {
+        if self.batch.is_empty() {
+            return;
+        }
+        counters.tx_flushes += 1;
+        let mut outcome = |d: &[u8], o: Outcome| match o {
+            Outcome::Sent => {
+                counters.tx_datagrams += 1;
+                counters.tx_bytes += d.len() as u64;
+            }
+            Outcome::WouldBlock => counters.tx_would_block += 1,
+            Outcome::Failed => counters.tx_socket_errors += 1,
+        };
+        let s = self
+            .socket
+            .send_batch(&mut self.batch, self.batching, &mut outcome);
+        counters.tx_sendmmsg_calls += s.sendmmsg_calls;
+        counters.tx_messages += s.messages;
+        counters.tx_gso_messages += s.gso_messages;
+        counters.tx_gso_segments += s.gso_segments;
+        counters.tx_gso_fallbacks += s.gso_fallbacks;
+        counters.tx_gso_too_big += s.gso_too_big;
+        counters.tx_most_messages_per_call = counters
+            .tx_most_messages_per_call
+            .max(s.most_messages_per_call);
+    }
+}
+
+/// Per-peer and per-kind counts of a message handed to the batch.
+fn account(counters: &mut TunnelCounters, peer: Option<&mut Peer>, len: usize, kind: Option<u8>) {
+    match kind {
+        Some(MSG_COOKIE) => counters.cookie_replies_sent += 1,
+        Some(MSG_INITIATION) => counters.handshake_initiations_sent += 1,
+        Some(MSG_DATA) if len > DATA_OVERHEAD => counters.tx_frames += 1,
+        _ => {}
+    }
+    let Some(peer) = peer else { return };
+    peer.stats.tx_bytes += len as u64;
+    match kind {
+        Some(MSG_INITIATION) => {
+            peer.stats.handshake_attempts = peer.stats.handshake_attempts.saturating_add(1)
+        }
+        Some(MSG_DATA) if len > DATA_OVERHEAD => peer.stats.tx_frames += 1,
+        _ => {}
+    }
+}
