@@ -132,4 +132,23 @@ fn ports_follow_the_config_on_reload() {
     // The VM that was there all along still works.
     let ip = t.vm("vm2a").ip4.clone();
     assert!(t.ping_until("vm1a", &ip, Duration::from_secs(30)));
+
+    // A TAP destroyed under the daemon (its VM's namespace deleted): the
+    // port leaves, the daemon carries on, and the log stays small (an fd
+    // that is always readable must not become a busy loop).
+    let ns = t.vm("vm2a").ns.clone();
+    sh(&["ip", "netns", "del", &ns]);
+    assert!(
+        wait_until(Duration::from_secs(10), || t
+            .ctl(2, "ports")
+            .as_array()
+            .unwrap()
+            .is_empty()),
+        "hv2 kept its dead port\n{}",
+        t.log(2)
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let log_len = fs::metadata(t.hvs[1].dir.join("daemon.log")).unwrap().len();
+    assert!(log_len < 64 * 1024, "hv2's log grew to {log_len} bytes");
+    assert!(t.ctl(2, "peers").as_array().unwrap().len() == 1);
 }

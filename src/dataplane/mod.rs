@@ -119,7 +119,10 @@ pub fn run(cfg: Validated, config_path: &Path) -> Result<(), String> {
                     }
                 }
                 t if t >= TOKEN_PORT => {
-                    read_port(&mut d.node, now, (t - TOKEN_PORT) as PortId, &mut buf)
+                    let port = (t - TOKEN_PORT) as PortId;
+                    if let Err(e) = read_port(&mut d.node, now, port, &mut buf) {
+                        d.port_failed(port, &e);
+                    }
                 }
                 _ => d.node.on_tunnel_readable(now),
             }
@@ -169,6 +172,17 @@ impl Daemon {
         let id = self.node.remove_port(name)?;
         info!(port = name, "port removed");
         Ok(id)
+    }
+
+    /// A port whose TAP failed for good leaves the switch and the mesh.
+    fn port_failed(&mut self, port: PortId, e: &std::io::Error) {
+        let Some(name) = self.node.ports.name(port).map(String::from) else {
+            return;
+        };
+        warn!(port = %name, "port failed ({e}): removing it");
+        if let Err(e) = self.del_port(&name) {
+            warn!("{e}");
+        }
     }
 
     fn control(&mut self, cmd: &CtlCommand, now: Instant) -> Result<Value, String> {
@@ -223,19 +237,22 @@ impl Daemon {
     }
 }
 
-fn read_port(node: &mut Node, now: Instant, port: PortId, buf: &mut [u8]) {
+/// Reads what a port has, a bounded batch at a time. An error other than
+/// "nothing more" means the TAP is gone from under us (its namespace was
+/// deleted: the fd is detached, EBADFD) and is returned, so the port can be
+/// dropped instead of spinning on an fd that is always readable.
+fn read_port(node: &mut Node, now: Instant, port: PortId, buf: &mut [u8]) -> std::io::Result<()> {
     for _ in 0..PORT_BATCH {
         match node.ports.recv(port, buf) {
             Ok(Some(n)) => node.on_port_frame(now, port, &buf[..n]),
             // Dropped and counted by the port (runt, oversize).
             Ok(None) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             // Removed earlier in this round of events.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
-            Err(e) => {
-                warn!(port, "port read failed: {e}");
-                return;
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
         }
     }
+    Ok(())
 }

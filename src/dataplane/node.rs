@@ -231,6 +231,9 @@ impl Node {
             }
         }
         self.flush(now);
+        // Once per loop iteration: everything this round of events queued
+        // leaves in as few system calls as the batch allows.
+        self.tunnels.flush();
     }
 
     /// WireGuard's view of each link: a peer that stopped authenticating
