@@ -193,6 +193,7 @@ fn node(seed: u8, peer: u8) -> Tunnels {
         private_key: private(seed),
         listen_port: 0,
         local_inner: inner(seed),
+        underlay_mtu: 1500,
         peers: vec![PeerSpec {
             public_key: public_from_private(&private(peer)),
             endpoint: None,

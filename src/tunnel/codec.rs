@@ -61,14 +61,33 @@ pub fn seal_frame(
     let too_long = TunnelError::FrameTooLong(frame.len());
     let hl = gretap::encap_headers(plain, link, frame.len(), ident).map_err(|_| too_long)?;
     let len = hl + frame.len();
-    let padded = padded_len(len);
+    plain
+        .get_mut(hl..len)
+        .ok_or(too_long)?
+        .copy_from_slice(frame);
+    seal_packet(tunn, plain, len, usize::MAX, out).map_err(|e| match e {
+        TunnelError::Noise => e,
+        _ => too_long,
+    })
+}
+
+/// Pads and encrypts the inner packet in `plain[..len]` (`plain` has room
+/// for the padding) into the start of `out`. Padding never takes the
+/// plaintext past `mtu` (nor past the kernel's 1420 when it fits there).
+pub(super) fn seal_packet(
+    tunn: &mut Tunn,
+    plain: &mut [u8],
+    len: usize,
+    mtu: usize,
+    out: &mut [u8],
+) -> Result<Sealed, TunnelError> {
+    let too_long = TunnelError::FrameTooLong(len);
+    let padded = padded_len(len, mtu);
     if out.len() < (padded + DATA_OVERHEAD).max(HANDSHAKE_INIT_LEN) {
         return Err(too_long);
     }
     let plain = plain.get_mut(..padded).ok_or(too_long)?;
-    let (body, pad) = plain.split_at_mut(len);
-    body.get_mut(hl..).ok_or(too_long)?.copy_from_slice(frame);
-    pad.fill(0);
+    plain.get_mut(len..).ok_or(too_long)?.fill(0);
 
     let base = out.as_ptr() as usize;
     let (offset, n, kind) = match tunn.encapsulate(plain, out) {

@@ -66,15 +66,42 @@ pub struct TunnelCounters {
     /// Frames handed to the caller.
     pub rx_frames: u64,
 
+    // --- inner reassembly (reassembly.rs; all per-peer tables summed) ---
+    /// Inner IP fragments that passed the link checks.
+    pub rx_inner_fragments: u64,
+    /// Datagrams reassembled (and then given to the GRE checks).
+    pub rx_reassembled: u64,
+    /// Unfinished datagrams dropped after REASM_TIMEOUT.
+    pub reasm_timeouts: u64,
+    /// Pieces whose data had all arrived already (ignored).
+    pub reasm_duplicates: u64,
+    /// Pieces partly overlapping data already held (datagram dropped).
+    pub reasm_overlaps: u64,
+    /// Pieces reaching past REASM_MAX_LEN (datagram dropped).
+    pub reasm_oversize: u64,
+    /// Non-final pieces not a multiple of 8 long, pieces disagreeing about
+    /// the end (datagram dropped).
+    pub reasm_malformed: u64,
+    /// Datagrams evicted to stay within REASM_MAX_DATAGRAMS/REASM_MAX_BYTES.
+    pub reasm_evicted: u64,
+
     // --- send ---
-    /// Frames encrypted and queued for the socket (drops at flush time are
-    /// in tx_would_block / tx_socket_errors).
+    /// Frames encrypted and queued for the socket, a fragmented one once
+    /// (drops at flush time are in tx_would_block / tx_too_big /
+    /// tx_socket_errors).
     pub tx_frames: u64,
     /// Frames given to send_frame while no session existed (queued inside
     /// the peer's Tunn, at most 256 per peer, until the handshake completes).
     pub tx_queued: u64,
     /// send_frame to a peer whose endpoint is not known yet.
     pub tx_no_endpoint: u64,
+    /// Frames too long for one datagram over the underlay MTU, sent as
+    /// inner IP fragments, and the fragments they became.
+    pub tx_fragmented_frames: u64,
+    pub tx_inner_fragments: u64,
+    /// Datagrams the kernel refused with EMSGSIZE (over the path MTU; the
+    /// socket forbids underlay fragmentation): dropped.
+    pub tx_too_big: u64,
     /// Socket send buffer full: datagram dropped.
     pub tx_would_block: u64,
     /// Other send errors (per datagram dropped).
@@ -101,7 +128,8 @@ pub struct TunnelCounters {
     /// GSO is now off for the socket, datagrams resent one message each.
     pub tx_gso_fallbacks: u64,
     /// GSO messages refused with EMSGSIZE (a segment over the path MTU):
-    /// their datagrams were resent one message each; GSO stays on.
+    /// their datagrams were tried again one message each (and then count
+    /// in tx_too_big if still too big); GSO stays on.
     pub tx_gso_too_big: u64,
 
     // --- handshakes ---

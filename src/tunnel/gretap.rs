@@ -40,7 +40,8 @@ pub enum Drop {
     BadIpHeader,
     /// IPv4 header checksum wrong.
     BadIpChecksum,
-    /// A piece of a fragmented datagram: a gretap never sends those (DF).
+    /// A piece of a fragmented datagram where nothing reassembles
+    /// (`decap`, `open_frame`); the receive path reassembles instead.
     Fragment,
     /// Another IP protocol (ICMP "protocol unreachable" from a GRE-less
     /// host, IPv6 extension headers, anything but 47).
@@ -103,14 +104,49 @@ pub fn encap_headers(
     Ok(ip_len + gre::HEADER_LEN)
 }
 
+/// A decrypted inner packet that passed the link checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inner<'a> {
+    /// A whole packet: its GRE header and payload.
+    Whole(&'a [u8]),
+    /// A piece of a fragmented gretap packet (for `Reassembly`).
+    Fragment(Fragment<'a>),
+}
+
+/// One IP fragment of a gretap packet from the link's peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fragment<'a> {
+    /// IPv4 identification (widened) or IPv6 fragment identification.
+    pub ident: u32,
+    /// Where `data` starts in the reassembled IP payload, in bytes.
+    pub offset: usize,
+    /// More fragments follow (MF / M flag).
+    pub more: bool,
+    pub data: &'a [u8],
+}
+
 /// Checks a decrypted inner packet against the link and returns the
-/// Ethernet frame inside it.
+/// Ethernet frame inside it. Fragments are refused (`Drop::Fragment`):
+/// reassembly needs state, which `classify` + `Reassembly` provide.
 pub fn decap(packet: &[u8], link: Link) -> Result<&[u8], Drop> {
-    let gre_bytes = match packet.first().map(|b| b >> 4) {
-        Some(4) => decap_v4(packet, link)?,
-        Some(6) => decap_v6(packet, link)?,
-        _ => return Err(Drop::BadIpHeader),
-    };
+    match classify(packet, link)? {
+        Inner::Whole(gre_bytes) => decap_gre(gre_bytes),
+        Inner::Fragment(_) => Err(Drop::Fragment),
+    }
+}
+
+/// The IP-level checks (header, checksum, protocol 47, the link's
+/// addresses) for a whole packet or a fragment of one.
+pub fn classify(packet: &[u8], link: Link) -> Result<Inner<'_>, Drop> {
+    match packet.first().map(|b| b >> 4) {
+        Some(4) => classify_v4(packet, link),
+        Some(6) => classify_v6(packet, link),
+        _ => Err(Drop::BadIpHeader),
+    }
+}
+
+/// The GRE checks on a whole (or reassembled) IP payload; returns the frame.
+pub fn decap_gre(gre_bytes: &[u8]) -> Result<&[u8], Drop> {
     let g = gre::Packet::new_checked(gre_bytes).map_err(|_| Drop::BadGre)?;
     if !g.verify_checksum() {
         return Err(Drop::BadGre);
@@ -126,14 +162,13 @@ pub fn decap(packet: &[u8], link: Link) -> Result<&[u8], Drop> {
     Ok(frame)
 }
 
-fn decap_v4(packet: &[u8], link: Link) -> Result<&[u8], Drop> {
+fn classify_v4(packet: &[u8], link: Link) -> Result<Inner<'_>, Drop> {
     let ip = ipv4::Packet::new_checked(packet).map_err(|_| Drop::BadIpHeader)?;
     if !ip.verify_checksum() {
         return Err(Drop::BadIpChecksum);
     }
-    if ip.is_fragment() {
-        return Err(Drop::Fragment);
-    }
+    // Every fragment carries the protocol and addresses, so all checks
+    // apply before anything is held for reassembly.
     if ip.protocol() != ipv4::PROTO_GRE {
         return Err(Drop::NotGre);
     }
@@ -145,12 +180,22 @@ fn decap_v4(packet: &[u8], link: Link) -> Result<&[u8], Drop> {
     }
     // Re-slice from the original borrow so the frame outlives the view.
     let (start, end) = (ip.header_len(), usize::from(ip.total_len()));
-    packet.get(start..end).ok_or(Drop::BadIpHeader)
+    let payload = packet.get(start..end).ok_or(Drop::BadIpHeader)?;
+    if !ip.is_fragment() {
+        return Ok(Inner::Whole(payload));
+    }
+    Ok(Inner::Fragment(Fragment {
+        ident: u32::from(ip.ident()),
+        offset: usize::from(ip.frag_offset()),
+        more: ip.more_frags(),
+        data: payload,
+    }))
 }
 
-fn decap_v6(packet: &[u8], link: Link) -> Result<&[u8], Drop> {
+fn classify_v6(packet: &[u8], link: Link) -> Result<Inner<'_>, Drop> {
     let ip = ipv6::Packet::new_checked(packet).map_err(|_| Drop::BadIpHeader)?;
-    if ip.next_header() != ipv4::PROTO_GRE {
+    let fragmented = ip.next_header() == ipv6::PROTO_FRAGMENT;
+    if ip.next_header() != ipv4::PROTO_GRE && !fragmented {
         return Err(Drop::NotGre);
     }
     if IpAddr::V6(ip.src_addr()) != link.remote {
@@ -160,7 +205,30 @@ fn decap_v6(packet: &[u8], link: Link) -> Result<&[u8], Drop> {
         return Err(Drop::WrongDestination);
     }
     let end = ipv6::HEADER_LEN + usize::from(ip.payload_len());
-    packet.get(ipv6::HEADER_LEN..end).ok_or(Drop::BadIpHeader)
+    let payload = packet.get(ipv6::HEADER_LEN..end).ok_or(Drop::BadIpHeader)?;
+    if !fragmented {
+        return Ok(Inner::Whole(payload));
+    }
+    let fh = ipv6::FragHeader::new_checked(payload).map_err(|_| Drop::BadIpHeader)?;
+    // Only GRE directly behind the fragment header (no further extension
+    // headers, as for whole packets).
+    if fh.next_header() != ipv4::PROTO_GRE {
+        return Err(Drop::NotGre);
+    }
+    let data = payload
+        .get(ipv6::FRAG_HEADER_LEN..)
+        .ok_or(Drop::BadIpHeader)?;
+    let (offset, more) = (usize::from(fh.frag_offset()), fh.more_frags());
+    if offset == 0 && !more {
+        // An "atomic fragment" (RFC 6946): a whole packet.
+        return Ok(Inner::Whole(data));
+    }
+    Ok(Inner::Fragment(Fragment {
+        ident: fh.ident(),
+        offset,
+        more,
+        data,
+    }))
 }
 
 #[cfg(test)]

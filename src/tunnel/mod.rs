@@ -13,6 +13,8 @@
 //! - `rx_batch.rs`: recvmmsg + UDP GRO; `tx_batch.rs`: sendmmsg + UDP GSO.
 //! - `output.rs`: the one send queue every outgoing message joins.
 //! - `gretap.rs`: inner encap/decap.
+//! - `fragment.rs` / `reassembly.rs`: inner IP fragments for packets longer
+//!   than one datagram over the underlay MTU may carry, and back.
 //! - `counters.rs`: drop, event and batch-size counters.
 //!
 //! Single-threaded: every method takes `&mut self`; the dataplane owns the
@@ -42,7 +44,18 @@
 //! - the send batch: TX_BATCH slots of TX_SLOT bytes (576 KiB), allocated
 //!   once;
 //! - handshake processing: HANDSHAKE_RATE_LIMIT per second, then cookies;
-//! - peers: at most MAX_PEERS (boringtun's 24-bit index space).
+//! - peers: at most MAX_PEERS (boringtun's 24-bit index space);
+//! - inner reassembly per peer: REASM_MAX_DATAGRAMS datagrams, REASM_MAX_BYTES
+//!   bytes, REASM_TIMEOUT (see `reassembly.rs`).
+//!
+//! MTU (issue 3): VMs keep 1500 over a 1500-byte underlay. Unicast frames
+//! that do not fit a link are batman-adv fragments already (the mesh);
+//! anything else longer than one datagram over `underlay_mtu` may carry
+//! (a broadcast of a full-size frame) is cut into inner IP fragments before
+//! encryption, as the kernel's IP layer does below a gretap over wg0, and
+//! reassembled per peer on receive. The socket sets IP_PMTUDISC_DO /
+//! IPV6_DONTFRAG, so the underlay never fragments: a datagram that still
+//! does not fit the path is refused (EMSGSIZE) and counted (tx_too_big).
 //!
 //! Wire compatibility with a kernel `wg` + `gretap` pair: inner IPv4 with DF,
 //! TTL 64, TOS 0, an IP identification that counts up per peer, GRE
@@ -51,10 +64,12 @@
 
 mod codec;
 mod counters;
+mod fragment;
 pub mod gretap;
 mod noise;
 mod output;
 mod peer;
+pub mod reassembly;
 mod receive;
 mod rx_batch;
 mod send;
@@ -85,9 +100,10 @@ pub use counters::TunnelCounters;
 pub use gretap::{Drop as InnerDrop, Link, INNER_TTL};
 pub use noise::{HANDSHAKE_RATE_LIMIT, MAX_PEERS};
 pub use peer::PeerStats;
+pub use reassembly::{REASM_MAX_BYTES, REASM_MAX_DATAGRAMS, REASM_MAX_LEN, REASM_TIMEOUT};
 pub use receive::{MAX_BATCHES_PER_CALL, MAX_DATAGRAMS_PER_CALL};
 pub use rx_batch::{RX_BATCH, RX_SLOT};
-pub use send::MAX_FRAME_LEN;
+pub use send::{MAX_FRAME_LEN, MIN_UNDERLAY_MTU};
 pub use socket::{RX_DATAGRAM_MAX, SOCKET_BUFFER_BYTES};
 pub use tx_batch::{TX_BATCH, TX_SLOT};
 
@@ -120,6 +136,10 @@ pub struct TunnelConfig {
     /// peer's `inner`.
     pub local_inner: IpAddr,
     pub peers: Vec<PeerSpec>,
+    /// MTU of the underlay path (`node.underlay_mtu`, 1500 by default): no
+    /// datagram we send is longer than fits it; longer inner packets go as
+    /// inner IP fragments, and the socket forbids underlay fragmentation.
+    pub underlay_mtu: u16,
 }
 
 impl TunnelConfig {
@@ -129,6 +149,7 @@ impl TunnelConfig {
             private_key: v.private_key,
             listen_port: v.raw.node.listen_port,
             local_inner: v.raw.node.address,
+            underlay_mtu: v.raw.node.underlay_mtu,
             peers: v
                 .peers
                 .iter()
@@ -188,6 +209,9 @@ pub struct Tunnels {
     /// buffers: the per-packet path allocates nothing.
     plain: Box<[u8]>,
     out: Box<[u8]>,
+    /// Scratch for one inner fragment at a time.
+    frag: Box<[u8]>,
+    underlay_mtu: usize,
     counters: TunnelCounters,
 }
 
@@ -210,6 +234,12 @@ impl Tunnels {
             return Err(invalid(format!(
                 "{} peers, at most {MAX_PEERS}",
                 cfg.peers.len()
+            )));
+        }
+        if usize::from(cfg.underlay_mtu) < MIN_UNDERLAY_MTU {
+            return Err(invalid(format!(
+                "underlay MTU {} is below {MIN_UNDERLAY_MTU}",
+                cfg.underlay_mtu
             )));
         }
         let mut by_key = HashMap::with_capacity(cfg.peers.len());
@@ -250,6 +280,8 @@ impl Tunnels {
             matcher,
             plain: vec![0u8; send::PLAIN_BUF].into_boxed_slice(),
             out: vec![0u8; send::OUT_BUF].into_boxed_slice(),
+            frag: vec![0u8; send::PLAIN_BUF].into_boxed_slice(),
+            underlay_mtu: usize::from(cfg.underlay_mtu),
             counters: TunnelCounters::default(),
         })
     }
@@ -284,6 +316,18 @@ impl Tunnels {
     /// True when one AF_INET6 socket serves both IPv4 and IPv6 peers.
     pub fn dual_stack(&self) -> bool {
         self.net.socket.is_dual_stack()
+    }
+
+    /// The underlay MTU datagrams are sized for.
+    pub fn underlay_mtu(&self) -> usize {
+        self.underlay_mtu
+    }
+
+    /// Inner datagrams in reassembly from `peer`, and the bytes they hold.
+    pub fn reassembly_in_progress(&self, peer: PeerId) -> (usize, usize) {
+        self.peers
+            .get(peer as usize)
+            .map_or((0, 0), |p| (p.reasm.in_progress(), p.reasm.held_bytes()))
     }
 
     pub fn peer_count(&self) -> usize {

@@ -48,7 +48,9 @@ impl Output {
     }
 
     /// Queues the `len` bytes at `offset` of the slot `slot()` returned (where
-    /// the Tunn just wrote a message).
+    /// the Tunn just wrote a message). `frame_start`: a data message that
+    /// begins a frame (false for the 2nd.. inner fragments of one), so that
+    /// frame counts stay frame counts.
     pub(super) fn commit(
         &mut self,
         counters: &mut TunnelCounters,
@@ -56,10 +58,11 @@ impl Output {
         offset: usize,
         len: usize,
         to: SocketAddr,
+        frame_start: bool,
     ) {
         if self.batch.commit(offset, len, to) {
             let kind = self.batch.datagram(self.batch.len() - 1).first().copied();
-            account(counters, peer, len, kind);
+            account(counters, peer, len, kind, frame_start);
         } else {
             counters.tx_socket_errors += 1;
         }
@@ -79,7 +82,7 @@ impl Output {
             self.flush(counters);
         }
         if self.batch.push(msg, to) {
-            account(counters, peer, msg.len(), msg.first().copied());
+            account(counters, peer, msg.len(), msg.first().copied(), true);
         } else {
             counters.tx_socket_errors += 1;
         }
@@ -104,6 +107,7 @@ impl Output {
                 counters.tx_bytes += d.len() as u64;
             }
             Outcome::WouldBlock => counters.tx_would_block += 1,
+            Outcome::TooBig => counters.tx_too_big += 1,
             Outcome::Failed => counters.tx_socket_errors += 1,
         };
         let s = self
@@ -122,11 +126,18 @@ impl Output {
 }
 
 /// Per-peer and per-kind counts of a message handed to the batch.
-fn account(counters: &mut TunnelCounters, peer: Option<&mut Peer>, len: usize, kind: Option<u8>) {
+fn account(
+    counters: &mut TunnelCounters,
+    peer: Option<&mut Peer>,
+    len: usize,
+    kind: Option<u8>,
+    frame_start: bool,
+) {
+    let frame = frame_start && kind == Some(MSG_DATA) && len > DATA_OVERHEAD;
     match kind {
         Some(MSG_COOKIE) => counters.cookie_replies_sent += 1,
         Some(MSG_INITIATION) => counters.handshake_initiations_sent += 1,
-        Some(MSG_DATA) if len > DATA_OVERHEAD => counters.tx_frames += 1,
+        _ if frame => counters.tx_frames += 1,
         _ => {}
     }
     let Some(peer) = peer else { return };
@@ -135,7 +146,7 @@ fn account(counters: &mut TunnelCounters, peer: Option<&mut Peer>, len: usize, k
         Some(MSG_INITIATION) => {
             peer.stats.handshake_attempts = peer.stats.handshake_attempts.saturating_add(1)
         }
-        Some(MSG_DATA) if len > DATA_OVERHEAD => peer.stats.tx_frames += 1,
+        _ if frame => peer.stats.tx_frames += 1,
         _ => {}
     }
 }

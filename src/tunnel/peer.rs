@@ -12,6 +12,7 @@ use boringtun::x25519::{PublicKey, StaticSecret};
 use serde::Serialize;
 
 use super::gretap::Link;
+use super::reassembly::Reassembly;
 use super::PeerId;
 
 /// One reading of both clocks, shared by a batch of packets: two vDSO
@@ -41,6 +42,10 @@ pub(super) struct Peer {
     /// IPv4 identification of the next inner header (the kernel counts up
     /// per destination even with DF set; we do the same from a random start).
     pub(super) ip_ident: u16,
+    /// IPv6 fragment identification of the next fragmented frame.
+    pub(super) frag_ident: u32,
+    /// Inner IP fragments from this peer being put back together.
+    pub(super) reasm: Reassembly,
     pub(super) stats: PeerCounters,
 }
 
@@ -87,6 +92,8 @@ impl Peer {
             },
             persistent_keepalive: spec.persistent_keepalive.filter(|&k| k > 0),
             ip_ident,
+            frag_ident: u32::from(ip_ident) << 16 | u32::from(ip_ident),
+            reasm: Reassembly::default(),
             stats: PeerCounters::default(),
         }
     }
@@ -112,6 +119,12 @@ impl Peer {
     pub(super) fn next_ident(&mut self) -> u16 {
         let id = self.ip_ident;
         self.ip_ident = id.wrapping_add(1);
+        id
+    }
+
+    pub(super) fn next_frag_ident(&mut self) -> u32 {
+        let id = self.frag_ident;
+        self.frag_ident = id.wrapping_add(1);
         id
     }
 

@@ -1,6 +1,7 @@
 //! The receive path: recvmmsg (+ GRO trains split into datagrams) -> find
 //! the peer (index or initiation key) -> boringtun decapsulate -> roaming,
-//! replies, queued packets -> gretap checks -> deliver the Ethernet frame.
+//! replies, queued packets -> gretap checks (inner IP fragments through the
+//! peer's reassembly table first) -> deliver the Ethernet frame.
 //! Replies and released frames join the send batch, flushed at the end.
 
 use std::net::SocketAddr;
@@ -9,9 +10,11 @@ use boringtun::noise::errors::WireGuardError;
 use boringtun::noise::{Packet, Tunn, TunnResult};
 
 use super::counters::TunnelCounters;
+use super::gretap::Inner;
 use super::noise::{IndexMap, InitMatch, Matcher};
 use super::output::Output;
-use super::peer::{Now, Peer};
+use super::peer::{Now, Peer, PeerCounters};
+use super::reassembly::Verdict;
 use super::rx_batch::{RxBatch, RX_BATCH};
 use super::send::{MSG_COOKIE, MSG_DATA};
 use super::{gretap, PeerId, Tunnels};
@@ -211,11 +214,15 @@ impl Rx<'_> {
                 if peer.authenticated(from, data.len(), self.now) {
                     counters.endpoint_changes += 1;
                 }
-                match gretap::decap(inner, peer.link) {
-                    Ok(frame) => {
-                        counters.rx_frames += 1;
-                        peer.stats.rx_frames += 1;
-                        deliver(id, frame);
+                match gretap::classify(inner, peer.link) {
+                    Ok(Inner::Whole(gre)) => {
+                        deliver_gre(gre, id, &mut peer.stats, counters, deliver)
+                    }
+                    Ok(Inner::Fragment(f)) => {
+                        if peer.reasm.input(f, self.now.mono, counters) == Verdict::Complete {
+                            let gre = peer.reasm.completed();
+                            deliver_gre(gre, id, &mut peer.stats, counters, deliver);
+                        }
                     }
                     Err(d) => counters.count_inner_drop(d),
                 }
@@ -249,6 +256,24 @@ impl Rx<'_> {
     }
 }
 
+/// The GRE checks on a whole or reassembled inner payload, then delivery.
+fn deliver_gre(
+    gre: &[u8],
+    id: PeerId,
+    stats: &mut PeerCounters,
+    counters: &mut TunnelCounters,
+    deliver: &mut dyn FnMut(PeerId, &[u8]),
+) {
+    match gretap::decap_gre(gre) {
+        Ok(frame) => {
+            counters.rx_frames += 1;
+            stats.rx_frames += 1;
+            deliver(id, frame);
+        }
+        Err(d) => counters.count_inner_drop(d),
+    }
+}
+
 /// Sends what boringtun queued (frames waiting for the session), encrypted
 /// straight into the send batch.
 fn send_queued(net: &mut Output, counters: &mut TunnelCounters, peer: &mut Peer) {
@@ -262,7 +287,7 @@ fn send_queued(net: &mut Output, counters: &mut TunnelCounters, peer: &mut Peer)
             }
             _ => return,
         };
-        net.commit(counters, Some(&mut *peer), offset, len, to);
+        net.commit(counters, Some(&mut *peer), offset, len, to, true);
     }
 }
 

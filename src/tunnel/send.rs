@@ -1,9 +1,17 @@
 //! The transmit path: Ethernet frame -> inner IP + GRE (in a reusable
 //! buffer) -> WireGuard padding -> boringtun encapsulate, straight into a
 //! slot of the send batch -> sendmmsg at the next flush (`output.rs`).
+//! An inner packet too long for one datagram over the underlay MTU leaves
+//! as inner IP fragments (`fragment.rs`), never as underlay fragments.
 //! No allocation per packet: every buffer lives in `Tunnels`.
 
-use super::codec::{seal_frame, Sealed};
+use std::net::SocketAddr;
+
+use super::codec::{seal_packet, Sealed};
+use super::counters::TunnelCounters;
+use super::fragment::Fragmenter;
+use super::output::Output;
+use super::peer::Peer;
 use super::socket::RX_DATAGRAM_MAX;
 use super::tx_batch::TX_SLOT;
 use super::{gretap, PeerId, TunnelError, Tunnels};
@@ -36,14 +44,33 @@ const _: () = assert!(
     TX_SLOT >= MAX_FRAME_LEN + gretap::header_len(true) + (PADDING_MULTIPLE - 1) + DATA_OVERHEAD
 );
 
-/// Plaintext length after WireGuard's padding rule.
-pub(super) fn padded_len(len: usize) -> usize {
+/// Plaintext length after WireGuard's padding rule: a multiple of 16, but
+/// never past the kernel's 1420-byte wg0 MTU for what fits there, and never
+/// past `mtu` (the inner MTU towards the peer) for anything.
+pub(super) fn padded_len(len: usize, mtu: usize) -> usize {
     let aligned = len.div_ceil(PADDING_MULTIPLE) * PADDING_MULTIPLE;
-    if len > PAD_MTU {
-        aligned
+    let cap = if len <= PAD_MTU {
+        PAD_MTU.min(mtu)
     } else {
-        aligned.min(PAD_MTU)
-    }
+        mtu
+    };
+    aligned.min(cap.max(len))
+}
+
+/// The underlay headers around a WireGuard data message's plaintext.
+const fn underlay_overhead(v6: bool) -> usize {
+    (if v6 { 40 } else { 20 }) + 8 + DATA_OVERHEAD
+}
+
+/// Smallest underlay MTU we accept (IPv4's minimum datagram size).
+pub const MIN_UNDERLAY_MTU: usize = 576;
+
+/// Largest inner packet one datagram to `endpoint` may carry over an
+/// underlay of `underlay_mtu` bytes without IP fragmentation.
+pub(super) fn inner_mtu(underlay_mtu: usize, endpoint: SocketAddr) -> usize {
+    underlay_mtu
+        .saturating_sub(underlay_overhead(endpoint.is_ipv6()))
+        .min(RX_DATAGRAM_MAX - DATA_OVERHEAD)
 }
 
 impl Tunnels {
@@ -63,34 +90,97 @@ impl Tunnels {
             self.counters.tx_no_endpoint += 1;
             return Err(TunnelError::NoEndpoint(id));
         };
+        let too_long = TunnelError::FrameTooLong(frame.len());
         let ident = peer.next_ident();
-        // Encrypt straight into the send batch (a full one flushes first).
-        let slot = self.net.slot(&mut self.counters);
-        let sealed = seal_frame(
-            &mut peer.tunn,
-            peer.link,
-            ident,
-            frame,
-            &mut self.plain,
-            slot,
-        )?;
-        let len = match sealed {
-            Sealed::Data(n) => n,
-            Sealed::Initiation(n) => {
-                // No session: boringtun queued the frame and starts one.
-                self.counters.tx_queued += 1;
-                n
-            }
-            Sealed::Queued => {
-                self.counters.tx_queued += 1;
-                return Ok(());
-            }
-        };
-        // seal_frame leaves the message at the slot's start.
-        self.net
-            .commit(&mut self.counters, Some(peer), 0, len, endpoint);
+        let hl = gretap::encap_headers(&mut self.plain, peer.link, frame.len(), ident)
+            .map_err(|_| too_long)?;
+        let len = hl + frame.len();
+        self.plain
+            .get_mut(hl..len)
+            .ok_or(too_long)?
+            .copy_from_slice(frame);
+        let mtu = inner_mtu(self.underlay_mtu, endpoint);
+        if len <= mtu {
+            return self.seal_one(id, len, mtu, endpoint);
+        }
+        // Too long for one datagram: inner IP fragments, each sealed into
+        // its own slot (see fragment.rs).
+        let ident6 = peer.next_frag_ident();
+        let packet = self.plain.get(..len).ok_or(too_long)?;
+        let mut pieces = Fragmenter::new(packet, mtu, ident6).ok_or(too_long)?;
+        self.counters.tx_fragmented_frames += 1;
+        let mut first = true;
+        while let Some(n) = pieces.next_into(&mut self.frag) {
+            self.counters.tx_inner_fragments += 1;
+            let peer = self
+                .peers
+                .get_mut(id as usize)
+                .ok_or(TunnelError::UnknownPeer(id))?;
+            let slot = self.net.slot(&mut self.counters);
+            let sealed = seal_packet(&mut peer.tunn, &mut self.frag, n, mtu, slot)?;
+            commit_sealed(
+                &mut self.net,
+                &mut self.counters,
+                peer,
+                sealed,
+                endpoint,
+                first,
+            );
+            first = false;
+        }
         Ok(())
     }
+
+    /// Seals `plain[..len]` into the next slot and queues it.
+    fn seal_one(
+        &mut self,
+        id: PeerId,
+        len: usize,
+        mtu: usize,
+        endpoint: SocketAddr,
+    ) -> Result<(), TunnelError> {
+        let peer = self
+            .peers
+            .get_mut(id as usize)
+            .ok_or(TunnelError::UnknownPeer(id))?;
+        // Encrypt straight into the send batch (a full one flushes first).
+        let slot = self.net.slot(&mut self.counters);
+        let sealed = seal_packet(&mut peer.tunn, &mut self.plain, len, mtu, slot)?;
+        commit_sealed(
+            &mut self.net,
+            &mut self.counters,
+            peer,
+            sealed,
+            endpoint,
+            true,
+        );
+        Ok(())
+    }
+}
+
+/// Queues what `seal_packet` left at the start of the current slot;
+/// `frame_start`: the first (or only) message of a frame.
+fn commit_sealed(
+    net: &mut Output,
+    counters: &mut TunnelCounters,
+    peer: &mut Peer,
+    sealed: Sealed,
+    to: SocketAddr,
+    frame_start: bool,
+) {
+    let len = match sealed {
+        Sealed::Data(n) => n,
+        Sealed::Initiation(n) => {
+            // No session: boringtun queued the packet and starts one.
+            counters.tx_queued += u64::from(frame_start);
+            n
+        }
+        Sealed::Queued => {
+            counters.tx_queued += u64::from(frame_start);
+            return;
+        }
+    };
+    net.commit(counters, Some(peer), 0, len, to, frame_start);
 }
 
 #[cfg(test)]
@@ -99,17 +189,38 @@ mod tests {
 
     #[test]
     fn padding_rule() {
-        assert_eq!(padded_len(0), 0);
-        assert_eq!(padded_len(1), 16);
-        assert_eq!(padded_len(90), 96);
-        assert_eq!(padded_len(96), 96);
+        let big = usize::MAX;
+        assert_eq!(padded_len(0, big), 0);
+        assert_eq!(padded_len(1, big), 16);
+        assert_eq!(padded_len(90, big), 96);
+        assert_eq!(padded_len(96, big), 96);
         // Never past the MTU: the kernel's 1420-byte packet stays 1420.
-        assert_eq!(padded_len(1419), 1420);
-        assert_eq!(padded_len(1420), 1420);
+        assert_eq!(padded_len(1419, big), 1420);
+        assert_eq!(padded_len(1420, big), 1420);
         // Above the MTU (jumbo underlay) plain alignment again.
-        assert_eq!(padded_len(1421), 1424);
+        assert_eq!(padded_len(1421, big), 1424);
         assert!(
-            padded_len(MAX_FRAME_LEN + gretap::header_len(true)) + DATA_OVERHEAD <= RX_DATAGRAM_MAX
+            padded_len(MAX_FRAME_LEN + gretap::header_len(true), big) + DATA_OVERHEAD
+                <= RX_DATAGRAM_MAX
         );
+        // Never past the inner MTU towards the peer: a 1500-byte IPv4
+        // underlay carries 1440 bytes of plaintext, a 1280-byte one 1220.
+        assert_eq!(padded_len(1436, 1440), 1440);
+        assert_eq!(padded_len(1219, 1220), 1220);
+        assert_eq!(padded_len(1000, 1220), 1008);
+        for len in 0..=1440 {
+            assert!(padded_len(len, 1440) <= 1440);
+            assert!(padded_len(len, 1220) <= 1220.max(len));
+        }
+    }
+
+    #[test]
+    fn inner_mtu_per_underlay_family() {
+        let v4: SocketAddr = "198.18.0.1:51820".parse().unwrap();
+        let v6: SocketAddr = "[fd00::1]:51820".parse().unwrap();
+        assert_eq!(inner_mtu(1500, v4), 1440);
+        // The kernel's wg0 default assumes an IPv6 underlay.
+        assert_eq!(inner_mtu(1500, v6), 1420);
+        assert_eq!(inner_mtu(65000, v4), RX_DATAGRAM_MAX - DATA_OVERHEAD);
     }
 }

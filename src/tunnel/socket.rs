@@ -58,6 +58,32 @@ pub(super) fn setsockopt_int(
     cvt(r).map(|_| ())
 }
 
+/// DF on every datagram, whatever the kernel learnt about the path: a
+/// datagram over the route's MTU fails with EMSGSIZE instead of leaving in
+/// IP fragments (which lose everything when one piece is lost and which
+/// many underlays filter). The tunnel sizes its datagrams for the underlay
+/// MTU (inner fragmentation), so only a path narrower than configured
+/// makes sends fail, and those are counted. On a dual-stack socket the
+/// IPv4 option covers the IPv4 (mapped) peers.
+fn forbid_fragmentation(fd: RawFd, v6: bool) -> io::Result<()> {
+    setsockopt_int(
+        fd,
+        libc::IPPROTO_IP,
+        libc::IP_MTU_DISCOVER,
+        libc::IP_PMTUDISC_DO,
+    )?;
+    if v6 {
+        setsockopt_int(
+            fd,
+            libc::IPPROTO_IPV6,
+            libc::IPV6_MTU_DISCOVER,
+            libc::IPV6_PMTUDISC_DO,
+        )?;
+        setsockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_DONTFRAG, 1)?;
+    }
+    Ok(())
+}
+
 impl UdpSocket {
     /// Binds `[::]:port` dual-stack, or `0.0.0.0:port` without IPv6.
     /// Port 0 lets the kernel choose (tests); see `local_port`.
@@ -86,6 +112,7 @@ impl UdpSocket {
         if v6 {
             setsockopt_int(raw, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 0)?;
         }
+        forbid_fragmentation(raw, v6)?;
         Self::size_buffers(raw);
         let any = if v6 {
             SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, port, 0, 0))

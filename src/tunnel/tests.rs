@@ -35,10 +35,16 @@ pub(super) fn spec(seed: u8, endpoint: Option<SocketAddr>) -> PeerSpec {
 
 /// Node `seed` with the given peers (by seed), on a kernel-chosen port.
 pub(super) fn node(seed: u8, peers: &[u8]) -> Tunnels {
+    node_mtu(seed, peers, 1500)
+}
+
+/// The same over an underlay of `mtu` bytes.
+pub(super) fn node_mtu(seed: u8, peers: &[u8], mtu: u16) -> Tunnels {
     Tunnels::new(TunnelConfig {
         private_key: private(seed),
         listen_port: 0,
         local_inner: inner(seed),
+        underlay_mtu: mtu,
         peers: peers.iter().map(|&p| spec(p, None)).collect(),
     })
     .unwrap()
@@ -85,8 +91,13 @@ pub(super) fn pump(
 /// A and B with each other's endpoint; three frames queued behind the
 /// handshake must arrive complete and in order.
 pub(super) fn pair() -> (Tunnels, Tunnels) {
-    let mut a = node(1, &[2]);
-    let mut b = node(2, &[1]);
+    pair_mtu(1500)
+}
+
+/// `pair` over an underlay of `mtu` bytes.
+pub(super) fn pair_mtu(mtu: u16) -> (Tunnels, Tunnels) {
+    let mut a = node_mtu(1, &[2], mtu);
+    let mut b = node_mtu(2, &[1], mtu);
     a.set_endpoint(0, lo(port(&b))).unwrap();
     b.set_endpoint(0, lo(port(&a))).unwrap();
     let queued: Got = (60..63).map(|n| (0, frame(n, 0))).collect();
@@ -238,6 +249,7 @@ fn persistent_keepalive_is_sent_by_the_timers() {
         private_key: private(1),
         listen_port: 0,
         local_inner: inner(1),
+        underlay_mtu: 1500,
         peers: vec![PeerSpec {
             persistent_keepalive: Some(1),
             ..spec(2, None)
@@ -345,6 +357,7 @@ fn config_is_checked() {
         private_key: private(1),
         listen_port: 0,
         local_inner: inner(1),
+        underlay_mtu: 1500,
         peers: vec![PeerSpec {
             inner: "fd00::2".parse().unwrap(),
             ..spec(2, None)
@@ -355,6 +368,7 @@ fn config_is_checked() {
         private_key: private(1),
         listen_port: 0,
         local_inner: inner(1),
+        underlay_mtu: 1500,
         peers: vec![spec(2, None), spec(2, None)],
     };
     assert!(Tunnels::new(dup).is_err());
@@ -369,6 +383,7 @@ fn ipv6_inner_and_underlay() {
             private_key: private(me),
             listen_port: 0,
             local_inner: v6(me),
+            underlay_mtu: 1500,
             peers: vec![PeerSpec {
                 inner: v6(other),
                 ..spec(other, None)

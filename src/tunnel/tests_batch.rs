@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::tests::{frame, lo, node, pair, port, Got};
+use super::tests::{frame, lo, node, pair, pair_mtu, port, Got};
 use super::*;
 
 /// Frame sizes with runs of equal sizes (GSO material: bulk TCP looks like
@@ -203,39 +203,106 @@ fn two_bursts(a: &mut Tunnels, b: &mut Tunnels, frames: &Got) {
     }
 }
 
-/// A segment over the path MTU makes the kernel refuse a GSO message with
-/// EMSGSIZE: in a netns whose loopback has MTU 1280, 1400-byte frames
-/// (1452-byte datagrams) cannot go as GSO. Each run must go again one
-/// datagram per message (fragmented by the kernel), in order, and GSO stay
-/// on (small frames may still use it).
+/// IP fragments this thread's network namespace created (/proc/net would
+/// be the process's namespace, not the thread's).
+pub(super) fn frag_creates() -> u64 {
+    let snmp = std::fs::read_to_string("/proc/thread-self/net/snmp").unwrap();
+    let mut ip = snmp.lines().filter(|l| l.starts_with("Ip:"));
+    let (names, vals) = (ip.next().unwrap(), ip.next().unwrap());
+    names
+        .split_whitespace()
+        .zip(vals.split_whitespace())
+        .find(|(n, _)| *n == "FragCreates")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap()
+}
+
+/// A path narrower than the configured underlay MTU: in a netns whose
+/// loopback has MTU 1280, nodes told the underlay is 1500 send 1400-byte
+/// frames as 1452-byte datagrams. The kernel refuses the GSO runs with
+/// EMSGSIZE, then each datagram alone (the socket sets DF): all dropped and
+/// counted, none fragmented by the underlay, GSO still on for small frames.
 #[test]
-fn gso_over_the_path_mtu_resends_plain() {
+fn over_the_path_mtu_is_dropped_not_fragmented() {
     let r = in_netns(|| {
         ip(&["link", "set", "lo", "up", "mtu", "1280"]);
+        let frags_before = frag_creates();
         let (mut a, mut b) = pair();
         if !a.gso_active() {
             return None;
         }
-        let frames: Got = (0..150).map(|i| (0, frame(1400, i as u8))).collect();
-        two_bursts(&mut a, &mut b, &frames);
+        for i in 0..150 {
+            a.send_frame(0, &frame(1400, i as u8)).unwrap();
+        }
+        a.flush();
+        let mut got = vec![Got::new()];
+        std::thread::sleep(Duration::from_millis(50));
+        b.receive(&mut |p, f| got[0].push((p, f.to_vec())));
+        assert!(got[0].is_empty(), "nothing over the path MTU arrives");
         let small: Got = (0..40).map(|i| (0, frame(500, i as u8))).collect();
         two_bursts(&mut a, &mut b, &small);
-        Some((a.counters().clone(), a.gso_active()))
+        Some((
+            a.counters().clone(),
+            a.gso_active(),
+            frag_creates() - frags_before,
+        ))
     });
-    let Some(Some((k, gso_after))) = r else {
+    let Some(Some((k, gso_after, frags))) = r else {
         eprintln!("no netns (not root) or no UDP GSO: not testable here");
         return;
     };
-    // 150 frames = flushes of 64, 64 and 22 datagrams; a run stops under
-    // 64 KiB (44 x 1452 bytes): runs of 44, 20, 44, 20, 22, twice.
-    assert_eq!(k.tx_gso_too_big, 10, "{k:?}");
+    // 150 datagrams = flushes of 64, 64 and 22; a run stops under 64 KiB
+    // (44 x 1452 bytes): runs of 44, 20, 44, 20, 22, each refused.
+    assert_eq!(k.tx_gso_too_big, 5, "{k:?}");
+    assert_eq!(k.tx_too_big, 150, "{k:?}");
+    assert_eq!(frags, 0, "the underlay fragmented");
     assert_eq!(k.tx_gso_fallbacks, 0);
     assert!(gso_after);
-    // The 500-byte frames (two runs of 40) still went as GSO, as did the
-    // three small frames queued behind the handshake.
     assert_eq!(k.tx_gso_segments, 80 + 3, "{k:?}");
     assert_eq!(k.tx_socket_errors + k.tx_would_block, 0);
-    assert_eq!(k.tx_frames, 3 + 300 + 80);
+}
+
+/// The same path with the MTU configured right: 1400- and 9000-byte frames
+/// leave as inner IP fragments in datagrams of at most 1280 bytes, equal
+/// sizes but the last (GSO runs), and arrive whole and in order.
+#[test]
+fn inner_fragments_fit_a_narrow_path() {
+    let r = in_netns(|| {
+        ip(&["link", "set", "lo", "up", "mtu", "1280"]);
+        let frags_before = frag_creates();
+        let (mut a, mut b) = pair_mtu(1280);
+        let frames: Got = (0..150)
+            .map(|i| (0, frame(if i % 10 == 0 { 9000 } else { 1400 }, i as u8)))
+            .collect();
+        two_bursts(&mut a, &mut b, &frames);
+        Some((
+            a.counters().clone(),
+            b.counters().clone(),
+            frag_creates() - frags_before,
+        ))
+    });
+    let Some(Some((ka, kb, frags))) = r else {
+        eprintln!("no netns (not root): not testable here");
+        return;
+    };
+    assert_eq!(frags, 0, "the underlay fragmented");
+    assert_eq!(
+        ka.tx_too_big + ka.tx_socket_errors + ka.tx_would_block,
+        0,
+        "{ka:?}"
+    );
+    // Inner MTU 1280 - 60 = 1220: 1200 data bytes a piece; a 1400-byte
+    // frame is 1424 inner bytes (2 pieces), a 9000-byte one 9024 (8).
+    assert_eq!(ka.tx_fragmented_frames, 300);
+    assert_eq!(ka.tx_inner_fragments, 2 * (135 * 2 + 15 * 8));
+    assert_eq!(ka.tx_frames, 3 + 300);
+    assert_eq!(kb.rx_reassembled, 300, "{kb:?}");
+    assert_eq!(kb.rx_inner_fragments, ka.tx_inner_fragments);
+    // Every datagram fits the path: at most 1280 - 28 bytes of UDP payload.
+    assert!(kb.rx_bytes <= kb.rx_datagrams * 1252, "{kb:?}");
+    if ka.tx_gso_messages > 0 {
+        assert!(ka.tx_gso_segments >= 2 * ka.tx_gso_messages);
+    }
 }
 
 fn netns_fd() -> std::fs::File {

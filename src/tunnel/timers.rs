@@ -1,6 +1,7 @@
 //! Periodic work: boringtun's timers for every peer (handshake retries,
-//! rekeying, keepalives, persistent keepalives, session expiry) and the
-//! once-a-second reset of the shared handshake rate limiter.
+//! rekeying, keepalives, persistent keepalives, session expiry), expiry of
+//! unfinished inner reassembly, and the once-a-second reset of the shared
+//! handshake rate limiter.
 //!
 //! boringtun stamps its events with the time of the last `update_timers`
 //! call, so the caller's tick period (100-250 ms) is also the resolution of
@@ -14,7 +15,11 @@ impl Tunnels {
     pub(super) fn tick_inner(&mut self) {
         // The shared limiter is ours to reset (Tunns only reset their own).
         self.matcher.rate_limiter.reset_count();
+        let now = std::time::Instant::now();
         for peer in self.peers.iter_mut() {
+            // Unfinished inner datagrams time out even if the peer went
+            // quiet.
+            peer.reasm.expire(now, &mut self.counters);
             match peer.tunn.update_timers(&mut self.out) {
                 TunnResult::WriteToNetwork(msg) => match peer.endpoint {
                     Some(to) => self.net.queue(&mut self.counters, Some(peer), msg, to),

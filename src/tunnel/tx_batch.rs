@@ -8,7 +8,8 @@
 //! GSO needs checksum offload on the route's device; where the kernel says
 //! EIO or EINVAL to a GSO message, the socket stops using it for good and the
 //! same datagrams go again one message each. EMSGSIZE (a segment over the
-//! path MTU) resends that run one by one but keeps GSO for the others.
+//! path MTU) resends that run one by one but keeps GSO for the others;
+//! a single datagram over the path MTU is dropped (the socket sets DF).
 
 use std::io;
 use std::mem::{size_of, zeroed};
@@ -51,6 +52,9 @@ pub enum Outcome {
     Sent,
     /// The socket buffer was full: dropped.
     WouldBlock,
+    /// EMSGSIZE: longer than the path MTU, and the socket forbids
+    /// fragmentation: dropped.
+    TooBig,
     /// Any other error (unreachable family, too big...): dropped.
     Failed,
 }
@@ -187,8 +191,9 @@ impl UdpSocket {
                     next = first;
                 }
                 Refused::TooBig(first, n) => {
-                    // A segment exceeds the path MTU: plain sends may still
-                    // go (fragmented); GSO stays on for other runs.
+                    // A segment exceeds the path MTU: each datagram is tried
+                    // alone (the ones that fit go; with DF the others fail
+                    // as TooBig); GSO stays on for other runs.
                     stats.gso_too_big += 1;
                     next = first;
                     plain_until = first + n;
@@ -300,6 +305,10 @@ impl UdpSocket {
                 }
                 Some(libc::EMSGSIZE) if r < 0 && plan[m].1 > 1 => {
                     return Refused::TooBig(plan[m].0, plan[m].1);
+                }
+                Some(libc::EMSGSIZE) => {
+                    fate(m, Outcome::TooBig, report);
+                    m += 1;
                 }
                 _ => {
                     fate(m, Outcome::Failed, report);

@@ -188,6 +188,14 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         self.set_be16(field::FLG_OFF, if dont_frag { FLAG_DF } else { 0 });
     }
 
+    /// Flags and offset of a fragment we cut: DF clear (a fragment may not
+    /// forbid what made it), MF on all but the last, `offset` in bytes (a
+    /// multiple of 8; the low bits are dropped).
+    pub fn set_fragment(&mut self, more_frags: bool, offset: u16) {
+        let mf = if more_frags { FLAG_MF } else { 0 };
+        self.set_be16(field::FLG_OFF, mf | ((offset >> 3) & FRAG_OFFSET_MASK));
+    }
+
     pub fn set_ttl(&mut self, v: u8) {
         self.buffer.as_mut()[field::TTL] = v;
     }
@@ -473,6 +481,22 @@ mod tests {
             g.checksum(),
         );
         let _ = (g.key(), g.seq(), g.verify_checksum(), g.payload().len());
+    }
+
+    #[test]
+    fn fragment_fields_roundtrip() {
+        let mut v = captures::OGM.to_vec();
+        let mut p = Packet::new_checked(&mut v[..]).unwrap();
+        p.set_fragment(true, 1416);
+        p.fill_checksum();
+        assert!(p.verify_checksum());
+        assert!(!p.dont_frag() && p.more_frags() && p.is_fragment());
+        assert_eq!(p.frag_offset(), 1416);
+        p.set_fragment(false, 0xfff8 + 7);
+        assert!(!p.more_frags());
+        assert_eq!(p.frag_offset(), 0xfff8);
+        p.set_fragment(false, 0);
+        assert!(!p.is_fragment());
     }
 
     #[test]

@@ -22,6 +22,21 @@ pub mod field {
 }
 
 pub const HEADER_LEN: usize = 40;
+/// Next-header value of the fragment extension header (RFC 8200 4.5).
+pub const PROTO_FRAGMENT: u8 = 44;
+/// The fragment header: next header, reserved, offset + M, identification.
+pub const FRAG_HEADER_LEN: usize = 8;
+
+pub mod frag_field {
+    use std::ops::Range;
+    pub const NXT_HDR: usize = 0;
+    pub const RESERVED: usize = 1;
+    pub const OFF_M: Range<usize> = 2..4;
+    pub const IDENT: Range<usize> = 4..8;
+}
+
+const FRAG_M: u16 = 0x0001;
+const FRAG_OFFSET_MASK: u16 = 0xfff8;
 
 #[derive(Debug, Clone)]
 pub struct Packet<T: AsRef<[u8]>> {
@@ -141,6 +156,68 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     }
 }
 
+/// A view of the 8-byte fragment header that follows the fixed header
+/// when `next_header()` is PROTO_FRAGMENT. `new_checked` guarantees 8 bytes.
+#[derive(Debug, Clone)]
+pub struct FragHeader<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> FragHeader<T> {
+    pub const fn new_unchecked(buffer: T) -> FragHeader<T> {
+        FragHeader { buffer }
+    }
+
+    pub fn new_checked(buffer: T) -> WireResult<FragHeader<T>> {
+        if buffer.as_ref().len() < FRAG_HEADER_LEN {
+            return Err(WireError::Truncated);
+        }
+        Ok(Self::new_unchecked(buffer))
+    }
+
+    fn off_m(&self) -> u16 {
+        let b = self.buffer.as_ref();
+        u16::from_be_bytes([b[2], b[3]])
+    }
+
+    /// The header of the fragmentable part (47 for a gretap).
+    pub fn next_header(&self) -> u8 {
+        self.buffer.as_ref()[frag_field::NXT_HDR]
+    }
+
+    /// Offset of this fragment's data in bytes (a multiple of 8).
+    pub fn frag_offset(&self) -> u16 {
+        self.off_m() & FRAG_OFFSET_MASK
+    }
+
+    pub fn more_frags(&self) -> bool {
+        self.off_m() & FRAG_M != 0
+    }
+
+    pub fn ident(&self) -> u32 {
+        let b = self.buffer.as_ref();
+        u32::from_be_bytes([b[4], b[5], b[6], b[7]])
+    }
+
+    /// The fragment's data (what follows the 8 bytes).
+    pub fn payload(&self) -> &[u8] {
+        &self.buffer.as_ref()[FRAG_HEADER_LEN..]
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> FragHeader<T> {
+    /// Writes all four fields (reserved bits zero). `offset` in bytes, a
+    /// multiple of 8 (the low bits are dropped).
+    pub fn emit(&mut self, next_header: u8, offset: u16, more_frags: bool, ident: u32) {
+        let b = self.buffer.as_mut();
+        b[frag_field::NXT_HDR] = next_header;
+        b[frag_field::RESERVED] = 0;
+        let m = if more_frags { FRAG_M } else { 0 };
+        b[frag_field::OFF_M].copy_from_slice(&((offset & FRAG_OFFSET_MASK) | m).to_be_bytes());
+        b[frag_field::IDENT].copy_from_slice(&ident.to_be_bytes());
+    }
+}
+
 /// The fields of a header we originate (no extension headers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Repr {
@@ -227,6 +304,25 @@ mod tests {
         assert_eq!(p.hop_limit(), 64);
         assert_eq!(p.payload(), &[0, 0, 0x65, 0x58]);
         assert_eq!(r.emit(&mut [0u8; 39]), Err(WireError::Truncated));
+    }
+
+    #[test]
+    fn fragment_header_roundtrip() {
+        let mut b = [0u8; 12];
+        FragHeader::new_checked(&mut b[..])
+            .unwrap()
+            .emit(47, 1392, true, 0xdead_beef);
+        assert_eq!(&b[..8], &[47, 0, 0x05, 0x71, 0xde, 0xad, 0xbe, 0xef]);
+        let f = FragHeader::new_checked(&b[..]).unwrap();
+        assert_eq!(f.next_header(), 47);
+        assert_eq!(f.frag_offset(), 1392);
+        assert!(f.more_frags());
+        assert_eq!(f.ident(), 0xdead_beef);
+        assert_eq!(f.payload().len(), 4);
+        assert_eq!(
+            FragHeader::new_checked(&b[..7]).err(),
+            Some(WireError::Truncated)
+        );
     }
 
     #[test]
