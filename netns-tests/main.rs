@@ -3,5 +3,6 @@
 
 mod common;
 mod migration;
+mod mtu;
 mod node;
 mod reroute;

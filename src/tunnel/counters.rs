@@ -86,9 +86,9 @@ pub struct TunnelCounters {
     pub reasm_evicted: u64,
 
     // --- send ---
-    /// Frames encrypted and queued for the socket, a fragmented one once
-    /// (drops at flush time are in tx_would_block / tx_too_big /
-    /// tx_socket_errors).
+    /// Frames encrypted and queued for the socket, or queued behind a
+    /// handshake (tx_queued); a fragmented frame counts once (drops at
+    /// flush time are in tx_would_block / tx_too_big / tx_socket_errors).
     pub tx_frames: u64,
     /// Frames given to send_frame while no session existed (queued inside
     /// the peer's Tunn, at most 256 per peer, until the handshake completes).

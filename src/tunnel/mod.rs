@@ -84,6 +84,8 @@ mod tests;
 #[cfg(test)]
 mod tests_batch;
 #[cfg(test)]
+mod tests_frag;
+#[cfg(test)]
 mod tests_raw;
 
 use std::collections::HashMap;

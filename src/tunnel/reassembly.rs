@@ -132,16 +132,7 @@ impl Reassembly {
             Some(i) => i,
             None => self.create(f.ident, now, c),
         };
-        match self.place(i, &f, end, c) {
-            Verdict::Complete => {
-                let e = self.entries.swap_remove(i);
-                self.held -= e.data.capacity();
-                self.done = e.data;
-                c.rx_reassembled += 1;
-                Verdict::Complete
-            }
-            v => v,
-        }
+        self.place(i, &f, end, c)
     }
 
     /// Drops every datagram older than REASM_TIMEOUT.
@@ -155,7 +146,7 @@ impl Reassembly {
             }
             keep
         });
-        self.held -= freed;
+        self.held = self.held.saturating_sub(freed);
         c.reasm_timeouts += (before - self.entries.len()) as u64;
     }
 
@@ -175,7 +166,8 @@ impl Reassembly {
         self.entries.len() - 1
     }
 
-    /// Puts the piece into datagram `i`: checks, room, copy.
+    /// Puts the piece into datagram `i`: checks, room, copy; a complete
+    /// datagram leaves the table for `done`.
     fn place(&mut self, i: usize, f: &Fragment<'_>, end: usize, c: &mut TunnelCounters) -> Verdict {
         let Some(e) = self.entries.get(i) else {
             return Verdict::Dropped;
@@ -231,11 +223,17 @@ impl Reassembly {
         if !f.more {
             e.total = Some(end);
         }
-        if e.total == Some(e.received) {
-            Verdict::Complete
-        } else {
-            Verdict::Pending
+        if e.total != Some(e.received) {
+            return Verdict::Pending;
         }
+        // `i` is this datagram's index after make_room's evictions.
+        if i < self.entries.len() {
+            let e = self.entries.swap_remove(i);
+            self.held = self.held.saturating_sub(e.data.capacity());
+            self.done = e.data;
+        }
+        c.rx_reassembled += 1;
+        Verdict::Complete
     }
 
     /// Evicts the oldest other datagrams until `grow` more bytes fit.
@@ -276,7 +274,7 @@ impl Reassembly {
     fn remove(&mut self, i: usize) {
         if i < self.entries.len() {
             let e = self.entries.swap_remove(i);
-            self.held -= e.data.capacity();
+            self.held = self.held.saturating_sub(e.data.capacity());
         }
     }
 }

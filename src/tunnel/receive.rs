@@ -287,7 +287,8 @@ fn send_queued(net: &mut Output, counters: &mut TunnelCounters, peer: &mut Peer)
             }
             _ => return,
         };
-        net.commit(counters, Some(&mut *peer), offset, len, to, true);
+        // send.rs counted these frames when boringtun queued them.
+        net.commit(counters, Some(&mut *peer), offset, len, to, false);
     }
 }
 

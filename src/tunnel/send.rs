@@ -168,19 +168,23 @@ fn commit_sealed(
     to: SocketAddr,
     frame_start: bool,
 ) {
-    let len = match sealed {
-        Sealed::Data(n) => n,
-        Sealed::Initiation(n) => {
-            // No session: boringtun queued the packet and starts one.
-            counters.tx_queued += u64::from(frame_start);
-            n
-        }
-        Sealed::Queued => {
-            counters.tx_queued += u64::from(frame_start);
-            return;
-        }
+    let (len, waiting) = match sealed {
+        Sealed::Data(n) => (n, false),
+        // No session: boringtun queued the packet (and starts a handshake).
+        Sealed::Initiation(n) => (n, true),
+        Sealed::Queued => (0, true),
     };
-    net.commit(counters, Some(peer), 0, len, to, frame_start);
+    if waiting && frame_start {
+        // Counted as a frame now: when the handshake releases the queue,
+        // its messages can no longer be told apart as whole frames or
+        // inner fragments (receive.rs commits them as no frame start).
+        counters.tx_queued += 1;
+        counters.tx_frames += 1;
+        peer.stats.tx_frames += 1;
+    }
+    if len > 0 {
+        net.commit(counters, Some(peer), 0, len, to, frame_start && !waiting);
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,110 @@
+//! Issue 3: VMs keep MTU 1500 over a 1500-byte underlay. Unicast frames
+//! that do not fit a link travel as batman-adv fragments; broadcast frames
+//! as inner-IP fragments inside the tunnel (what a kernel gretap does);
+//! the underlay itself never fragments.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::common::*;
+
+fn underlay_fragments(t: &Topology) -> u64 {
+    // IP fragments created by the hypervisors' own stacks (the underlay).
+    t.hvs
+        .iter()
+        .map(|h| {
+            let snmp = ns_exec(&h.ns, &["cat", "/proc/net/snmp"]);
+            let mut lines = snmp.lines().filter(|l| l.starts_with("Ip:"));
+            let (Some(names), Some(vals)) = (lines.next(), lines.next()) else {
+                return 0;
+            };
+            names
+                .split_whitespace()
+                .zip(vals.split_whitespace())
+                .find(|(n, _)| *n == "FragCreates")
+                .and_then(|(_, v)| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
+#[test]
+fn vm_mtu_1500_over_a_1500_byte_underlay() {
+    let opts = Opts {
+        port_mtu: Some(1500),
+        ..Opts::default()
+    };
+    let layout: &[&[Attach]] = &[&[Attach::TapNic], &[Attach::TapNic], &[Attach::TapNic]];
+    let mut t = Topology::with_opts("mwU", layout, 300, opts);
+    t.start_all();
+    for vm in &t.vms {
+        ns_exec(&vm.ns, &["ip", "link", "set", "dev", "eth0", "mtu", "1500"]);
+    }
+    assert!(t.wait_routes(Duration::from_secs(60)));
+    let ip2 = t.vm("vm2a").ip4.clone();
+    assert!(t.ping_until("vm1a", &ip2, Duration::from_secs(20)));
+    let frags_before = underlay_fragments(&t);
+
+    // Full-size DF pings, both families.
+    assert!(
+        t.ping("vm1a", &ip2, 5, &["-M", "do", "-s", "1472"]),
+        "1500-byte DF ping failed\n{}",
+        t.dump_logs()
+    );
+    let ip6 = t.vm("vm3a").ip6.clone();
+    assert!(
+        t.ping("vm1a", &ip6, 5, &["-M", "do", "-s", "1452"]),
+        "1500-byte IPv6 ping"
+    );
+
+    // TCP with full-size segments.
+    let server_ns = t.vm("vm2a").ns.clone();
+    let mut server = Command::new("ip")
+        .args(["netns", "exec", &server_ns, "iperf3", "-s", "-1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let out = ns_exec(&t.vm("vm1a").ns, &["iperf3", "-c", &ip2, "-t", "3", "-J"]);
+    let _ = server.kill();
+    let _ = server.wait();
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        v["end"]["sum_received"]["bytes"].as_f64().unwrap_or(0.0) > 1e6,
+        "{out}"
+    );
+
+    // A 1472-byte UDP broadcast arrives whole at every other VM.
+    for vm in ["vm2a", "vm3a"] {
+        let ns = t.vm(vm).ns.clone();
+        let dir = t.dir.clone();
+        let got = dir.join(format!("bcast-{vm}.bin"));
+        let script = format!(
+            "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('0.0.0.0',9999))\ns.settimeout(10)\nd,_=s.recvfrom(65535)\nopen('{}','wb').write(d)\n",
+            got.display()
+        );
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns, "python3", "-c", &script])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let send = "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.setsockopt(socket.SOL_SOCKET,socket.SO_BROADCAST,1)\ns.sendto(bytes(range(256))*5+bytes(192),('198.19.1.255',9999))\n";
+        ns_exec(&t.vm("vm1a").ns, &["python3", "-c", send]);
+        let st = child.wait_with_output().unwrap();
+        assert!(
+            st.status.success(),
+            "{vm}: no broadcast within 10 s\n{}",
+            t.dump_logs()
+        );
+        let data = std::fs::read(&got).unwrap();
+        assert_eq!(data.len(), 1472, "{vm} got {} bytes", data.len());
+        assert_eq!(&data[..256], &(0..=255u8).collect::<Vec<_>>()[..]);
+    }
+
+    assert_eq!(
+        underlay_fragments(&t),
+        frags_before,
+        "the underlay fragmented IP packets"
+    );
+}
