@@ -74,6 +74,15 @@ fn vm_mtu_1500_over_a_1500_byte_underlay() {
         v["end"]["sum_received"]["bytes"].as_f64().unwrap_or(0.0) > 1e6,
         "{out}"
     );
+    eprintln!(
+        "iperf3 vm1a -> vm2a, VM MTU 1500 over a 1500-byte underlay: {:.1} Mbit/s, {} retransmits",
+        v["end"]["sum_received"]["bits_per_second"]
+            .as_f64()
+            .unwrap_or(0.0)
+            / 1e6,
+        v["end"]["sum_sent"]["retransmits"]
+    );
+    let before = tunnel_sums(&t);
 
     // A 1472-byte UDP broadcast arrives whole at every other VM.
     for vm in ["vm2a", "vm3a"] {
@@ -107,4 +116,54 @@ fn vm_mtu_1500_over_a_1500_byte_underlay() {
         frags_before,
         "the underlay fragmented IP packets"
     );
+    // The broadcasts crossed as inner IP fragments, reassembled whole, and
+    // nothing was refused for size or dropped in reassembly.
+    let after = tunnel_sums(&t);
+    let grew = |k: &str| after[k] - before[k];
+    eprintln!("tunnel counters during the broadcasts: {:?}", {
+        let mut d: Vec<_> = COUNTERS.iter().map(|k| (*k, grew(k))).collect();
+        d.retain(|(_, v)| *v > 0);
+        d
+    });
+    assert!(grew("tx_fragmented_frames") >= 2, "{after:?}");
+    assert!(grew("rx_reassembled") >= 2, "{after:?}");
+    assert_eq!(after["tx_too_big"], 0, "{after:?}");
+    for k in [
+        "reasm_timeouts",
+        "reasm_overlaps",
+        "reasm_malformed",
+        "reasm_oversize",
+        "reasm_evicted",
+    ] {
+        assert_eq!(after[k], 0, "{k}: {after:?}");
+    }
+}
+
+const COUNTERS: &[&str] = &[
+    "tx_fragmented_frames",
+    "tx_inner_fragments",
+    "tx_too_big",
+    "rx_inner_fragments",
+    "rx_reassembled",
+    "reasm_timeouts",
+    "reasm_duplicates",
+    "reasm_overlaps",
+    "reasm_malformed",
+    "reasm_oversize",
+    "reasm_evicted",
+];
+
+/// The tunnel counters above, summed over every hypervisor.
+fn tunnel_sums(t: &Topology) -> std::collections::BTreeMap<&'static str, u64> {
+    let mut sums = std::collections::BTreeMap::new();
+    for hv in 1..=t.hvs.len() {
+        let stats = t.ctl(hv, "stats");
+        for k in COUNTERS {
+            let v = stats["tunnel"][*k]
+                .as_u64()
+                .unwrap_or_else(|| panic!("no tunnel.{k} in {stats}"));
+            *sums.entry(*k).or_insert(0) += v;
+        }
+    }
+    sums
 }
