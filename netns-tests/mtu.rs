@@ -9,33 +9,54 @@ use std::time::Duration;
 use crate::common::*;
 
 fn underlay_fragments(t: &Topology) -> u64 {
-    // IP fragments created by the hypervisors' own stacks (the underlay).
+    // IP fragments created by the hypervisors' own stacks (the underlay),
+    // IPv4 and IPv6.
     t.hvs
         .iter()
         .map(|h| {
             let snmp = ns_exec(&h.ns, &["cat", "/proc/net/snmp"]);
             let mut lines = snmp.lines().filter(|l| l.starts_with("Ip:"));
-            let (Some(names), Some(vals)) = (lines.next(), lines.next()) else {
-                return 0;
+            let v4 = match (lines.next(), lines.next()) {
+                (Some(names), Some(vals)) => names
+                    .split_whitespace()
+                    .zip(vals.split_whitespace())
+                    .find(|(n, _)| *n == "FragCreates")
+                    .and_then(|(_, v)| v.parse::<u64>().ok())
+                    .unwrap_or(0),
+                _ => 0,
             };
-            names
-                .split_whitespace()
-                .zip(vals.split_whitespace())
-                .find(|(n, _)| *n == "FragCreates")
-                .and_then(|(_, v)| v.parse::<u64>().ok())
-                .unwrap_or(0)
+            let snmp6 = ns_exec(&h.ns, &["cat", "/proc/net/snmp6"]);
+            let v6 = snmp6
+                .lines()
+                .filter_map(|l| l.split_once(char::is_whitespace))
+                .find(|(n, _)| *n == "Ip6FragCreates")
+                .and_then(|(_, v)| v.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+            v4 + v6
         })
         .sum()
 }
 
 #[test]
 fn vm_mtu_1500_over_a_1500_byte_underlay() {
+    mtu_1500("mwU", false);
+}
+
+/// The same over an IPv6 underlay with IPv6 inner headers: the broadcasts'
+/// inner fragments carry an IPv6 fragment header.
+#[test]
+fn vm_mtu_1500_over_a_1500_byte_ipv6_underlay() {
+    mtu_1500("mwV", true);
+}
+
+fn mtu_1500(prefix: &str, v6: bool) {
     let opts = Opts {
         port_mtu: Some(1500),
+        v6,
         ..Opts::default()
     };
     let layout: &[&[Attach]] = &[&[Attach::TapNic], &[Attach::TapNic], &[Attach::TapNic]];
-    let mut t = Topology::with_opts("mwU", layout, 300, opts);
+    let mut t = Topology::with_opts(prefix, layout, 300, opts);
     t.start_all();
     for vm in &t.vms {
         ns_exec(&vm.ns, &["ip", "link", "set", "dev", "eth0", "mtu", "1500"]);
@@ -75,7 +96,7 @@ fn vm_mtu_1500_over_a_1500_byte_underlay() {
         "{out}"
     );
     eprintln!(
-        "iperf3 vm1a -> vm2a, VM MTU 1500 over a 1500-byte underlay: {:.1} Mbit/s, {} retransmits",
+        "iperf3 vm1a -> vm2a, VM MTU 1500 over a 1500-byte underlay (v6 {v6}): {:.1} Mbit/s, {} retransmits",
         v["end"]["sum_received"]["bits_per_second"]
             .as_f64()
             .unwrap_or(0.0)

@@ -116,6 +116,11 @@ pub(super) fn seal_packet(
 
 /// Decrypts one data message and returns the Ethernet frame inside, after
 /// the checks a kernel gretap + wg allowed-ips would make for `link`.
+/// Stateless: an inner IP fragment is `Inner(Drop::Fragment)` here (the
+/// receive path reassembles them).
+///
+/// `seal_frame` likewise makes one message whatever the frame's length; the
+/// send path cuts what does not fit the underlay into inner fragments.
 pub fn open_frame<'o>(
     tunn: &mut Tunn,
     datagram: &[u8],

@@ -5,7 +5,9 @@
 //! Outgoing, the headers are written in front of the frame inside one
 //! reusable buffer; incoming, the checks are the ones wg's allowed-ips and
 //! the gretap's local/remote addresses would make, and the frame is returned
-//! as a slice of the decrypted buffer (no copy).
+//! as a slice of the decrypted buffer (no copy). `classify` tells whole
+//! packets from inner IP fragments (checked the same way), which the
+//! receive path hands to the peer's `Reassembly` and then to `decap_gre`.
 
 use std::net::IpAddr;
 
