@@ -109,6 +109,18 @@ fn ipv4_pieces_are_proper_fragments() {
         next += ip.payload().len();
     }
     assert_eq!(next, p.len() - 20);
+    // At the kernel's wg0 MTU the pieces have the shape a kernel gretap
+    // (nopmtudisc) over wg0 was seen to send for this very broadcast:
+    // 1420 bytes at offset 0 with MF, then 166 bytes at offset 1400.
+    let kernel = pieces(&p, 1420, 0);
+    let shape: Vec<_> = kernel
+        .iter()
+        .map(|k| {
+            let ip = ipv4::Packet::new_checked(&k[..]).unwrap();
+            (k.len(), ip.frag_offset(), ip.more_frags(), ip.dont_frag())
+        })
+        .collect();
+    assert_eq!(shape, [(1420, 0, true, false), (166, 1400, false, false)]);
     let big = pieces(&packet(false, &frame(9000, 1), 1), 1440, 0);
     assert_eq!(big.len(), 7);
     assert!(big[..6].iter().all(|b| b.len() == 1436));
