@@ -122,15 +122,15 @@ impl Node {
             // it, which then reroutes frames in flight to us.
             self.mesh.tt_local_add_announce(l.mac, l.vid, &mut self.out);
         }
-        self.forward(now, decision, frame);
+        self.forward(now, port, decision, frame);
         self.flush(now);
     }
 
-    /// Carries out a switch decision for a frame that came from a port.
-    fn forward(&mut self, now: Instant, decision: Decision, frame: &[u8]) {
+    /// Carries out a switch decision for a frame that came from port `from`.
+    fn forward(&mut self, now: Instant, from: PortId, decision: Decision, frame: &[u8]) {
         match decision {
             Decision::Port(p) => self.port_write(p, frame),
-            Decision::Originator(o) => self.unicast_or_flood(now, o, frame, None),
+            Decision::Originator(o) => self.unicast_or_flood(now, o, frame, Some(from)),
             Decision::Flood { except, mesh } => {
                 self.flood_ports(except, frame);
                 if mesh {
