@@ -160,11 +160,33 @@ impl Node {
         frame: &[u8],
         except: Option<PortId>,
     ) {
+        if self.unicast_direct(orig, frame) {
+            return;
+        }
         if !self.mesh.send_unicast(now, orig, frame, &mut self.out) {
             self.counters.no_route += 1;
             self.flood_ports(except, frame);
             self.mesh.send_broadcast(now, frame, &mut self.out);
         }
+    }
+
+    /// The hot path: a client frame that fits the link goes into the
+    /// transmit buffer behind its batman unicast header, with no
+    /// allocation and no copy beyond the one into the buffer. Frames that
+    /// need fragments, and the no-route case, take the mesh's own path.
+    fn unicast_direct(&mut self, orig: MacAddr, frame: &[u8]) -> bool {
+        let Some(r) = self.mesh.unicast_route(orig) else {
+            return false;
+        };
+        if self
+            .hardif_mtu
+            .is_some_and(|mtu| r.header.len() + frame.len() > mtu)
+        {
+            return false;
+        }
+        self.mesh.unicast_sent();
+        self.transmit(r.hardif, r.next_hop, [&r.header, frame]);
+        true
     }
 
     fn flood_ports(&mut self, except: Option<PortId>, frame: &[u8]) {
@@ -272,7 +294,7 @@ impl Node {
                     hardif,
                     dst,
                     packet,
-                } => self.transmit(hardif, dst, &packet),
+                } => self.transmit(hardif, dst, [&packet, &[]]),
                 MeshOutput::Deliver {
                     frame, source_orig, ..
                 } => {
@@ -296,7 +318,9 @@ impl Node {
     }
 
     /// Frames a batman packet for the hard interface towards `hardif`.
-    fn transmit(&mut self, hardif: HardifId, dst: MacAddr, packet: &[u8]) {
+    /// The batman packet comes in parts (a header and a client frame need
+    /// not be joined first).
+    fn transmit(&mut self, hardif: HardifId, dst: MacAddr, packet: [&[u8]; 2]) {
         let Some(src) = self.hardif_macs.get(hardif as usize).copied() else {
             return;
         };
@@ -305,7 +329,9 @@ impl Node {
         b.extend_from_slice(dst.as_bytes());
         b.extend_from_slice(src.as_bytes());
         b.extend_from_slice(&ethernet::ethertype::BATMAN.to_be_bytes());
-        b.extend_from_slice(packet);
+        for part in packet {
+            b.extend_from_slice(part);
+        }
         if self.tunnels.send_frame(hardif as PeerId, b).is_err() {
             self.counters.tunnel_send_errors += 1;
         }
