@@ -10,8 +10,8 @@
 //!       namespace, VM namespaces hang off it by veth
 //! ```
 //!
-//! Everything is named with a per-test prefix and removed in `Drop`, by name
-//! and PID. Setup failures panic: these tests must fail, never skip, where
+//! Everything is named with a per-test, per-process prefix and removed in
+//! `Drop`, by name and PID. Setup failures panic: these tests must fail, never skip, where
 //! namespaces cannot be made.
 
 #![allow(dead_code)]
@@ -173,7 +173,9 @@ impl Topology {
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
         let mut t = Topology {
-            prefix: prefix.to_string(),
+            // Per process: runs side by side (CI and a developer, two
+            // worktrees) never share a namespace name.
+            prefix: format!("{prefix}{}", std::process::id()),
             opts,
             hvs: Vec::new(),
             vms: Vec::new(),
@@ -181,8 +183,8 @@ impl Topology {
             namespaces: Vec::new(),
             ogm_ms,
         };
-        // Leftovers of an earlier run with the same prefix (a crashed test).
-        t.remove_namespaces_with_prefix();
+        // Leftovers of an earlier run of this test that crashed.
+        remove_crashed_runs(prefix);
         let ul = t.add_ns("ul");
         ns_exec(
             &ul,
@@ -204,16 +206,6 @@ impl Topology {
         self.namespaces.push(ns.clone());
         ns_exec(&ns, &["ip", "link", "set", "lo", "up"]);
         ns
-    }
-
-    fn remove_namespaces_with_prefix(&self) {
-        let list = sh(&["ip", "netns", "list"]);
-        for line in list.lines() {
-            let name = line.split_whitespace().next().unwrap_or("");
-            if name.starts_with(&format!("{}-", self.prefix)) {
-                try_sh(&["ip", "netns", "del", name]);
-            }
-        }
     }
 
     fn add_hv(&mut self, idx: usize) {
@@ -549,6 +541,28 @@ impl Topology {
         (1..=self.hvs.len())
             .map(|i| format!("--- hv{i} log ---\n{}", self.log(i)))
             .collect()
+    }
+}
+
+/// Namespaces of an earlier run of this test whose process is gone (a
+/// crash or a kill): `<base><pid>-...` with no process `<pid>`. A live
+/// run's namespaces are never touched.
+fn remove_crashed_runs(base: &str) {
+    let list = sh(&["ip", "netns", "list"]);
+    for line in list.lines() {
+        let name = line.split_whitespace().next().unwrap_or("");
+        let Some(rest) = name.strip_prefix(base) else {
+            continue;
+        };
+        let Some((pid, _)) = rest.split_once('-') else {
+            continue;
+        };
+        if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            try_sh(&["ip", "netns", "del", name]);
+        }
     }
 }
 

@@ -35,6 +35,7 @@ mod bcast;
 mod bitarray;
 pub(crate) mod fragmentation;
 mod originator;
+pub(crate) mod roaming;
 mod routing;
 pub(crate) mod translation_table;
 mod tt_tvlv;
@@ -160,6 +161,10 @@ pub struct MeshCounters {
     pub tt_changes_applied: u64,
     pub roam_received: u64,
     pub roam_sent: u64,
+    /// ROAM adverts held back by the anti-flap limit (5 per client per 20 s).
+    pub roam_suppressed: u64,
+    /// OGMs sent out of cycle to carry a claim at once.
+    pub ogm_out_of_cycle: u64,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -206,6 +211,9 @@ pub struct Mesh {
     pub(crate) pending_out: Vec<MeshOutput>,
     pub(crate) ogm_fwd: bat_iv::FwdQueue,
     pub(crate) ogm_fwd_deadline: Option<Instant>,
+    pub(crate) roam_guard: roaming::RoamGuard,
+    /// When the last out-of-cycle OGM (a claim) went out.
+    pub(crate) last_ooc_ogm: Option<Instant>,
 }
 
 impl Mesh {
@@ -236,6 +244,8 @@ impl Mesh {
             pending_out: Vec::new(),
             ogm_fwd: bat_iv::FwdQueue::default(),
             ogm_fwd_deadline: None,
+            roam_guard: roaming::RoamGuard::default(),
+            last_ooc_ogm: None,
         };
         m.ogm_seqno = m.random() as u32;
         m.frag_seqno = m.random() as u16;
@@ -394,6 +404,7 @@ impl Mesh {
 
     fn purge(&mut self, now: Instant) {
         self.counters.frag_dropped += self.frags.purge(now) as u64;
+        self.roam_guard.expire(now);
         for orig in self.origs.purge(now) {
             self.tt.global_del_orig(orig);
         }
@@ -428,8 +439,14 @@ impl Mesh {
         }
     }
 
+    /// The client left this node (its port went, it aged out, it was seen
+    /// elsewhere): the delete goes out in an out-of-cycle OGM.
     pub fn tt_local_del(&mut self, mac: MacAddr, vid: u16) {
-        self.tt.local_del(mac, vid)
+        if self.tt.local_serves(mac, vid) {
+            self.tt.local_del(mac, vid);
+            let now = self.now.unwrap_or_else(Instant::now);
+            self.tt_change_ogm(now);
+        }
     }
 
     /// Serving originator.

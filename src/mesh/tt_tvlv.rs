@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use super::translation_table::MAX_TT_TVLV_VALUE;
-use super::{Mesh, MeshOutput};
+use super::{roaming, Mesh, MeshOutput};
 use crate::wire::batman::tvlv::{
     self, tt_client, tt_flags, tvlv_type, RoamAdv, TtChange, TtData, TtVlan, TvlvIter,
 };
@@ -251,7 +251,12 @@ impl Mesh {
     /// `batadv_handle_roaming_adv`: `client` now lives behind `src`.
     fn tt_roam_receive(&mut self, now: Instant, src: MacAddr, r: RoamAdv) {
         self.counters.roam_received += 1;
-        self.tt.local_del(r.client, r.vid);
+        if self.tt.local_serves(r.client, r.vid) {
+            self.tt.local_del(r.client, r.vid);
+            // Everyone else still lists us for this client until they hear
+            // the delete: tell them now, not at the next interval.
+            self.tt_change_ogm(now);
+        }
         let Some(o) = self.origs.get_or_create(src, now) else {
             return;
         };
@@ -275,10 +280,16 @@ impl Mesh {
         vid: u16,
         out: &mut Vec<MeshOutput>,
     ) -> bool {
+        let now = self.now.unwrap_or_else(Instant::now);
+        let claim = !self.tt.local_serves(mac, vid);
         if !self.tt.local_add(mac, vid) {
             return false;
         }
         for orig in self.tt.global_mark_roam(&mut self.origs, mac, vid) {
+            if !self.roam_guard.allow(now, mac, vid) {
+                self.counters.roam_suppressed += 1;
+                continue;
+            }
             let mut value = Vec::with_capacity(tvlv::ROAM_ADV_LEN);
             value.extend_from_slice(mac.as_bytes());
             value.extend_from_slice(&vid.to_be_bytes());
@@ -288,7 +299,25 @@ impl Mesh {
                 self.counters.roam_sent += 1;
             }
         }
+        if claim {
+            self.tt_change_ogm(now);
+        }
         true
+    }
+
+    /// A client became ours or left us: the OGM that carries the change
+    /// goes out at once (rate-limited), not at the next interval.
+    pub(crate) fn tt_change_ogm(&mut self, now: Instant) {
+        // Never ticked yet: the first tick sends an OGM anyway.
+        let Some(planned) = self.next_ogm else {
+            return;
+        };
+        let at = roaming::ooc_ogm_time(now, self.last_ooc_ogm, Some(planned));
+        if at < planned {
+            self.next_ogm = Some(at);
+            self.last_ooc_ogm = Some(at);
+            self.counters.ogm_out_of_cycle += 1;
+        }
     }
 
     /// TTVN to put in a unicast header for `orig`.

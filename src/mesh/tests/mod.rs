@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use super::*;
 
 mod kernel;
+mod roaming;
 
 const STEP: Duration = Duration::from_millis(50);
 
