@@ -14,6 +14,8 @@ pub mod segment;
 pub mod tap;
 
 #[cfg(test)]
+mod offload_tests;
+#[cfg(test)]
 mod segment_tests;
 #[cfg(test)]
 pub(crate) mod testnet;

@@ -234,7 +234,7 @@ fn parse_gso(frame: &[u8], l4: L4, want_v4: Option<bool>, gso_size: usize) -> Re
         }
         L4::Udp => {
             let u = udp::Packet::new_checked(seg).map_err(bad)?;
-            if usize::from(u.len()) != seg.len() {
+            if usize::from(u.length()) != seg.len() {
                 return Err(RxError::BadHeaders);
             }
             (l4_off + udp::HEADER_LEN, 0, 0)

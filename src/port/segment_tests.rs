@@ -70,7 +70,6 @@ pub(super) fn super_frame(s: &Spec) -> (Vec<u8>, Vec<u8>) {
         f.extend_from_slice(&[0x20, 0x2a]);
     }
     f.extend_from_slice(&l3_type.to_be_bytes());
-    let l3 = f.len();
     let proto = if s.udp { udp::PROTOCOL } else { tcp::PROTOCOL };
     let l4_hdr = if s.udp { 8 } else { 32 };
     let l4_len = l4_hdr + s.payload;
@@ -178,7 +177,7 @@ fn check_segment(s: &Spec, f: &[u8], i: usize, n: usize) -> Vec<u8> {
     );
     if s.udp {
         let u = udp::Packet::new_checked(l4).unwrap();
-        assert_eq!(usize::from(u.len()), l4.len());
+        assert_eq!(usize::from(u.length()), l4.len());
         assert_ne!(u.checksum(), 0);
         return l4[8..].to_vec();
     }

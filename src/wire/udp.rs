@@ -47,7 +47,8 @@ impl<T: AsRef<[u8]>> Packet<T> {
         self.be16(field::DST_PORT.start)
     }
 
-    pub fn len(&self) -> u16 {
+    /// The length field: header plus payload.
+    pub fn length(&self) -> u16 {
         self.be16(field::LENGTH.start)
     }
 
@@ -74,11 +75,11 @@ mod tests {
     fn fields() {
         let mut b = [0, 53, 0x13, 0x88, 0, 12, 0xab, 0xcd, 1, 2, 3, 4];
         let mut p = Packet::new_checked(&mut b[..]).unwrap();
-        assert_eq!((p.src_port(), p.dst_port(), p.len()), (53, 5000, 12));
+        assert_eq!((p.src_port(), p.dst_port(), p.length()), (53, 5000, 12));
         assert_eq!(p.checksum(), 0xabcd);
         p.set_len(9);
         p.set_checksum(1);
-        assert_eq!((p.len(), p.checksum()), (9, 1));
+        assert_eq!((p.length(), p.checksum()), (9, 1));
         assert!(Packet::new_checked(&b[..7]).is_err());
     }
 }
