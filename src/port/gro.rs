@@ -27,7 +27,7 @@ pub const GRO_BUF: usize =
 
 /// Where a coalescable TCP segment keeps its parts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct TcpSeg {
+pub struct TcpSeg {
     v4: bool,
     l3: usize,
     l4: usize,
@@ -54,7 +54,7 @@ fn l3_offset(frame: &[u8]) -> Option<(usize, u16)> {
 /// A TCP segment we may coalesce: IPv4 (unfragmented) or IPv6 without
 /// extension headers, lengths exact (no Ethernet padding), payload, only
 /// ACK or ACK|PSH, and correct IPv4 and TCP checksums.
-pub(crate) fn classify(frame: &[u8]) -> Option<TcpSeg> {
+pub fn classify(frame: &[u8]) -> Option<TcpSeg> {
     let (l3, et) = l3_offset(frame)?;
     let ip = frame.get(l3..)?;
     let (v4, l4, pseudo) = match et {
@@ -105,7 +105,7 @@ pub(crate) fn classify(frame: &[u8]) -> Option<TcpSeg> {
 
 /// One pending super-frame of a port.
 #[derive(Debug)]
-pub(crate) struct Gro {
+pub struct Gro {
     /// Virtio header, then the frame.
     buf: Box<[u8]>,
     /// Frame bytes in `buf` after the header; 0 when nothing is pending.
@@ -132,8 +132,14 @@ fn same_headers(a: &[u8], b: &[u8], s: &TcpSeg) -> bool {
     ip_ok && eq(l4..l4 + 4) && eq(l4 + 8..l4 + 13) && eq(l4 + 14..l4 + 16) && eq(l4 + 18..end)
 }
 
+impl Default for Gro {
+    fn default() -> Gro {
+        Gro::new()
+    }
+}
+
 impl Gro {
-    pub(crate) fn new() -> Gro {
+    pub fn new() -> Gro {
         Gro {
             buf: vec![0u8; GRO_BUF].into_boxed_slice(),
             len: 0,
@@ -152,13 +158,30 @@ impl Gro {
         }
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
+    pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Adds `frame`: merged into the pending super-frame, or starting one
+    /// when none is pending. False when it is not a coalescable segment or
+    /// does not continue the pending one: take that first.
+    pub fn push(&mut self, frame: &[u8]) -> bool {
+        let Some(s) = classify(frame) else {
+            return false;
+        };
+        if self.append(frame, &s) {
+            return true;
+        }
+        if self.is_empty() {
+            self.start(frame, &s);
+            return true;
+        }
+        false
     }
 
     /// Appends `frame` (classified as `s`) when it continues the pending
     /// super-frame; false when it does not (nothing changed).
-    pub(crate) fn append(&mut self, frame: &[u8], s: &TcpSeg) -> bool {
+    pub fn append(&mut self, frame: &[u8], s: &TcpSeg) -> bool {
         let p = &self.seg;
         let plen = s.payload_len(frame.len());
         if self.len == 0
@@ -195,7 +218,7 @@ impl Gro {
     }
 
     /// Starts a new super-frame with `frame`.
-    pub(crate) fn start(&mut self, frame: &[u8], s: &TcpSeg) {
+    pub fn start(&mut self, frame: &[u8], s: &TcpSeg) {
         let plen = s.payload_len(frame.len());
         self.buf[vnet::HEADER_LEN..vnet::HEADER_LEN + frame.len()].copy_from_slice(frame);
         self.len = frame.len();
@@ -207,13 +230,13 @@ impl Gro {
     }
 
     /// Segments merged in the pending frame.
-    pub(crate) fn segments(&self) -> usize {
+    pub fn segments(&self) -> usize {
         self.segs
     }
 
     /// Finalises the pending frame and returns virtio header + frame, ready
     /// for one write; it is forgotten (the buffer stays).
-    pub(crate) fn take(&mut self) -> &[u8] {
+    pub fn take(&mut self) -> &[u8] {
         let s = self.seg;
         let total = vnet::HEADER_LEN + self.len;
         let (hdr, frame) = self.buf[..total].split_at_mut(vnet::HEADER_LEN);
