@@ -8,6 +8,8 @@
 mod epoll;
 mod node;
 mod report;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

@@ -122,15 +122,15 @@ impl Node {
             // it, which then reroutes frames in flight to us.
             self.mesh.tt_local_add_announce(l.mac, l.vid, &mut self.out);
         }
-        self.forward(now, decision, frame);
+        self.forward(now, port, decision, frame);
         self.flush(now);
     }
 
-    /// Carries out a switch decision for a frame that came from a port.
-    fn forward(&mut self, now: Instant, decision: Decision, frame: &[u8]) {
+    /// Carries out a switch decision for a frame that came from port `from`.
+    fn forward(&mut self, now: Instant, from: PortId, decision: Decision, frame: &[u8]) {
         match decision {
             Decision::Port(p) => self.port_write(p, frame),
-            Decision::Originator(o) => self.unicast_or_flood(now, o, frame, None),
+            Decision::Originator(o) => self.unicast_or_flood(now, o, frame, Some(from)),
             Decision::Flood { except, mesh } => {
                 self.flood_ports(except, frame);
                 if mesh {
@@ -160,11 +160,33 @@ impl Node {
         frame: &[u8],
         except: Option<PortId>,
     ) {
+        if self.unicast_direct(orig, frame) {
+            return;
+        }
         if !self.mesh.send_unicast(now, orig, frame, &mut self.out) {
             self.counters.no_route += 1;
             self.flood_ports(except, frame);
             self.mesh.send_broadcast(now, frame, &mut self.out);
         }
+    }
+
+    /// The hot path: a client frame that fits the link goes into the
+    /// transmit buffer behind its batman unicast header, with no
+    /// allocation and no copy beyond the one into the buffer. Frames that
+    /// need fragments, and the no-route case, take the mesh's own path.
+    fn unicast_direct(&mut self, orig: MacAddr, frame: &[u8]) -> bool {
+        let Some(r) = self.mesh.unicast_route(orig) else {
+            return false;
+        };
+        if self
+            .hardif_mtu
+            .is_some_and(|mtu| r.header.len() + frame.len() > mtu)
+        {
+            return false;
+        }
+        self.mesh.unicast_sent();
+        self.transmit(r.hardif, r.next_hop, [&r.header, frame]);
+        true
     }
 
     fn flood_ports(&mut self, except: Option<PortId>, frame: &[u8]) {
@@ -272,7 +294,7 @@ impl Node {
                     hardif,
                     dst,
                     packet,
-                } => self.transmit(hardif, dst, &packet),
+                } => self.transmit(hardif, dst, [&packet, &[]]),
                 MeshOutput::Deliver {
                     frame, source_orig, ..
                 } => {
@@ -296,7 +318,9 @@ impl Node {
     }
 
     /// Frames a batman packet for the hard interface towards `hardif`.
-    fn transmit(&mut self, hardif: HardifId, dst: MacAddr, packet: &[u8]) {
+    /// The batman packet comes in parts (a header and a client frame need
+    /// not be joined first).
+    fn transmit(&mut self, hardif: HardifId, dst: MacAddr, packet: [&[u8]; 2]) {
         let Some(src) = self.hardif_macs.get(hardif as usize).copied() else {
             return;
         };
@@ -305,7 +329,9 @@ impl Node {
         b.extend_from_slice(dst.as_bytes());
         b.extend_from_slice(src.as_bytes());
         b.extend_from_slice(&ethernet::ethertype::BATMAN.to_be_bytes());
-        b.extend_from_slice(packet);
+        for part in packet {
+            b.extend_from_slice(part);
+        }
         if self.tunnels.send_frame(hardif as PeerId, b).is_err() {
             self.counters.tunnel_send_errors += 1;
         }

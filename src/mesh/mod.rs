@@ -439,8 +439,14 @@ impl Mesh {
         }
     }
 
+    /// The client left this node (its port went, it aged out, it was seen
+    /// elsewhere): the delete goes out in an out-of-cycle OGM.
     pub fn tt_local_del(&mut self, mac: MacAddr, vid: u16) {
-        self.tt.local_del(mac, vid)
+        if self.tt.local_serves(mac, vid) {
+            self.tt.local_del(mac, vid);
+            let now = self.now.unwrap_or_else(Instant::now);
+            self.tt_change_ogm(now);
+        }
     }
 
     /// Serving originator.

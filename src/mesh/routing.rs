@@ -53,6 +53,12 @@ impl Mesh {
         })
     }
 
+    /// Counts a unicast the dataplane built from [`Mesh::unicast_route`]
+    /// and sent itself, so `tx_unicast` stays the whole truth.
+    pub fn unicast_sent(&mut self) {
+        self.counters.tx_unicast += 1;
+    }
+
     pub(crate) fn unicast_send(
         &mut self,
         dest_orig: MacAddr,

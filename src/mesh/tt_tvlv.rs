@@ -251,7 +251,12 @@ impl Mesh {
     /// `batadv_handle_roaming_adv`: `client` now lives behind `src`.
     fn tt_roam_receive(&mut self, now: Instant, src: MacAddr, r: RoamAdv) {
         self.counters.roam_received += 1;
-        self.tt.local_del(r.client, r.vid);
+        if self.tt.local_serves(r.client, r.vid) {
+            self.tt.local_del(r.client, r.vid);
+            // Everyone else still lists us for this client until they hear
+            // the delete: tell them now, not at the next interval.
+            self.tt_change_ogm(now);
+        }
         let Some(o) = self.origs.get_or_create(src, now) else {
             return;
         };
@@ -295,14 +300,14 @@ impl Mesh {
             }
         }
         if claim {
-            self.claim_ogm(now);
+            self.tt_change_ogm(now);
         }
         true
     }
 
-    /// A client is ours now: the OGM that announces it goes out at once
-    /// (rate-limited), not at the next interval.
-    fn claim_ogm(&mut self, now: Instant) {
+    /// A client became ours or left us: the OGM that carries the change
+    /// goes out at once (rate-limited), not at the next interval.
+    pub(crate) fn tt_change_ogm(&mut self, now: Instant) {
         // Never ticked yet: the first tick sends an OGM anyway.
         let Some(planned) = self.next_ogm else {
             return;
