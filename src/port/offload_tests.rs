@@ -45,7 +45,7 @@ print(n, h.hexdigest())
 
 /// What went through the loop.
 #[derive(Debug, Default, Clone, Copy)]
-pub(super) struct Run {
+struct Run {
     /// Sender side port (data arrives there from the client's kernel).
     pub a: PortCounters,
     /// Receiver side port.
@@ -71,20 +71,37 @@ fn poll2(a: RawFd, b: RawFd, ms: i32) {
 }
 
 /// Forwards between ports `a` and `b` until `done` says so or `limit`.
-fn forward(
-    ports: &mut Ports,
-    a: PortId,
-    b: PortId,
-    limit: Duration,
-    mut done: impl FnMut() -> bool,
-) {
+/// How the loop moves frames: the batch API or the one-frame one.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Batch,
+    /// `recv` + `send`, as the dataplane did before the batch API.
+    OneByOne,
+}
+
+fn forward(p: &mut Pair, mode: Mode, limit: Duration, mut done: impl FnMut() -> bool) {
+    let (ports, a, b) = (&mut p.ports, p.a, p.b);
     let fa = ports.get(a).unwrap().tap.fd();
     let fb = ports.get(b).unwrap().tap.fd();
     let mut rx = PortRx::new();
+    let mut buf = vec![0u8; max_frame_len(1500) + 1];
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline && !done() {
         poll2(fa, fb, 10);
         for (from, to) in [(a, b), (b, a)] {
+            if mode == Mode::OneByOne {
+                for _ in 0..256 {
+                    match ports.recv(from, &mut buf) {
+                        Ok(Some(n)) => {
+                            ports.send(to, &buf[..n]);
+                        }
+                        Ok(None) => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) => panic!("recv: {e}"),
+                    }
+                }
+                continue;
+            }
             for _ in 0..8 {
                 match ports.recv_batch(from, &mut rx) {
                     Ok(_) => {
@@ -122,7 +139,7 @@ fn output(c: Child) -> String {
 }
 
 #[derive(Clone, Copy)]
-pub(super) enum Net {
+enum Net {
     V4,
     V6,
 }
@@ -178,11 +195,16 @@ fn pair(offload: bool, net: Net) -> Pair {
 
 /// Runs `client` in A and `server` in B while the loop forwards; returns
 /// their outputs.
-fn run(p: &mut Pair, server: (&str, &[&str]), client: (&str, &[&str])) -> (String, String, f64) {
+fn run(
+    p: &mut Pair,
+    mode: Mode,
+    server: (&str, &[&str]),
+    client: (&str, &[&str]),
+) -> (String, String, f64) {
     let mut server = spawn_py(&p.nsb, server.0, server.1);
     let mut client = spawn_py(&p.nsa, client.0, client.1);
     let t0 = Instant::now();
-    forward(&mut p.ports, p.a, p.b, Duration::from_secs(90), || {
+    forward(p, mode, Duration::from_secs(90), || {
         finished(&mut client) && finished(&mut server)
     });
     let secs = t0.elapsed().as_secs_f64();
@@ -196,11 +218,15 @@ fn run(p: &mut Pair, server: (&str, &[&str]), client: (&str, &[&str])) -> (Strin
 }
 
 /// One TCP transfer of `bytes` from namespace A to B through our loop.
-pub(super) fn transfer(offload: bool, net: Net, bytes: usize) -> Run {
+fn transfer(offload: bool, net: Net, bytes: usize) -> Run {
+    transfer_with(offload, net, bytes, Mode::Batch)
+}
+
+fn transfer_with(offload: bool, net: Net, bytes: usize, mode: Mode) -> Run {
     let mut p = pair(offload, net);
     let n = bytes.to_string();
     let ip_b = p.ip_b;
-    let (sent, got, secs) = run(&mut p, (SERVER, &[ip_b]), (CLIENT, &[ip_b, &n]));
+    let (sent, got, secs) = run(&mut p, mode, (SERVER, &[ip_b]), (CLIENT, &[ip_b, &n]));
     assert_eq!(got, format!("{bytes} {sent}"), "data through the loop");
     Run {
         a: p.ports.get(p.a).unwrap().counters,
@@ -251,7 +277,12 @@ fn udp_gso_super_frames_are_cut_into_datagrams() {
         panic!("this kernel (>= 6.2 per the research notes) should take USO");
     }
     let ip_b = p.ip_b;
-    let (sent, got, _) = run(&mut p, (UDP_SERVER, &[ip_b]), (UDP_CLIENT, &[ip_b]));
+    let (sent, got, _) = run(
+        &mut p,
+        Mode::Batch,
+        (UDP_SERVER, &[ip_b]),
+        (UDP_CLIENT, &[ip_b]),
+    );
     assert_eq!(got, format!("800 {sent}"));
     let a = p.ports.get(p.a).unwrap().counters;
     assert!(a.rx_gso >= 20, "{a:?}");
@@ -302,6 +333,16 @@ fn tcp_over_ipv6_with_offload() {
     let r = transfer(true, Net::V6, 10_000_000);
     assert!(r.a.rx_gso > 10, "{:?}", r.a);
     assert!(r.b.tx_gro > 10, "{:?}", r.b);
+}
+
+/// The one-frame API keeps working on an offload port: `recv` hands out
+/// the segments of a super-frame one by one, `send` writes plain frames.
+#[test]
+fn one_frame_api_on_an_offload_port() {
+    let r = transfer_with(true, Net::V4, 10_000_000, Mode::OneByOne);
+    assert!(r.a.rx_gso > 10, "{:?}", r.a);
+    assert!(r.a.rx_frames > 10 * r.a.rx_gso, "{:?}", r.a);
+    assert_eq!(r.b.tx_gro, 0);
 }
 
 /// A persistent TAP an operator made without IFF_VNET_HDR: attaching with
