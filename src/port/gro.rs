@@ -37,6 +37,11 @@ pub struct TcpSeg {
 }
 
 impl TcpSeg {
+    /// Ethernet, IP and TCP headers together.
+    pub fn header_len(&self) -> usize {
+        self.hdr_end
+    }
+
     fn payload_len(&self, frame_len: usize) -> usize {
         frame_len - self.hdr_end
     }
@@ -172,11 +177,7 @@ impl Gro {
         if self.append(frame, &s) {
             return true;
         }
-        if self.is_empty() {
-            self.start(frame, &s);
-            return true;
-        }
-        false
+        self.is_empty() && self.start(frame, &s)
     }
 
     /// Appends `frame` (classified as `s`) when it continues the pending
@@ -217,16 +218,25 @@ impl Gro {
         true
     }
 
-    /// Starts a new super-frame with `frame`.
-    pub fn start(&mut self, frame: &[u8], s: &TcpSeg) {
+    /// Starts a new super-frame with `frame` (whatever was pending is
+    /// forgotten: take it first). False when the frame is too long to be
+    /// one (longer than an IP packet can be).
+    pub fn start(&mut self, frame: &[u8], s: &TcpSeg) -> bool {
         let plen = s.payload_len(frame.len());
-        self.buf[vnet::HEADER_LEN..vnet::HEADER_LEN + frame.len()].copy_from_slice(frame);
+        let Some(dst) = self
+            .buf
+            .get_mut(vnet::HEADER_LEN..vnet::HEADER_LEN + frame.len())
+        else {
+            return false;
+        };
+        dst.copy_from_slice(frame);
         self.len = frame.len();
         self.seg = *s;
         self.gso_size = plen;
         self.segs = 1;
         self.next_seq = s.seq.wrapping_add(plen as u32);
         self.closed = s.flags & tcp::flags::PSH != 0;
+        true
     }
 
     /// Segments merged in the pending frame.

@@ -301,7 +301,9 @@ impl Ports {
         }
         flush_port(port);
         let g = port.gro.get_or_insert_with(|| Box::new(Gro::new()));
-        g.start(frame, &seg);
+        if !g.start(frame, &seg) {
+            return send_plain(port, frame);
+        }
         self.gro_pending.push(id);
         true
     }
