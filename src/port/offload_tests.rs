@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 
 use std::time::{Duration, Instant};
 
+use super::segment_tests::{super_frame, Spec};
 use super::testnet::{unique_name, Netns};
 use super::tests::make_persistent;
 use super::*;
@@ -367,4 +368,79 @@ fn persistent_plain_tap_attached_with_offload() {
     make_persistent(&name, false);
     assert!(off.vnet_hdr && off.csum && off.tso, "{off:?}");
     assert_eq!(info[0].offloads, off);
+}
+
+/// Prints (length, ethertype) of the first N frames the kernel side of
+/// `dev` receives that are not IPv6 chatter.
+const SNIFFER: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
+s.bind((sys.argv[1], 0)); s.settimeout(5)
+print("ready", flush=True)
+n = int(sys.argv[2]); out = []
+while len(out) < n:
+    f, a = s.recvfrom(70000)
+    if a[2] == socket.PACKET_OUTGOING or f[12:14] == b"\x86\xdd":
+        continue
+    out.append("%d:%s" % (len(f), f[12:14].hex()))
+print(" ".join(out))
+"#;
+
+/// What `send_gro` hands the kernel: three in-order segments become one
+/// packet (the kernel sees one 3-segment skb), and a frame of another kind
+/// after them is written after it, never before.
+#[test]
+fn send_gro_writes_one_packet_and_keeps_order() {
+    let (read, _) = super_frame(&Spec::tcp4(3000, 1000));
+    let mut rx = PortRx::with_reads(1);
+    let mut c = PortCounters::default();
+    assert_eq!(rx.load(&read, true, &mut c, 1518), 3);
+    let mut segs = Vec::new();
+    rx.for_each_frame(|f| segs.push(f.to_vec()));
+
+    let name = unique_name();
+    let ns = Netns::new(format!("{name}-ns"));
+    let mut ports = Ports::new();
+    let id = ports.open(&name, 1500).unwrap();
+    let ok = Command::new("ip")
+        .args(["link", "set", &name, "netns", &ns.0])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    ns.ip(&["link", "set", &name, "up"]);
+    let mut sniffer = Command::new("ip")
+        .args(["netns", "exec", &ns.0, "python3", "-c", SNIFFER, &name, "2"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    use std::io::BufRead;
+    let mut out = std::io::BufReader::new(sniffer.stdout.take().unwrap());
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+
+    for s in &segs {
+        assert!(ports.send_gro(id, s));
+    }
+    // Nothing written yet: all three are held.
+    assert_eq!(ports.get(id).unwrap().counters.tx_writes, 0);
+    let mut arp = vec![0u8; 60];
+    arp[..6].fill(0xff);
+    arp[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 9]);
+    arp[12..14].copy_from_slice(&[0x08, 0x06]);
+    assert!(ports.send_gro(id, &arp));
+    assert_eq!(
+        ports.flush(),
+        0,
+        "the ARP frame already flushed the TCP one"
+    );
+    let c = ports.get(id).unwrap().counters;
+    assert_eq!((c.tx_writes, c.tx_gro, c.tx_frames), (2, 1, 4), "{c:?}");
+
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    let _ = sniffer.wait();
+    let tcp_len = 66 + 3000;
+    assert_eq!(line.trim(), format!("{tcp_len}:0800 60:0806"));
 }
