@@ -180,6 +180,25 @@ impl Gro {
         self.is_empty() && self.start(frame, &s)
     }
 
+    /// True when `frame` belongs to the pending super-frame's flow: same
+    /// Ethernet header, IP addresses and TCP ports.
+    pub fn same_flow(&self, frame: &[u8], s: &TcpSeg) -> bool {
+        let p = &self.seg;
+        if self.len == 0 || s.v4 != p.v4 || s.l3 != p.l3 || s.l4 != p.l4 {
+            return false;
+        }
+        let head = &self.buf[vnet::HEADER_LEN..vnet::HEADER_LEN + self.len];
+        let eq = |r: std::ops::Range<usize>| {
+            head.get(r.clone()).is_some() && head.get(r.clone()) == frame.get(r)
+        };
+        let addrs = if s.v4 {
+            s.l3 + 12..s.l3 + 20
+        } else {
+            s.l3 + 8..s.l3 + 40
+        };
+        eq(0..s.l3) && eq(addrs) && eq(s.l4..s.l4 + 4)
+    }
+
     /// Appends `frame` (classified as `s`) when it continues the pending
     /// super-frame; false when it does not (nothing changed).
     pub fn append(&mut self, frame: &[u8], s: &TcpSeg) -> bool {

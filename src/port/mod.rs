@@ -6,12 +6,14 @@
 //! - [`rx`]: receive batches; super-frames come out as MTU-sized frames.
 //! - [`segment`]: the Ethernet-aware GSO split and checksum completion.
 //! - [`gro`]: coalescing of TCP segments into super-frames toward a TAP.
+//! - [`tx`]: plain writes and the pool of flows being coalesced.
 
 pub mod gro;
 pub mod ports;
 pub mod rx;
 pub mod segment;
 pub mod tap;
+pub mod tx;
 
 #[cfg(test)]
 mod offload_tests;

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 
 use std::time::{Duration, Instant};
 
-use super::segment_tests::{super_frame, Spec};
+use super::segment_tests::{refix_checksums, super_frame, Spec};
 use super::testnet::{unique_name, Netns};
 use super::tests::make_persistent;
 use super::*;
@@ -387,8 +387,9 @@ print(" ".join(out))
 "#;
 
 /// What `send_gro` hands the kernel: three in-order segments become one
-/// packet (the kernel sees one 3-segment skb), and a frame of another kind
-/// after them is written after it, never before.
+/// packet (the kernel sees one 3-segment skb), also with a second flow's
+/// segments interleaved (coalesced side by side), and a frame of another
+/// kind after them is written after them, never before.
 #[test]
 fn send_gro_writes_one_packet_and_keeps_order() {
     let (read, _) = super_frame(&Spec::tcp4(3000, 1000));
@@ -397,6 +398,21 @@ fn send_gro_writes_one_packet_and_keeps_order() {
     assert_eq!(rx.load(&read, true, &mut c, 1518), 3);
     let mut segs = Vec::new();
     rx.for_each_frame(|f| segs.push(f.to_vec()));
+    // Flow 2: another source port; interleave the two.
+    let flow2: Vec<Vec<u8>> = segs
+        .iter()
+        .map(|f| {
+            let mut f = f.clone();
+            f[35] ^= 1;
+            refix_checksums(&mut f);
+            f
+        })
+        .collect();
+    let segs: Vec<Vec<u8>> = segs
+        .into_iter()
+        .zip(flow2)
+        .flat_map(|(a, b)| [a, b])
+        .collect();
 
     let name = unique_name();
     let ns = Netns::new(format!("{name}-ns"));
@@ -410,7 +426,7 @@ fn send_gro_writes_one_packet_and_keeps_order() {
     assert!(ok);
     ns.ip(&["link", "set", &name, "up"]);
     let mut sniffer = Command::new("ip")
-        .args(["netns", "exec", &ns.0, "python3", "-c", SNIFFER, &name, "2"])
+        .args(["netns", "exec", &ns.0, "python3", "-c", SNIFFER, &name, "3"])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -423,7 +439,7 @@ fn send_gro_writes_one_packet_and_keeps_order() {
     for s in &segs {
         assert!(ports.send_gro(id, s));
     }
-    // Nothing written yet: all three are held.
+    // Nothing written yet: all six are held.
     assert_eq!(ports.get(id).unwrap().counters.tx_writes, 0);
     let mut arp = vec![0u8; 60];
     arp[..6].fill(0xff);
@@ -436,11 +452,59 @@ fn send_gro_writes_one_packet_and_keeps_order() {
         "the ARP frame already flushed the TCP one"
     );
     let c = ports.get(id).unwrap().counters;
-    assert_eq!((c.tx_writes, c.tx_gro, c.tx_frames), (2, 1, 4), "{c:?}");
+    assert_eq!((c.tx_writes, c.tx_gro, c.tx_frames), (3, 2, 7), "{c:?}");
 
     line.clear();
     out.read_line(&mut line).unwrap();
     let _ = sniffer.wait();
     let tcp_len = 66 + 3000;
-    assert_eq!(line.trim(), format!("{tcp_len}:0800 60:0806"));
+    assert_eq!(
+        line.trim(),
+        format!("{tcp_len}:0800 {tcp_len}:0800 60:0806")
+    );
+}
+
+/// More flows than slots: the oldest held flow is written to make room,
+/// nothing is lost, and flows that stay within the pool still coalesce.
+#[test]
+fn gro_pool_evicts_the_oldest_flow() {
+    let (read, _) = super_frame(&Spec::tcp4(2000, 1000));
+    let mut rx = PortRx::with_reads(1);
+    let mut c = PortCounters::default();
+    rx.load(&read, true, &mut c, 1518);
+    let mut base = Vec::new();
+    rx.for_each_frame(|f| base.push(f.to_vec()));
+    let flows = super::tx::GRO_SLOTS + 4;
+    let flow = |k: usize, i: usize| {
+        let mut f = base[i].clone();
+        f[35] = k as u8; // source port low byte
+        refix_checksums(&mut f);
+        f
+    };
+    let name = unique_name();
+    let ns = Netns::new(format!("{name}-ns"));
+    let mut ports = Ports::new();
+    let id = ports.open(&name, 1500).unwrap();
+    let ok = Command::new("ip")
+        .args(["link", "set", &name, "netns", &ns.0])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    ns.ip(&["link", "set", &name, "up"]);
+    // Flows 0..GRO_SLOTS take every slot; the rest evict 0..4 (one segment
+    // each); the second segments of flows 4.. merge.
+    for k in 0..flows {
+        assert!(ports.send_gro(id, &flow(k, 0)));
+    }
+    for k in 4..flows {
+        assert!(ports.send_gro(id, &flow(k, 1)));
+    }
+    ports.flush();
+    let c = ports.get(id).unwrap().counters;
+    assert_eq!(c.tx_frames, (2 * flows - 4) as u64, "{c:?}");
+    // Flows 4.. all end with two segments; 0..4 went out alone.
+    assert_eq!(c.tx_gro, (flows - 4) as u64, "{c:?}");
+    assert_eq!(c.tx_writes, flows as u64, "{c:?}");
+    assert_eq!(c.tx_drop_busy + c.tx_errors, 0);
 }

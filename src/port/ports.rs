@@ -8,11 +8,12 @@ use std::io;
 
 use serde::Serialize;
 
-use super::gro::{self, Gro};
+use super::gro;
 use super::rx::PortRx;
 use super::tap::{Offloads, Tap, TapOptions};
+use super::tx::{send_plain, GroPool};
 use super::PortId;
-use crate::wire::{ethernet, vnet};
+use crate::wire::ethernet;
 
 /// At most this many ports per process: bounds the registry.
 pub const MAX_PORTS: usize = 4096;
@@ -71,8 +72,6 @@ pub struct Port {
     pub counters: PortCounters,
     /// Super-frame cut by the one-frame `recv` (allocated on first use).
     rx: Option<Box<PortRx>>,
-    /// The pending coalesced frame of `send_gro` (allocated on first use).
-    gro: Option<Box<Gro>>,
 }
 
 /// What `meshwire ctl` shows about a port.
@@ -103,9 +102,8 @@ pub struct Ports {
     ports: BTreeMap<PortId, Port>,
     next_id: PortId,
     counters: PortsCounters,
-    /// Ports with a pending coalesced frame, for `flush` (at most one entry
-    /// per port, so bounded by MAX_PORTS).
-    gro_pending: Vec<PortId>,
+    /// Super-frames `send_gro` is building, shared by all ports.
+    gro: GroPool,
 }
 
 impl Ports {
@@ -141,7 +139,6 @@ impl Ports {
                 tap,
                 counters: PortCounters::default(),
                 rx: None,
-                gro: None,
             },
         );
         Ok(id)
@@ -165,7 +162,7 @@ impl Ports {
 
     /// Unregisters a port and hands its TAP back (dropping it closes the fd).
     pub fn remove(&mut self, id: PortId) -> Option<Tap> {
-        self.gro_pending.retain(|p| *p != id);
+        self.gro.forget_port(id);
         self.ports.remove(&id).map(|p| p.tap)
     }
 
@@ -270,53 +267,40 @@ impl Ports {
     /// ignore it. A coalesced frame pending on the port goes first, so order
     /// on the port holds.
     pub fn send(&mut self, id: PortId, frame: &[u8]) -> bool {
-        let Some(port) = self.port_mut(id) else {
+        let Some(port) = self.ports.get_mut(&id) else {
+            self.counters.unknown_port += 1;
             return false;
         };
-        flush_port(port);
+        self.gro.flush_port(id, port);
         send_plain(port, frame)
     }
 
     /// Sends one frame out of port `id`, coalescing consecutive in-order TCP
-    /// segments of one flow into one super-frame when the port has TSO. A
-    /// held frame goes out at the latest with [`Ports::flush`], which the
-    /// caller must call at the end of each batch of work. True when the
+    /// segments of a flow into one super-frame when the port has TSO (up to
+    /// [`super::tx::GRO_SLOTS`] flows held across all ports). Held frames go
+    /// out at the latest with [`Ports::flush`], which the caller must call
+    /// at the end of each batch of work. True when the
     /// frame was taken (written or held); refusals are counted.
     pub fn send_gro(&mut self, id: PortId, frame: &[u8]) -> bool {
         let Some(port) = self.ports.get_mut(&id) else {
             self.counters.unknown_port += 1;
             return false;
         };
-        if !port.tap.offloads().tso || frame.len() > max_frame_len(port.tap.mtu()) {
-            flush_port(port);
-            return send_plain(port, frame);
-        }
-        let Some(seg) = gro::classify(frame) else {
-            flush_port(port);
+        let seg = if port.tap.offloads().tso && frame.len() <= max_frame_len(port.tap.mtu()) {
+            gro::classify(frame)
+        } else {
+            None
+        };
+        let Some(seg) = seg else {
+            self.gro.flush_port(id, port);
             return send_plain(port, frame);
         };
-        let g = port.gro.get_or_insert_with(|| Box::new(Gro::new()));
-        if g.append(frame, &seg) {
-            return true;
-        }
-        flush_port(port);
-        let g = port.gro.get_or_insert_with(|| Box::new(Gro::new()));
-        if !g.start(frame, &seg) {
-            return send_plain(port, frame);
-        }
-        self.gro_pending.push(id);
-        true
+        self.gro.push(&mut self.ports, id, frame, &seg)
     }
 
     /// Writes every frame `send_gro` holds. Returns how many writes it made.
     pub fn flush(&mut self) -> usize {
-        let mut n = 0;
-        for id in self.gro_pending.drain(..) {
-            if let Some(p) = self.ports.get_mut(&id) {
-                n += usize::from(flush_port(p));
-            }
-        }
-        n
+        self.gro.flush_all(&mut self.ports)
     }
 
     pub fn info(&self) -> Vec<PortInfo> {
@@ -359,77 +343,4 @@ fn recv_vnet(port: &mut Port, buf: &mut [u8]) -> io::Result<Option<usize>> {
     }
     buf[..n].copy_from_slice(f);
     Ok(Some(n))
-}
-
-/// Writes the pending coalesced frame of `port`, if any; true when one was
-/// written.
-fn flush_port(port: &mut Port) -> bool {
-    let Some(g) = port.gro.as_mut().filter(|g| !g.is_empty()) else {
-        return false;
-    };
-    let segs = g.segments() as u64;
-    let bytes = g.take();
-    let c = &mut port.counters;
-    match port.tap.write(bytes) {
-        Ok(n) if n == bytes.len() => {
-            c.tx_writes += 1;
-            c.tx_frames += segs;
-            c.tx_bytes += (n - vnet::HEADER_LEN) as u64;
-            if segs > 1 {
-                c.tx_gro += 1;
-            }
-            true
-        }
-        Ok(_) => {
-            c.tx_drop_busy += segs;
-            false
-        }
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-            c.tx_drop_busy += segs;
-            false
-        }
-        Err(_) => {
-            c.tx_errors += segs;
-            false
-        }
-    }
-}
-
-/// One frame, with a zeroed virtio header on a vnet port (writev, no copy).
-fn send_plain(port: &mut Port, frame: &[u8]) -> bool {
-    let c = &mut port.counters;
-    if frame.len() < ethernet::HEADER_LEN {
-        c.tx_drop_short += 1;
-        return false;
-    }
-    if frame.len() > max_frame_len(port.tap.mtu()) {
-        c.tx_drop_oversize += 1;
-        return false;
-    }
-    const ZERO: [u8; vnet::HEADER_LEN] = [0; vnet::HEADER_LEN];
-    let (r, hdr) = if port.tap.offloads().vnet_hdr {
-        (port.tap.write_vnet(&ZERO, frame), vnet::HEADER_LEN)
-    } else {
-        (port.tap.write(frame), 0)
-    };
-    match r {
-        Ok(n) if n == frame.len() + hdr => {
-            c.tx_writes += 1;
-            c.tx_frames += 1;
-            c.tx_bytes += frame.len() as u64;
-            true
-        }
-        Ok(_) => {
-            c.tx_drop_busy += 1;
-            false
-        }
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-            c.tx_drop_busy += 1;
-            false
-        }
-        Err(_) => {
-            c.tx_errors += 1;
-            false
-        }
-    }
 }

@@ -565,7 +565,7 @@ fn gro_hostile_segments_never_panic_and_output_stays_valid() {
 
 /// Recomputes the IPv4 header checksum and the TCP checksum of a frame
 /// whose bytes were changed, when it still parses.
-fn refix_checksums(f: &mut [u8]) {
+pub(super) fn refix_checksums(f: &mut [u8]) {
     if f[12..14] == [0x08, 0x00] {
         let Ok(mut p) = ipv4::Packet::new_checked(&mut f[14..]) else {
             return;
