@@ -1,18 +1,32 @@
 //! Ports: the TAP devices on the VM side of the switch.
 //!
-//! - [`tap`]: one TAP device whose fd this process holds.
+//! - [`tap`]: one TAP device whose fd this process holds, with IFF_VNET_HDR
+//!   and checksum/TSO/USO offloads when asked (the default for ports).
 //! - [`ports`]: the registry PortId -> TAP with per-port counters.
+//! - [`rx`]: receive batches; super-frames come out as MTU-sized frames.
+//! - [`segment`]: the Ethernet-aware GSO split and checksum completion.
+//! - [`gro`]: coalescing of TCP segments into super-frames toward a TAP.
+//! - [`tx`]: plain writes and the pool of flows being coalesced.
 
+pub mod gro;
 pub mod ports;
+pub mod rx;
+pub mod segment;
 pub mod tap;
+pub mod tx;
 
+#[cfg(test)]
+mod offload_tests;
+#[cfg(test)]
+mod segment_tests;
 #[cfg(test)]
 pub(crate) mod testnet;
 #[cfg(test)]
 mod tests;
 
 pub use ports::{max_frame_len, Port, PortCounters, PortInfo, Ports, PortsCounters, MAX_PORTS};
-pub use tap::Tap;
+pub use rx::PortRx;
+pub use tap::{Offloads, Tap, TapOptions};
 
 /// A port's id in this process; never reused while it runs.
 pub type PortId = u32;

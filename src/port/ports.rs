@@ -8,7 +8,10 @@ use std::io;
 
 use serde::Serialize;
 
-use super::tap::Tap;
+use super::gro;
+use super::rx::PortRx;
+use super::tap::{Offloads, Tap, TapOptions};
+use super::tx::{send_plain, GroPool};
 use super::PortId;
 use crate::wire::ethernet;
 
@@ -40,6 +43,26 @@ pub struct PortCounters {
     pub tx_drop_busy: u64,
     /// write(2) failed otherwise (e.g. EIO while the link is down).
     pub tx_errors: u64,
+    /// read(2) calls that returned something (one may carry 40+ frames).
+    pub rx_reads: u64,
+    /// GSO super-frames among them (each counted in rx_frames per segment).
+    pub rx_gso: u64,
+    /// Plain frames whose partial checksum (NEEDS_CSUM) we completed.
+    pub rx_csum_completed: u64,
+    /// Virtio header with unknown flags, or GSO without NEEDS_CSUM.
+    pub rx_drop_bad_vnet: u64,
+    /// gso_type UFO, ECN or unknown: never enabled, so never expected.
+    pub rx_drop_unsupported_gso: u64,
+    /// gso_size 0 or hdr_len past the frame.
+    pub rx_drop_bad_gso: u64,
+    /// Headers of a super-frame disagree with its type or its length.
+    pub rx_drop_bad_headers: u64,
+    /// csum_start/csum_offset outside the frame or not at the L4 checksum.
+    pub rx_drop_bad_csum: u64,
+    /// write(2)/writev(2) calls that the kernel took.
+    pub tx_writes: u64,
+    /// Coalesced super-frames written (each counted in tx_frames per segment).
+    pub tx_gro: u64,
 }
 
 /// One port: the TAP and what went through it.
@@ -47,6 +70,8 @@ pub struct PortCounters {
 pub struct Port {
     pub tap: Tap,
     pub counters: PortCounters,
+    /// Super-frame cut by the one-frame `recv` (allocated on first use).
+    rx: Option<Box<PortRx>>,
 }
 
 /// What `meshwire ctl` shows about a port.
@@ -58,6 +83,8 @@ pub struct PortInfo {
     pub mtu: u16,
     /// Whether meshwire created the TAP (it disappears when meshwire exits).
     pub created: bool,
+    /// The offloads the kernel accepted on this TAP.
+    pub offloads: Offloads,
     pub counters: PortCounters,
 }
 
@@ -75,6 +102,8 @@ pub struct Ports {
     ports: BTreeMap<PortId, Port>,
     next_id: PortId,
     counters: PortsCounters,
+    /// Super-frames `send_gro` is building, shared by all ports.
+    gro: GroPool,
 }
 
 impl Ports {
@@ -82,10 +111,16 @@ impl Ports {
         Ports::default()
     }
 
-    /// Opens (or attaches to) TAP `name` and registers it.
+    /// Opens (or attaches to) TAP `name` with the default options (offloads
+    /// on) and registers it.
     pub fn open(&mut self, name: &str, mtu: u16) -> io::Result<PortId> {
+        self.open_with(name, mtu, TapOptions::default())
+    }
+
+    /// Opens (or attaches to) TAP `name` with `opts` and registers it.
+    pub fn open_with(&mut self, name: &str, mtu: u16, opts: TapOptions) -> io::Result<PortId> {
         self.check_room(name)?;
-        let tap = Tap::open(name, mtu)?;
+        let tap = Tap::open_with(name, mtu, opts)?;
         self.insert(tap)
     }
 
@@ -103,6 +138,7 @@ impl Ports {
             Port {
                 tap,
                 counters: PortCounters::default(),
+                rx: None,
             },
         );
         Ok(id)
@@ -126,6 +162,7 @@ impl Ports {
 
     /// Unregisters a port and hands its TAP back (dropping it closes the fd).
     pub fn remove(&mut self, id: PortId) -> Option<Tap> {
+        self.gro.forget_port(id);
         self.ports.remove(&id).map(|p| p.tap)
     }
 
@@ -160,6 +197,30 @@ impl Ports {
         &self.counters
     }
 
+    fn port_mut(&mut self, id: PortId) -> Option<&mut Port> {
+        let p = self.ports.get_mut(&id);
+        if p.is_none() {
+            self.counters.unknown_port += 1;
+        }
+        p
+    }
+
+    /// Reads what port `id` has queued into `rx` (replacing its previous
+    /// contents): up to a few 64 KB super-frames or up to
+    /// [`super::rx::MAX_ENTRIES`] frames, one read(2) each. Then take the
+    /// frames with `rx.next_frame()` / `rx.for_each_frame(..)`: super-frames
+    /// come out cut to MTU-sized frames with complete checksums.
+    ///
+    /// `Ok(n)`: `rx` yields `n` frames (0: everything read was dropped and
+    /// counted; call again). `Err(WouldBlock)`: nothing was queued.
+    pub fn recv_batch(&mut self, id: PortId, rx: &mut PortRx) -> io::Result<usize> {
+        let Some(port) = self.port_mut(id) else {
+            return Err(io::Error::new(io::ErrorKind::NotFound, "no such port"));
+        };
+        let max = max_frame_len(port.tap.mtu());
+        rx.fill(&port.tap, &mut port.counters, max)
+    }
+
     /// Reads one frame from port `id` into `buf`.
     ///
     /// `Ok(Some(n))`: a valid frame is in `buf[..n]`. `Ok(None)`: a frame was
@@ -167,11 +228,17 @@ impl Ports {
     /// queued. `buf` must hold at least `max_frame_len(mtu) + 1` bytes: the
     /// kernel silently cuts a frame to the buffer and returns the cut length,
     /// so a read that fills the whole buffer is dropped as possibly cut.
+    ///
+    /// On a port with offloads a super-frame is read into the port's own
+    /// buffer and handed out one segment per call (copied into `buf`);
+    /// [`Ports::recv_batch`] avoids that copy.
     pub fn recv(&mut self, id: PortId, buf: &mut [u8]) -> io::Result<Option<usize>> {
-        let Some(port) = self.ports.get_mut(&id) else {
-            self.counters.unknown_port += 1;
+        let Some(port) = self.port_mut(id) else {
             return Err(io::Error::new(io::ErrorKind::NotFound, "no such port"));
         };
+        if port.tap.offloads().vnet_hdr {
+            return recv_vnet(port, buf);
+        }
         let c = &mut port.counters;
         let n = match port.tap.read(buf) {
             Ok(n) => n,
@@ -181,6 +248,7 @@ impl Ports {
                 return Err(e);
             }
         };
+        c.rx_reads += 1;
         if n < ethernet::HEADER_LEN {
             c.rx_drop_short += 1;
             return Ok(None);
@@ -194,41 +262,45 @@ impl Ports {
         Ok(Some(n))
     }
 
-    /// Sends one frame out of port `id`; true when the kernel took it. Every
-    /// refusal is counted under its reason, so the flood path can ignore it.
+    /// Sends one frame out of port `id` at once; true when the kernel took
+    /// it. Every refusal is counted under its reason, so the flood path can
+    /// ignore it. A coalesced frame pending on the port goes first, so order
+    /// on the port holds.
     pub fn send(&mut self, id: PortId, frame: &[u8]) -> bool {
         let Some(port) = self.ports.get_mut(&id) else {
             self.counters.unknown_port += 1;
             return false;
         };
-        let c = &mut port.counters;
-        if frame.len() < ethernet::HEADER_LEN {
-            c.tx_drop_short += 1;
+        self.gro.flush_port(id, port);
+        send_plain(port, frame)
+    }
+
+    /// Sends one frame out of port `id`, coalescing consecutive in-order TCP
+    /// segments of a flow into one super-frame when the port has TSO (up to
+    /// [`super::tx::GRO_SLOTS`] flows held across all ports). Held frames go
+    /// out at the latest with [`Ports::flush`], which the caller must call
+    /// at the end of each batch of work. True when the
+    /// frame was taken (written or held); refusals are counted.
+    pub fn send_gro(&mut self, id: PortId, frame: &[u8]) -> bool {
+        let Some(port) = self.ports.get_mut(&id) else {
+            self.counters.unknown_port += 1;
             return false;
-        }
-        if frame.len() > max_frame_len(port.tap.mtu()) {
-            c.tx_drop_oversize += 1;
-            return false;
-        }
-        match port.tap.write(frame) {
-            Ok(n) if n == frame.len() => {
-                c.tx_frames += 1;
-                c.tx_bytes += n as u64;
-                true
-            }
-            Ok(_) => {
-                c.tx_drop_busy += 1;
-                false
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                c.tx_drop_busy += 1;
-                false
-            }
-            Err(_) => {
-                c.tx_errors += 1;
-                false
-            }
-        }
+        };
+        let seg = if port.tap.offloads().tso && frame.len() <= max_frame_len(port.tap.mtu()) {
+            gro::classify(frame)
+        } else {
+            None
+        };
+        let Some(seg) = seg else {
+            self.gro.flush_port(id, port);
+            return send_plain(port, frame);
+        };
+        self.gro.push(&mut self.ports, id, frame, &seg)
+    }
+
+    /// Writes every frame `send_gro` holds. Returns how many writes it made.
+    pub fn flush(&mut self) -> usize {
+        self.gro.flush_all(&mut self.ports)
     }
 
     pub fn info(&self) -> Vec<PortInfo> {
@@ -240,8 +312,35 @@ impl Ports {
                 ifindex: p.tap.ifindex(),
                 mtu: p.tap.mtu(),
                 created: p.tap.created(),
+                offloads: p.tap.offloads(),
                 counters: p.counters,
             })
             .collect()
     }
+}
+
+/// The one-frame `recv` on a vnet port: segments of the port's own batch,
+/// copied out one per call.
+fn recv_vnet(port: &mut Port, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    let rx = port
+        .rx
+        .get_or_insert_with(|| Box::new(PortRx::with_reads(1)));
+    if rx.is_drained() {
+        let max = max_frame_len(port.tap.mtu());
+        if rx.fill(&port.tap, &mut port.counters, max)? == 0 {
+            return Ok(None);
+        }
+    }
+    let Some(f) = rx.next_frame() else {
+        return Ok(None);
+    };
+    // Counted as received at read time; a caller buffer too short for a
+    // valid frame is the caller's bug, still counted.
+    let n = f.len();
+    if n >= buf.len() {
+        port.counters.rx_drop_oversize += 1;
+        return Ok(None);
+    }
+    buf[..n].copy_from_slice(f);
+    Ok(Some(n))
 }

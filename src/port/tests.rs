@@ -255,7 +255,7 @@ fn size_limits_drop_and_count() {
 }
 
 /// Creates a persistent TAP the way an operator's `ip tuntap add` would.
-fn make_persistent(name: &str, persist: bool) {
+pub(super) fn make_persistent(name: &str, persist: bool) {
     make_persistent_kind(name, libc::IFF_TAP, persist)
 }
 

@@ -11,6 +11,9 @@ pub mod ipv4;
 pub mod ipv6;
 pub mod mac;
 pub mod ndisc;
+pub mod tcp;
+pub mod udp;
+pub mod vnet;
 
 pub use mac::MacAddr;
 
