@@ -100,6 +100,11 @@ pub struct PortConfig {
     pub name: String,
     /// MTU of the TAP; default: the largest frame that fits the underlay.
     pub mtu: Option<u16>,
+    /// TAP offloads (virtio-net header, checksum, TSO/USO): the kernel
+    /// hands over 64 KB segments and meshwire cuts them itself. On by
+    /// default; off for a TAP someone else created without vnet headers.
+    #[serde(default = "default_true")]
+    pub offload: bool,
 }
 
 fn default_true() -> bool {

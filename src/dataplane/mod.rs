@@ -21,7 +21,7 @@ use tracing::{info, warn};
 use crate::config::{self, Validated};
 use crate::control::server::ControlServer;
 use crate::control::{CtlCommand, PortAction};
-use crate::port::PortId;
+use crate::port::{PortId, PortRx};
 
 pub use node::{Node, NodeCounters};
 
@@ -38,10 +38,9 @@ const TOKEN_PORT: u64 = 1 << 32;
 const TUNNEL_TICK: Duration = Duration::from_millis(100);
 /// How often the FDB is aged.
 const FDB_TICK: Duration = Duration::from_secs(1);
-/// Frames read from one TAP per wake-up, so one busy VM cannot starve the rest.
-const PORT_BATCH: usize = 64;
-/// Larger than any frame a TAP hands over, so a frame is never cut short.
-const FRAME_BUF: usize = 65536;
+/// Batches read from one TAP per wake-up (each up to a few 64 KB
+/// super-frames or many small frames), so one busy VM cannot starve the rest.
+const PORT_BATCHES: usize = 4;
 
 /// The daemon: the node, its event sources and where its config lives.
 struct Daemon {
@@ -89,7 +88,7 @@ pub fn run(cfg: Validated, config_path: &Path) -> Result<(), String> {
     );
 
     let mut ready = Vec::with_capacity(64);
-    let mut buf = vec![0u8; FRAME_BUF];
+    let mut rx = PortRx::new();
     let start = Instant::now();
     let mut next_tunnel_tick = start;
     let mut next_fdb_tick = start + FDB_TICK;
@@ -122,7 +121,7 @@ pub fn run(cfg: Validated, config_path: &Path) -> Result<(), String> {
                 }
                 t if t >= TOKEN_PORT => {
                     let port = (t - TOKEN_PORT) as PortId;
-                    if let Err(e) = read_port(&mut d.node, now, port, &mut buf) {
+                    if let Err(e) = read_port(&mut d.node, now, port, &mut rx) {
                         d.port_failed(port, &e);
                     }
                 }
@@ -154,9 +153,9 @@ impl Daemon {
             .map_err(|e| format!("epoll: {e}"))
     }
 
-    fn add_port(&mut self, name: &str, mtu: Option<u16>) -> Result<PortId, String> {
+    fn add_port(&mut self, name: &str, mtu: Option<u16>, offload: bool) -> Result<PortId, String> {
         let mtu = mtu.unwrap_or_else(|| self.cfg.default_port_mtu());
-        let id = self.node.add_port(name, mtu)?;
+        let id = self.node.add_port(name, mtu, offload)?;
         if let Err(e) = self.watch_port(id) {
             let _ = self.node.remove_port(name);
             return Err(e);
@@ -191,7 +190,7 @@ impl Daemon {
         match cmd {
             CtlCommand::Port { action } => match action {
                 PortAction::Add { name, mtu } => self
-                    .add_port(name, *mtu)
+                    .add_port(name, *mtu, true)
                     .map(|id| json!(format!("port {name} added (id {id})"))),
                 PortAction::Del { name } => self
                     .del_port(name)
@@ -228,7 +227,7 @@ impl Daemon {
         }
         for p in &cfg.raw.ports {
             if self.node.ports.id_by_name(&p.name).is_none() {
-                if let Err(e) = self.add_port(&p.name, Some(cfg.port_mtu(p))) {
+                if let Err(e) = self.add_port(&p.name, Some(cfg.port_mtu(p)), p.offload) {
                     warn!("reload: {e}");
                 }
             }
@@ -239,16 +238,19 @@ impl Daemon {
     }
 }
 
-/// Reads what a port has, a bounded batch at a time. An error other than
+/// Reads what a port has, a bounded number of batches at a time; 64 KB
+/// super-frames come out cut to MTU-sized frames. An error other than
 /// "nothing more" means the TAP is gone from under us (its namespace was
 /// deleted: the fd is detached, EBADFD) and is returned, so the port can be
 /// dropped instead of spinning on an fd that is always readable.
-fn read_port(node: &mut Node, now: Instant, port: PortId, buf: &mut [u8]) -> std::io::Result<()> {
-    for _ in 0..PORT_BATCH {
-        match node.ports.recv(port, buf) {
-            Ok(Some(n)) => node.on_port_frame(now, port, &buf[..n]),
-            // Dropped and counted by the port (runt, oversize).
-            Ok(None) => {}
+fn read_port(node: &mut Node, now: Instant, port: PortId, rx: &mut PortRx) -> std::io::Result<()> {
+    for _ in 0..PORT_BATCHES {
+        match node.ports.recv_batch(port, rx) {
+            Ok(_) => {
+                while let Some(frame) = rx.next_frame() {
+                    node.on_port_frame(now, port, frame);
+                }
+            }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             // Removed earlier in this round of events.

@@ -15,7 +15,7 @@ use std::time::Instant;
 use crate::config::Validated;
 use crate::keys;
 use crate::mesh::{HardifId, Mesh, MeshConfig, MeshOutput};
-use crate::port::{PortId, Ports};
+use crate::port::{PortId, Ports, TapOptions};
 use crate::switch::{announce, Decision, Switch, SwitchConfig};
 use crate::tunnel::{PeerId, TunnelConfig, Tunnels};
 use crate::wire::ethernet::{self, Frame};
@@ -85,7 +85,7 @@ impl Node {
         for p in &cfg.raw.ports {
             let mtu = cfg.port_mtu(p);
             ports
-                .open(&p.name, mtu)
+                .open_with(&p.name, mtu, TapOptions { offload: p.offload })
                 .map_err(|e| format!("port {}: {e}", p.name))?;
         }
         let mut switch = Switch::new(SwitchConfig::default());
@@ -198,9 +198,11 @@ impl Node {
         }
     }
 
-    /// The port counts its own refusals (busy, oversize, link down).
+    /// The port counts its own refusals (busy, oversize, link down). TCP
+    /// segments of one flow are merged into one super-frame towards the
+    /// TAP and written at the end of the loop round (`flush`).
     fn port_write(&mut self, port: PortId, frame: &[u8]) {
-        self.ports.send(port, frame);
+        self.ports.send_gro(port, frame);
     }
 
     /// Reads what the tunnels have for us and hands batman packets to the mesh.
@@ -256,6 +258,7 @@ impl Node {
         // Once per loop iteration: everything this round of events queued
         // leaves in as few system calls as the batch allows.
         self.tunnels.flush();
+        self.ports.flush();
     }
 
     /// WireGuard's view of each link: a peer that stopped authenticating
@@ -340,14 +343,14 @@ impl Node {
 
 impl Node {
     /// Opens (or creates) a TAP and switches it.
-    pub fn add_port(&mut self, name: &str, mtu: u16) -> Result<PortId, String> {
+    pub fn add_port(&mut self, name: &str, mtu: u16, offload: bool) -> Result<PortId, String> {
         if self.ports.id_by_name(name).is_some() {
             return Err(format!("port {name} exists"));
         }
         crate::config::check_ifname(name).map_err(|e| format!("port {name}: {e}"))?;
         let id = self
             .ports
-            .open(name, mtu)
+            .open_with(name, mtu, TapOptions { offload })
             .map_err(|e| format!("port {name}: {e}"))?;
         self.switch.set_port_name(id, name);
         self.port_ids.push(id);
