@@ -233,12 +233,20 @@ def svg(rows, meta):
                 ticks.append(t)
                 t *= 10
         else:
-            hi = nice_ceiling(vmax)
+            step = nice_ceiling(vmax / 4)
+            hi = step * math.ceil(vmax / step)
 
             def xpos(v, hi=hi):
                 return plot_w * v / hi
-            ticks = [hi * i / 4 for i in range(5)]
+            ticks = [step * i for i in range(int(round(hi / step)) + 1)]
         top = y
+        n_bars = len(vals)
+        bottom = top + n_bars * (bar_h + gap)
+        # grid first, so the bars and their labels stay on top
+        for t in ticks:
+            x = left + xpos(t)
+            body.append(f'<line x1="{x:.1f}" y1="{top - 2}" x2="{x:.1f}" y2="{bottom}" class="g"/>')
+            body.append(f'<text x="{x:.1f}" y="{bottom + 12}" class="tick" text-anchor="middle">{tick_label(t)}</text>')
         for r, v in vals:
             cls = "mw" if r["id"] == "meshwire" else ("k" if r["enc"] == "no" else "p")
             label = SHORT.get(r["id"], r["id"])
@@ -250,10 +258,6 @@ def svg(rows, meta):
                 body.append(f'<rect x="{left}" y="{y}" width="{w:.1f}" height="{bar_h}" class="{cls}"/>')
                 body.append(f'<text x="{left + w + 4:.1f}" y="{y + bar_h - 4}" class="v">{v:.{digits}f}</text>')
             y += bar_h + gap
-        for t in ticks:
-            x = left + xpos(t)
-            body.append(f'<line x1="{x:.1f}" y1="{top - 2}" x2="{x:.1f}" y2="{y}" class="g"/>')
-            body.append(f'<text x="{x:.1f}" y="{y + 12}" class="tick" text-anchor="middle">{tick_label(t)}</text>')
         y += 30
     height = y + 30
     mode = meta.get("MODE", "full")
