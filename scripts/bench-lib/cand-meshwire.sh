@@ -79,6 +79,6 @@ EOF
         "$bin" ctl --socket "$c/n$i.sock" stats --json >"$d/stats-n$i.json" 2>&1
         "$bin" ctl --socket "$c/n$i.sock" peers >"$d/peers-n$i.txt" 2>&1
         "$bin" ctl --socket "$c/n$i.sock" ports >"$d/ports-n$i.txt" 2>&1
-        grep VmHWM "/proc/${mp[$((i - 1))]}/status" >"$d/vmhwm-n$i.txt" 2>/dev/null
+        grep -E '^Vm(RSS|HWM):' "/proc/${mp[$((i - 1))]}/status" >"$d/vm-n$i.txt" 2>/dev/null
     done
 }

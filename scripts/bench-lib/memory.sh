@@ -93,7 +93,7 @@ mem_stat() {
 mem_run() {
     local bin=$1 out=$2 tsv=$2/memory.tsv d settle=${MEM_SETTLE:-5}
     MESHWIRE_BIN=$bin
-    : >"$tsv"
+    # appends: scripts/bench may have written rows before
     mem_topo
 
     # 1. idle: 2 peers, one port, no traffic (only its own OGMs/handshake tries)

@@ -175,9 +175,10 @@ def markdown(rows, mem, meta):
             L.append(f"| {SHORT.get(r['id'], r['label'])} | " + " | ".join(cells) + " |")
         L.append("")
     if mem:
-        L.append("meshwire memory (one daemon in its own namespace; the peers' endpoints in 198.18.0.0/15 route to a "
-                 "veth whose other end, in the same namespace, discards everything, so nothing leaves the namespace; "
-                 "the FDB is filled through raw sockets on the daemon's TAP ports from a VM namespace):")
+        L.append("meshwire memory, from /proc/PID/status. \"dataplane run\" rows: the two daemons measured above. "
+                 "The other rows: one daemon in a namespace of its own, whose peers' endpoints (198.18.0.0/15) route "
+                 "to a veth whose other end, in the same namespace, discards everything, so nothing leaves it; the "
+                 "FDB is filled through raw sockets on the daemon's TAP ports from a VM namespace.")
         L.append("")
         L.append("| scenario | VmRSS MiB | VmHWM MiB | FDB entries | notes |")
         L.append("|---|---|---|---|---|")
