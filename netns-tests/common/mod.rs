@@ -108,6 +108,9 @@ pub struct Hv {
     pub public_key: String,
     pub daemon: Option<Child>,
     pub ports: Vec<String>,
+    /// TOML appended to this hypervisor's config (e.g. a `[[peer]]` that is
+    /// not a meshwire node of the topology). Empty by default.
+    pub extra_config: String,
 }
 
 /// Knobs beyond the VM layout.
@@ -129,6 +132,8 @@ pub struct Topology {
     pub dir: PathBuf,
     namespaces: Vec<String>,
     pub ogm_ms: u64,
+    /// `mtu` for every `[[port]]`; None leaves the daemon's default.
+    pub port_mtu: Option<u16>,
 }
 
 pub fn genkey() -> (String, String) {
@@ -176,6 +181,7 @@ impl Topology {
             dir,
             namespaces: Vec::new(),
             ogm_ms,
+            port_mtu: None,
         };
         // Leftovers of an earlier run with the same prefix (a crashed test).
         t.remove_namespaces_with_prefix();
@@ -241,6 +247,7 @@ impl Topology {
             public_key,
             daemon: None,
             ports: Vec::new(),
+            extra_config: String::new(),
         });
     }
 
@@ -362,7 +369,11 @@ impl Topology {
         }
         for p in &h.ports {
             c += &format!("\n[[port]]\nname = \"{p}\"\n");
+            if let Some(mtu) = self.port_mtu {
+                c += &format!("mtu = {mtu}\n");
+            }
         }
+        c += &h.extra_config;
         fs::write(self.config_path(hv), c).unwrap();
     }
 

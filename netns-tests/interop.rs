@@ -1,0 +1,477 @@
+//! Issue 3, kernel interop: a meshwire node and a node running the kernel
+//! stack (wireguard + gretap + batman-adv 2022.3, booted by
+//! `../shared/refvm`) form one mesh.
+//!
+//! ```text
+//!   mwI-ul: bridge ulbr (underlay 198.18.0.0/24)
+//!     |-- veth -- mwI-hv1: meshwire 198.18.0.1, inner 198.19.0.1
+//!     |              port t-vm1a -> mwI-vm1a: eth0 198.19.1.11, fd00:198:19:1::b
+//!     `-- TAP rv-t-mwI -- qemu "mwI": eth0 198.18.0.100, wg0 198.19.0.100,
+//!                          gt-U (gretap to 198.19.0.1) in bat0 198.19.1.100,
+//!                          fd00:198:19:1::64: bat0 is "the VM behind the kernel node"
+//! ```
+//!
+//! The reference VM is built (`build.sh`, idempotent) into
+//! `target/refvm` unless `MESHWIRE_RV_BUILD` names another build dir. If
+//! it cannot be built or booted, the test fails and says why: it never skips.
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use meshwire::keys;
+use serde_json::Value;
+
+use common::*;
+
+/// The kernel node's name (run-single.sh: at most 8 characters).
+const RV_NAME: &str = "mwI";
+const RV_UNDERLAY: &str = "198.18.0.100";
+const RV_INNER: &str = "198.19.0.100";
+const RV_BAT_IP4: &str = "198.19.1.100";
+const RV_BAT_IP6: &str = "fd00:198:19:1::64";
+/// gretap MAC = the kernel node's originator; bat0 MAC = its client.
+const RV_ORIG: &str = "02:00:00:00:0a:01";
+const RV_BAT_MAC: &str = "02:00:00:00:0a:00";
+/// OGM interval on both sides: short, so that the test converges fast.
+const OGM_MS: u64 = 250;
+
+fn refvm_dir() -> PathBuf {
+    std::env::var_os("MESHWIRE_REFVM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/refvm"))
+}
+
+fn rv_build_dir() -> PathBuf {
+    std::env::var_os("MESHWIRE_RV_BUILD")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/refvm"))
+}
+
+/// One reference kernel node, stopped (qemu killed, TAP removed) on drop.
+struct RefVm {
+    script: PathBuf,
+    build: PathBuf,
+    boot_s: f64,
+}
+
+impl RefVm {
+    /// Builds the reference VM (idempotent) and boots it.
+    fn start(args: &[String]) -> RefVm {
+        let dir = refvm_dir();
+        let build = rv_build_dir();
+        assert!(
+            dir.join("run-single.sh").exists(),
+            "reference VM scripts not found at {} (set MESHWIRE_REFVM): the interop test \
+             cannot run without them",
+            dir.display()
+        );
+        std::fs::create_dir_all(&build).expect("create the refvm build dir");
+        let t = Instant::now();
+        let out = Command::new("bash")
+            .arg(dir.join("build.sh"))
+            .env("RV_BUILD", &build)
+            .output()
+            .expect("run refvm build.sh");
+        assert!(
+            out.status.success(),
+            "the reference VM could not be built (RV_BUILD={}): {}\n{}",
+            build.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        eprintln!("refvm build.sh: {:.1}s", t.elapsed().as_secs_f64());
+        let mut vm = RefVm {
+            script: dir.join("run-single.sh"),
+            build,
+            boot_s: 0.0,
+        };
+        // A VM of a crashed earlier run would hold the name.
+        vm.stop();
+        let mut cmd = Command::new("bash");
+        cmd.arg(&vm.script)
+            .args(["start", "--name", RV_NAME, "--timeout", "150"])
+            .args(args)
+            .env("RV_BUILD", &vm.build);
+        let out = cmd.output().expect("run run-single.sh start");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success() && stdout.contains("RV-SINGLE"),
+            "the reference VM did not boot: {stdout}\n{}\nconsole log tail:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            vm.console_tail()
+        );
+        vm.boot_s = stdout
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("boot_s="))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0.0);
+        eprintln!("{}", stdout.trim());
+        vm
+    }
+
+    fn console_tail(&self) -> String {
+        let log = self
+            .build
+            .join(format!("run/single-{RV_NAME}/{RV_NAME}.log"));
+        let s = std::fs::read_to_string(log).unwrap_or_default();
+        let lines: Vec<&str> = s.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// Runs a shell command on the VM's console; its output and success.
+    fn try_cmd(&self, c: &str) -> (bool, String) {
+        let out = Command::new("bash")
+            .arg(&self.script)
+            .args(["cmd", "--name", RV_NAME, "--timeout", "60", c])
+            .env("RV_BUILD", &self.build)
+            .output()
+            .expect("run run-single.sh cmd");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+
+    fn cmd(&self, c: &str) -> String {
+        let (ok, out) = self.try_cmd(c);
+        assert!(ok, "on the kernel node, '{c}' failed:\n{out}");
+        out
+    }
+
+    /// One counter of `batctl statistics`.
+    fn stat(&self, name: &str) -> u64 {
+        let s = self.cmd("batctl statistics");
+        stat_from(&s, name)
+    }
+
+    fn stop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(&self.script)
+            .args(["stop", "--name", RV_NAME])
+            .env("RV_BUILD", &self.build)
+            .output();
+    }
+}
+
+impl Drop for RefVm {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("kernel node console (tail):\n{}", self.console_tail());
+        }
+        self.stop();
+    }
+}
+
+fn stat_from(s: &str, name: &str) -> u64 {
+    s.lines()
+        .filter_map(|l| l.trim().split_once(": "))
+        .find(|(k, _)| *k == name)
+        .and_then(|(_, v)| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in batctl statistics:\n{s}"))
+}
+
+fn mesh_counter(t: &Topology, name: &str) -> u64 {
+    t.ctl(1, "stats")["mesh"][name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no mesh counter {name}"))
+}
+
+fn originator_of(t: &Topology) -> String {
+    let pk = keys::decode_key(&t.hvs[0].public_key).unwrap();
+    keys::originator_mac(&pk).to_string()
+}
+
+fn find<'a>(list: &'a Value, key: &str, val: &str) -> Option<&'a Value> {
+    list.as_array()?.iter().find(|e| e[key] == val)
+}
+
+#[test]
+fn kernel_node_and_meshwire_form_one_mesh() {
+    let t0 = Instant::now();
+    let mut t = Topology::new("mwI", &[&[Attach::TapNic]], OGM_MS);
+    // The kernel node's bat0 has MTU 1500 and fragments; so may our VM.
+    t.port_mtu = Some(1500);
+    let (rv_priv, rv_pub) = genkey();
+    t.hvs[0].extra_config = format!(
+        "\n[[peer]]\npublic_key = \"{rv_pub}\"\nendpoint = \"{RV_UNDERLAY}:51820\"\naddress = \"{RV_INNER}\"\npersistent_keepalive = 25\n"
+    );
+    let mw_pub = t.hvs[0].public_key.clone();
+    let mw_orig = originator_of(&t);
+    let vm = t.vm("vm1a").clone();
+    t.start(1);
+    let ul = format!("{}-ul", t.prefix);
+    let args: Vec<String> = [
+        "--ns",
+        &ul,
+        "--bridge",
+        "ulbr",
+        "--ip",
+        &format!("{RV_UNDERLAY}/24"),
+        "--wgkey",
+        &rv_priv,
+        "--wgip",
+        &format!("{RV_INNER}/24"),
+        "--batip",
+        &format!("{RV_BAT_IP4}/24"),
+        "--batip6",
+        &format!("{RV_BAT_IP6}/64"),
+        "--peer",
+        &format!("U,{mw_pub},198.18.0.1:51820,198.19.0.1"),
+        "--gtmac",
+        RV_ORIG,
+        "--batmac",
+        RV_BAT_MAC,
+        "--ogm",
+        &OGM_MS.to_string(),
+        // BLA would drop all broadcasts for 30 s after bat0 comes up.
+        "--batopt",
+        "bridge_loop_avoidance:0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let t_boot = Instant::now();
+    let rv = RefVm::start(&args);
+    let ready = Instant::now();
+    let boot_total = t_boot.elapsed().as_secs_f64();
+
+    // 1. Each side in the other's originator table.
+    let ok = wait_until(Duration::from_secs(60), || {
+        find(&t.ctl(1, "originators"), "originator", RV_ORIG)
+            .is_some_and(|o| o["tq"].as_u64().unwrap_or(0) > 0)
+    });
+    assert!(
+        ok,
+        "the kernel node never became an originator of meshwire\n{}",
+        t.dump_logs()
+    );
+    let conv_mw = ready.elapsed().as_secs_f64();
+    let ok = wait_until(Duration::from_secs(60), || {
+        rv.cmd("batctl o -H")
+            .lines()
+            .any(|l| l.contains(&mw_orig) && l.trim_start().starts_with('*'))
+    });
+    assert!(
+        ok,
+        "meshwire's originator {mw_orig} never became a route of the kernel node:\n{}\n{}",
+        rv.cmd("batctl o; batctl n"),
+        t.dump_logs()
+    );
+    let conv_rv = ready.elapsed().as_secs_f64();
+
+    // 2. ARP crosses from the kernel node: nothing was ever sent between
+    // the two, so the kernel's request must be broadcast to the VM (which
+    // learns the kernel's MAC from it) and the reply unicast back.
+    let ping = |from_kernel: bool, ip: &str, size: u32| -> bool {
+        if from_kernel {
+            let p = if ip.contains(':') { "ping -6" } else { "ping" };
+            rv.try_cmd(&format!("{p} -c 2 -W 2 -s {size} {ip}")).0
+        } else {
+            t.ping(&vm.name, ip, 2, &["-s", &size.to_string(), "-M", "do"])
+        }
+    };
+    let rx_bcast = mesh_counter(&t, "rx_bcast");
+    let ok = wait_until(Duration::from_secs(30), || ping(true, &vm.ip4, 56));
+    let first_ping = ready.elapsed().as_secs_f64();
+    assert!(
+        ok,
+        "kernel node -> VM {} (IPv4) failed\n{}",
+        vm.ip4,
+        t.dump_logs()
+    );
+    let n = ns_exec(&vm.ns, &["ip", "neigh", "show", RV_BAT_IP4]);
+    assert!(
+        n.contains(RV_BAT_MAC),
+        "the VM did not learn the kernel node's MAC from its ARP request: {n}"
+    );
+    let n = rv.cmd(&format!("ip neigh show {}", vm.ip4));
+    assert!(n.contains(&vm.mac), "kernel ARP for the VM: {n}");
+    assert!(mesh_counter(&t, "rx_bcast") > rx_bcast);
+
+    // ND from the kernel node: its NS reaches the VM.
+    assert!(
+        ping(true, &vm.ip6, 56) || ping(true, &vm.ip6, 56),
+        "kernel node -> VM {} (IPv6) failed\n{}",
+        vm.ip6,
+        t.dump_logs()
+    );
+    let n = ns_exec(&vm.ns, &["ip", "-6", "neigh", "show", RV_BAT_IP6]);
+    assert!(n.contains(RV_BAT_MAC), "VM ND entry for the kernel: {n}");
+
+    // 3. The other way: the VM forgets, asks by broadcast (ARP) and
+    // multicast (ND), meshwire carries both as batman broadcasts.
+    ns_exec(&vm.ns, &["ip", "neigh", "flush", "dev", "eth0"]);
+    ns_exec(&vm.ns, &["ip", "-6", "neigh", "flush", "dev", "eth0"]);
+    let tx_bcast = mesh_counter(&t, "tx_bcast");
+    for ip in [RV_BAT_IP4, RV_BAT_IP6] {
+        assert!(
+            ping(false, ip, 56) || ping(false, ip, 56),
+            "VM -> kernel node {ip} failed\n{}",
+            t.dump_logs()
+        );
+    }
+    assert!(mesh_counter(&t, "tx_bcast") >= tx_bcast + 2);
+    let n = ns_exec(&vm.ns, &["ip", "neigh", "show", RV_BAT_IP4]);
+    assert!(n.contains(RV_BAT_MAC), "VM ARP for the kernel: {n}");
+
+    // 4. Frames bigger than the links: batman fragments both ways
+    // (1472 + 28 = a full 1500-byte IPv4 packet; 1400 over IPv6).
+    let frag_rx = rv.stat("frag_rx");
+    let reassembled = mesh_counter(&t, "frag_reassembled");
+    for (ip, size) in [(RV_BAT_IP4, 1472), (RV_BAT_IP6, 1400)] {
+        assert!(
+            ping(false, ip, size) || ping(false, ip, size),
+            "VM -> kernel {ip} -s {size} failed\n{}",
+            t.dump_logs()
+        );
+    }
+    for (ip, size) in [(&vm.ip4, 1472), (&vm.ip6, 1400)] {
+        assert!(
+            ping(true, ip, size) || ping(true, ip, size),
+            "kernel -> VM {ip} -s {size} failed\n{}",
+            t.dump_logs()
+        );
+    }
+    assert!(
+        rv.stat("frag_rx") >= frag_rx + 8,
+        "kernel reassembled none of ours"
+    );
+    assert!(mesh_counter(&t, "frag_reassembled") >= reassembled + 8);
+
+    // 5. A TT change on each side, announced as OGM diffs: a second client
+    // behind meshwire, a new multicast listener (IPv6 address) on the kernel.
+    ns_exec(
+        &vm.ns,
+        &[
+            "ip",
+            "link",
+            "add",
+            "m1",
+            "link",
+            "eth0",
+            "address",
+            "02:00:00:01:01:77",
+            "type",
+            "macvlan",
+            "mode",
+            "bridge",
+        ],
+    );
+    ns_exec(
+        &vm.ns,
+        &["ip", "addr", "add", "198.19.1.77/24", "dev", "m1"],
+    );
+    ns_exec(&vm.ns, &["ip", "link", "set", "m1", "up"]);
+    rv.cmd("ip addr add fd00:198:19:1::65/64 dev bat0 nodad");
+    // From m1 itself, so that its MAC (not eth0's) sources the frames.
+    assert!(
+        wait_until(Duration::from_secs(20), || ns_try(
+            &vm.ns,
+            &["ping", "-c", "1", "-W", "1", "-I", "m1", RV_BAT_IP4]
+        )),
+        "second VM client 198.19.1.77 -> kernel failed\n{}",
+        t.dump_logs()
+    );
+    let ok = wait_until(Duration::from_secs(20), || {
+        find(&t.ctl(1, "fdb"), "mac", "33:33:ff:00:00:65").is_some()
+    });
+    assert!(
+        ok,
+        "the kernel's new TT client never reached meshwire's fdb"
+    );
+
+    // 6. The tables, as an operator reads them.
+    let tg = rv.cmd("batctl tg -H");
+    for mac in [vm.mac.as_str(), "02:00:00:01:01:77"] {
+        assert!(
+            tg.lines().any(|l| l.contains(mac) && l.contains(&mw_orig)),
+            "batctl tg on the kernel node does not list {mac} via {mw_orig}:\n{tg}"
+        );
+    }
+    let o = rv.cmd("batctl o");
+    let fdb = t.ctl(1, "fdb");
+    let e = find(&fdb, "mac", RV_BAT_MAC).unwrap_or_else(|| panic!("{RV_BAT_MAC} not in fdb"));
+    assert_eq!(e["location"], format!("originator {RV_ORIG}"), "{e}");
+    let origs = t.ctl(1, "originators");
+    let ko = find(&origs, "originator", RV_ORIG).expect("kernel originator");
+    assert_eq!(ko["next_hop"], RV_ORIG, "{ko}");
+
+    // 7. Settled: TT versions and CRCs agree, nobody keeps asking.
+    let ok = wait_until(Duration::from_secs(10), || {
+        find(&t.ctl(1, "originators"), "originator", RV_ORIG)
+            .is_some_and(|o| o["tt_crc_ok"] == true)
+    });
+    assert!(ok, "meshwire's copy of the kernel's TT has the wrong CRC");
+    std::thread::sleep(Duration::from_secs(2));
+    let mw_req = mesh_counter(&t, "tt_requests_sent");
+    let mw_ans = mesh_counter(&t, "tt_requests_answered");
+    let mw_mismatch = mesh_counter(&t, "tt_crc_mismatch");
+    let k = rv.cmd("batctl statistics");
+    std::thread::sleep(Duration::from_secs(10));
+    let k2 = rv.cmd("batctl statistics");
+    let window = [
+        (
+            "meshwire tt_requests_sent",
+            mw_req,
+            mesh_counter(&t, "tt_requests_sent"),
+        ),
+        (
+            "meshwire tt_requests_answered",
+            mw_ans,
+            mesh_counter(&t, "tt_requests_answered"),
+        ),
+        (
+            "meshwire tt_crc_mismatch",
+            mw_mismatch,
+            mesh_counter(&t, "tt_crc_mismatch"),
+        ),
+        (
+            "kernel tt_request_tx",
+            stat_from(&k, "tt_request_tx"),
+            stat_from(&k2, "tt_request_tx"),
+        ),
+        (
+            "kernel tt_request_rx",
+            stat_from(&k, "tt_request_rx"),
+            stat_from(&k2, "tt_request_rx"),
+        ),
+    ];
+    for (what, a, b) in window {
+        assert_eq!(
+            a, b,
+            "{what} went from {a} to {b} in 10 s of a settled mesh"
+        );
+    }
+
+    eprintln!("--- kernel node: batctl o ---\n{o}\n--- batctl tg ---\n{tg}");
+    eprintln!(
+        "--- meshwire ctl originators ---\n{}\n--- meshwire ctl fdb ---\n{}",
+        sh(&[
+            BIN,
+            "ctl",
+            "--socket",
+            t.socket(1).to_str().unwrap(),
+            "originators"
+        ]),
+        sh(&[BIN, "ctl", "--socket", t.socket(1).to_str().unwrap(), "fdb"])
+    );
+    eprintln!(
+        "--- kernel tt statistics ---\n{}",
+        k2.lines()
+            .filter(|l| l.contains("tt_"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    eprintln!(
+        "TIMINGS boot_s={:.1} (run-single {:.1}) meshwire_sees_kernel_after_ready={conv_mw:.1}s \
+         kernel_sees_meshwire_after_ready={conv_rv:.1}s first_ping_after_ready={first_ping:.1}s total={:.1}s",
+        boot_total,
+        rv.boot_s,
+        t0.elapsed().as_secs_f64()
+    );
+    drop(rv);
+}
