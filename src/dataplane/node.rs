@@ -55,7 +55,8 @@ pub struct Node {
     /// Whether each peer's link is in the mesh (WireGuard liveness).
     link_up: Vec<bool>,
     peer_timeout: std::time::Duration,
-    hardif_mtu: Option<usize>,
+    /// Each link's MTU for batman fragmentation (None: never fragment).
+    hardif_mtus: Vec<Option<usize>>,
     out: Vec<MeshOutput>,
     tx_buf: Vec<u8>,
 }
@@ -68,15 +69,16 @@ impl Node {
             ogm_interval: std::time::Duration::from_millis(cfg.raw.mesh.originator_interval_ms),
             ..MeshConfig::new(originator)
         });
-        let hardif_mtu = cfg
-            .raw
-            .mesh
-            .fragmentation
-            .then_some(cfg.hardif_mtu() as usize);
+        let hardif_mtus: Vec<Option<usize>> = (0..cfg.peers.len())
+            .map(|i| {
+                let frag = cfg.raw.mesh.fragmentation;
+                frag.then_some(cfg.peer_hardif_mtu(i) as usize)
+            })
+            .collect();
         let mut hardif_macs = Vec::with_capacity(cfg.peers.len());
         for (i, p) in cfg.peers.iter().enumerate() {
             let mac = keys::hardif_mac(&public_key, &p.public_key);
-            add_link(&mut mesh, i as HardifId, mac, hardif_mtu);
+            add_link(&mut mesh, i as HardifId, mac, hardif_mtus[i]);
             hardif_macs.push(mac);
         }
         let tunnels = Tunnels::new(TunnelConfig {
@@ -121,7 +123,7 @@ impl Node {
             counters: NodeCounters::default(),
             link_up: vec![false; cfg.peers.len()],
             peer_timeout: cfg.peer_timeout(),
-            hardif_mtu,
+            hardif_mtus,
             out: Vec::with_capacity(64),
             tx_buf: Vec::with_capacity(2048),
         })
@@ -260,7 +262,8 @@ impl Node {
             if self.link_up[peer] && !alive {
                 tracing::warn!(peer = %self.peer_addrs[peer], "peer unreachable: link leaves the mesh");
                 self.counters.links_lost += 1;
-                add_link(&mut self.mesh, id, self.hardif_macs[peer], self.hardif_mtu);
+                let mtu = self.hardif_mtus[peer];
+                add_link(&mut self.mesh, id, self.hardif_macs[peer], mtu);
             } else if !self.link_up[peer] && alive {
                 tracing::info!(peer = %self.peer_addrs[peer], "peer reachable");
             }
