@@ -197,7 +197,7 @@ fn kernel_node_and_meshwire_form_one_mesh() {
     t.port_mtu = Some(1500);
     let (rv_priv, rv_pub) = genkey();
     t.hvs[0].extra_config = format!(
-        "\n[[peer]]\npublic_key = \"{rv_pub}\"\nendpoint = \"{RV_UNDERLAY}:51820\"\naddress = \"{RV_INNER}\"\npersistent_keepalive = 25\n"
+        "\n[[peer]]\npublic_key = \"{rv_pub}\"\nendpoint = \"{RV_UNDERLAY}:51820\"\naddress = \"{RV_INNER}\"\npersistent_keepalive = 25\nmtu = 1382\n"
     );
     let mw_pub = t.hvs[0].public_key.clone();
     let mw_orig = originator_of(&t);
@@ -320,9 +320,12 @@ fn kernel_node_and_meshwire_form_one_mesh() {
 
     // 4. Frames bigger than the links: batman fragments both ways
     // (1472 + 28 = a full 1500-byte IPv4 packet; 1400 over IPv6).
+    // 1340 + 28 + 14 + 10 = 1392: over the kernel's 1382-byte gretap MTU
+    // (`[[peer]] mtu = 1382`), under meshwire's own 1402.
     let frag_rx = rv.stat("frag_rx");
     let reassembled = mesh_counter(&t, "frag_reassembled");
-    for (ip, size) in [(RV_BAT_IP4, 1472), (RV_BAT_IP6, 1400)] {
+    let frag_sent = mesh_counter(&t, "frag_sent");
+    for (ip, size) in [(RV_BAT_IP4, 1340), (RV_BAT_IP4, 1472), (RV_BAT_IP6, 1400)] {
         assert!(
             ping(false, ip, size) || ping(false, ip, size),
             "VM -> kernel {ip} -s {size} failed\n{}",
@@ -337,8 +340,12 @@ fn kernel_node_and_meshwire_form_one_mesh() {
         );
     }
     assert!(
-        rv.stat("frag_rx") >= frag_rx + 8,
-        "kernel reassembled none of ours"
+        mesh_counter(&t, "frag_sent") >= frag_sent + 12,
+        "meshwire did not fragment for the 1382-byte link"
+    );
+    assert!(
+        rv.stat("frag_rx") >= frag_rx + 12,
+        "kernel took too few of our fragments"
     );
     assert!(mesh_counter(&t, "frag_reassembled") >= reassembled + 8);
 
@@ -458,6 +465,30 @@ fn kernel_node_and_meshwire_form_one_mesh() {
             "originators"
         ]),
         sh(&[BIN, "ctl", "--socket", t.socket(1).to_str().unwrap(), "fdb"])
+    );
+    let st = t.ctl(1, "stats");
+    let m = &st["mesh"];
+    eprintln!(
+        "--- meshwire mesh counters ---\nrx_ogm={} tx_ogm={} ogm_echo={} rx_bcast={} tx_bcast={} \
+         frag_sent={} frag_reassembled={} tt_requests_sent={} tt_requests_answered={} \
+         tt_responses_received={} tt_crc_mismatch={} tt_changes_applied={} malformed={} \
+         unknown_type={} tvlv_unknown={} dat_dropped={}",
+        m["rx_ogm"],
+        m["tx_ogm"],
+        m["ogm_echo"],
+        m["rx_bcast"],
+        m["tx_bcast"],
+        m["frag_sent"],
+        m["frag_reassembled"],
+        m["tt_requests_sent"],
+        m["tt_requests_answered"],
+        m["tt_responses_received"],
+        m["tt_crc_mismatch"],
+        m["tt_changes_applied"],
+        m["malformed"],
+        m["unknown_type"],
+        m["tvlv_unknown"],
+        m["dat_dropped"]
     );
     eprintln!(
         "--- kernel tt statistics ---\n{}",
