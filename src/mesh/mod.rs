@@ -206,6 +206,9 @@ pub struct Mesh {
     pub(crate) pending_out: Vec<MeshOutput>,
     pub(crate) ogm_fwd: bat_iv::FwdQueue,
     pub(crate) ogm_fwd_deadline: Option<Instant>,
+    /// Our clients that a ROAM advert moved elsewhere: (client, vid, new
+    /// originator), for [`Mesh::take_roamed_away`]. Bounded by MAX_PENDING_OUT.
+    pub(crate) roamed_away: Vec<(MacAddr, u16, MacAddr)>,
 }
 
 impl Mesh {
@@ -236,6 +239,7 @@ impl Mesh {
             pending_out: Vec::new(),
             ogm_fwd: bat_iv::FwdQueue::default(),
             ogm_fwd_deadline: None,
+            roamed_away: Vec::new(),
         };
         m.ogm_seqno = m.random() as u32;
         m.frag_seqno = m.random() as u16;
@@ -426,6 +430,15 @@ impl Mesh {
         if !self.tt_local_add_roaming(mac, vid, out) {
             self.counters.table_full += 1;
         }
+    }
+
+    /// Local clients that another originator took over with a ROAM advert
+    /// since the last call (client, vid, new originator). We no longer
+    /// announce them; the caller moves them in its MAC table, so that a
+    /// frame from the client here again counts as a return and re-adds it
+    /// (with a ROAM advert back), as a kernel node does.
+    pub fn take_roamed_away(&mut self) -> Vec<(MacAddr, u16, MacAddr)> {
+        std::mem::take(&mut self.roamed_away)
     }
 
     pub fn tt_local_del(&mut self, mac: MacAddr, vid: u16) {

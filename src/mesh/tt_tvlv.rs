@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use super::translation_table::MAX_TT_TVLV_VALUE;
-use super::{Mesh, MeshOutput};
+use super::{Mesh, MeshOutput, MAX_PENDING_OUT};
 use crate::wire::batman::tvlv::{
     self, tt_client, tt_flags, tvlv_type, RoamAdv, TtChange, TtData, TtVlan, TvlvIter,
 };
@@ -251,6 +251,16 @@ impl Mesh {
     /// `batadv_handle_roaming_adv`: `client` now lives behind `src`.
     fn tt_roam_receive(&mut self, now: Instant, src: MacAddr, r: RoamAdv) {
         self.counters.roam_received += 1;
+        if self.tt.local_serves(r.client, r.vid) {
+            // Our client: whoever keeps the MAC -> port map must hear it
+            // moved, or a later frame from the same port would not count as
+            // new and the client would never be announced again.
+            if self.roamed_away.len() < MAX_PENDING_OUT {
+                self.roamed_away.push((r.client, r.vid, src));
+            } else {
+                self.counters.table_full += 1;
+            }
+        }
         self.tt.local_del(r.client, r.vid);
         let Some(o) = self.origs.get_or_create(src, now) else {
             return;
