@@ -231,7 +231,21 @@ impl Node {
                 out,
             );
         });
+        self.roams(now);
         self.flush(now);
+    }
+
+    /// Local clients a ROAM advert moved to another originator: move them
+    /// in the FDB too, or claim back the ones still sending here.
+    fn roams(&mut self, now: Instant) {
+        for (mac, vid, orig) in self.mesh.take_roamed_away() {
+            if self.switch.roamed(now, mac, vid, orig) {
+                self.mesh.tt_local_add_announce(mac, vid, &mut self.out);
+            }
+        }
+        for (mac, vid) in self.switch.take_withdrawals() {
+            self.mesh.tt_local_del(mac, vid);
+        }
     }
 
     /// Timers: OGMs, purges, WireGuard handshakes and keepalives, FDB ageing.
