@@ -114,6 +114,7 @@ impl Mesh {
                 self.counters.tt_changes_applied += changes.len() as u64;
                 o.tt.last_ttvn = ttvn;
                 o.tt.initialised = true;
+                o.tt.settle_roams();
                 o.tt.crc_ok = o.tt.check_crc(vlans);
                 if !o.tt.crc_ok {
                     request = Some(true);
@@ -243,6 +244,7 @@ impl Mesh {
         let vlans: Vec<TtVlan> = d.vlans().collect();
         o.tt.last_ttvn = d.ttvn();
         o.tt.initialised = true;
+        o.tt.settle_roams();
         o.tt.crc_ok = o.tt.check_crc(&vlans);
         o.tt.last_request = None;
         let _ = now;
