@@ -19,15 +19,23 @@ pub fn migrate_both_ways(t: &Topology, rv: &RefVm, vm: &Vm, mw_orig: &str) {
     let mw_req = mesh_counter(t, "tt_requests_sent");
     let k_req = rv.stat("tt_request_tx");
 
+    // The kernel hypervisor's VM bridge: br0 over bat0, no IPv6. Made
+    // first and left to settle, so that the move itself sends nothing but
+    // unicast (bringing a bridge up can send multicast from its MAC).
+    rv.cmd(
+        "ip link add br0 type bridge && echo 1 > /proc/sys/net/ipv6/conf/br0/disable_ipv6 && \
+         ip link set br0 address 02:00:00:00:0a:05 && ip link set bat0 master br0 && \
+         ip link set br0 up",
+    );
+    std::thread::sleep(Duration::from_secs(2));
+
     // To the kernel node. The client only sends unicast there (static
-    // neighbour, no IPv6), so meshwire learns of the move only from the
-    // kernel's ROAM advert: its FDB must follow it, or the VM's reply goes
-    // to the port where the client used to be.
+    // neighbour, br0 takes its MAC), so meshwire learns of the move only
+    // from the kernel's ROAM advert: its FDB must follow it, or the VM's
+    // reply goes to the port where the client used to be (SamePort drop).
     ns_exec(&vm.ns, &["ip", "link", "del", "m1"]);
     rv.cmd(&format!(
-        "ip link add br0 type bridge && echo 1 > /proc/sys/net/ipv6/conf/br0/disable_ipv6 && \
-         ip link set br0 address {MAC} && ip link set bat0 master br0 && ip link set br0 up && \
-         ip addr add 198.19.1.77/24 dev br0 && \
+        "ip link set br0 address {MAC} && ip addr add 198.19.1.77/24 dev br0 && \
          ip neigh replace {} lladdr {} dev br0 nud permanent",
         vm.ip4, vm.mac
     ));
