@@ -24,6 +24,17 @@
 //! - no DAT, no multicast optimisation, no BLA, no gateway, no network
 //!   coding; forwarded fragments are passed on, not merged.
 //!
+//! Checked against a real kernel node (batman-adv 2022.3 over gretap over
+//! wg0, `netns-tests/interop*`, `scripts/interop`): OGMs and TQ both ways
+//! (a kernel lists our originator and, as for any multi-interface node,
+//! each hardif MAC we use towards it), TT diffs and CRCs including the
+//! kernel's multicast-listener and per-VLAN entries, broadcasts, unicast,
+//! fragments both ways, ROAM adverts both ways, and two-hop paths through
+//! a kernel relay. A client that roamed to us keeps counting in its old
+//! originator's CRC until that originator's next TT update, because that
+//! is when the kernel recomputes it; [`Mesh::take_roamed_away`] lets the
+//! dataplane's FDB follow a ROAM advert about one of our clients.
+//!
 //! Hot path: [`Mesh::unicast_route`] gives hardif, next hop and the 10-byte
 //! header without allocating, for a zero-copy send; [`Mesh::send_unicast`]
 //! still builds a `Vec`. On receive, a UNICAST for us is copied into
