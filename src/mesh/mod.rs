@@ -15,9 +15,10 @@
 //! - rebroadcast OGMs wait a fixed 10 ms (kernel: random 0..10 ms) and are
 //!   aggregated per hardif, with our own OGM when it is due; own OGMs are
 //!   never delayed to wait for others (kernel: up to 100 ms);
-//! - TT_REQUESTs are always answered with the full table (capped at about
-//!   100 clients per VLAN set: responses are not fragmented yet), and only
-//!   requests addressed to us are answered (others are routed on);
+//! - TT_REQUESTs are always answered with the full table (fragmented on
+//!   links that fragment, up to the ~20 KB a kernel reassembles: about 1670
+//!   clients; about 100 where fragmentation is off), and only requests
+//!   addressed to us are answered (others are routed on);
 //! - UNICAST rerouting for roamed clients follows `batadv_check_unicast_ttvn`
 //!   for packets addressed to us only (the kernel also checks packets it
 //!   forwards); UNICAST_4ADDR is not rerouted;

@@ -23,10 +23,10 @@ const MAX_ORIGS_PER_CLIENT: usize = 8;
 const MAX_ROAMS_COUNTED: usize = 256;
 /// `BATADV_TT_OGM_APPEND_MAX`.
 const TT_OGM_APPEND_MAX: u8 = 3;
-/// Largest TT TVLV value we put in one packet. Fragmentation is not
-/// implemented yet, so a diff or full table must fit an unfragmented
-/// packet on a 1382-byte gretap-equivalent link; a larger diff is left out
-/// of the OGM (receivers then request the table, as the kernel does).
+/// Largest TT TVLV value we put in one unfragmented packet: fits a
+/// 1382-byte gretap-equivalent link. TT responses on links that fragment
+/// may be larger (`tt_tvlv.rs`); a diff too big for an OGM is left out of
+/// it (receivers then request the table, as with the kernel).
 pub(super) const MAX_TT_TVLV_VALUE: usize = 1280;
 /// Local-only entry flags (bits 8..15 of `batadv_tt_client_flags`).
 const CLIENT_NEW: u16 = 1 << 9;

@@ -5,12 +5,22 @@
 
 use std::time::{Duration, Instant};
 
+use super::fragmentation::{MAX_FRAGMENTS, MAX_FRAG_SIZE};
 use super::translation_table::MAX_TT_TVLV_VALUE;
 use super::{Mesh, MeshOutput, MAX_PENDING_OUT};
 use crate::wire::batman::tvlv::{
     self, tt_client, tt_flags, tvlv_type, RoamAdv, TtChange, TtData, TtVlan, TvlvIter,
 };
 use crate::wire::MacAddr;
+
+/// Largest TT value of a response that leaves in fragments: what fits a
+/// UNICAST_TVLV (20-byte header, 4-byte TVLV header) in the 16 fragments
+/// of at most 1280 bytes a kernel reassembles (`batadv_frag_size_limit`),
+/// about 1670 clients.
+const MAX_TT_RESPONSE_FRAG_VALUE: usize =
+    MAX_FRAGMENTS * (MAX_FRAG_SIZE - FRAG_HLEN) - UNICAST_TVLV_HLEN - 4;
+const FRAG_HLEN: usize = 20;
+const UNICAST_TVLV_HLEN: usize = 20;
 
 /// `BATADV_TT_REQUEST_TIMEOUT`: at most one outstanding request per originator.
 const TT_REQUEST_TIMEOUT: Duration = Duration::from_millis(3000);
@@ -20,7 +30,7 @@ fn tt_container(flags: u8, ttvn: u8, vlans: &[TtVlan], changes: &[TtChange]) -> 
     let mut value = Vec::with_capacity(4 + 8 * vlans.len() + 12 * changes.len());
     tvlv::emit_tt_data(&mut value, flags, ttvn, vlans, changes);
     let mut out = Vec::with_capacity(value.len() + 4);
-    // cannot fail: callers keep values under MAX_TT_TVLV_VALUE
+    // cannot fail: callers keep values under MAX_TT_RESPONSE_FRAG_VALUE (< 64 KiB)
     let _ = tvlv::emit(&mut out, tvlv_type::TT, 1, &value);
     out
 }
@@ -198,9 +208,17 @@ impl Mesh {
         match d.flags() & tt_flags::TYPE_MASK {
             tt_flags::REQUEST => {
                 // Always answer with our full table; valid for any request.
+                // Whole, in fragments, where the link fragments; otherwise
+                // what one packet holds (the requester then sees a CRC
+                // mismatch: no worse than no answer).
                 let mut table = self.tt.full_table();
                 let vlans = self.tt.vlan_data();
-                table.truncate(max_changes(MAX_TT_TVLV_VALUE, vlans.len()));
+                let cap = if self.route_fragments(&src) {
+                    MAX_TT_RESPONSE_FRAG_VALUE
+                } else {
+                    MAX_TT_TVLV_VALUE
+                };
+                table.truncate(max_changes(cap, vlans.len()));
                 let c = tt_container(
                     tt_flags::RESPONSE | tt_flags::FULL_TABLE,
                     self.tt.ttvn,

@@ -506,3 +506,37 @@ fn roamed_client_leaves_old_crc_only_with_the_next_update() {
     assert!(s.nodes[0].tt_local_entries().is_empty());
     assert_eq!(s.nodes[0].tt_global_lookup(vm, 0), Some(orig_mac(1)));
 }
+
+/// A full table far bigger than one packet (300 clients, 3.6 KB) leaves as
+/// fragments of a 1382-byte link and arrives whole: the CRC agrees at once,
+/// no request loop (before: truncated to ~100 clients, a request every 3 s).
+#[test]
+fn big_tt_response_is_fragmented_and_ends_the_requests() {
+    let mut s = Sim::new(2);
+    let l = s.link(0, 1);
+    for (n, id) in [
+        (s.links[l].a.0, s.links[l].a.1),
+        (s.links[l].b.0, s.links[l].b.1),
+    ] {
+        s.nodes[n].hardif_set_mtu(id, 1382);
+    }
+    s.run(Duration::from_secs(8));
+    for i in 0..300u16 {
+        let [hi, lo] = i.to_be_bytes();
+        s.nodes[0].tt_local_add(MacAddr([2, 0xde, 0, 0, hi, lo]), 0);
+    }
+    s.run(Duration::from_secs(8));
+    let c = s.nodes[1].counters().clone();
+    assert!(c.tt_requests_sent >= 1, "learned through a TT_REQUEST");
+    assert!(c.frag_reassembled >= 1, "the response came in fragments");
+    assert!(s.nodes[0].counters().frag_sent >= 3);
+    assert!(s.route(1, 0).unwrap().tt_crc_ok);
+    for i in 0..300u16 {
+        let [hi, lo] = i.to_be_bytes();
+        let mac = MacAddr([2, 0xde, 0, 0, hi, lo]);
+        assert_eq!(s.nodes[1].tt_global_lookup(mac, 0), Some(orig_mac(0)));
+    }
+    // Settled: no more requests.
+    s.run(Duration::from_secs(10));
+    assert_eq!(s.nodes[1].counters().tt_requests_sent, c.tt_requests_sent);
+}
