@@ -110,9 +110,11 @@ impl Mesh {
         let init = o.tt.initialised;
         let next_diff = (!init && ttvn == 1) || ttvn.wrapping_sub(orig_ttvn) == 1;
         let mut request = None;
+        let mut why = "";
         if next_diff {
             if changes.is_empty() {
                 request = Some(false);
+                why = "diff missing";
             } else {
                 for c in changes {
                     if c.flags & tt_client::DEL != 0 {
@@ -128,30 +130,42 @@ impl Mesh {
                 o.tt.crc_ok = o.tt.check_crc(vlans);
                 if !o.tt.crc_ok {
                     request = Some(true);
+                    why = "crc mismatch after diff";
                 }
             }
         } else {
             o.tt.crc_ok = init && o.tt.check_crc(vlans);
             if !init || ttvn != orig_ttvn || !o.tt.crc_ok {
                 request = Some(true);
+                why = if !init {
+                    "first contact"
+                } else if ttvn != orig_ttvn {
+                    "ttvn gap"
+                } else {
+                    "crc mismatch"
+                };
             }
         }
         if let Some(full) = request {
-            if init && ttvn == orig_ttvn {
+            if why.starts_with("crc") {
                 self.counters.tt_crc_mismatch += 1;
             }
-            self.tt_send_request(now, orig, ttvn, vlans, full, out);
+            self.tt_send_request(now, orig, (ttvn, orig_ttvn), vlans, full, why, out);
         }
     }
 
-    /// `batadv_send_tt_request`, rate limited per originator.
+    /// `batadv_send_tt_request`, rate limited per originator. Logged: a
+    /// request is rare once tables agree, and a loop of them is the first
+    /// sign of a TT disagreement with another implementation.
+    #[allow(clippy::too_many_arguments)]
     fn tt_send_request(
         &mut self,
         now: Instant,
         orig: MacAddr,
-        ttvn: u8,
+        (ttvn, known_ttvn): (u8, u8),
         vlans: &[TtVlan],
         full: bool,
+        why: &str,
         out: &mut Vec<MeshOutput>,
     ) {
         let Some(o) = self.origs.get_mut(&orig) else {
@@ -168,6 +182,7 @@ impl Mesh {
         let c = tt_container(flags, ttvn, vlans, &[]);
         if self.unicast_tvlv_send(orig, &c, out) {
             self.counters.tt_requests_sent += 1;
+            tracing::info!(%orig, ttvn, known_ttvn, full, why, "TT request");
         }
     }
 
