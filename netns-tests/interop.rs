@@ -319,7 +319,8 @@ fn kernel_node_and_meshwire_form_one_mesh() {
             .is_some_and(|o| o["tt_crc_ok"] == true)
     });
     assert!(ok, "meshwire's copy of the kernel's TT has the wrong CRC");
-    std::thread::sleep(Duration::from_secs(2));
+    // Past the 3 s TT request timeout of any earlier request.
+    std::thread::sleep(Duration::from_secs(4));
     let mw_req = mesh_counter(&t, "tt_requests_sent");
     let mw_ans = mesh_counter(&t, "tt_requests_answered");
     let mw_mismatch = mesh_counter(&t, "tt_crc_mismatch");

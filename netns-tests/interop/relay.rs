@@ -167,8 +167,19 @@ fn kernel_node_relays_between_two_meshwire_nodes() {
         );
     }
 
-    // Settled: no TT requests anywhere for 10 s.
-    std::thread::sleep(Duration::from_secs(2));
+    // Settled (every table agrees, and the 3 s TT request timeout of the
+    // start-up requests is over): no TT requests anywhere for 10 s.
+    let ok = wait_until(Duration::from_secs(30), || {
+        (1..=2).all(|hv| {
+            let o = t.ctl(hv, "originators");
+            let other = &origs[2 - hv];
+            [RV_ORIG, other.as_str()]
+                .iter()
+                .all(|x| find(&o, "originator", x).is_some_and(|e| e["tt_crc_ok"] == true))
+        })
+    });
+    assert!(ok, "TT tables never agreed\n{}", t.dump_logs());
+    std::thread::sleep(Duration::from_secs(4));
     let count = |hv: usize| {
         let st = t.ctl(hv, "stats");
         (
