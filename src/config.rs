@@ -92,6 +92,11 @@ pub struct PeerConfig {
     pub endpoint: Option<String>,
     pub address: IpAddr,
     pub persistent_keepalive: Option<u16>,
+    /// Largest batman packet on the link to this peer, as the MTU of a
+    /// kernel node's `gt-<peer>` gretap (1382 with wg0 defaults); larger
+    /// unicasts leave as batman fragments. Default and cap: what
+    /// node.underlay_mtu carries.
+    pub mtu: Option<u16>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -138,6 +143,7 @@ pub struct ValidPeer {
     pub endpoint: Option<SocketAddr>,
     pub address: IpAddr,
     pub persistent_keepalive: Option<u16>,
+    pub mtu: Option<u16>,
 }
 
 /// A config error: the field it is about and what is wrong with it.
@@ -190,6 +196,16 @@ impl Validated {
     pub fn hardif_mtu(&self) -> u16 {
         let overhead = if self.v6() { OVERHEAD_V6 } else { OVERHEAD_V4 };
         self.raw.node.underlay_mtu.saturating_sub(overhead)
+    }
+
+    /// The hard interface MTU towards peer `i`: its `mtu`, capped at
+    /// [`Validated::hardif_mtu`].
+    pub fn peer_hardif_mtu(&self, i: usize) -> u16 {
+        let cap = self.hardif_mtu();
+        self.peers
+            .get(i)
+            .and_then(|p| p.mtu)
+            .map_or(cap, |m| m.min(cap))
     }
 
     pub fn peer_timeout(&self) -> std::time::Duration {
@@ -338,6 +354,12 @@ fn validate(raw: Config, base_dir: &Path) -> Result<Validated, ConfigError> {
             None => None,
             Some(s) => Some(parse_endpoint(s).map_err(|m| err(f("endpoint"), m))?),
         };
+        if let Some(mtu) = p.mtu {
+            // IPv6's minimum link MTU; batman fragments need room.
+            if !(1280..=65000).contains(&mtu) {
+                return Err(err(f("mtu"), "must be between 1280 and 65000"));
+            }
+        }
         if p.persistent_keepalive == Some(0) {
             // wg(8) treats 0 as off; accept it the same way.
         }
@@ -346,6 +368,7 @@ fn validate(raw: Config, base_dir: &Path) -> Result<Validated, ConfigError> {
             endpoint,
             address: p.address,
             persistent_keepalive: p.persistent_keepalive.filter(|&k| k > 0),
+            mtu: p.mtu,
         });
     }
 
@@ -537,6 +560,22 @@ mod tests {
         );
         let two = base() + &format!("[[peer]]\npublic_key = \"{}\"\naddress = 5\n", pubkey());
         expect_field(&two, "peer[1].address");
+    }
+
+    #[test]
+    fn peer_mtu() {
+        let c = parse(&base(), Path::new(".")).unwrap();
+        assert_eq!(c.peer_hardif_mtu(0), 1402);
+        let t = base().replace(
+            "persistent_keepalive = 25",
+            "persistent_keepalive = 25\nmtu = 1382",
+        );
+        let c = parse(&t, Path::new(".")).unwrap();
+        assert_eq!(c.peer_hardif_mtu(0), 1382);
+        // Never past what the underlay carries.
+        let c = parse(&t.replace("1382", "9000"), Path::new(".")).unwrap();
+        assert_eq!(c.peer_hardif_mtu(0), 1402);
+        expect_field(&t.replace("1382", "1000"), "peer[0].mtu");
     }
 
     #[test]

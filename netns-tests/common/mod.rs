@@ -110,6 +110,9 @@ pub struct Hv {
     pub public_key: String,
     pub daemon: Option<Child>,
     pub ports: Vec<String>,
+    /// TOML appended to this hypervisor's config (e.g. a `[[peer]]` that is
+    /// not a meshwire node of the topology). Empty by default.
+    pub extra_config: String,
 }
 
 /// Knobs beyond the VM layout.
@@ -237,6 +240,7 @@ impl Topology {
             public_key,
             daemon: None,
             ports: Vec::new(),
+            extra_config: String::new(),
         });
     }
 
@@ -362,6 +366,7 @@ impl Topology {
                 c += &format!("mtu = {m}\n");
             }
         }
+        c += &h.extra_config;
         fs::write(self.config_path(hv), c).unwrap();
     }
 

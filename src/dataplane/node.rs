@@ -55,7 +55,8 @@ pub struct Node {
     /// Whether each peer's link is in the mesh (WireGuard liveness).
     link_up: Vec<bool>,
     peer_timeout: std::time::Duration,
-    hardif_mtu: Option<usize>,
+    /// Each link's MTU for batman fragmentation (None: never fragment).
+    hardif_mtus: Vec<Option<usize>>,
     out: Vec<MeshOutput>,
     tx_buf: Vec<u8>,
 }
@@ -68,15 +69,16 @@ impl Node {
             ogm_interval: std::time::Duration::from_millis(cfg.raw.mesh.originator_interval_ms),
             ..MeshConfig::new(originator)
         });
-        let hardif_mtu = cfg
-            .raw
-            .mesh
-            .fragmentation
-            .then_some(cfg.hardif_mtu() as usize);
+        let hardif_mtus: Vec<Option<usize>> = (0..cfg.peers.len())
+            .map(|i| {
+                let frag = cfg.raw.mesh.fragmentation;
+                frag.then_some(cfg.peer_hardif_mtu(i) as usize)
+            })
+            .collect();
         let mut hardif_macs = Vec::with_capacity(cfg.peers.len());
         for (i, p) in cfg.peers.iter().enumerate() {
             let mac = keys::hardif_mac(&public_key, &p.public_key);
-            add_link(&mut mesh, i as HardifId, mac, hardif_mtu);
+            add_link(&mut mesh, i as HardifId, mac, hardif_mtus[i]);
             hardif_macs.push(mac);
         }
         let tunnels = Tunnels::new(TunnelConfig::from_validated(cfg))
@@ -107,7 +109,7 @@ impl Node {
             counters: NodeCounters::default(),
             link_up: vec![false; cfg.peers.len()],
             peer_timeout: cfg.peer_timeout(),
-            hardif_mtu,
+            hardif_mtus,
             out: Vec::with_capacity(64),
             tx_buf: Vec::with_capacity(2048),
         })
@@ -178,10 +180,8 @@ impl Node {
         let Some(r) = self.mesh.unicast_route(orig) else {
             return false;
         };
-        if self
-            .hardif_mtu
-            .is_some_and(|mtu| r.header.len() + frame.len() > mtu)
-        {
+        let mtu = self.hardif_mtus.get(r.hardif as usize).copied().flatten();
+        if mtu.is_some_and(|mtu| r.header.len() + frame.len() > mtu) {
             return false;
         }
         self.mesh.unicast_sent();
@@ -239,7 +239,21 @@ impl Node {
                 out,
             );
         });
+        self.roams(now);
         self.flush(now);
+    }
+
+    /// Local clients a ROAM advert moved to another originator: move them
+    /// in the FDB too, or claim back the ones still sending here.
+    fn roams(&mut self, now: Instant) {
+        for (mac, vid, orig) in self.mesh.take_roamed_away() {
+            if self.switch.roamed(now, mac, vid, orig) {
+                self.mesh.tt_local_add_announce(mac, vid, &mut self.out);
+            }
+        }
+        for (mac, vid) in self.switch.take_withdrawals() {
+            self.mesh.tt_local_del(mac, vid);
+        }
     }
 
     /// Timers: OGMs, purges, WireGuard handshakes and keepalives, FDB ageing.
@@ -274,7 +288,8 @@ impl Node {
             if self.link_up[peer] && !alive {
                 tracing::warn!(peer = %self.peer_addrs[peer], "peer unreachable: link leaves the mesh");
                 self.counters.links_lost += 1;
-                add_link(&mut self.mesh, id, self.hardif_macs[peer], self.hardif_mtu);
+                let mtu = self.hardif_mtus[peer];
+                add_link(&mut self.mesh, id, self.hardif_macs[peer], mtu);
             } else if !self.link_up[peer] && alive {
                 tracing::info!(peer = %self.peer_addrs[peer], "peer reachable");
             }

@@ -11,9 +11,9 @@ use crate::wire::batman::FragPacket;
 use crate::wire::MacAddr;
 
 /// `BATADV_FRAG_MAX_FRAGMENTS`.
-const MAX_FRAGMENTS: usize = 16;
+pub(crate) const MAX_FRAGMENTS: usize = 16;
 /// `BATADV_FRAG_MAX_FRAG_SIZE`.
-const MAX_FRAG_SIZE: usize = 1280;
+pub(crate) const MAX_FRAG_SIZE: usize = 1280;
 /// `batadv_frag_size_limit`: largest packet a chain may grow to.
 const SIZE_LIMIT: usize = (MAX_FRAG_SIZE - 20) * MAX_FRAGMENTS;
 /// `BATADV_FRAG_TIMEOUT`.

@@ -15,14 +15,26 @@
 //! - rebroadcast OGMs wait a fixed 10 ms (kernel: random 0..10 ms) and are
 //!   aggregated per hardif, with our own OGM when it is due; own OGMs are
 //!   never delayed to wait for others (kernel: up to 100 ms);
-//! - TT_REQUESTs are always answered with the full table (capped at about
-//!   100 clients per VLAN set: responses are not fragmented yet), and only
-//!   requests addressed to us are answered (others are routed on);
+//! - TT_REQUESTs are always answered with the full table (fragmented on
+//!   links that fragment, up to the ~20 KB a kernel reassembles: about 1670
+//!   clients; about 100 where fragmentation is off), and only requests
+//!   addressed to us are answered (others are routed on);
 //! - UNICAST rerouting for roamed clients follows `batadv_check_unicast_ttvn`
 //!   for packets addressed to us only (the kernel also checks packets it
 //!   forwards); UNICAST_4ADDR is not rerouted;
 //! - no DAT, no multicast optimisation, no BLA, no gateway, no network
 //!   coding; forwarded fragments are passed on, not merged.
+//!
+//! Checked against a real kernel node (batman-adv 2022.3 over gretap over
+//! wg0, `netns-tests/interop*`, `scripts/interop`): OGMs and TQ both ways
+//! (a kernel lists our originator and, as for any multi-interface node,
+//! each hardif MAC we use towards it), TT diffs and CRCs including the
+//! kernel's multicast-listener and per-VLAN entries, broadcasts, unicast,
+//! fragments both ways, ROAM adverts both ways, and two-hop paths through
+//! a kernel relay. A client that roamed to us keeps counting in its old
+//! originator's CRC until that originator's next TT update, because that
+//! is when the kernel recomputes it; [`Mesh::take_roamed_away`] lets the
+//! dataplane's FDB follow a ROAM advert about one of our clients.
 //!
 //! Hot path: [`Mesh::unicast_route`] gives hardif, next hop and the 10-byte
 //! header without allocating, for a zero-copy send; [`Mesh::send_unicast`]
@@ -214,6 +226,9 @@ pub struct Mesh {
     pub(crate) roam_guard: roaming::RoamGuard,
     /// When the last out-of-cycle OGM (a claim) went out.
     pub(crate) last_ooc_ogm: Option<Instant>,
+    /// Our clients that a ROAM advert moved elsewhere: (client, vid, new
+    /// originator), for [`Mesh::take_roamed_away`]. Bounded by MAX_PENDING_OUT.
+    pub(crate) roamed_away: Vec<(MacAddr, u16, MacAddr)>,
 }
 
 impl Mesh {
@@ -246,6 +261,7 @@ impl Mesh {
             ogm_fwd_deadline: None,
             roam_guard: roaming::RoamGuard::default(),
             last_ooc_ogm: None,
+            roamed_away: Vec::new(),
         };
         m.ogm_seqno = m.random() as u32;
         m.frag_seqno = m.random() as u16;
@@ -437,6 +453,15 @@ impl Mesh {
         if !self.tt_local_add_roaming(mac, vid, out) {
             self.counters.table_full += 1;
         }
+    }
+
+    /// Local clients that another originator took over with a ROAM advert
+    /// since the last call (client, vid, new originator). We no longer
+    /// announce them; the caller moves them in its MAC table, so that a
+    /// frame from the client here again counts as a return and re-adds it
+    /// (with a ROAM advert back), as a kernel node does.
+    pub fn take_roamed_away(&mut self) -> Vec<(MacAddr, u16, MacAddr)> {
+        std::mem::take(&mut self.roamed_away)
     }
 
     /// The client left this node (its port went, it aged out, it was seen

@@ -138,12 +138,17 @@ impl Mesh {
             p.set_tvlv_len(len);
         }
         packet.extend_from_slice(tvlv);
-        out.push(MeshOutput::Transmit {
-            hardif,
-            dst: next_hop,
-            packet,
-        });
-        true
+        // A full-table TT_RESPONSE can be many kilobytes: fragmented like
+        // any unicast that does not fit the link, as the kernel sends it.
+        self.transmit_unicast(hardif, next_hop, dst, packet, out)
+    }
+
+    /// Whether a unicast to `dst` leaves on a link that fragments.
+    pub(crate) fn route_fragments(&self, dst: &MacAddr) -> bool {
+        self.origs
+            .route(dst)
+            .and_then(|(_, h)| self.hardifs.get(&h))
+            .is_some_and(|h| h.mtu.is_some())
     }
 
     /// `batadv_check_unicast_packet` + dispatch by type.

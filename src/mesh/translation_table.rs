@@ -17,12 +17,16 @@ pub const MAX_TT_LOCAL: usize = 4096;
 pub const MAX_TT_GLOBAL: usize = 65536;
 /// Bound on originators announcing the same client.
 const MAX_ORIGS_PER_CLIENT: usize = 8;
+/// Bound on roamed clients per originator whose CRC removal waits for
+/// that originator's next TT update; past it they leave the CRC at once
+/// (at worst one TT request).
+const MAX_ROAMS_COUNTED: usize = 256;
 /// `BATADV_TT_OGM_APPEND_MAX`.
 const TT_OGM_APPEND_MAX: u8 = 3;
-/// Largest TT TVLV value we put in one packet. Fragmentation is not
-/// implemented yet, so a diff or full table must fit an unfragmented
-/// packet on a 1382-byte gretap-equivalent link; a larger diff is left out
-/// of the OGM (receivers then request the table, as the kernel does).
+/// Largest TT TVLV value we put in one unfragmented packet: fits a
+/// 1382-byte gretap-equivalent link. TT responses on links that fragment
+/// may be larger (`tt_tvlv.rs`); a diff too big for an OGM is left out of
+/// it (receivers then request the table, as with the kernel).
 pub(super) const MAX_TT_TVLV_VALUE: usize = 1280;
 /// Local-only entry flags (bits 8..15 of `batadv_tt_client_flags`).
 const CLIENT_NEW: u16 = 1 << 9;
@@ -51,6 +55,12 @@ pub struct OrigTt {
     pub last_request: Option<Instant>,
     /// vid -> (CRC of that originator's clients as we hold them, count).
     pub vlans: BTreeMap<u16, (u32, u32)>,
+    /// Clients we marked ROAM (they came to us) that still count in
+    /// `vlans`, with the flags they were counted with. The kernel keeps its
+    /// CRC of an originator as computed at the last TT update from it, so
+    /// until that originator's next diff its OGMs still include them;
+    /// dropping them at once would make a CRC mismatch and a TT request.
+    pub roams_counted: Vec<(MacAddr, u16, u8)>,
 }
 
 impl OrigTt {
@@ -63,6 +73,29 @@ impl OrigTt {
         e.1 = if add { e.1 + 1 } else { e.1.saturating_sub(1) };
         if e.1 == 0 {
             self.vlans.remove(&vid);
+        }
+    }
+
+    /// Takes a client out of `roams_counted`: the flags it counts with.
+    fn take_roam_counted(&mut self, mac: MacAddr, vid: u16) -> Option<u8> {
+        let i = self
+            .roams_counted
+            .iter()
+            .position(|(m, v, _)| *m == mac && *v == vid)?;
+        Some(self.roams_counted.swap_remove(i).2)
+    }
+
+    /// Un-counts an entry we hold with `flags`, wherever it is counted.
+    fn uncount(&mut self, mac: MacAddr, vid: u16, flags: u8) {
+        let counted = self.take_roam_counted(mac, vid).unwrap_or(flags);
+        self.account(mac, vid, counted, false);
+    }
+
+    /// After applying an update from the originator: roaming clients leave
+    /// the CRC now, as `batadv_tt_global_update_crc` skips them.
+    pub(super) fn settle_roams(&mut self) {
+        for (mac, vid, flags) in std::mem::take(&mut self.roams_counted) {
+            self.account(mac, vid, flags, false);
         }
     }
 
@@ -210,7 +243,7 @@ impl TranslationTable {
         let list = self.global.entry(key).or_default();
         let flags = c.flags & (tt_client::SYNC_MASK | tt_client::ROAM);
         if let Some(e) = list.iter_mut().find(|(o, _)| *o == orig) {
-            ott.account(c.addr, c.vid, e.1, false);
+            ott.uncount(c.addr, c.vid, e.1);
             e.1 = flags;
         } else if list.len() < MAX_ORIGS_PER_CLIENT {
             list.push((orig, flags));
@@ -228,7 +261,7 @@ impl TranslationTable {
         };
         if let Some(i) = list.iter().position(|(o, _)| *o == orig) {
             let (_, f) = list.swap_remove(i);
-            ott.account(mac, vid, f, false);
+            ott.uncount(mac, vid, f);
         }
         if list.is_empty() {
             self.global.remove(&key);
@@ -249,7 +282,12 @@ impl TranslationTable {
         let mut roamed = Vec::new();
         for (o, f) in list.iter_mut().filter(|(_, f)| *f & tt_client::ROAM == 0) {
             if let Some(node) = origs.get_mut(o) {
-                node.tt.account(mac, vid, *f, false);
+                // Counted until its originator's next update (settle_roams).
+                if node.tt.roams_counted.len() < MAX_ROAMS_COUNTED {
+                    node.tt.roams_counted.push((mac, vid, *f));
+                } else {
+                    node.tt.account(mac, vid, *f, false);
+                }
             }
             *f |= tt_client::ROAM;
             roamed.push(*o);

@@ -5,12 +5,22 @@
 
 use std::time::{Duration, Instant};
 
+use super::fragmentation::{MAX_FRAGMENTS, MAX_FRAG_SIZE};
 use super::translation_table::MAX_TT_TVLV_VALUE;
-use super::{roaming, Mesh, MeshOutput};
+use super::{roaming, Mesh, MeshOutput, MAX_PENDING_OUT};
 use crate::wire::batman::tvlv::{
     self, tt_client, tt_flags, tvlv_type, RoamAdv, TtChange, TtData, TtVlan, TvlvIter,
 };
 use crate::wire::MacAddr;
+
+/// Largest TT value of a response that leaves in fragments: what fits a
+/// UNICAST_TVLV (20-byte header, 4-byte TVLV header) in the 16 fragments
+/// of at most 1280 bytes a kernel reassembles (`batadv_frag_size_limit`),
+/// about 1670 clients.
+const MAX_TT_RESPONSE_FRAG_VALUE: usize =
+    MAX_FRAGMENTS * (MAX_FRAG_SIZE - FRAG_HLEN) - UNICAST_TVLV_HLEN - 4;
+const FRAG_HLEN: usize = 20;
+const UNICAST_TVLV_HLEN: usize = 20;
 
 /// `BATADV_TT_REQUEST_TIMEOUT`: at most one outstanding request per originator.
 const TT_REQUEST_TIMEOUT: Duration = Duration::from_millis(3000);
@@ -20,7 +30,7 @@ fn tt_container(flags: u8, ttvn: u8, vlans: &[TtVlan], changes: &[TtChange]) -> 
     let mut value = Vec::with_capacity(4 + 8 * vlans.len() + 12 * changes.len());
     tvlv::emit_tt_data(&mut value, flags, ttvn, vlans, changes);
     let mut out = Vec::with_capacity(value.len() + 4);
-    // cannot fail: callers keep values under MAX_TT_TVLV_VALUE
+    // cannot fail: callers keep values under MAX_TT_RESPONSE_FRAG_VALUE (< 64 KiB)
     let _ = tvlv::emit(&mut out, tvlv_type::TT, 1, &value);
     out
 }
@@ -100,9 +110,11 @@ impl Mesh {
         let init = o.tt.initialised;
         let next_diff = (!init && ttvn == 1) || ttvn.wrapping_sub(orig_ttvn) == 1;
         let mut request = None;
+        let mut why = "";
         if next_diff {
             if changes.is_empty() {
                 request = Some(false);
+                why = "diff missing";
             } else {
                 for c in changes {
                     if c.flags & tt_client::DEL != 0 {
@@ -114,33 +126,46 @@ impl Mesh {
                 self.counters.tt_changes_applied += changes.len() as u64;
                 o.tt.last_ttvn = ttvn;
                 o.tt.initialised = true;
+                o.tt.settle_roams();
                 o.tt.crc_ok = o.tt.check_crc(vlans);
                 if !o.tt.crc_ok {
                     request = Some(true);
+                    why = "crc mismatch after diff";
                 }
             }
         } else {
             o.tt.crc_ok = init && o.tt.check_crc(vlans);
             if !init || ttvn != orig_ttvn || !o.tt.crc_ok {
                 request = Some(true);
+                why = if !init {
+                    "first contact"
+                } else if ttvn != orig_ttvn {
+                    "ttvn gap"
+                } else {
+                    "crc mismatch"
+                };
             }
         }
         if let Some(full) = request {
-            if init && ttvn == orig_ttvn {
+            if why.starts_with("crc") {
                 self.counters.tt_crc_mismatch += 1;
             }
-            self.tt_send_request(now, orig, ttvn, vlans, full, out);
+            self.tt_send_request(now, orig, (ttvn, orig_ttvn), vlans, full, why, out);
         }
     }
 
-    /// `batadv_send_tt_request`, rate limited per originator.
+    /// `batadv_send_tt_request`, rate limited per originator. Logged: a
+    /// request is rare once tables agree, and a loop of them is the first
+    /// sign of a TT disagreement with another implementation.
+    #[allow(clippy::too_many_arguments)]
     fn tt_send_request(
         &mut self,
         now: Instant,
         orig: MacAddr,
-        ttvn: u8,
+        (ttvn, known_ttvn): (u8, u8),
         vlans: &[TtVlan],
         full: bool,
+        why: &str,
         out: &mut Vec<MeshOutput>,
     ) {
         let Some(o) = self.origs.get_mut(&orig) else {
@@ -157,6 +182,7 @@ impl Mesh {
         let c = tt_container(flags, ttvn, vlans, &[]);
         if self.unicast_tvlv_send(orig, &c, out) {
             self.counters.tt_requests_sent += 1;
+            tracing::info!(%orig, ttvn, known_ttvn, full, why, "TT request");
         }
     }
 
@@ -197,9 +223,17 @@ impl Mesh {
         match d.flags() & tt_flags::TYPE_MASK {
             tt_flags::REQUEST => {
                 // Always answer with our full table; valid for any request.
+                // Whole, in fragments, where the link fragments; otherwise
+                // what one packet holds (the requester then sees a CRC
+                // mismatch: no worse than no answer).
                 let mut table = self.tt.full_table();
                 let vlans = self.tt.vlan_data();
-                table.truncate(max_changes(MAX_TT_TVLV_VALUE, vlans.len()));
+                let cap = if self.route_fragments(&src) {
+                    MAX_TT_RESPONSE_FRAG_VALUE
+                } else {
+                    MAX_TT_TVLV_VALUE
+                };
+                table.truncate(max_changes(cap, vlans.len()));
                 let c = tt_container(
                     tt_flags::RESPONSE | tt_flags::FULL_TABLE,
                     self.tt.ttvn,
@@ -243,6 +277,7 @@ impl Mesh {
         let vlans: Vec<TtVlan> = d.vlans().collect();
         o.tt.last_ttvn = d.ttvn();
         o.tt.initialised = true;
+        o.tt.settle_roams();
         o.tt.crc_ok = o.tt.check_crc(&vlans);
         o.tt.last_request = None;
         let _ = now;
@@ -252,6 +287,14 @@ impl Mesh {
     fn tt_roam_receive(&mut self, now: Instant, src: MacAddr, r: RoamAdv) {
         self.counters.roam_received += 1;
         if self.tt.local_serves(r.client, r.vid) {
+            // Our client: whoever keeps the MAC -> port map must hear it
+            // moved, or a later frame from the same port would not count as
+            // new and the client would never be announced again.
+            if self.roamed_away.len() < MAX_PENDING_OUT {
+                self.roamed_away.push((r.client, r.vid, src));
+            } else {
+                self.counters.table_full += 1;
+            }
             self.tt.local_del(r.client, r.vid);
             // Everyone else still lists us for this client until they hear
             // the delete: tell them now, not at the next interval.

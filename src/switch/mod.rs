@@ -378,6 +378,22 @@ impl Switch {
         self.counters.fdb = *self.fdb.counters();
     }
 
+    /// A ROAM advert: the mesh says `orig` now serves this client (it
+    /// arrived there). Treated as an announcement: a local entry quiet for
+    /// `announce_keep_local` moves to `orig` (departed, so in-flight frames
+    /// are redirected). True when the client is still at a local port: it
+    /// sent just now, so the caller claims it back, as a kernel node does
+    /// on the client's next frame.
+    pub fn roamed(&mut self, now: Instant, mac: MacAddr, vid: u16, orig: MacAddr) -> bool {
+        if valid_source(mac) {
+            self.learn_remote(now, mac, vid, orig, Source::TranslationTable, true);
+        }
+        self.counters.fdb = *self.fdb.counters();
+        self.fdb
+            .lookup(now, (mac, vid))
+            .is_some_and(|e| e.location.is_local())
+    }
+
     /// Mesh over port: only after `mesh_override_after` of local silence,
     /// or `announce_keep_local` for an announcement.
     fn learn_remote(

@@ -268,6 +268,12 @@ fn roam_adv_moves_client_and_hardif_del_drops_routes() {
         s.nodes[1].tt_local_entries().is_empty(),
         "never announced, so simply gone"
     );
+    // The dataplane hears that its client left, once.
+    assert_eq!(s.nodes[1].take_roamed_away(), vec![(client, 0, a)]);
+    assert!(s.nodes[1].take_roamed_away().is_empty());
+    // A ROAM for a client that is not ours changes nothing locally.
+    s.nodes[1].receive(s.now, 1, a, b, &roam, &mut out);
+    assert!(s.nodes[1].take_roamed_away().is_empty());
     s.nodes[1].hardif_del(1);
     assert!(s.nodes[1]
         .originators()

@@ -473,3 +473,71 @@ fn no_reroute_ping_pong_between_stale_views() {
     assert_eq!(s.delivered[0].len(), 1);
     assert_eq!(s.nodes[0].counters().unicast_rerouted, 0);
 }
+
+/// A client that roamed to us still counts in its old originator's CRC
+/// until that originator's next TT update, as the kernel keeps it: its OGMs
+/// in between carry the old CRC and must not trigger TT requests.
+#[test]
+fn roamed_client_leaves_old_crc_only_with_the_next_update() {
+    let mut s = Sim::new(2);
+    s.link(0, 1);
+    s.run(Duration::from_secs(12));
+    let vm = MacAddr([2, 0x56, 0, 0, 0, 1]);
+    s.nodes[0].tt_local_add(vm, 0);
+    s.run(Duration::from_secs(4));
+    assert_eq!(s.nodes[1].tt_global_lookup(vm, 0), Some(orig_mac(0)));
+    let before = s.nodes[1].counters().clone();
+    // The VM arrives on node 1; its ROAM advert is still on the way, so
+    // node 0 keeps announcing the VM with the same TTVN and CRC.
+    let mut roam = Vec::new();
+    s.nodes[1].tt_local_add_announce(vm, 0, &mut roam);
+    assert_eq!(roam.len(), 1);
+    s.run(Duration::from_secs(3));
+    let c = s.nodes[1].counters();
+    assert_eq!(c.tt_crc_mismatch, before.tt_crc_mismatch);
+    assert_eq!(c.tt_requests_sent, before.tt_requests_sent);
+    assert!(s.route(1, 0).unwrap().tt_crc_ok);
+    // The advert lands; node 0's next diff deletes the VM and the CRCs
+    // still agree without a request.
+    s.run_outputs(1, roam);
+    s.run(Duration::from_secs(3));
+    let c = s.nodes[1].counters();
+    assert_eq!(c.tt_requests_sent, before.tt_requests_sent);
+    assert!(s.route(1, 0).unwrap().tt_crc_ok);
+    assert!(s.nodes[0].tt_local_entries().is_empty());
+    assert_eq!(s.nodes[0].tt_global_lookup(vm, 0), Some(orig_mac(1)));
+}
+
+/// A full table far bigger than one packet (300 clients, 3.6 KB) leaves as
+/// fragments of a 1382-byte link and arrives whole: the CRC agrees at once,
+/// no request loop (before: truncated to ~100 clients, a request every 3 s).
+#[test]
+fn big_tt_response_is_fragmented_and_ends_the_requests() {
+    let mut s = Sim::new(2);
+    let l = s.link(0, 1);
+    for (n, id) in [
+        (s.links[l].a.0, s.links[l].a.1),
+        (s.links[l].b.0, s.links[l].b.1),
+    ] {
+        s.nodes[n].hardif_set_mtu(id, 1382);
+    }
+    s.run(Duration::from_secs(8));
+    for i in 0..300u16 {
+        let [hi, lo] = i.to_be_bytes();
+        s.nodes[0].tt_local_add(MacAddr([2, 0xde, 0, 0, hi, lo]), 0);
+    }
+    s.run(Duration::from_secs(8));
+    let c = s.nodes[1].counters().clone();
+    assert!(c.tt_requests_sent >= 1, "learned through a TT_REQUEST");
+    assert!(c.frag_reassembled >= 1, "the response came in fragments");
+    assert!(s.nodes[0].counters().frag_sent >= 3);
+    assert!(s.route(1, 0).unwrap().tt_crc_ok);
+    for i in 0..300u16 {
+        let [hi, lo] = i.to_be_bytes();
+        let mac = MacAddr([2, 0xde, 0, 0, hi, lo]);
+        assert_eq!(s.nodes[1].tt_global_lookup(mac, 0), Some(orig_mac(0)));
+    }
+    // Settled: no more requests.
+    s.run(Duration::from_secs(10));
+    assert_eq!(s.nodes[1].counters().tt_requests_sent, c.tt_requests_sent);
+}

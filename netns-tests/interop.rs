@@ -1,0 +1,436 @@
+//! Issue 3, kernel interop: a meshwire node and a node running the kernel
+//! stack (wireguard + gretap + batman-adv 2022.3, booted by
+//! `../shared/refvm`) form one mesh.
+//!
+//! ```text
+//!   mwI-ul: bridge ulbr (underlay 198.18.0.0/24)
+//!     |-- veth -- mwI-hv1: meshwire 198.18.0.1, inner 198.19.0.1
+//!     |              port t-vm1a -> mwI-vm1a: eth0 198.19.1.11, fd00:198:19:1::b
+//!     `-- TAP rv-t-mwI -- qemu "mwI": eth0 198.18.0.100, wg0 198.19.0.100,
+//!                          gt-U (gretap to 198.19.0.1) in bat0 198.19.1.100,
+//!                          fd00:198:19:1::64: bat0 is "the VM behind the kernel node"
+//! ```
+//!
+//! The reference VM is built (`build.sh`, idempotent) into
+//! `target/refvm` unless `MESHWIRE_RV_BUILD` names another build dir. If
+//! it cannot be built or booted, the test fails and says why: it never skips.
+
+#[path = "common/mod.rs"]
+mod common;
+
+#[path = "interop/migrate.rs"]
+mod migrate;
+#[path = "interop/refvm.rs"]
+mod refvm;
+#[path = "interop/relay.rs"]
+mod relay;
+
+use std::time::{Duration, Instant};
+
+use meshwire::keys;
+use serde_json::Value;
+
+use common::*;
+use refvm::{stat_from, RefVm};
+
+const RV_UNDERLAY: &str = "198.18.0.100";
+const RV_INNER: &str = "198.19.0.100";
+const RV_BAT_IP4: &str = "198.19.1.100";
+const RV_BAT_IP6: &str = "fd00:198:19:1::64";
+/// gretap MAC = the kernel node's originator; bat0 MAC = its client.
+const RV_ORIG: &str = "02:00:00:00:0a:01";
+const RV_BAT_MAC: &str = "02:00:00:00:0a:00";
+/// OGM interval on both sides: short, so that the test converges fast.
+const OGM_MS: u64 = 250;
+
+/// Pings run on a 2-core machine next to a TCG-emulated VM: retry for a
+/// while rather than fail on one slow round trip.
+fn retry(f: impl FnMut() -> bool) -> bool {
+    wait_until(Duration::from_secs(15), f)
+}
+
+fn mesh_counter(t: &Topology, name: &str) -> u64 {
+    t.ctl(1, "stats")["mesh"][name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no mesh counter {name}"))
+}
+
+fn originator_of(t: &Topology) -> String {
+    let pk = keys::decode_key(&t.hvs[0].public_key).unwrap();
+    keys::originator_mac(&pk).to_string()
+}
+
+fn find<'a>(list: &'a Value, key: &str, val: &str) -> Option<&'a Value> {
+    list.as_array()?.iter().find(|e| e[key] == val)
+}
+
+#[test]
+fn kernel_node_and_meshwire_form_one_mesh() {
+    let t0 = Instant::now();
+    let mut t = Topology::new("mwI", &[&[Attach::TapNic]], OGM_MS);
+    // The kernel node's bat0 has MTU 1500 and fragments; so may our VM.
+    t.opts.port_mtu = Some(1500);
+    let (rv_priv, rv_pub) = genkey();
+    t.hvs[0].extra_config = format!(
+        "\n[[peer]]\npublic_key = \"{rv_pub}\"\nendpoint = \"{RV_UNDERLAY}:51820\"\naddress = \"{RV_INNER}\"\npersistent_keepalive = 25\nmtu = 1382\n"
+    );
+    let mw_pub = t.hvs[0].public_key.clone();
+    let mw_orig = originator_of(&t);
+    let vm = t.vm("vm1a").clone();
+    t.start(1);
+    let ul = format!("{}-ul", t.prefix);
+    let args: Vec<String> = [
+        "--ns",
+        &ul,
+        "--bridge",
+        "ulbr",
+        "--ip",
+        &format!("{RV_UNDERLAY}/24"),
+        "--wgkey",
+        &rv_priv,
+        "--wgip",
+        &format!("{RV_INNER}/24"),
+        "--batip",
+        &format!("{RV_BAT_IP4}/24"),
+        "--batip6",
+        &format!("{RV_BAT_IP6}/64"),
+        "--peer",
+        &format!("U,{mw_pub},198.18.0.1:51820,198.19.0.1"),
+        "--gtmac",
+        RV_ORIG,
+        "--batmac",
+        RV_BAT_MAC,
+        "--ogm",
+        &OGM_MS.to_string(),
+        // BLA would drop all broadcasts for 30 s after bat0 comes up.
+        "--batopt",
+        "bridge_loop_avoidance:0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let t_boot = Instant::now();
+    let rv = RefVm::start("mwI", &args);
+    let ready = Instant::now();
+    let boot_total = t_boot.elapsed().as_secs_f64();
+
+    // 1. Each side in the other's originator table.
+    let ok = wait_until(Duration::from_secs(60), || {
+        find(&t.ctl(1, "originators"), "originator", RV_ORIG)
+            .is_some_and(|o| o["tq"].as_u64().unwrap_or(0) > 0)
+    });
+    assert!(
+        ok,
+        "the kernel node never became an originator of meshwire\n{}",
+        t.dump_logs()
+    );
+    let conv_mw = ready.elapsed().as_secs_f64();
+    let ok = wait_until(Duration::from_secs(60), || {
+        rv.cmd("batctl o -H")
+            .lines()
+            .any(|l| l.contains(&mw_orig) && l.trim_start().starts_with('*'))
+    });
+    assert!(
+        ok,
+        "meshwire's originator {mw_orig} never became a route of the kernel node:\n{}\n{}",
+        rv.cmd("batctl o; batctl n"),
+        t.dump_logs()
+    );
+    let conv_rv = ready.elapsed().as_secs_f64();
+
+    // 2. ARP crosses from the kernel node: nothing was ever sent between
+    // the two, so the kernel's request must be broadcast to the VM (which
+    // learns the kernel's MAC from it) and the reply unicast back.
+    let ping = |from_kernel: bool, ip: &str, size: u32| -> bool {
+        if from_kernel {
+            let p = if ip.contains(':') { "ping -6" } else { "ping" };
+            rv.try_cmd(&format!("{p} -c 2 -W 2 -s {size} {ip}")).0
+        } else {
+            t.ping(
+                &vm.name,
+                ip,
+                1,
+                &["-s", &size.to_string(), "-M", "do", "-W", "3"],
+            )
+        }
+    };
+    let rx_bcast = mesh_counter(&t, "rx_bcast");
+    let ok = wait_until(Duration::from_secs(30), || ping(true, &vm.ip4, 56));
+    let first_ping = ready.elapsed().as_secs_f64();
+    assert!(
+        ok,
+        "kernel node -> VM {} (IPv4) failed\n{}",
+        vm.ip4,
+        t.dump_logs()
+    );
+    let n = ns_exec(&vm.ns, &["ip", "neigh", "show", RV_BAT_IP4]);
+    assert!(
+        n.contains(RV_BAT_MAC),
+        "the VM did not learn the kernel node's MAC from its ARP request: {n}"
+    );
+    let n = rv.cmd(&format!("ip neigh show {}", vm.ip4));
+    assert!(n.contains(&vm.mac), "kernel ARP for the VM: {n}");
+    assert!(mesh_counter(&t, "rx_bcast") > rx_bcast);
+
+    // ND from the kernel node: its NS reaches the VM.
+    assert!(
+        retry(|| ping(true, &vm.ip6, 56)),
+        "kernel node -> VM {} (IPv6) failed\n{}",
+        vm.ip6,
+        t.dump_logs()
+    );
+    let n = ns_exec(&vm.ns, &["ip", "-6", "neigh", "show", RV_BAT_IP6]);
+    assert!(n.contains(RV_BAT_MAC), "VM ND entry for the kernel: {n}");
+
+    // 3. The other way: the VM forgets, asks by broadcast (ARP) and
+    // multicast (ND), meshwire carries both as batman broadcasts.
+    ns_exec(&vm.ns, &["ip", "neigh", "flush", "dev", "eth0"]);
+    ns_exec(&vm.ns, &["ip", "-6", "neigh", "flush", "dev", "eth0"]);
+    let tx_bcast = mesh_counter(&t, "tx_bcast");
+    for ip in [RV_BAT_IP4, RV_BAT_IP6] {
+        assert!(
+            retry(|| ping(false, ip, 56)),
+            "VM -> kernel node {ip} failed\n{}",
+            t.dump_logs()
+        );
+    }
+    assert!(mesh_counter(&t, "tx_bcast") >= tx_bcast + 2);
+    let n = ns_exec(&vm.ns, &["ip", "neigh", "show", RV_BAT_IP4]);
+    assert!(n.contains(RV_BAT_MAC), "VM ARP for the kernel: {n}");
+
+    // 4. Frames bigger than the links: batman fragments both ways
+    // (1472 + 28 = a full 1500-byte IPv4 packet; 1400 over IPv6).
+    // 1340 + 28 + 14 + 10 = 1392: over the kernel's 1382-byte gretap MTU
+    // (`[[peer]] mtu = 1382`), under meshwire's own 1402.
+    let frag_rx = rv.stat("frag_rx");
+    let reassembled = mesh_counter(&t, "frag_reassembled");
+    let frag_sent = mesh_counter(&t, "frag_sent");
+    for (ip, size) in [(RV_BAT_IP4, 1340), (RV_BAT_IP4, 1472), (RV_BAT_IP6, 1400)] {
+        assert!(
+            retry(|| ping(false, ip, size)),
+            "VM -> kernel {ip} -s {size} failed\n{}",
+            t.dump_logs()
+        );
+    }
+    for (ip, size) in [(&vm.ip4, 1472), (&vm.ip6, 1400)] {
+        assert!(
+            retry(|| ping(true, ip, size)),
+            "kernel -> VM {ip} -s {size} failed\n{}",
+            t.dump_logs()
+        );
+    }
+    // Each of those packets is two fragments. At least: our 3 requests and
+    // one reply per kernel size (2) = 10 fragments from us; the kernel's
+    // 4 requests and 3 replies reassembled by us.
+    assert!(
+        mesh_counter(&t, "frag_sent") >= frag_sent + 10,
+        "meshwire did not fragment for the 1382-byte link"
+    );
+    assert!(
+        rv.stat("frag_rx") >= frag_rx + 10,
+        "kernel took too few of our fragments"
+    );
+    assert!(mesh_counter(&t, "frag_reassembled") >= reassembled + 7);
+
+    // 5. A TT change on each side, announced as OGM diffs: a second client
+    // behind meshwire, a new multicast listener (IPv6 address) on the kernel.
+    ns_exec(
+        &vm.ns,
+        &[
+            "ip",
+            "link",
+            "add",
+            "m1",
+            "link",
+            "eth0",
+            "address",
+            "02:00:00:01:01:77",
+            "type",
+            "macvlan",
+            "mode",
+            "bridge",
+        ],
+    );
+    ns_exec(
+        &vm.ns,
+        &["ip", "addr", "add", "198.19.1.77/24", "dev", "m1"],
+    );
+    ns_exec(&vm.ns, &["ip", "link", "set", "m1", "up"]);
+    rv.cmd("ip addr add fd00:198:19:1::65/64 dev bat0 nodad");
+    // From m1 itself, so that its MAC (not eth0's) sources the frames.
+    assert!(
+        wait_until(Duration::from_secs(20), || ns_try(
+            &vm.ns,
+            &["ping", "-c", "1", "-W", "1", "-I", "m1", RV_BAT_IP4]
+        )),
+        "second VM client 198.19.1.77 -> kernel failed\n{}",
+        t.dump_logs()
+    );
+    let ok = wait_until(Duration::from_secs(20), || {
+        find(&t.ctl(1, "fdb"), "mac", "33:33:ff:00:00:65").is_some()
+    });
+    assert!(
+        ok,
+        "the kernel's new TT client never reached meshwire's fdb"
+    );
+
+    // 5b. A table far bigger than an OGM: 400 more clients behind meshwire
+    // in one burst. However the burst splits over OGM intervals, some
+    // commit holds more changes than an OGM carries (37), so the kernel sees
+    // the TTVN jump without the diff, asks, and gets our full table (4.8 KB)
+    // in batman fragments of its 1382-byte link.
+    let k_resp = rv.stat("tt_response_rx");
+    let frag_sent = mesh_counter(&t, "frag_sent");
+    many_clients(&vm.ns, 400);
+    let count = format!("batctl tg -H | grep ' 02:00:00:02:' | grep -c {mw_orig}");
+    let ok = wait_until(Duration::from_secs(30), || {
+        rv.try_cmd(&count).1.trim() == "400"
+    });
+    assert!(
+        ok,
+        "the kernel never learned meshwire's 400 new clients:\n{}",
+        rv.cmd("batctl s | grep tt_")
+    );
+    assert!(
+        rv.stat("tt_response_rx") > k_resp,
+        "kernel got no TT response"
+    );
+    assert!(mesh_counter(&t, "frag_sent") >= frag_sent + 4);
+
+    // 6. The tables, as an operator reads them.
+    let tg = rv.cmd("batctl tg -H | grep -v ' 02:00:00:02:'");
+    for mac in [vm.mac.as_str(), "02:00:00:01:01:77"] {
+        assert!(
+            tg.lines().any(|l| l.contains(mac) && l.contains(&mw_orig)),
+            "batctl tg on the kernel node does not list {mac} via {mw_orig}:\n{tg}"
+        );
+    }
+    let o = rv.cmd("batctl o");
+    let fdb = t.ctl(1, "fdb");
+    let e = find(&fdb, "mac", RV_BAT_MAC).unwrap_or_else(|| panic!("{RV_BAT_MAC} not in fdb"));
+    assert_eq!(e["location"], format!("originator {RV_ORIG}"), "{e}");
+    let origs = t.ctl(1, "originators");
+    let ko = find(&origs, "originator", RV_ORIG).expect("kernel originator");
+    assert_eq!(ko["next_hop"], RV_ORIG, "{ko}");
+
+    // 7. Settled: TT versions and CRCs agree, nobody keeps asking.
+    let ok = wait_until(Duration::from_secs(10), || {
+        find(&t.ctl(1, "originators"), "originator", RV_ORIG)
+            .is_some_and(|o| o["tt_crc_ok"] == true)
+    });
+    assert!(ok, "meshwire's copy of the kernel's TT has the wrong CRC");
+    // Past the 3 s TT request timeout of any earlier request.
+    std::thread::sleep(Duration::from_secs(4));
+    let mw_req = mesh_counter(&t, "tt_requests_sent");
+    let mw_ans = mesh_counter(&t, "tt_requests_answered");
+    let mw_mismatch = mesh_counter(&t, "tt_crc_mismatch");
+    let k = rv.cmd("batctl statistics");
+    std::thread::sleep(Duration::from_secs(10));
+    let k2 = rv.cmd("batctl statistics");
+    let window = [
+        (
+            "meshwire tt_requests_sent",
+            mw_req,
+            mesh_counter(&t, "tt_requests_sent"),
+        ),
+        (
+            "meshwire tt_requests_answered",
+            mw_ans,
+            mesh_counter(&t, "tt_requests_answered"),
+        ),
+        (
+            "meshwire tt_crc_mismatch",
+            mw_mismatch,
+            mesh_counter(&t, "tt_crc_mismatch"),
+        ),
+        (
+            "kernel tt_request_tx",
+            stat_from(&k, "tt_request_tx"),
+            stat_from(&k2, "tt_request_tx"),
+        ),
+        (
+            "kernel tt_request_rx",
+            stat_from(&k, "tt_request_rx"),
+            stat_from(&k2, "tt_request_rx"),
+        ),
+    ];
+    for (what, a, b) in window {
+        assert_eq!(
+            a, b,
+            "{what} went from {a} to {b} in 10 s of a settled mesh"
+        );
+    }
+
+    migrate::migrate_both_ways(&t, &rv, &vm, &mw_orig);
+
+    eprintln!("--- kernel node: batctl o ---\n{o}\n--- batctl tg ---\n{tg}");
+    eprintln!(
+        "--- meshwire ctl originators ---\n{}\n--- meshwire ctl fdb (without the 400 02:00:00:02:*) ---\n{}",
+        sh(&[
+            BIN,
+            "ctl",
+            "--socket",
+            t.socket(1).to_str().unwrap(),
+            "originators"
+        ]),
+        sh(&[BIN, "ctl", "--socket", t.socket(1).to_str().unwrap(), "fdb"])
+            .lines()
+            .filter(|l| !l.starts_with("02:00:00:02:"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let st = t.ctl(1, "stats");
+    let m = &st["mesh"];
+    eprintln!(
+        "--- meshwire mesh counters ---\nrx_ogm={} tx_ogm={} ogm_echo={} rx_bcast={} tx_bcast={} \
+         frag_sent={} frag_reassembled={} tt_requests_sent={} tt_requests_answered={} \
+         tt_responses_received={} tt_crc_mismatch={} tt_changes_applied={} malformed={} \
+         unknown_type={} tvlv_unknown={} dat_dropped={}",
+        m["rx_ogm"],
+        m["tx_ogm"],
+        m["ogm_echo"],
+        m["rx_bcast"],
+        m["tx_bcast"],
+        m["frag_sent"],
+        m["frag_reassembled"],
+        m["tt_requests_sent"],
+        m["tt_requests_answered"],
+        m["tt_responses_received"],
+        m["tt_crc_mismatch"],
+        m["tt_changes_applied"],
+        m["malformed"],
+        m["unknown_type"],
+        m["tvlv_unknown"],
+        m["dat_dropped"]
+    );
+    eprintln!(
+        "--- kernel tt statistics ---\n{}",
+        k2.lines()
+            .filter(|l| l.contains("tt_"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    eprintln!(
+        "TIMINGS boot_s={:.1} (run-single {:.1}) meshwire_sees_kernel_after_ready={conv_mw:.1}s \
+         kernel_sees_meshwire_after_ready={conv_rv:.1}s first_ping_after_ready={first_ping:.1}s total={:.1}s",
+        boot_total,
+        rv.boot_s,
+        t0.elapsed().as_secs_f64()
+    );
+    drop(rv);
+}
+
+/// Sends one broadcast frame from each of `n` source MACs
+/// 02:00:00:02:hi:lo on the VM's eth0 (AF_PACKET), so meshwire learns `n`
+/// new clients at once.
+fn many_clients(ns: &str, n: u16) {
+    let script = format!(
+        "import socket\n\
+         s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)\n\
+         s.bind(('eth0', 0))\n\
+         for i in range({n}):\n\
+         \x20   src = bytes([2, 0, 0, 2, i >> 8, i & 255])\n\
+         \x20   s.send(b'\\xff' * 6 + src + b'\\x88\\xb5' + bytes(46))\n"
+    );
+    ns_exec(ns, &["python3", "-c", &script]);
+}
