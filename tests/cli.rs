@@ -55,36 +55,30 @@ fn keys_interchangeable_with_wg() {
         eprintln!("wg not installed here; CI runs this check");
         return;
     }
-    let wg_private = Command::new("wg").arg("genkey").output().unwrap();
-    let wg_private = stdout(&wg_private);
-    let ours = stdout(&run(&["pubkey"], &wg_private));
-    let mut wg = Command::new("wg")
-        .arg("pubkey")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wg.stdin
-        .take()
-        .unwrap()
-        .write_all(wg_private.as_bytes())
-        .unwrap();
-    assert_eq!(stdout(&wg.wait_with_output().unwrap()), ours);
-
+    let wg_pubkey = |private: &str| {
+        let mut wg = Command::new("wg")
+            .arg("pubkey")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wg.stdin
+            .take()
+            .unwrap()
+            .write_all(private.as_bytes())
+            .unwrap();
+        stdout(&wg.wait_with_output().unwrap())
+    };
+    let wg_private = stdout(&Command::new("wg").arg("genkey").output().unwrap());
+    assert_eq!(
+        wg_pubkey(&wg_private),
+        stdout(&run(&["pubkey"], &wg_private))
+    );
     let our_private = stdout(&run(&["genkey"], ""));
-    let mut wg = Command::new("wg")
-        .arg("pubkey")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wg.stdin
-        .take()
-        .unwrap()
-        .write_all(our_private.as_bytes())
-        .unwrap();
-    let theirs = stdout(&wg.wait_with_output().unwrap());
-    assert_eq!(theirs, stdout(&run(&["pubkey"], &our_private)));
+    assert_eq!(
+        wg_pubkey(&our_private),
+        stdout(&run(&["pubkey"], &our_private))
+    );
 }
 
 fn check(text: &str) -> Output {
