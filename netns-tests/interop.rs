@@ -27,7 +27,6 @@ mod relay;
 
 use std::time::{Duration, Instant};
 
-use meshwire::keys;
 use serde_json::Value;
 
 use common::*;
@@ -55,31 +54,22 @@ fn mesh_counter(t: &Topology, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no mesh counter {name}"))
 }
 
-fn originator_of(t: &Topology) -> String {
-    let pk = keys::decode_key(&t.hvs[0].public_key).unwrap();
-    keys::originator_mac(&pk).to_string()
-}
-
 fn find<'a>(list: &'a Value, key: &str, val: &str) -> Option<&'a Value> {
     list.as_array()?.iter().find(|e| e[key] == val)
 }
 
-#[test]
-fn kernel_node_and_meshwire_form_one_mesh() {
-    let t0 = Instant::now();
-    let mut t = Topology::new("mwI", &[&[Attach::TapNic]], OGM_MS);
-    // The kernel node's bat0 has MTU 1500 and fragments; so may our VM.
-    t.opts.port_mtu = Some(1500);
-    let (rv_priv, rv_pub) = genkey();
-    t.hvs[0].extra_config = format!(
+/// The `[[peer]]` section that peers a meshwire node with the kernel node.
+fn kernel_peer_config(rv_pub: &str) -> String {
+    format!(
         "\n[[peer]]\npublic_key = \"{rv_pub}\"\nendpoint = \"{RV_UNDERLAY}:51820\"\naddress = \"{RV_INNER}\"\npersistent_keepalive = 25\nmtu = 1382\n"
-    );
-    let mw_pub = t.hvs[0].public_key.clone();
-    let mw_orig = originator_of(&t);
-    let vm = t.vm("vm1a").clone();
-    t.start(1);
+    )
+}
+
+/// `run-single.sh start` arguments for the kernel node on the topology's
+/// underlay, with one WireGuard peer + gretap per (name, hypervisor).
+fn kernel_node_args(t: &Topology, rv_priv: &str, peers: &[(&str, usize)]) -> Vec<String> {
     let ul = format!("{}-ul", t.prefix);
-    let args: Vec<String> = [
+    let mut args: Vec<String> = [
         "--ns",
         &ul,
         "--bridge",
@@ -87,15 +77,13 @@ fn kernel_node_and_meshwire_form_one_mesh() {
         "--ip",
         &format!("{RV_UNDERLAY}/24"),
         "--wgkey",
-        &rv_priv,
+        rv_priv,
         "--wgip",
         &format!("{RV_INNER}/24"),
         "--batip",
         &format!("{RV_BAT_IP4}/24"),
         "--batip6",
         &format!("{RV_BAT_IP6}/64"),
-        "--peer",
-        &format!("U,{mw_pub},198.18.0.1:51820,198.19.0.1"),
         "--gtmac",
         RV_ORIG,
         "--batmac",
@@ -109,6 +97,28 @@ fn kernel_node_and_meshwire_form_one_mesh() {
     .iter()
     .map(|s| s.to_string())
     .collect();
+    for &(name, hv) in peers {
+        args.push("--peer".into());
+        args.push(format!(
+            "{name},{},198.18.0.{hv}:51820,198.19.0.{hv}",
+            t.hvs[hv - 1].public_key
+        ));
+    }
+    args
+}
+
+#[test]
+fn kernel_node_and_meshwire_form_one_mesh() {
+    let t0 = Instant::now();
+    let mut t = Topology::new("mwI", &[&[Attach::TapNic]], OGM_MS);
+    // The kernel node's bat0 has MTU 1500 and fragments; so may our VM.
+    t.opts.port_mtu = Some(1500);
+    let (rv_priv, rv_pub) = genkey();
+    t.hvs[0].extra_config = kernel_peer_config(&rv_pub);
+    let mw_orig = t.originator_of(1);
+    let vm = t.vm("vm1a").clone();
+    t.start(1);
+    let args = kernel_node_args(&t, &rv_priv, &[("U", 1)]);
     let t_boot = Instant::now();
     let rv = RefVm::start("mwI", &args);
     let ready = Instant::now();

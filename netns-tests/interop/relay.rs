@@ -2,8 +2,6 @@
 
 use std::time::{Duration, Instant};
 
-use meshwire::keys;
-
 use super::common::*;
 use super::refvm::RefVm;
 use super::*;
@@ -24,53 +22,12 @@ fn kernel_node_relays_between_two_meshwire_nodes() {
     t.opts.port_mtu = Some(1500);
     let (rv_priv, rv_pub) = genkey();
     for hv in &mut t.hvs {
-        hv.extra_config = format!(
-            "\n[[peer]]\npublic_key = \"{rv_pub}\"\nendpoint = \"{RV_UNDERLAY}:51820\"\naddress = \"{RV_INNER}\"\npersistent_keepalive = 25\nmtu = 1382\n"
-        );
+        hv.extra_config = kernel_peer_config(&rv_pub);
     }
-    let origs: Vec<String> = (0..2)
-        .map(|i| {
-            let pk = keys::decode_key(&t.hvs[i].public_key).unwrap();
-            keys::originator_mac(&pk).to_string()
-        })
-        .collect();
+    let origs: Vec<String> = (1..=2).map(|hv| t.originator_of(hv)).collect();
     t.start(1);
     t.start(2);
-    let ul = format!("{}-ul", t.prefix);
-    let mut args: Vec<String> = [
-        "--ns",
-        &ul,
-        "--bridge",
-        "ulbr",
-        "--ip",
-        &format!("{RV_UNDERLAY}/24"),
-        "--wgkey",
-        &rv_priv,
-        "--wgip",
-        &format!("{RV_INNER}/24"),
-        "--batip",
-        &format!("{RV_BAT_IP4}/24"),
-        "--batip6",
-        &format!("{RV_BAT_IP6}/64"),
-        "--gtmac",
-        RV_ORIG,
-        "--batmac",
-        RV_BAT_MAC,
-        "--ogm",
-        &OGM_MS.to_string(),
-        "--batopt",
-        "bridge_loop_avoidance:0",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    for hv in 1..=2 {
-        args.push("--peer".into());
-        args.push(format!(
-            "U{hv},{},198.18.0.{hv}:51820,198.19.0.{hv}",
-            t.hvs[hv - 1].public_key
-        ));
-    }
+    let args = kernel_node_args(&t, &rv_priv, &[("U1", 1), ("U2", 2)]);
     let rv = RefVm::start("mwJ", &args);
     let ready = Instant::now();
     // gt-U1 is the primary interface (originator), gt-U2 gets MAC + 1.
