@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::segment_tests::{refix_checksums, super_frame, Spec};
-use super::testnet::{unique_name, Netns};
+use super::testnet::{tap_in_netns, unique_name, Netns};
 use super::tests::make_persistent;
 use super::*;
 
@@ -414,16 +414,7 @@ fn send_gro_writes_one_packet_and_keeps_order() {
         .flat_map(|(a, b)| [a, b])
         .collect();
 
-    let name = unique_name();
-    let ns = Netns::new(format!("{name}-ns"));
-    let mut ports = Ports::new();
-    let id = ports.open(&name, 1500).unwrap();
-    let ok = Command::new("ip")
-        .args(["link", "set", &name, "netns", &ns.0])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
+    let (name, ns, mut ports, id) = tap_in_netns(1500);
     ns.ip(&["link", "set", &name, "up"]);
     let mut sniffer = Command::new("ip")
         .args(["netns", "exec", &ns.0, "python3", "-c", SNIFFER, &name, "3"])
@@ -481,16 +472,7 @@ fn gro_pool_evicts_the_oldest_flow() {
         refix_checksums(&mut f);
         f
     };
-    let name = unique_name();
-    let ns = Netns::new(format!("{name}-ns"));
-    let mut ports = Ports::new();
-    let id = ports.open(&name, 1500).unwrap();
-    let ok = Command::new("ip")
-        .args(["link", "set", &name, "netns", &ns.0])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
+    let (name, ns, mut ports, id) = tap_in_netns(1500);
     ns.ip(&["link", "set", &name, "up"]);
     // Flows 0..GRO_SLOTS take every slot; the rest evict 0..4 (one segment
     // each); the second segments of flows 4.. merge.

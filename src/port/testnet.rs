@@ -4,6 +4,8 @@
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use super::{PortId, Ports};
+
 /// `mwt-<pid>-<n>`: unique per test process, short enough for IFNAMSIZ.
 pub(crate) fn unique_name() -> String {
     static N: AtomicU32 = AtomicU32::new(0);
@@ -12,6 +14,23 @@ pub(crate) fn unique_name() -> String {
         std::process::id() % 1_000_000,
         N.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// The VM topology: a TAP opened by a fresh `Ports` (our fd stays in this
+/// namespace) whose netdev is then moved into a new namespace. Returns the
+/// device name, the namespace, the registry and the port.
+pub(crate) fn tap_in_netns(mtu: u16) -> (String, Netns, Ports, PortId) {
+    let name = unique_name();
+    let ns = Netns::new(format!("{name}-ns"));
+    let mut ports = Ports::new();
+    let id = ports.open(&name, mtu).expect("open TAP");
+    let ok = Command::new("ip")
+        .args(["link", "set", &name, "netns", &ns.0])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "ip link set {name} netns {}", ns.0);
+    (name, ns, ports, id)
 }
 
 /// A network namespace deleted by name on drop, even when the test panics.

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::testnet::{unique_name, Netns};
+use super::testnet::{tap_in_netns, unique_name};
 use super::*;
 use crate::wire::arp;
 use crate::wire::ethernet::{ethertype, Frame};
@@ -320,16 +320,7 @@ fn existing_tun_of_that_name_is_refused_and_left_alone() {
 /// netdev lives in the VM's. An ARP request we write must be answered.
 #[test]
 fn tap_moved_to_another_namespace_keeps_working() {
-    let name = unique_name();
-    let ns = Netns::new(format!("{name}-ns"));
-    let mut ports = Ports::new();
-    let id = ports.open(&name, 1400).expect("open");
-    let ok = Command::new("ip")
-        .args(["link", "set", &name, "netns", &ns.0])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
+    let (name, ns, mut ports, id) = tap_in_netns(1400);
     assert!(!exists(&name), "moved away from our namespace");
     ns.ip(&["addr", "add", "198.19.250.2/24", "dev", &name]);
     ns.ip(&["link", "set", &name, "up"]);
@@ -391,16 +382,7 @@ fn arp_round_trip(ports: &mut Ports, id: PortId, me_ip: Ipv4Addr, target: Ipv4Ad
 /// (here in its own namespace, with an address on the bridge itself).
 #[test]
 fn tap_enslaved_to_a_bridge_keeps_working() {
-    let name = unique_name();
-    let ns = Netns::new(format!("{name}-ns"));
-    let mut ports = Ports::new();
-    let id = ports.open(&name, 1400).expect("open");
-    let ok = Command::new("ip")
-        .args(["link", "set", &name, "netns", &ns.0])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
+    let (name, ns, mut ports, id) = tap_in_netns(1400);
     ns.ip(&["link", "add", "br0", "type", "bridge"]);
     ns.ip(&["link", "set", &name, "master", "br0", "up"]);
     ns.ip(&["addr", "add", "198.19.251.2/24", "dev", "br0"]);

@@ -3,13 +3,11 @@
 //! tables must take them (root needed; only 198.19.x / fd00:: addresses).
 
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::process::Command;
 use std::time::Duration;
 
 use super::super::announce::{build_gratuitous_arp, build_unsolicited_na};
 use super::*;
-use crate::port::testnet::{unique_name, Netns};
-use crate::port::Ports;
+use crate::port::testnet::{tap_in_netns, Netns};
 
 const OLD: &str = "02:00:00:00:fd:01";
 const VM: &str = "02:00:00:00:fd:07";
@@ -33,16 +31,7 @@ fn sysctl(ns: &Netns, key: &str, value: &str) {
 
 #[test]
 fn kernel_neighbour_tables_take_the_announcements() {
-    let name = unique_name();
-    let ns = Netns::new(format!("{name}-ns"));
-    let mut ports = Ports::new();
-    let id = ports.open(&name, 1500).expect("open TAP");
-    let ok = Command::new("ip")
-        .args(["link", "set", &name, "netns", &ns.0])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
+    let (name, ns, mut ports, id) = tap_in_netns(1500);
     ns.ip(&["addr", "add", "198.19.253.1/24", "dev", &name]);
     ns.ip(&[
         "addr",
