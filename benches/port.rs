@@ -132,7 +132,10 @@ fn two_tap_loop(offload: bool, secs: u32) -> io::Result<(f64, PortCounters, Port
     };
     let r = (|| {
         let mut ports = Ports::new();
-        let opts = TapOptions { offload };
+        let opts = TapOptions {
+            offload,
+            multi_queue: false,
+        };
         let a = ports.open_with(&ta, 1500, opts)?;
         let b = ports.open_with(&tb, 1500, opts)?;
         for (ns, dev, addr) in [(&nsa, &ta, "198.19.88.1/24"), (&nsb, &tb, "198.19.88.2/24")] {

@@ -41,6 +41,11 @@ pub struct NodeConfig {
     /// MTU of the underlay path; port MTUs are derived from it.
     #[serde(default = "default_underlay_mtu")]
     pub underlay_mtu: u16,
+    /// Dataplane worker threads, each with its own UDP socket
+    /// (SO_REUSEPORT) and its own queue of every TAP. Absent or 0: one per
+    /// CPU the process may run on.
+    #[serde(default)]
+    pub workers: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -208,6 +213,16 @@ impl Validated {
             .map_or(cap, |m| m.min(cap))
     }
 
+    /// Dataplane workers: `node.workers`, or one per CPU we may run on.
+    pub fn workers(&self) -> usize {
+        match self.raw.node.workers {
+            0 => std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(MAX_WORKERS),
+            n => n,
+        }
+    }
+
     pub fn peer_timeout(&self) -> std::time::Duration {
         let m = &self.raw.mesh;
         std::time::Duration::from_millis(
@@ -296,6 +311,9 @@ fn field_at(text: &str, pos: usize) -> Option<String> {
     }
 }
 
+/// Upper bound on `node.workers` (and on the per-CPU default).
+pub const MAX_WORKERS: usize = 64;
+
 fn validate(raw: Config, base_dir: &Path) -> Result<Validated, ConfigError> {
     let private_key = node_private_key(&raw.node, base_dir)?;
     let public_key = keys::public_from_private(&private_key);
@@ -304,6 +322,12 @@ fn validate(raw: Config, base_dir: &Path) -> Result<Validated, ConfigError> {
     }
     if raw.node.underlay_mtu < 1280 || raw.node.underlay_mtu > 65535 - 100 {
         return Err(err("node.underlay_mtu", "must be between 1280 and 65435"));
+    }
+    if raw.node.workers > MAX_WORKERS {
+        return Err(err(
+            "node.workers",
+            &format!("must be between 0 (one per CPU) and {MAX_WORKERS}"),
+        ));
     }
     check_inner_address("node.address", raw.node.address)?;
     let iv = raw.mesh.originator_interval_ms;

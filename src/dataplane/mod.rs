@@ -1,18 +1,20 @@
 //! The worker loop that moves packets between ports, switch, mesh and tunnel.
 //!
-//! One thread, one epoll: the UDP socket(s), every TAP, the control socket's
-//! wake-up fd and a signalfd. Timers are the epoll timeout. The batched,
-//! multi-core dataplane of the speed issue replaces this loop's internals,
-//! not the layers it drives.
+//! Worker 0 runs here: one epoll over its socket, its queue of every TAP,
+//! the control socket's wake-up fd and a signalfd; timers are the epoll
+//! timeout. Workers 1.. (`worker.rs`) run the data path only, on their own
+//! socket and queues, sharing the node behind one lock taken per batch.
 
 mod epoll;
 mod node;
 mod report;
 #[cfg(test)]
 mod tests;
+mod worker;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -21,18 +23,21 @@ use tracing::{info, warn};
 use crate::config::{self, Validated};
 use crate::control::server::ControlServer;
 use crate::control::{CtlCommand, PortAction};
-use crate::port::{PortId, PortRx};
+use crate::port::{PortId, Ports};
 
 pub use node::{Node, NodeCounters};
+pub use worker::{Board, WorkerReport};
+
+use worker::{lock, Crew, WorkerIo};
 
 use epoll::{Epoll, Signals};
 
 const TOKEN_SIGNAL: u64 = 1;
 const TOKEN_CONTROL: u64 = 2;
 /// Tunnel sockets are tokens TOKEN_TUNNEL..TOKEN_PORT.
-const TOKEN_TUNNEL: u64 = 16;
+pub(crate) const TOKEN_TUNNEL: u64 = 16;
 /// Port `id` is token TOKEN_PORT + id.
-const TOKEN_PORT: u64 = 1 << 32;
+pub(crate) const TOKEN_PORT: u64 = 1 << 32;
 
 /// How often boringtun's timers run (handshake retries, keepalives).
 const TUNNEL_TICK: Duration = Duration::from_millis(100);
@@ -40,92 +45,136 @@ const TUNNEL_TICK: Duration = Duration::from_millis(100);
 const FDB_TICK: Duration = Duration::from_secs(1);
 /// Batches read from one TAP per wake-up (each up to a few 64 KB
 /// super-frames or many small frames), so one busy VM cannot starve the rest.
-const PORT_BATCHES: usize = 4;
+pub(crate) const PORT_BATCHES: usize = 4;
 
-/// The daemon: the node, its event sources and where its config lives.
+/// The daemon, which is also worker 0: the shared node, worker 0's own
+/// I/O, its event sources, the other workers and where the config lives.
 struct Daemon {
-    node: Node,
+    node: Arc<Mutex<Node>>,
+    io: WorkerIo,
+    board: Arc<Board>,
+    crew: Crew,
     ep: Epoll,
     cfg: Validated,
     config_path: PathBuf,
     /// Ports that came from the config file (a reload manages only these;
     /// ports added with `ctl port add` stay until `ctl port del`).
     config_ports: BTreeSet<String>,
+    /// Ports added or removed while worker 0 held the node, for the other
+    /// workers once it let go.
+    port_events: Vec<PortEvent>,
+}
+
+enum PortEvent {
+    Added(PortId),
+    Removed(PortId),
 }
 
 pub fn run(cfg: Validated, config_path: &Path) -> Result<(), String> {
     // Before any thread exists, so that every thread inherits the mask.
     let signals = Signals::new().map_err(|e| format!("signalfd: {e}"))?;
-    let node = Node::new(&cfg)?;
+    let mut node = Node::new(&cfg)?;
     let control = ControlServer::start(&cfg.raw.control.socket)
         .map_err(|e| format!("control.socket {}: {e}", cfg.raw.control.socket.display()))?;
+    let workers = node.workers;
+    let board = Arc::clone(&node.board);
+    // Worker 0 reads the first socket (through a second handle) and the
+    // queues the node opened; the others get new members of the socket's
+    // group and a further queue of every TAP.
+    let io0 = WorkerIo::new(
+        0,
+        node.tunnels
+            .new_io(false)
+            .map_err(|e| format!("socket: {e}"))?,
+        std::mem::take(&mut node.ports),
+    );
+    let mut ios = Vec::with_capacity(workers.saturating_sub(1));
+    for w in 1..workers {
+        let t = node
+            .tunnels
+            .new_io(true)
+            .map_err(|e| format!("worker {w}: node.listen_port: {e}"))?;
+        let p = io0
+            .ports
+            .replica()
+            .map_err(|e| format!("worker {w}: a queue of the ports: {e}"))?;
+        ios.push(WorkerIo::new(w, t, p));
+    }
+    let node = Arc::new(Mutex::new(node));
+    let crew = Crew::spawn(&node, &board, ios).map_err(|e| format!("workers: {e}"))?;
     let ep = Epoll::new().map_err(|e| format!("epoll: {e}"))?;
     ep.add(signals.fd(), TOKEN_SIGNAL)
         .map_err(|e| e.to_string())?;
     ep.add(control.fd(), TOKEN_CONTROL)
         .map_err(|e| e.to_string())?;
-    for (i, fd) in node.tunnels.fds().into_iter().enumerate() {
-        ep.add(fd, TOKEN_TUNNEL + i as u64)
-            .map_err(|e| e.to_string())?;
-    }
+    ep.add(io0.tunnel.fd(), TOKEN_TUNNEL)
+        .map_err(|e| e.to_string())?;
     let mut d = Daemon {
         config_ports: cfg.raw.ports.iter().map(|p| p.name.clone()).collect(),
         node,
+        io: io0,
+        board,
+        crew,
         ep,
         cfg,
         config_path: config_path.to_path_buf(),
+        port_events: Vec::new(),
     };
-    let ids: Vec<PortId> = d.node.ports.ids().collect();
+    let ids: Vec<PortId> = d.io.ports.ids().collect();
     for id in ids {
-        d.watch_port(id)?;
+        d.watch_port(&d.io.ports, id)?;
     }
     info!(
-        originator = %d.node.originator,
+        originator = %lock(&d.node).originator,
         peers = d.cfg.peers.len(),
         ports = d.cfg.raw.ports.len(),
+        workers,
         listen_port = d.cfg.raw.node.listen_port,
         "meshwire running"
     );
 
     let mut ready = Vec::with_capacity(64);
-    let mut rx = PortRx::new();
     let start = Instant::now();
     let mut next_tunnel_tick = start;
     let mut next_fdb_tick = start + FDB_TICK;
+    let mut mesh_deadline = start;
+    let node = Arc::clone(&d.node);
     loop {
         let now = Instant::now();
-        let deadline = d
-            .node
-            .mesh
-            .next_deadline()
-            .min(next_tunnel_tick)
-            .min(next_fdb_tick);
+        let deadline = mesh_deadline.min(next_tunnel_tick).min(next_fdb_tick);
         d.ep.wait(deadline.saturating_duration_since(now), &mut ready)
             .map_err(|e| format!("epoll_wait: {e}"))?;
         let now = Instant::now();
         for &token in &ready {
             match token {
                 TOKEN_SIGNAL => match signals.read() {
-                    Some(libc::SIGHUP) => d.reload(),
+                    Some(libc::SIGHUP) => d.with_node(|d, n| d.reload(n)),
                     Some(sig) => {
                         info!(signal = sig, "shutting down");
+                        d.crew.stop();
+                        d.io.flush();
                         return Ok(());
                     }
                     None => {}
                 },
                 TOKEN_CONTROL => {
-                    for req in control.drain() {
-                        let r = d.control(&req.cmd, now);
+                    let reqs = control.drain();
+                    let replies: Vec<_> = d.with_node(|d, n| {
+                        reqs.iter().map(|req| d.control(n, &req.cmd, now)).collect()
+                    });
+                    // After the other workers caught up with port changes.
+                    for (req, r) in reqs.into_iter().zip(replies) {
                         req.reply(r);
                     }
                 }
+                TOKEN_TUNNEL => d.io.tunnel_readable(&node, now),
                 t if t >= TOKEN_PORT => {
                     let port = (t - TOKEN_PORT) as PortId;
-                    if let Err(e) = read_port(&mut d.node, now, port, &mut rx) {
-                        d.port_failed(port, &e);
+                    if let Err(e) = d.io.port_readable(&node, now, port) {
+                        d.with_node(|d, n| d.port_failed(n, port, &e));
                     }
                 }
-                _ => d.node.on_tunnel_readable(now),
+                _ => {}
             }
         }
         let tunnel_due = now >= next_tunnel_tick;
@@ -136,77 +185,118 @@ pub fn run(cfg: Validated, config_path: &Path) -> Result<(), String> {
         if fdb_due {
             next_fdb_tick = now + FDB_TICK;
         }
-        d.node.on_tick(now, tunnel_due, fdb_due);
+        if tunnel_due || fdb_due || now >= mesh_deadline {
+            mesh_deadline = d.io.with_node(&node, |n| {
+                n.on_tick(now, tunnel_due, fdb_due);
+                n.mesh.next_deadline()
+            });
+        } else {
+            // Frames sent from the data path can move the mesh's next
+            // deadline (an out-of-cycle OGM after a claim).
+            mesh_deadline = lock(&node).mesh.next_deadline();
+        }
+        d.io.flush();
+        d.io.publish(&d.board, now, false);
     }
 }
 
 impl Daemon {
-    fn watch_port(&self, id: PortId) -> Result<(), String> {
-        let fd = self
-            .node
-            .ports
-            .get(id)
-            .map(|p| p.tap.fd())
-            .ok_or("port vanished")?;
+    /// Runs `f` with the node (worker 0's I/O lent to it), then tells the
+    /// other workers about ports that came or went.
+    fn with_node<R>(&mut self, f: impl FnOnce(&mut Daemon, &mut Node) -> R) -> R {
+        let node = Arc::clone(&self.node);
+        let mut n = lock(&node);
+        n.swap_io(&mut self.io.tunnel, &mut self.io.ports);
+        let r = f(self, &mut n);
+        n.swap_io(&mut self.io.tunnel, &mut self.io.ports);
+        drop(n);
+        for e in std::mem::take(&mut self.port_events) {
+            match e {
+                PortEvent::Added(id) => {
+                    if let Some(p) = self.io.ports.get(id) {
+                        self.crew.port_added(id, &p.tap);
+                    }
+                }
+                PortEvent::Removed(id) => self.crew.port_removed(id),
+            }
+        }
+        r
+    }
+
+    fn watch_port(&self, ports: &Ports, id: PortId) -> Result<(), String> {
+        let fd = ports.get(id).map(|p| p.tap.fd()).ok_or("port vanished")?;
         self.ep
             .add(fd, TOKEN_PORT + id as u64)
             .map_err(|e| format!("epoll: {e}"))
     }
 
-    fn add_port(&mut self, name: &str, mtu: Option<u16>, offload: bool) -> Result<PortId, String> {
+    fn add_port(
+        &mut self,
+        node: &mut Node,
+        name: &str,
+        mtu: Option<u16>,
+        offload: bool,
+    ) -> Result<PortId, String> {
         let mtu = mtu.unwrap_or_else(|| self.cfg.default_port_mtu());
-        let id = self.node.add_port(name, mtu, offload)?;
-        if let Err(e) = self.watch_port(id) {
-            let _ = self.node.remove_port(name);
+        let id = node.add_port(name, mtu, offload)?;
+        if let Err(e) = self.watch_port(&node.ports, id) {
+            let _ = node.remove_port(name);
             return Err(e);
         }
+        self.port_events.push(PortEvent::Added(id));
         info!(port = name, mtu, "port added");
         Ok(id)
     }
 
-    fn del_port(&mut self, name: &str) -> Result<PortId, String> {
-        if let Some(id) = self.node.ports.id_by_name(name) {
-            if let Some(p) = self.node.ports.get(id) {
+    fn del_port(&mut self, node: &mut Node, name: &str) -> Result<PortId, String> {
+        if let Some(id) = node.ports.id_by_name(name) {
+            if let Some(p) = node.ports.get(id) {
                 self.ep.del(p.tap.fd());
             }
         }
-        let id = self.node.remove_port(name)?;
+        let id = node.remove_port(name)?;
+        self.port_events.push(PortEvent::Removed(id));
         info!(port = name, "port removed");
         Ok(id)
     }
 
     /// A port whose TAP failed for good leaves the switch and the mesh.
-    fn port_failed(&mut self, port: PortId, e: &std::io::Error) {
-        let Some(name) = self.node.ports.name(port).map(String::from) else {
+    fn port_failed(&mut self, node: &mut Node, port: PortId, e: &std::io::Error) {
+        let Some(name) = node.ports.name(port).map(String::from) else {
             return;
         };
         warn!(port = %name, "port failed ({e}): removing it");
-        if let Err(e) = self.del_port(&name) {
+        if let Err(e) = self.del_port(node, &name) {
             warn!("{e}");
         }
     }
 
-    fn control(&mut self, cmd: &CtlCommand, now: Instant) -> Result<Value, String> {
+    fn control(
+        &mut self,
+        node: &mut Node,
+        cmd: &CtlCommand,
+        now: Instant,
+    ) -> Result<Value, String> {
         match cmd {
             CtlCommand::Port { action } => match action {
                 PortAction::Add { name, mtu } => self
-                    .add_port(name, *mtu, true)
+                    .add_port(node, name, *mtu, true)
                     .map(|id| json!(format!("port {name} added (id {id})"))),
                 PortAction::Del { name } => self
-                    .del_port(name)
+                    .del_port(node, name)
                     .map(|_| json!(format!("port {name} removed"))),
             },
             CtlCommand::Announce { port, mac, ip } => {
-                self.node.announce(now, port, *mac, ip).map(Value::from)
+                node.announce(now, port, *mac, ip).map(Value::from)
             }
-            other => report::answer(&mut self.node, other, now),
+            other => report::answer(node, other, now),
         }
     }
 
     /// SIGHUP: re-reads the config and brings the config's ports in line.
-    /// Other sections need a restart (peers, keys, addresses); a bad file
-    /// is reported and changes nothing.
-    fn reload(&mut self) {
+    /// Other sections need a restart (peers, keys, addresses, workers); a
+    /// bad file is reported and changes nothing.
+    fn reload(&mut self, node: &mut Node) {
         let cfg = match config::load(&self.config_path) {
             Ok(c) => c,
             Err(e) => {
@@ -221,13 +311,13 @@ impl Daemon {
             .cloned()
             .collect::<Vec<_>>()
         {
-            if let Err(e) = self.del_port(&gone) {
+            if let Err(e) = self.del_port(node, &gone) {
                 warn!("reload: {e}");
             }
         }
         for p in &cfg.raw.ports {
-            if self.node.ports.id_by_name(&p.name).is_none() {
-                if let Err(e) = self.add_port(&p.name, Some(cfg.port_mtu(p)), p.offload) {
+            if node.ports.id_by_name(&p.name).is_none() {
+                if let Err(e) = self.add_port(node, &p.name, Some(cfg.port_mtu(p)), p.offload) {
                     warn!("reload: {e}");
                 }
             }
@@ -236,27 +326,4 @@ impl Daemon {
         self.cfg = cfg;
         info!("config reloaded");
     }
-}
-
-/// Reads what a port has, a bounded number of batches at a time; 64 KB
-/// super-frames come out cut to MTU-sized frames. An error other than
-/// "nothing more" means the TAP is gone from under us (its namespace was
-/// deleted: the fd is detached, EBADFD) and is returned, so the port can be
-/// dropped instead of spinning on an fd that is always readable.
-fn read_port(node: &mut Node, now: Instant, port: PortId, rx: &mut PortRx) -> std::io::Result<()> {
-    for _ in 0..PORT_BATCHES {
-        match node.ports.recv_batch(port, rx) {
-            Ok(_) => {
-                while let Some(frame) = rx.next_frame() {
-                    node.on_port_frame(now, port, frame);
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            // Removed earlier in this round of events.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }

@@ -10,14 +10,17 @@
 //! top of batman's own duplicate detection.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Instant;
+
+use super::worker::Board;
 
 use crate::config::Validated;
 use crate::keys;
 use crate::mesh::{HardifId, Mesh, MeshConfig, MeshOutput};
 use crate::port::{PortId, Ports, TapOptions};
 use crate::switch::{announce, Decision, Switch, SwitchConfig};
-use crate::tunnel::{PeerId, TunnelConfig, Tunnels};
+use crate::tunnel::{PeerId, TunnelConfig, TunnelIo, Tunnels};
 use crate::wire::ethernet::{self, Frame};
 use crate::wire::MacAddr;
 
@@ -59,6 +62,10 @@ pub struct Node {
     hardif_mtus: Vec<Option<usize>>,
     out: Vec<MeshOutput>,
     tx_buf: Vec<u8>,
+    /// Dataplane workers (`node.workers`).
+    pub workers: usize,
+    /// What each worker last reported (their own queues' counters).
+    pub board: Arc<Board>,
 }
 
 impl Node {
@@ -81,13 +88,21 @@ impl Node {
             add_link(&mut mesh, i as HardifId, mac, hardif_mtus[i]);
             hardif_macs.push(mac);
         }
-        let tunnels = Tunnels::new(TunnelConfig::from_validated(cfg))
+        let workers = cfg.workers();
+        let tunnels = Tunnels::with_reuse_port(TunnelConfig::from_validated(cfg), workers > 1)
             .map_err(|e| format!("node.listen_port {}: {e}", cfg.raw.node.listen_port))?;
         let mut ports = Ports::new();
         for p in &cfg.raw.ports {
             let mtu = cfg.port_mtu(p);
             ports
-                .open_with(&p.name, mtu, TapOptions { offload: p.offload })
+                .open_with(
+                    &p.name,
+                    mtu,
+                    TapOptions {
+                        offload: p.offload,
+                        multi_queue: workers > 1,
+                    },
+                )
                 .map_err(|e| format!("port {}: {e}", p.name))?;
         }
         let mut switch = Switch::new(SwitchConfig::default());
@@ -112,7 +127,37 @@ impl Node {
             hardif_mtus,
             out: Vec::with_capacity(64),
             tx_buf: Vec::with_capacity(2048),
+            workers,
+            board: Arc::new(Board::new(workers)),
         })
+    }
+
+    /// Lends a worker's I/O (its underlay socket and batches, its queues of
+    /// the ports) to the node, or takes it back: call once before and once
+    /// after the work. Everything the node sends in between joins the
+    /// worker's batches, which the worker flushes after releasing the node.
+    pub fn swap_io(&mut self, io: &mut TunnelIo, ports: &mut Ports) {
+        self.tunnels.swap_io(io);
+        std::mem::swap(&mut self.ports, ports);
+    }
+
+    /// The worker path of `on_tunnel_readable`: the datagrams the lent
+    /// `TunnelIo` already read. Sends are left in the lent batch.
+    pub fn on_tunnel_received(&mut self, now: Instant) -> usize {
+        let Node {
+            tunnels,
+            mesh,
+            hardif_macs,
+            counters,
+            out,
+            ..
+        } = self;
+        let n = tunnels.process_received(&mut |peer: PeerId, frame: &[u8]| {
+            mesh_frame(mesh, hardif_macs, counters, out, now, peer, frame)
+        });
+        self.roams(now);
+        self.flush(now);
+        n
     }
 
     /// A frame a VM sent into port `port`.
@@ -216,28 +261,7 @@ impl Node {
             ..
         } = self;
         tunnels.receive(&mut |peer: PeerId, frame: &[u8]| {
-            let Ok(eth) = Frame::new_checked(frame) else {
-                counters.tunnel_runt += 1;
-                return;
-            };
-            if eth.ethertype() != ethernet::ethertype::BATMAN {
-                counters.tunnel_not_batman += 1;
-                return;
-            }
-            let dst = eth.dst_addr();
-            let own = hardif_macs.get(peer as usize).copied();
-            if dst.is_unicast() && Some(dst) != own && !mesh.is_own_address(dst) {
-                counters.tunnel_not_for_us += 1;
-                return;
-            }
-            mesh.receive(
-                now,
-                peer as HardifId,
-                eth.src_addr(),
-                dst,
-                eth.payload(),
-                out,
-            );
+            mesh_frame(mesh, hardif_macs, counters, out, now, peer, frame)
         });
         self.roams(now);
         self.flush(now);
@@ -365,7 +389,14 @@ impl Node {
         crate::config::check_ifname(name).map_err(|e| format!("port {name}: {e}"))?;
         let id = self
             .ports
-            .open_with(name, mtu, TapOptions { offload })
+            .open_with(
+                name,
+                mtu,
+                TapOptions {
+                    offload,
+                    multi_queue: self.workers > 1,
+                },
+            )
             .map_err(|e| format!("port {name}: {e}"))?;
         self.switch.set_port_name(id, name);
         self.port_ids.push(id);
@@ -435,6 +466,41 @@ impl Node {
 /// Handshake initiations without an answer after which a peer is dead
 /// (boringtun retries every 5 s, so about 15 s).
 const DEAD_HANDSHAKES: u32 = 3;
+
+/// A frame out of a tunnel: a batman packet for one of our hard interfaces
+/// goes to the mesh; anything else is counted and dropped.
+fn mesh_frame(
+    mesh: &mut Mesh,
+    hardif_macs: &[MacAddr],
+    counters: &mut NodeCounters,
+    out: &mut Vec<MeshOutput>,
+    now: Instant,
+    peer: PeerId,
+    frame: &[u8],
+) {
+    let Ok(eth) = Frame::new_checked(frame) else {
+        counters.tunnel_runt += 1;
+        return;
+    };
+    if eth.ethertype() != ethernet::ethertype::BATMAN {
+        counters.tunnel_not_batman += 1;
+        return;
+    }
+    let dst = eth.dst_addr();
+    let own = hardif_macs.get(peer as usize).copied();
+    if dst.is_unicast() && Some(dst) != own && !mesh.is_own_address(dst) {
+        counters.tunnel_not_for_us += 1;
+        return;
+    }
+    mesh.receive(
+        now,
+        peer as HardifId,
+        eth.src_addr(),
+        dst,
+        eth.payload(),
+        out,
+    );
+}
 
 /// (Re)adds a peer's hard interface with no neighbours: a fresh link.
 fn add_link(mesh: &mut Mesh, id: HardifId, mac: MacAddr, mtu: Option<usize>) {

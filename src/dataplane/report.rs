@@ -117,11 +117,19 @@ fn fdb(node: &Node, now: Instant) -> Value {
 }
 
 fn ports(node: &Node) -> Value {
+    // Worker 0's queues are the lent set; the others' counts are what they
+    // last published.
+    let others = node.board.reports();
     let list: Vec<Value> = node
         .ports
         .info()
-        .iter()
+        .iter_mut()
         .map(|p| {
+            for r in others.iter().filter(|r| r.worker != 0) {
+                for (_, c) in r.ports.iter().filter(|(id, _)| *id == p.id) {
+                    p.counters.add(c);
+                }
+            }
             let c = &p.counters;
             let drops = c.rx_drop_short
                 + c.rx_drop_oversize
@@ -151,5 +159,6 @@ fn stats(node: &Node) -> Value {
         "mesh": to_value(node.mesh.counters()),
         "switch": to_value(node.switch.counters()),
         "ports": to_value(node.ports.counters()),
+        "workers": to_value(&node.board.reports()),
     })
 }

@@ -162,7 +162,10 @@ fn pair(offload: bool, net: Net) -> Pair {
     let nsa = Netns::new(format!("{base}-nsa"));
     let nsb = Netns::new(format!("{base}-nsb"));
     let mut ports = Ports::new();
-    let opts = TapOptions { offload };
+    let opts = TapOptions {
+        offload,
+        multi_queue: false,
+    };
     let a = ports.open_with(&na, 1500, opts).expect("open a");
     let b = ports.open_with(&nb, 1500, opts).expect("open b");
     assert_eq!(ports.get(a).unwrap().tap.offloads().tso, offload);

@@ -65,11 +65,46 @@ pub struct PortCounters {
     pub tx_gro: u64,
 }
 
+impl PortCounters {
+    /// Adds another queue's counts (the port's total over workers).
+    pub fn add(&mut self, o: &PortCounters) {
+        macro_rules! add {
+            ($($f:ident),*) => { $(self.$f += o.$f;)* };
+        }
+        add!(
+            rx_frames,
+            rx_bytes,
+            tx_frames,
+            tx_bytes,
+            rx_drop_short,
+            rx_drop_oversize,
+            rx_errors,
+            tx_drop_short,
+            tx_drop_oversize,
+            tx_drop_busy,
+            tx_errors,
+            rx_reads,
+            rx_gso,
+            rx_csum_completed,
+            rx_drop_bad_vnet,
+            rx_drop_unsupported_gso,
+            rx_drop_bad_gso,
+            rx_drop_bad_headers,
+            rx_drop_bad_csum,
+            tx_writes,
+            tx_gro
+        );
+    }
+}
+
 /// One port: the TAP and what went through it.
 #[derive(Debug)]
 pub struct Port {
     pub tap: Tap,
     pub counters: PortCounters,
+    /// This set reads the queue (false: a worker's duplicate of a
+    /// single-queue TAP's fd, for writes only).
+    pub polled: bool,
     /// Super-frame cut by the one-frame `recv` (allocated on first use).
     rx: Option<Box<PortRx>>,
 }
@@ -138,10 +173,45 @@ impl Ports {
             Port {
                 tap,
                 counters: PortCounters::default(),
+                polled: true,
                 rx: None,
             },
         );
         Ok(id)
+    }
+
+    /// A further worker's set of the same ports under the same ids: its own
+    /// queue of every multi-queue TAP, a write-only duplicate of the others.
+    pub fn replica(&self) -> io::Result<Ports> {
+        let mut r = Ports {
+            next_id: self.next_id,
+            ..Ports::default()
+        };
+        for (&id, p) in &self.ports {
+            let (tap, polled) = p.tap.queue_for_worker()?;
+            r.insert_queue(id, tap, polled);
+        }
+        Ok(r)
+    }
+
+    /// Adds to a replica a worker's queue of a port another set opened
+    /// under `id` (from [`Tap::queue_for_worker`]).
+    pub fn insert_queue(&mut self, id: PortId, tap: Tap, polled: bool) {
+        self.ports.insert(
+            id,
+            Port {
+                tap,
+                counters: PortCounters::default(),
+                polled,
+                rx: None,
+            },
+        );
+        self.next_id = self.next_id.max(id.saturating_add(1));
+    }
+
+    /// Every port's counters by id (to add up the workers' queues).
+    pub fn port_counters(&self) -> impl Iterator<Item = (PortId, PortCounters)> + '_ {
+        self.ports.iter().map(|(id, p)| (*id, p.counters))
     }
 
     fn check_room(&mut self, name: &str) -> io::Result<()> {

@@ -106,11 +106,20 @@ pub struct TapOptions {
     /// hands over (and takes) 64 KB super-frames. On by default; off gives
     /// the plain one-frame-per-read device.
     pub offload: bool,
+    /// IFF_MULTI_QUEUE, so that more fds can attach further queues of the
+    /// same device ([`Tap::attach_queue`]): one per dataplane worker, the
+    /// kernel spreading flows over them by hash. A device that exists
+    /// without it cannot take it; such a TAP is opened single-queue
+    /// ([`Tap::multi_queue`] says which).
+    pub multi_queue: bool,
 }
 
 impl Default for TapOptions {
     fn default() -> TapOptions {
-        TapOptions { offload: true }
+        TapOptions {
+            offload: true,
+            multi_queue: false,
+        }
     }
 }
 
@@ -137,6 +146,7 @@ pub struct Tap {
     ifindex: Option<u32>,
     created: bool,
     offloads: Offloads,
+    multi_queue: bool,
 }
 
 impl Tap {
@@ -144,21 +154,24 @@ impl Tap {
     /// device of that name exists, sets its MTU and brings it up. The fd is
     /// nonblocking.
     pub fn open(name: &str, mtu: u16) -> io::Result<Tap> {
-        Tap::open_with(name, mtu, TapOptions { offload: false })
+        Tap::open_with(
+            name,
+            mtu,
+            TapOptions {
+                offload: false,
+                multi_queue: false,
+            },
+        )
     }
 
     /// Like [`Tap::open`], with offloads as `opts` asks and the kernel
     /// allows: see [`Tap::offloads`] for what is on.
     pub fn open_with(name: &str, mtu: u16, opts: TapOptions) -> io::Result<Tap> {
         check_name(name)?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-            .open("/dev/net/tun")?;
+        let file = open_clone_dev()?;
         let fd = file.as_raw_fd();
-        let (created, vnet_hdr) = attach(fd, name, opts.offload)?;
-        let offloads = if vnet_hdr {
+        let a = attach(fd, name, opts)?;
+        let offloads = if a.vnet_hdr {
             offload::enable(fd)?
         } else {
             Offloads::default()
@@ -168,11 +181,73 @@ impl Tap {
             name: name.to_owned(),
             mtu,
             ifindex: None,
-            created,
+            created: a.created,
             offloads,
+            multi_queue: a.multi_queue,
         };
         tap.configure()?;
         Ok(tap)
+    }
+
+    /// Opens one more queue of this multi-queue TAP: a new fd with the same
+    /// flags, on which the kernel delivers the flows it hashes to it and
+    /// takes frames like on any other. The device stays until its last
+    /// queue closes. Not for a single-queue TAP (EINVAL).
+    pub fn attach_queue(&self) -> io::Result<Tap> {
+        if !self.multi_queue {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        let file = open_clone_dev()?;
+        let mut flags = (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_MULTI_QUEUE) as i16;
+        if self.offloads.vnet_hdr {
+            flags |= libc::IFF_VNET_HDR as i16;
+        }
+        attach_existing(file.as_raw_fd(), &self.name, flags)?;
+        // Header size and offloads are the device's, set by the first queue;
+        // setting them again per fd is harmless and keeps this fd's view
+        // (and a reader's assumptions) explicit.
+        let offloads = if self.offloads.vnet_hdr {
+            offload::enable(file.as_raw_fd())?
+        } else {
+            Offloads::default()
+        };
+        Ok(Tap {
+            file,
+            name: self.name.clone(),
+            mtu: self.mtu,
+            ifindex: self.ifindex,
+            created: false,
+            offloads,
+            multi_queue: true,
+        })
+    }
+
+    /// What a further worker uses for this port: its own queue of a
+    /// multi-queue TAP (`true`: the worker polls it), or else a duplicate of
+    /// this fd (`false`: the worker only writes to it; reads stay with the
+    /// worker that owns the single queue, so frames of one flow are never
+    /// read by two threads).
+    pub fn queue_for_worker(&self) -> io::Result<(Tap, bool)> {
+        if self.multi_queue {
+            return Ok((self.attach_queue()?, true));
+        }
+        Ok((
+            Tap {
+                file: self.file.try_clone()?,
+                name: self.name.clone(),
+                mtu: self.mtu,
+                ifindex: self.ifindex,
+                created: false,
+                offloads: self.offloads,
+                multi_queue: false,
+            },
+            false,
+        ))
+    }
+
+    /// The device has IFF_MULTI_QUEUE: [`Tap::attach_queue`] works.
+    pub fn multi_queue(&self) -> bool {
+        self.multi_queue
     }
 
     pub fn offloads(&self) -> Offloads {
@@ -258,44 +333,85 @@ impl Tap {
     }
 }
 
+/// The clone device, nonblocking: every fd opened on it becomes one TAP
+/// queue after TUNSETIFF.
+fn open_clone_dev() -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open("/dev/net/tun")
+}
+
+/// What TUNSETIFF gave us (as TUNGETIFF reports it, not as we asked).
+struct Attached {
+    created: bool,
+    vnet_hdr: bool,
+    multi_queue: bool,
+}
+
 /// TUNSETIFF: first exclusively, which only succeeds when we create the
 /// device, then without IFF_TUN_EXCL to attach to an existing persistent one.
-/// With `vnet`, IFF_VNET_HDR is asked for; a device that refuses it is
-/// attached plain. Returns whether we created it and whether the header is
-/// on (as TUNGETIFF reports, not as we asked).
-fn attach(fd: RawFd, name: &str, vnet: bool) -> io::Result<(bool, bool)> {
+/// An existing device must be attached with the flags it was made with, so
+/// the ones we asked for are dropped step by step (multi-queue first, then
+/// the vnet header) until the kernel takes the fd.
+fn attach(fd: RawFd, name: &str, opts: TapOptions) -> io::Result<Attached> {
     let plain = (libc::IFF_TAP | libc::IFF_NO_PI) as i16;
-    let base = if vnet {
-        plain | libc::IFF_VNET_HDR as i16
+    let vnet = if opts.offload {
+        libc::IFF_VNET_HDR as i16
     } else {
-        plain
+        0
     };
+    let mq = if opts.multi_queue {
+        libc::IFF_MULTI_QUEUE as i16
+    } else {
+        0
+    };
+    let base = plain | vnet | mq;
     let mut r = IfReq::new(name);
     r.set_short(base | libc::IFF_TUN_EXCL as i16);
     let created = match ioctl(fd, libc::TUNSETIFF, &mut r) {
         Ok(()) => true,
         Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
-            attach_existing(fd, name, base)
-                .or_else(|e| {
-                    if base != plain && e.raw_os_error() == Some(libc::EINVAL) {
-                        attach_existing(fd, name, plain)
-                    } else {
-                        Err(e)
+            let mut tries = vec![base];
+            for f in [plain | vnet, plain | mq, plain] {
+                if !tries.contains(&f) {
+                    tries.push(f);
+                }
+            }
+            let mut last = e;
+            let mut ok = false;
+            for f in tries {
+                match attach_existing(fd, name, f) {
+                    Ok(()) => {
+                        ok = true;
+                        break;
                     }
-                })
-                .map_err(|e| {
-                    io::Error::new(
-                        e.kind(),
-                        format!("{name} exists and cannot be attached as a TAP: {e}"),
-                    )
-                })?;
+                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => last = e,
+                    Err(e) => {
+                        last = e;
+                        break;
+                    }
+                }
+            }
+            if !ok {
+                return Err(io::Error::new(
+                    last.kind(),
+                    format!("{name} exists and cannot be attached as a TAP: {last}"),
+                ));
+            }
             false
         }
         Err(e) => return Err(e),
     };
     let mut r = IfReq::new(name);
     ioctl(fd, libc::TUNGETIFF, &mut r)?;
-    Ok((created, r.short() & libc::IFF_VNET_HDR as i16 != 0))
+    let got = r.short();
+    Ok(Attached {
+        created,
+        vnet_hdr: got & libc::IFF_VNET_HDR as i16 != 0,
+        multi_queue: got & libc::IFF_MULTI_QUEUE as i16 != 0,
+    })
 }
 
 fn attach_existing(fd: RawFd, name: &str, flags: i16) -> io::Result<()> {

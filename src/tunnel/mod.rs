@@ -200,8 +200,44 @@ impl fmt::Display for TunnelError {
 
 impl std::error::Error for TunnelError {}
 
+/// One dataplane worker's own path to the underlay: its socket (a member
+/// of the port's SO_REUSEPORT group, or a dup of the first socket), its send
+/// batch and its receive batch. The system calls happen on it outside the
+/// node lock (`recv`, `flush`); the processing in between runs on the
+/// shared `Tunnels` after the worker lent it with [`Tunnels::swap_io`].
+pub struct TunnelIo {
+    net: Output,
+    rx: RxBatch,
+    /// What `flush` counted, handed to the shared counters at the next
+    /// `swap_io`.
+    counters: TunnelCounters,
+}
+
+impl TunnelIo {
+    pub fn fd(&self) -> RawFd {
+        self.net.socket.raw_fd()
+    }
+
+    /// One recvmmsg (RX_BATCH entries, GRO trains) into the receive batch,
+    /// replacing what it held. Ok(0): nothing was waiting.
+    pub fn recv(&mut self) -> io::Result<usize> {
+        self.net.socket.recv_batch(&mut self.rx, RX_BATCH)
+    }
+
+    /// Hands the send batch to the kernel (one sendmmsg, GSO runs).
+    pub fn flush(&mut self) {
+        self.net.flush(&mut self.counters);
+    }
+
+    /// Datagrams waiting for `flush`.
+    pub fn queued(&self) -> usize {
+        self.net.queued()
+    }
+}
+
 pub struct Tunnels {
-    /// The socket and the send batch.
+    /// The socket and the send batch: the first socket when no worker has
+    /// lent its own (`swap_io`).
     net: Output,
     rx: RxBatch,
     peers: Vec<Peer>,
@@ -232,6 +268,12 @@ fn invalid(msg: String) -> io::Error {
 impl Tunnels {
     /// Checks the config and binds the socket.
     pub fn new(cfg: TunnelConfig) -> io::Result<Tunnels> {
+        Tunnels::with_reuse_port(cfg, false)
+    }
+
+    /// Like `new`; with `reuse_port` the socket opens an SO_REUSEPORT group
+    /// that `new_io` adds further workers' sockets to.
+    pub fn with_reuse_port(cfg: TunnelConfig, reuse_port: bool) -> io::Result<Tunnels> {
         if cfg.peers.len() > MAX_PEERS {
             return Err(invalid(format!(
                 "{} peers, at most {MAX_PEERS}",
@@ -255,7 +297,7 @@ impl Tunnels {
                 return Err(invalid(format!("peer {i}: public key listed twice")));
             }
         }
-        let socket = UdpSocket::bind(cfg.listen_port)?;
+        let socket = UdpSocket::bind_shared(cfg.listen_port, reuse_port)?;
         let secret = StaticSecret::from(cfg.private_key);
         let matcher = Matcher::new(secret, by_key);
         let index = IndexMap::new(random_u32(), cfg.peers.len());
@@ -286,6 +328,45 @@ impl Tunnels {
             underlay_mtu: usize::from(cfg.underlay_mtu),
             counters: TunnelCounters::default(),
         })
+    }
+
+    /// A worker's underlay path. The first worker (`join_group` false)
+    /// gets a second handle on the first socket, so no datagram lands on a
+    /// socket nobody polls; each further worker binds a new member of the
+    /// port's SO_REUSEPORT group (the Tunnels must have been made
+    /// `with_reuse_port`).
+    pub fn new_io(&self, join_group: bool) -> io::Result<TunnelIo> {
+        let socket = if join_group {
+            let mut s = UdpSocket::bind_shared(self.local_port()?, true)?;
+            s.set_gro(self.net.socket.gro);
+            s
+        } else {
+            self.net.socket.try_clone()?
+        };
+        let mut net = Output::new(socket);
+        net.batching = self.net.batching;
+        Ok(TunnelIo {
+            net,
+            rx: RxBatch::new(),
+            counters: TunnelCounters::default(),
+        })
+    }
+
+    /// Lends a worker's path to the shared state (call again to take it
+    /// back): between the two calls every send joins the worker's batch
+    /// and `process_received` reads the worker's receive batch. Takes over
+    /// the counts of the worker's last flushes.
+    pub fn swap_io(&mut self, io: &mut TunnelIo) {
+        std::mem::swap(&mut self.net, &mut io.net);
+        std::mem::swap(&mut self.rx, &mut io.rx);
+        self.counters.absorb_flush(&mut io.counters);
+    }
+
+    /// Processes the datagrams of the lent receive batch (see `swap_io`)
+    /// and calls `deliver(peer, frame)` for every gretap frame that passed.
+    /// Flushes nothing. Returns the datagrams handled.
+    pub fn process_received(&mut self, deliver: &mut dyn FnMut(PeerId, &[u8])) -> usize {
+        self.process_received_inner(deliver)
     }
 
     /// Descriptors to watch for readability.

@@ -76,6 +76,47 @@ impl Tunnels {
     }
 }
 
+impl Tunnels {
+    /// The worker path: processes the batch a worker's `TunnelIo::recv`
+    /// read, once the worker lent its `TunnelIo` with `swap_io`. Replies
+    /// and released frames join the lent send batch; nothing is flushed
+    /// here (the worker flushes outside the node lock).
+    pub(super) fn process_received_inner(
+        &mut self,
+        deliver: &mut dyn FnMut(PeerId, &[u8]),
+    ) -> usize {
+        let Tunnels {
+            net,
+            rx,
+            peers,
+            index,
+            matcher,
+            out,
+            counters,
+            ..
+        } = self;
+        let n = rx.count();
+        if n == 0 {
+            return 0;
+        }
+        counters.rx_recvmmsg_calls += 1;
+        counters.rx_messages += n as u64;
+        counters.rx_most_messages_per_call = counters.rx_most_messages_per_call.max(n as u64);
+        let mut ctx = Rx {
+            net,
+            peers,
+            index: *index,
+            matcher,
+            out,
+            counters,
+            now: Now::read(),
+        };
+        let handled = ctx.batch(rx, deliver);
+        rx.clear();
+        handled
+    }
+}
+
 impl Rx<'_> {
     /// Up to MAX_BATCHES_PER_CALL recvmmsg calls; returns the datagrams.
     fn drain(&mut self, rx: &mut RxBatch, deliver: &mut dyn FnMut(PeerId, &[u8])) -> usize {
@@ -99,19 +140,26 @@ impl Rx<'_> {
                 self.counters.rx_most_messages_per_call =
                     self.counters.rx_most_messages_per_call.max(n as u64);
             }
-            for i in 0..rx.count() {
-                let before = total;
-                for d in rx.datagrams(i) {
-                    self.datagram(d.data, d.from, d.oversize, deliver);
-                    total += 1;
-                }
-                if rx.segment_size(i) > 0 {
-                    self.counters.rx_gro_trains += 1;
-                    self.counters.rx_gro_segments += (total - before) as u64;
-                }
-            }
+            total += self.batch(rx, deliver);
             if n < per_call || total >= MAX_DATAGRAMS_PER_CALL {
                 break;
+            }
+        }
+        total
+    }
+
+    /// Every datagram of one received batch.
+    fn batch(&mut self, rx: &RxBatch, deliver: &mut dyn FnMut(PeerId, &[u8])) -> usize {
+        let mut total = 0;
+        for i in 0..rx.count() {
+            let before = total;
+            for d in rx.datagrams(i) {
+                self.datagram(d.data, d.from, d.oversize, deliver);
+                total += 1;
+            }
+            if rx.segment_size(i) > 0 {
+                self.counters.rx_gro_trains += 1;
+                self.counters.rx_gro_segments += (total - before) as u64;
             }
         }
         total

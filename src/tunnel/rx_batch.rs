@@ -66,6 +66,11 @@ impl RxBatch {
     }
 
     /// Entries filled by the last recv_batch.
+    /// Forgets the batch, so it is never processed twice.
+    pub fn clear(&mut self) {
+        self.count = 0;
+    }
+
     pub fn count(&self) -> usize {
         self.count
     }

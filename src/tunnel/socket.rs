@@ -88,16 +88,36 @@ impl UdpSocket {
     /// Binds `[::]:port` dual-stack, or `0.0.0.0:port` without IPv6.
     /// Port 0 lets the kernel choose (tests); see `local_port`.
     pub fn bind(port: u16) -> io::Result<UdpSocket> {
-        match Self::bind_family(port, true) {
+        Self::bind_shared(port, false)
+    }
+
+    /// Like `bind`; with `reuse_port` the socket joins an SO_REUSEPORT
+    /// group on the port (one socket per dataplane worker; the kernel
+    /// spreads senders over them by a hash of the 4-tuple, so one peer's
+    /// datagrams all reach the same socket, in order). Every socket of the
+    /// group must ask for it, the first one included.
+    pub fn bind_shared(port: u16, reuse_port: bool) -> io::Result<UdpSocket> {
+        match Self::bind_family(port, true, reuse_port) {
             Ok(s) => Ok(s),
             Err(e) if e.raw_os_error() == Some(libc::EAFNOSUPPORT) => {
-                Self::bind_family(port, false)
+                Self::bind_family(port, false, reuse_port)
             }
             Err(e) => Err(e),
         }
     }
 
-    fn bind_family(port: u16, v6: bool) -> io::Result<UdpSocket> {
+    /// A second handle on the same socket (dup): no new member of a
+    /// reuseport group, the same port, queue and options.
+    pub fn try_clone(&self) -> io::Result<UdpSocket> {
+        Ok(UdpSocket {
+            fd: self.fd.try_clone()?,
+            v6: self.v6,
+            gro: self.gro,
+            gso: self.gso,
+        })
+    }
+
+    fn bind_family(port: u16, v6: bool, reuse_port: bool) -> io::Result<UdpSocket> {
         let family = if v6 { libc::AF_INET6 } else { libc::AF_INET };
         // SAFETY: plain syscall; the fd is owned right after.
         let raw = cvt(unsafe {
@@ -113,6 +133,9 @@ impl UdpSocket {
             setsockopt_int(raw, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 0)?;
         }
         forbid_fragmentation(raw, v6)?;
+        if reuse_port {
+            setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
+        }
         Self::size_buffers(raw);
         let any = if v6 {
             SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, port, 0, 0))

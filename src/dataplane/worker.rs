@@ -1,0 +1,459 @@
+//! Dataplane workers: one thread per core (`node.workers`), each with its
+//! own I/O, sharing one `Node`.
+//!
+//! A worker owns
+//! - its underlay socket: worker 0 a second handle on the first socket,
+//!   every other worker a new member of the port's SO_REUSEPORT group. The
+//!   kernel picks the socket by a hash of the 4-tuple, so all datagrams of
+//!   one peer reach one worker, in order;
+//! - its queue of every TAP (IFF_MULTI_QUEUE). The kernel picks the queue
+//!   by flow hash, so all frames of one flow reach one worker, in order;
+//! - its send batch, its TAP write and coalescing batches, its buffers.
+//!
+//! The system calls (recvmmsg, TAP reads, sendmmsg, TAP writes) run
+//! outside any lock. The work in between (switch, mesh, WireGuard) takes
+//! the node lock once per batch (up to 32 recvmmsg entries or one TAP
+//! batch), never per packet; the worker lends its I/O to the node for
+//! that time (`Node::swap_io`), so whatever the node sends joins the
+//! worker's own batches and leaves when the worker flushes.
+//!
+//! Order per flow holds: a flow enters through one queue or one socket,
+//! so one worker handles it, and that worker's batches keep its order.
+//! Encryption counters of one peer may leave two workers' batches
+//! interleaved; WireGuard's replay window (8192 in the kernel and in
+//! boringtun) takes that, as it takes reordering on the wire.
+//!
+//! What a single busy peer cannot get here: its WireGuard state is one
+//! boringtun `Tunn` taking `&mut self`, so its encryption and decryption
+//! run under the node lock, one batch at a time. Spreading one peer's
+//! crypto over cores needs a session handle that can seal with shared
+//! access; boringtun 0.7 keeps its sessions private.
+//!
+//! Worker 0 (the daemon's thread, `super::run`) also runs the timers, the
+//! control requests and the signals; it tells the others about ports that
+//! come and go through their inboxes.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tracing::warn;
+
+use super::epoll::Epoll;
+use super::{Node, PORT_BATCHES, TOKEN_PORT, TOKEN_TUNNEL};
+use crate::port::{PortCounters, PortId, PortRx, Ports, Tap};
+use crate::tunnel::{TunnelIo, MAX_BATCHES_PER_CALL, RX_BATCH};
+
+const TOKEN_INBOX: u64 = 3;
+/// How often a worker publishes its counters for `ctl` (the figures of
+/// workers other than 0 are at most this old).
+const PUBLISH_EVERY: Duration = Duration::from_millis(100);
+/// How long worker 0 waits for the others to close a removed port's queue.
+const DETACH_WAIT: Duration = Duration::from_secs(2);
+
+/// Takes the node lock. A poisoned lock means a worker panicked, and a
+/// panicking worker ends the process (see `spawn`), so the data is whole.
+pub fn lock(node: &Mutex<Node>) -> MutexGuard<'_, Node> {
+    node.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What a worker did, for `ctl stats` (and its queues' counters, which
+/// `ctl ports` adds up).
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct WorkerReport {
+    pub worker: usize,
+    /// Frames read from its queues of the ports.
+    pub port_frames: u64,
+    /// Datagrams read from its socket.
+    pub tunnel_datagrams: u64,
+    /// Times it took the node lock (about once per batch).
+    pub node_locks: u64,
+    #[serde(skip)]
+    pub ports: Vec<(PortId, PortCounters)>,
+}
+
+/// The workers' last reports.
+#[derive(Debug)]
+pub struct Board {
+    slots: Vec<Mutex<WorkerReport>>,
+}
+
+impl Board {
+    pub fn new(workers: usize) -> Board {
+        Board {
+            slots: (0..workers.max(1))
+                .map(|w| {
+                    Mutex::new(WorkerReport {
+                        worker: w,
+                        ..WorkerReport::default()
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    fn publish(&self, r: &WorkerReport) {
+        if let Some(s) = self.slots.get(r.worker) {
+            *s.lock().unwrap_or_else(PoisonError::into_inner) = r.clone();
+        }
+    }
+
+    pub fn reports(&self) -> Vec<WorkerReport> {
+        self.slots
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).clone())
+            .collect()
+    }
+}
+
+/// What worker 0 tells the others.
+pub enum Command {
+    /// A port was added: here is this worker's queue of it.
+    AttachPort {
+        id: PortId,
+        tap: Tap,
+        polled: bool,
+    },
+    /// A port was removed: close the queue, then answer.
+    DetachPort {
+        id: PortId,
+        done: mpsc::Sender<()>,
+    },
+    Stop,
+}
+
+/// A worker's mailbox: commands plus an eventfd its epoll watches.
+pub struct Inbox {
+    cmds: Mutex<Vec<Command>>,
+    efd: OwnedFd,
+}
+
+impl Inbox {
+    pub fn new() -> io::Result<Inbox> {
+        // SAFETY: eventfd returns a new fd or -1.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Inbox {
+            cmds: Mutex::new(Vec::new()),
+            // SAFETY: fd is a fresh descriptor nobody else owns.
+            efd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    pub fn send(&self, cmd: Command) {
+        self.cmds
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(cmd);
+        let one: u64 = 1;
+        // SAFETY: writing 8 bytes from a live u64 to our eventfd.
+        unsafe { libc::write(self.efd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    fn drain(&self) -> Vec<Command> {
+        let mut v: u64 = 0;
+        // SAFETY: reading 8 bytes into a live u64 from our eventfd.
+        unsafe { libc::read(self.efd.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
+        std::mem::take(&mut *self.cmds.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn fd(&self) -> RawFd {
+        self.efd.as_raw_fd()
+    }
+}
+
+/// One worker's I/O.
+pub struct WorkerIo {
+    pub tunnel: TunnelIo,
+    pub ports: Ports,
+    rx: PortRx,
+    report: WorkerReport,
+    published: Instant,
+}
+
+impl WorkerIo {
+    pub fn new(worker: usize, tunnel: TunnelIo, ports: Ports) -> WorkerIo {
+        WorkerIo {
+            tunnel,
+            ports,
+            rx: PortRx::new(),
+            report: WorkerReport {
+                worker,
+                ..WorkerReport::default()
+            },
+            published: Instant::now(),
+        }
+    }
+
+    /// Runs `f` on the node with this worker's I/O lent to it.
+    pub fn with_node<R>(&mut self, node: &Mutex<Node>, f: impl FnOnce(&mut Node) -> R) -> R {
+        let mut n = lock(node);
+        self.report.node_locks += 1;
+        n.swap_io(&mut self.tunnel, &mut self.ports);
+        let r = f(&mut n);
+        n.swap_io(&mut self.tunnel, &mut self.ports);
+        r
+    }
+
+    /// Reads the socket batch by batch (a bounded number), each processed
+    /// under one hold of the node lock.
+    pub fn tunnel_readable(&mut self, node: &Mutex<Node>, now: Instant) {
+        for _ in 0..MAX_BATCHES_PER_CALL {
+            let n = match self.tunnel.recv() {
+                Ok(0) => return,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    warn!(worker = self.report.worker, "recvmmsg: {e}");
+                    return;
+                }
+            };
+            let d = self.with_node(node, |n| n.on_tunnel_received(now));
+            self.report.tunnel_datagrams += d as u64;
+            if n < RX_BATCH {
+                return;
+            }
+        }
+    }
+
+    /// Reads what this worker's queue of `port` has, a bounded number of
+    /// batches, each switched under one hold of the node lock. An error
+    /// other than "nothing more" means the queue is gone (see
+    /// `super::read_port`) and is returned.
+    pub fn port_readable(
+        &mut self,
+        node: &Mutex<Node>,
+        now: Instant,
+        port: PortId,
+    ) -> io::Result<()> {
+        for _ in 0..PORT_BATCHES {
+            match self.ports.recv_batch(port, &mut self.rx) {
+                Ok(_) => {
+                    let rx = &mut self.rx;
+                    let mut frames = 0u64;
+                    let mut n = lock(node);
+                    n.swap_io(&mut self.tunnel, &mut self.ports);
+                    while let Some(frame) = rx.next_frame() {
+                        n.on_port_frame(now, port, frame);
+                        frames += 1;
+                    }
+                    n.swap_io(&mut self.tunnel, &mut self.ports);
+                    drop(n);
+                    self.report.node_locks += 1;
+                    self.report.port_frames += frames;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Everything this round queued leaves: one sendmmsg, the TAP writes.
+    pub fn flush(&mut self) {
+        self.tunnel.flush();
+        self.ports.flush();
+    }
+
+    /// Publishes the counters when they are due (or now, with `force`).
+    pub fn publish(&mut self, board: &Board, now: Instant, force: bool) {
+        if !force && now.duration_since(self.published) < PUBLISH_EVERY {
+            return;
+        }
+        self.published = now;
+        self.report.ports.clear();
+        self.report.ports.extend(self.ports.port_counters());
+        board.publish(&self.report);
+    }
+}
+
+/// Worker 0's handle on the others.
+pub struct Crew {
+    inboxes: Vec<Arc<Inbox>>,
+    handles: Vec<JoinHandle<()>>,
+}
+
+impl Crew {
+    /// Starts workers 1.. with the I/O prepared for them.
+    pub fn spawn(
+        node: &Arc<Mutex<Node>>,
+        board: &Arc<Board>,
+        ios: Vec<WorkerIo>,
+    ) -> io::Result<Crew> {
+        let mut crew = Crew {
+            inboxes: Vec::new(),
+            handles: Vec::new(),
+        };
+        for io in ios {
+            let inbox = Arc::new(Inbox::new()?);
+            let w = Worker {
+                node: Arc::clone(node),
+                board: Arc::clone(board),
+                inbox: Arc::clone(&inbox),
+                ep: Epoll::new()?,
+                io,
+            };
+            let name = format!("meshwire-w{}", w.io.report.worker);
+            let h = std::thread::Builder::new().name(name).spawn(move || {
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.run()));
+                match r {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::error!("worker failed: {e}");
+                        std::process::exit(1);
+                    }
+                    // The node may be half-updated: no worker goes on.
+                    Err(_) => std::process::exit(70),
+                }
+            })?;
+            crew.inboxes.push(inbox);
+            crew.handles.push(h);
+        }
+        Ok(crew)
+    }
+
+    /// Gives every worker its queue of the port worker 0 just opened.
+    pub fn port_added(&self, id: PortId, tap: &Tap) {
+        for inbox in &self.inboxes {
+            match tap.queue_for_worker() {
+                Ok((q, polled)) => inbox.send(Command::AttachPort { id, tap: q, polled }),
+                Err(e) => warn!(port = tap.name(), "a worker's queue: {e}"),
+            }
+        }
+    }
+
+    /// Has every worker close its queue of a removed port, and waits (a
+    /// bounded time) until they did: a TAP we created is gone once its last
+    /// queue is closed, and `ctl port del` answers after that.
+    pub fn port_removed(&self, id: PortId) {
+        let (tx, rx) = mpsc::channel();
+        for inbox in &self.inboxes {
+            inbox.send(Command::DetachPort {
+                id,
+                done: tx.clone(),
+            });
+        }
+        let deadline = Instant::now() + DETACH_WAIT;
+        for _ in &self.inboxes {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if rx.recv_timeout(left).is_err() {
+                warn!(port = id, "a worker did not close its queue in time");
+                return;
+            }
+        }
+    }
+
+    /// Stops the workers and waits for them.
+    pub fn stop(&mut self) {
+        for inbox in &self.inboxes {
+            inbox.send(Command::Stop);
+        }
+        for h in self.handles.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Crew {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Workers 1..: the data path only.
+struct Worker {
+    node: Arc<Mutex<Node>>,
+    board: Arc<Board>,
+    inbox: Arc<Inbox>,
+    ep: Epoll,
+    io: WorkerIo,
+}
+
+impl Worker {
+    fn run(mut self) -> io::Result<()> {
+        self.ep.add(self.inbox.fd(), TOKEN_INBOX)?;
+        self.ep.add(self.io.tunnel.fd(), TOKEN_TUNNEL)?;
+        let polled: Vec<(PortId, RawFd)> = self.polled_ports();
+        for (id, fd) in polled {
+            self.ep.add(fd, TOKEN_PORT + u64::from(id))?;
+        }
+        let mut ready = Vec::with_capacity(64);
+        loop {
+            self.ep.wait(PUBLISH_EVERY, &mut ready)?;
+            let now = Instant::now();
+            for &token in &ready {
+                match token {
+                    TOKEN_INBOX => {
+                        if !self.commands() {
+                            self.io.flush();
+                            self.io.publish(&self.board, now, true);
+                            return Ok(());
+                        }
+                    }
+                    TOKEN_TUNNEL => self.io.tunnel_readable(&self.node, now),
+                    t if t >= TOKEN_PORT => {
+                        let port = (t - TOKEN_PORT) as PortId;
+                        if let Err(e) = self.io.port_readable(&self.node, now, port) {
+                            // Worker 0 sees the same on its queue and
+                            // removes the port; this queue just closes.
+                            warn!(port, "queue failed ({e}): closing it");
+                            self.close_queue(port);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            self.io.flush();
+            self.io.publish(&self.board, now, false);
+        }
+    }
+
+    fn polled_ports(&self) -> Vec<(PortId, RawFd)> {
+        self.io
+            .ports
+            .ids()
+            .filter_map(|id| self.io.ports.get(id).map(|p| (id, p)))
+            .filter(|(_, p)| p.polled)
+            .map(|(id, p)| (id, p.tap.fd()))
+            .collect()
+    }
+
+    fn close_queue(&mut self, id: PortId) {
+        if let Some(p) = self.io.ports.get(id) {
+            if p.polled {
+                self.ep.del(p.tap.fd());
+            }
+        }
+        self.io.ports.remove(id);
+    }
+
+    /// Carries out worker 0's commands; false on Stop.
+    fn commands(&mut self) -> bool {
+        for cmd in self.inbox.drain() {
+            match cmd {
+                Command::AttachPort { id, tap, polled } => {
+                    let fd = tap.fd();
+                    self.io.ports.insert_queue(id, tap, polled);
+                    if polled {
+                        if let Err(e) = self.ep.add(fd, TOKEN_PORT + u64::from(id)) {
+                            warn!(port = id, "epoll: {e}");
+                        }
+                    }
+                }
+                Command::DetachPort { id, done } => {
+                    self.close_queue(id);
+                    let _ = done.send(());
+                }
+                Command::Stop => return false,
+            }
+        }
+        true
+    }
+}
