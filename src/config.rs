@@ -326,7 +326,7 @@ fn validate(raw: Config, base_dir: &Path) -> Result<Validated, ConfigError> {
     if raw.node.workers > MAX_WORKERS {
         return Err(err(
             "node.workers",
-            &format!("must be between 0 (one per CPU) and {MAX_WORKERS}"),
+            format!("must be between 0 (one per CPU) and {MAX_WORKERS}"),
         ));
     }
     check_inner_address("node.address", raw.node.address)?;

@@ -390,13 +390,12 @@ impl Worker {
             let now = Instant::now();
             for &token in &ready {
                 match token {
-                    TOKEN_INBOX => {
-                        if !self.commands() {
-                            self.io.flush();
-                            self.io.publish(&self.board, now, true);
-                            return Ok(());
-                        }
+                    TOKEN_INBOX if !self.commands() => {
+                        self.io.flush();
+                        self.io.publish(&self.board, now, true);
+                        return Ok(());
                     }
+                    TOKEN_INBOX => {}
                     TOKEN_TUNNEL => self.io.tunnel_readable(&self.node, now),
                     t if t >= TOKEN_PORT => {
                         let port = (t - TOKEN_PORT) as PortId;
