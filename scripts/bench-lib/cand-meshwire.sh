@@ -7,7 +7,8 @@
 #
 # Needs MESHWIRE_BIN (the release binary). Optional: MESHWIRE_MTU (VM and
 # port MTU, default 1378 = meshwire's default port MTU on a 1500-byte IPv4
-# underlay, see README "MTU arithmetic"), MESHWIRE_LOG (RUST_LOG, default warn).
+# underlay, see README "MTU arithmetic"), MESHWIRE_LOG (RUST_LOG, default warn),
+# MESHWIRE_WORKERS (node.workers, default 0: one per CPU).
 
 cand_meshwire() {
     local id=meshwire label="0. meshwire (TAP port bridged)" mtu=${MESHWIRE_MTU:-1378}
@@ -28,6 +29,7 @@ private_key_file = "$c/n$i.key"
 listen_port = 51820
 address = "198.19.254.$i"
 underlay_mtu = 1500
+workers = ${MESHWIRE_WORKERS:-0}
 
 [control]
 socket = "$c/n$i.sock"
@@ -73,7 +75,7 @@ EOF
     "$bin" ctl --socket "$c/n1.sock" originators >"$d/originators-n1.txt" 2>&1
     local ver
     ver=$("$bin" --version 2>/dev/null | head -1)
-    measure $id "$label" yes yes "$mtu" "$ver, commit ${MESHWIRE_COMMIT:-?}; one epoll thread per daemon, recvmmsg on UDP, one TAP read/write and one sendto per frame; port MTU $mtu (1500-98-10-14)" "${mp[@]}"
+    measure $id "$label" yes yes "$mtu" "$ver, commit ${MESHWIRE_COMMIT:-?}; workers ${MESHWIRE_WORKERS:-0} (0: one per CPU), recvmmsg/sendmmsg + UDP GSO/GRO, TAP vnet_hdr offloads (TSO/USO); port MTU $mtu (1500-98-10-14)" "${mp[@]}"
     # the daemons' own view after the run: per-layer drop counters, peers, ports
     for i in 1 2; do
         "$bin" ctl --socket "$c/n$i.sock" stats --json >"$d/stats-n$i.json" 2>&1
