@@ -6,3 +6,4 @@ mod migration;
 mod mtu;
 mod node;
 mod reroute;
+mod workers;

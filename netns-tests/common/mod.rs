@@ -126,6 +126,8 @@ pub struct Opts {
     pub mesh_extra: String,
     /// `mtu` of every port (default: meshwire's, fits the underlay).
     pub port_mtu: Option<u16>,
+    /// `node.workers` of hypervisor i+1 (missing: the default, one per CPU).
+    pub workers: Vec<usize>,
 }
 
 pub struct Topology {
@@ -349,6 +351,9 @@ impl Topology {
             self.opts.mesh_extra,
             self.socket(hv).display()
         );
+        if let Some(w) = self.opts.workers.get(hv - 1) {
+            c = c.replacen("\n\n[mesh]", &format!("\nworkers = {w}\n\n[mesh]"), 1);
+        }
         for o in &self.hvs {
             if !self.linked(h.idx, o.idx) {
                 continue;

@@ -100,6 +100,12 @@ pub fn run(cfg: Validated, config_path: &Path) -> Result<(), String> {
             .map_err(|e| format!("worker {w}: a queue of the ports: {e}"))?;
         ios.push(WorkerIo::new(w, t, p));
     }
+    if workers > 1 {
+        // Peers dealt out evenly over the workers instead of by hash.
+        if let Err(e) = node.tunnels.steer_peers(workers) {
+            warn!("reuseport steering: {e} (the kernel's hash spreads peers instead)");
+        }
+    }
     let node = Arc::new(Mutex::new(node));
     let crew = Crew::spawn(&node, &board, ios).map_err(|e| format!("workers: {e}"))?;
     let ep = Epoll::new().map_err(|e| format!("epoll: {e}"))?;

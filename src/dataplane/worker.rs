@@ -208,10 +208,8 @@ impl WorkerIo {
                 Ok(0) => return,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    warn!(worker = self.report.worker, "recvmmsg: {e}");
-                    return;
-                }
+                // Counted (tunnel rx_socket_errors); the next wake-up retries.
+                Err(_) => return,
             };
             let d = self.with_node(node, |n| n.on_tunnel_received(now));
             self.report.tunnel_datagrams += d as u64;

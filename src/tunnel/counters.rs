@@ -142,8 +142,9 @@ pub struct TunnelCounters {
 }
 
 impl TunnelCounters {
-    /// Takes over what a worker's own send path counted (its flushes run
-    /// outside the node lock, into the worker's counters).
+    /// Takes over what a worker's own socket calls counted (its flushes
+    /// and receive errors happen outside the node lock, into the worker's
+    /// counters).
     pub(super) fn absorb_flush(&mut self, o: &mut TunnelCounters) {
         macro_rules! take {
             ($($f:ident),*) => { $(self.$f += std::mem::take(&mut o.$f);)* };
@@ -161,7 +162,8 @@ impl TunnelCounters {
             tx_gso_segments,
             tx_gso_fallbacks,
             tx_gso_too_big,
-            tx_full_batch_flushes
+            tx_full_batch_flushes,
+            rx_socket_errors
         );
         self.tx_most_messages_per_call = self
             .tx_most_messages_per_call

@@ -10,6 +10,7 @@
 //! - `codec.rs`: one frame's encapsulation + encryption and back, sans I/O.
 //! - `timers.rs`: boringtun's timers for every peer.
 //! - `socket.rs`: the dual-stack UDP socket (libc).
+//! - `steer.rs`: which worker's socket receives which peer (reuseport BPF).
 //! - `rx_batch.rs`: recvmmsg + UDP GRO; `tx_batch.rs`: sendmmsg + UDP GSO.
 //! - `output.rs`: the one send queue every outgoing message joins.
 //! - `gretap.rs`: inner encap/decap.
@@ -74,6 +75,7 @@ mod receive;
 mod rx_batch;
 mod send;
 mod socket;
+mod steer;
 mod timers;
 mod tx_batch;
 
@@ -221,7 +223,13 @@ impl TunnelIo {
     /// One recvmmsg (RX_BATCH entries, GRO trains) into the receive batch,
     /// replacing what it held. Ok(0): nothing was waiting.
     pub fn recv(&mut self) -> io::Result<usize> {
-        self.net.socket.recv_batch(&mut self.rx, RX_BATCH)
+        let r = self.net.socket.recv_batch(&mut self.rx, RX_BATCH);
+        if r.as_ref()
+            .is_err_and(|e| e.kind() != io::ErrorKind::Interrupted)
+        {
+            self.counters.rx_socket_errors += 1;
+        }
+        r
     }
 
     /// Hands the send batch to the kernel (one sendmmsg, GSO runs).
@@ -350,6 +358,18 @@ impl Tunnels {
             rx: RxBatch::new(),
             counters: TunnelCounters::default(),
         })
+    }
+
+    /// Deals peers out over the `workers` sockets of the port's reuseport
+    /// group (the first socket and those `new_io(true)` bound, in that
+    /// order): peer `id`'s data reaches worker `id mod workers`. See
+    /// `steer.rs`; without it the kernel's 4-tuple hash decides.
+    pub fn steer_peers(&self, workers: usize) -> io::Result<()> {
+        steer::attach(
+            self.net.socket.raw_fd(),
+            self.index.base(),
+            workers.min(u32::MAX as usize) as u32,
+        )
     }
 
     /// Lends a worker's path to the shared state (call again to take it

@@ -45,6 +45,11 @@ impl IndexMap {
         }
     }
 
+    /// The random base of this process's indices.
+    pub(super) fn base(&self) -> u32 {
+        self.base
+    }
+
     /// The 24-bit index handed to `Tunn::new` for peer `id`.
     pub(super) fn index_of(&self, id: PeerId) -> u32 {
         self.base.wrapping_add(id) & 0x00ff_ffff

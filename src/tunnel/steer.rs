@@ -1,0 +1,174 @@
+//! Which worker's socket a datagram reaches: a classic BPF program on the
+//! port's SO_REUSEPORT group that sends peer `id`'s data messages to
+//! socket `id mod workers`.
+//!
+//! Without it the kernel picks the socket by a hash of the 4-tuple: one
+//! peer still always lands on one socket (order holds), but two busy peers
+//! land on the same worker as often as not. With it the peers are dealt
+//! out evenly and predictably. The peer is read from the receiver index,
+//! which we chose (see `noise.rs`: the top 24 bits are `base + id`), so no
+//! state is needed in the kernel. Handshake messages and anything that is
+//! not a data message fall back to the hash (the program returns an index
+//! past the group, which the kernel treats as "no choice").
+//!
+//! The program runs with the packet data starting at the UDP payload.
+
+use std::io;
+use std::os::fd::RawFd;
+
+/// Classic BPF opcodes (linux/filter.h, linux/bpf_common.h).
+mod op {
+    pub const LDB_ABS: u16 = 0x00 | 0x10 | 0x20;
+    pub const JEQ_K: u16 = 0x05 | 0x10;
+    pub const LSH_K: u16 = 0x04 | 0x60;
+    pub const OR_X: u16 = 0x04 | 0x40 | 0x08;
+    pub const SUB_K: u16 = 0x04 | 0x10;
+    pub const AND_K: u16 = 0x04 | 0x50;
+    pub const MOD_K: u16 = 0x04 | 0x90;
+    pub const TAX: u16 = 0x07;
+    pub const RET_A: u16 = 0x06 | 0x10;
+    pub const RET_K: u16 = 0x06;
+}
+
+/// WireGuard's data message type (first byte; the rest of the word is 0).
+const MSG_DATA: u32 = 4;
+
+fn insn(code: u16, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
+    libc::sock_filter { code, jt, jf, k }
+}
+
+/// The program: data message -> ((receiver_index >> 8) - base) mod 2^24
+/// mod workers; anything else -> u32::MAX (the kernel's hash decides).
+/// The receiver index is little-endian at bytes 4..8, so its top 24 bits
+/// are bytes 5, 6 and 7.
+pub(super) fn program(base: u32, workers: u32) -> Vec<libc::sock_filter> {
+    let workers = workers.max(1);
+    vec![
+        insn(op::LDB_ABS, 0, 0, 0),
+        // Not a data message: jump to the last instruction.
+        insn(op::JEQ_K, 0, 13, MSG_DATA),
+        insn(op::LDB_ABS, 0, 0, 7),
+        insn(op::LSH_K, 0, 0, 16),
+        insn(op::TAX, 0, 0, 0),
+        insn(op::LDB_ABS, 0, 0, 6),
+        insn(op::LSH_K, 0, 0, 8),
+        insn(op::OR_X, 0, 0, 0),
+        insn(op::TAX, 0, 0, 0),
+        insn(op::LDB_ABS, 0, 0, 5),
+        insn(op::OR_X, 0, 0, 0),
+        insn(op::SUB_K, 0, 0, base & 0x00ff_ffff),
+        insn(op::AND_K, 0, 0, 0x00ff_ffff),
+        insn(op::MOD_K, 0, 0, workers),
+        insn(op::RET_A, 0, 0, 0),
+        insn(op::RET_K, 0, 0, u32::MAX),
+    ]
+}
+
+/// Attaches the program to the reuseport group of `fd`'s socket. The
+/// socket at group index i is the i-th socket bound to the port.
+pub(super) fn attach(fd: RawFd, base: u32, workers: u32) -> io::Result<()> {
+    let mut prog = program(base, workers);
+    let fprog = libc::sock_fprog {
+        len: prog.len() as u16,
+        filter: prog.as_mut_ptr(),
+    };
+    // SAFETY: fprog points at `len` valid instructions for the call; the
+    // kernel copies them.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_REUSEPORT_CBPF,
+            (&fprog as *const libc::sock_fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::rx_batch::RxBatch;
+    use super::super::socket::UdpSocket;
+    use super::*;
+    use std::net::SocketAddr;
+    use std::time::{Duration, Instant};
+
+    /// A data message header for receiver index `idx` (and a counter).
+    fn data_msg(idx: u32, counter: u64) -> Vec<u8> {
+        let mut m = vec![0u8; 48];
+        m[0] = MSG_DATA as u8;
+        m[4..8].copy_from_slice(&idx.to_le_bytes());
+        m[8..16].copy_from_slice(&counter.to_le_bytes());
+        m
+    }
+
+    /// The index boringtun puts on the wire for peer `id`, session `s`.
+    fn wire_index(base: u32, id: u32, s: u32) -> u32 {
+        ((base.wrapping_add(id) & 0x00ff_ffff) << 8) | s
+    }
+
+    /// Which group member each (peer, counter) arrived on.
+    fn arrivals(socks: &[UdpSocket]) -> Vec<(usize, u32)> {
+        let mut got = Vec::new();
+        let mut rx = RxBatch::new();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            for (i, s) in socks.iter().enumerate() {
+                while s.recv_batch(&mut rx, 32).unwrap_or(0) > 0 {
+                    for e in 0..rx.count() {
+                        for d in rx.datagrams(e) {
+                            got.push((
+                                i,
+                                u32::from_le_bytes([d.data[4], d.data[5], d.data[6], d.data[7]]),
+                            ));
+                        }
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        got
+    }
+
+    #[test]
+    fn peers_are_dealt_out_over_the_group_by_receiver_index() {
+        let base = 0x00ab_cdef;
+        let first = UdpSocket::bind_shared(0, true).unwrap();
+        let port = first.local_port().unwrap();
+        let mut socks = vec![first];
+        for _ in 1..3 {
+            socks.push(UdpSocket::bind_shared(port, true).unwrap());
+        }
+        attach(socks[0].raw_fd(), base, 3).unwrap();
+        let sender = UdpSocket::bind(0).unwrap();
+        let to: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        for id in 0..7u32 {
+            for (c, s) in [0u32, 1, 255].into_iter().enumerate() {
+                sender
+                    .send_to(&data_msg(wire_index(base, id, s), c as u64), to)
+                    .unwrap();
+            }
+        }
+        let got = arrivals(&socks);
+        assert_eq!(got.len(), 21, "{got:?}");
+        for (sock, idx) in got {
+            let id = ((idx >> 8).wrapping_sub(base)) & 0x00ff_ffff;
+            assert_eq!(sock, (id % 3) as usize, "peer {id} on socket {sock}");
+        }
+    }
+
+    #[test]
+    fn jump_lands_on_the_fallback() {
+        let p = program(7, 3);
+        let jeq = &p[1];
+        // jf counts from the next instruction.
+        assert_eq!(2 + jeq.jf as usize, p.len() - 1);
+        assert_eq!(p[p.len() - 1].k, u32::MAX);
+        assert_eq!(p[p.len() - 1].code, op::RET_K);
+    }
+}
