@@ -16,9 +16,11 @@
 use std::io;
 use std::os::fd::RawFd;
 
-/// Classic BPF opcodes (linux/filter.h, linux/bpf_common.h).
+/// Classic BPF opcodes (linux/filter.h, linux/bpf_common.h): class |
+/// size or operation | mode or source.
 mod op {
-    pub const LDB_ABS: u16 = 0x00 | 0x10 | 0x20;
+    /// BPF_LD (0x00) | BPF_B | BPF_ABS.
+    pub const LDB_ABS: u16 = 0x10 | 0x20;
     pub const JEQ_K: u16 = 0x05 | 0x10;
     pub const LSH_K: u16 = 0x04 | 0x60;
     pub const OR_X: u16 = 0x04 | 0x40 | 0x08;
