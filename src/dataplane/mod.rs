@@ -6,6 +6,7 @@
 //! socket and queues, sharing the node behind one lock taken per batch.
 
 mod epoll;
+mod frames;
 mod node;
 mod report;
 #[cfg(test)]
@@ -87,6 +88,7 @@ pub fn run(cfg: Validated, config_path: &Path) -> Result<(), String> {
             .new_io(false)
             .map_err(|e| format!("socket: {e}"))?,
         std::mem::take(&mut node.ports),
+        Arc::clone(node.tunnels.core()),
     );
     let mut ios = Vec::with_capacity(workers.saturating_sub(1));
     for w in 1..workers {
@@ -98,7 +100,7 @@ pub fn run(cfg: Validated, config_path: &Path) -> Result<(), String> {
             .ports
             .replica()
             .map_err(|e| format!("worker {w}: a queue of the ports: {e}"))?;
-        ios.push(WorkerIo::new(w, t, p));
+        ios.push(WorkerIo::new(w, t, p, Arc::clone(node.tunnels.core())));
     }
     if workers > 1 {
         // Peers dealt out evenly over the workers instead of by hash.
@@ -151,6 +153,9 @@ pub fn run(cfg: Validated, config_path: &Path) -> Result<(), String> {
         d.ep.wait(deadline.saturating_duration_since(now), &mut ready)
             .map_err(|e| format!("epoll_wait: {e}"))?;
         let now = Instant::now();
+        if !ready.is_empty() {
+            d.io.mark_busy();
+        }
         for &token in &ready {
             match token {
                 TOKEN_SIGNAL => match signals.read() {
@@ -212,10 +217,11 @@ impl Daemon {
     fn with_node<R>(&mut self, f: impl FnOnce(&mut Daemon, &mut Node) -> R) -> R {
         let node = Arc::clone(&self.node);
         let mut n = lock(&node);
-        n.swap_io(&mut self.io.tunnel, &mut self.io.ports);
+        self.io.lend(&mut n);
         let r = f(self, &mut n);
-        n.swap_io(&mut self.io.tunnel, &mut self.io.ports);
+        self.io.lend(&mut n);
         drop(n);
+        self.io.send_pending();
         for e in std::mem::take(&mut self.port_events) {
             match e {
                 PortEvent::Added(id) => {

@@ -13,6 +13,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::frames::Frames;
 use super::worker::Board;
 
 use crate::config::Validated;
@@ -20,7 +21,7 @@ use crate::keys;
 use crate::mesh::{HardifId, Mesh, MeshConfig, MeshOutput};
 use crate::port::{PortId, Ports, TapOptions};
 use crate::switch::{announce, Decision, Switch, SwitchConfig};
-use crate::tunnel::{PeerId, TunnelConfig, TunnelIo, Tunnels};
+use crate::tunnel::{PeerId, TunnelConfig, Tunnels};
 use crate::wire::ethernet::{self, Frame};
 use crate::wire::MacAddr;
 
@@ -61,7 +62,9 @@ pub struct Node {
     /// Each link's MTU for batman fragmentation (None: never fragment).
     hardif_mtus: Vec<Option<usize>>,
     out: Vec<MeshOutput>,
-    tx_buf: Vec<u8>,
+    /// Frames for the tunnels, encrypted after the node lock is released
+    /// (see `frames.rs`); a worker lends its own with `swap_io`.
+    pending: Frames,
     /// Dataplane workers (`node.workers`).
     pub workers: usize,
     /// What each worker last reported (their own queues' counters).
@@ -126,7 +129,7 @@ impl Node {
             peer_timeout: cfg.peer_timeout(),
             hardif_mtus,
             out: Vec::with_capacity(64),
-            tx_buf: Vec::with_capacity(2048),
+            pending: Frames::default(),
             workers,
             board: Arc::new(Board::new(workers)),
         })
@@ -136,28 +139,36 @@ impl Node {
     /// the ports) to the node, or takes it back: call once before and once
     /// after the work. Everything the node sends in between joins the
     /// worker's batches, which the worker flushes after releasing the node.
-    pub fn swap_io(&mut self, io: &mut TunnelIo, ports: &mut Ports) {
-        self.tunnels.swap_io(io);
+    pub fn swap_io(&mut self, ports: &mut Ports, pending: &mut Frames) {
         std::mem::swap(&mut self.ports, ports);
+        std::mem::swap(&mut self.pending, pending);
     }
 
-    /// The worker path of `on_tunnel_readable`: the datagrams the lent
-    /// `TunnelIo` already read. Sends are left in the lent batch.
-    pub fn on_tunnel_received(&mut self, now: Instant) -> usize {
+    /// The worker path of `on_tunnel_readable`: frames a worker decrypted
+    /// (outside the node lock) go to the mesh. What that sends is left in
+    /// the lent `pending` for the worker to encrypt after the lock.
+    pub fn on_mesh_frames(&mut self, now: Instant, frames: &Frames) {
         let Node {
-            tunnels,
             mesh,
             hardif_macs,
             counters,
             out,
             ..
         } = self;
-        let n = tunnels.process_received(&mut |peer: PeerId, frame: &[u8]| {
-            mesh_frame(mesh, hardif_macs, counters, out, now, peer, frame)
-        });
+        for (peer, frame) in frames.iter() {
+            mesh_frame(mesh, hardif_macs, counters, out, now, peer, frame);
+        }
         self.roams(now);
         self.flush(now);
-        n
+    }
+
+    /// Encrypts and queues what `pending` holds on the node's own path (the
+    /// first socket): for callers without a worker's path, and for timer
+    /// traffic.
+    pub fn drain_pending(&mut self) {
+        let refused = self.tunnels.send_frames(self.pending.iter());
+        self.counters.tunnel_send_errors += refused as u64;
+        self.pending.clear();
     }
 
     /// A frame a VM sent into port `port`.
@@ -265,6 +276,7 @@ impl Node {
         });
         self.roams(now);
         self.flush(now);
+        self.drain_pending();
     }
 
     /// Local clients a ROAM advert moved to another originator: move them
@@ -293,6 +305,7 @@ impl Node {
             }
         }
         self.flush(now);
+        self.drain_pending();
         // Once per loop iteration: everything this round of events queued
         // leaves in as few system calls as the batch allows.
         self.tunnels.flush();
@@ -359,26 +372,33 @@ impl Node {
         self.out = out;
     }
 
-    /// Frames a batman packet for the hard interface towards `hardif`.
-    /// The batman packet comes in parts (a header and a client frame need
-    /// not be joined first).
+    /// Frames a batman packet for the hard interface towards `hardif` and
+    /// queues it for encryption. The batman packet comes in parts (a header
+    /// and a client frame need not be joined first).
     fn transmit(&mut self, hardif: HardifId, dst: MacAddr, packet: [&[u8]; 2]) {
         let Some(src) = self.hardif_macs.get(hardif as usize).copied() else {
             return;
         };
-        let b = &mut self.tx_buf;
-        b.clear();
-        b.extend_from_slice(dst.as_bytes());
-        b.extend_from_slice(src.as_bytes());
-        b.extend_from_slice(&ethernet::ethertype::BATMAN.to_be_bytes());
-        for part in packet {
-            b.extend_from_slice(part);
-        }
-        if self.tunnels.send_frame(hardif as PeerId, b).is_err() {
-            self.counters.tunnel_send_errors += 1;
+        let ethertype = ethernet::ethertype::BATMAN.to_be_bytes();
+        self.pending.push(
+            hardif as PeerId,
+            &[
+                dst.as_bytes(),
+                src.as_bytes(),
+                &ethertype,
+                packet[0],
+                packet[1],
+            ],
+        );
+        // Bounded: a worker encrypts after the lock, but not without limit.
+        if self.pending.bytes() > MAX_PENDING_BYTES {
+            self.drain_pending();
         }
     }
 }
+
+/// Frames a node holds for encryption before it encrypts them itself.
+const MAX_PENDING_BYTES: usize = 4 << 20;
 
 impl Node {
     /// Opens (or creates) a TAP and switches it.

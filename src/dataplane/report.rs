@@ -152,13 +152,38 @@ fn ports(node: &Node) -> Value {
     Value::Array(list)
 }
 
+/// Adds `b`'s numbers into `a`'s, key by key (the largest of the two for
+/// `*_most_*` figures, which are maxima, not counts).
+fn add_counters(a: &mut Value, b: &Value) {
+    let (Value::Object(a), Value::Object(b)) = (a, b) else {
+        return;
+    };
+    for (k, vb) in b {
+        let (Some(x), Some(y)) = (a.get(k).and_then(Value::as_u64), vb.as_u64()) else {
+            continue;
+        };
+        let v = if k.contains("_most_") {
+            x.max(y)
+        } else {
+            x + y
+        };
+        a.insert(k.clone(), json!(v));
+    }
+}
+
 fn stats(node: &Node) -> Value {
+    // The node's own path (timers, control) plus every worker's.
+    let workers = node.board.reports();
+    let mut tunnel = to_value(node.tunnels.counters());
+    for w in &workers {
+        add_counters(&mut tunnel, &to_value(&w.tunnel));
+    }
     json!({
         "node": to_value(&node.counters),
-        "tunnel": to_value(node.tunnels.counters()),
+        "tunnel": tunnel,
         "mesh": to_value(node.mesh.counters()),
         "switch": to_value(node.switch.counters()),
         "ports": to_value(node.ports.counters()),
-        "workers": to_value(&node.board.reports()),
+        "workers": to_value(&workers),
     })
 }

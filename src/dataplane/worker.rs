@@ -11,11 +11,13 @@
 //! - its send batch, its TAP write and coalescing batches, its buffers.
 //!
 //! The system calls (recvmmsg, TAP reads, sendmmsg, TAP writes) run
-//! outside any lock. The work in between (switch, mesh, WireGuard) takes
-//! the node lock once per batch (up to 32 recvmmsg entries or one TAP
-//! batch), never per packet; the worker lends its I/O to the node for
-//! that time (`Node::swap_io`), so whatever the node sends joins the
-//! worker's own batches and leaves when the worker flushes.
+//! outside any lock, and so does WireGuard: a worker decrypts a batch
+//! under the lock of one peer at a time, hands the frames to the mesh and
+//! the switch under the node lock (once per batch: up to 32 recvmmsg
+//! entries or one TAP read batch, never per packet), and encrypts what
+//! the node queued after releasing it. The worker lends its ports and its
+//! send queue to the node for that time (`Node::swap_io`), so whatever
+//! the node sends joins the worker's own batches.
 //!
 //! Order per flow holds: a flow enters through one queue or one socket,
 //! so one worker handles it, and that worker's batches keep its order.
@@ -23,11 +25,12 @@
 //! interleaved; WireGuard's replay window (8192 in the kernel and in
 //! boringtun) takes that, as it takes reordering on the wire.
 //!
-//! What a single busy peer cannot get here: its WireGuard state is one
-//! boringtun `Tunn` taking `&mut self`, so its encryption and decryption
-//! run under the node lock, one batch at a time. Spreading one peer's
-//! crypto over cores needs a session handle that can seal with shared
-//! access; boringtun 0.7 keeps its sessions private.
+//! Different peers' crypto runs on different cores at once. What a single
+//! busy peer cannot get here: its WireGuard state is one boringtun `Tunn`
+//! taking `&mut self`, so its messages are sealed and opened one at a
+//! time under its lock. Spreading one peer's crypto over cores needs a
+//! session handle that can seal with shared access; boringtun 0.7 keeps
+//! its sessions private.
 //!
 //! Worker 0 (the daemon's thread, `super::run`) also runs the timers, the
 //! control requests and the signals; it tells the others about ports that
@@ -43,14 +46,17 @@ use serde::Serialize;
 use tracing::warn;
 
 use super::epoll::Epoll;
+use super::frames::Frames;
 use super::{Node, PORT_BATCHES, TOKEN_PORT, TOKEN_TUNNEL};
 use crate::port::{PortCounters, PortId, PortRx, Ports, Tap};
-use crate::tunnel::{TunnelIo, MAX_BATCHES_PER_CALL, RX_BATCH};
+use crate::tunnel::{TunnelCore, TunnelCounters, TunnelIo, MAX_BATCHES_PER_CALL, RX_BATCH};
 
 const TOKEN_INBOX: u64 = 3;
 /// How often a worker publishes its counters for `ctl` (the figures of
 /// workers other than 0 are at most this old).
-const PUBLISH_EVERY: Duration = Duration::from_millis(100);
+const PUBLISH_EVERY: Duration = Duration::from_millis(20);
+/// How long an idle worker sleeps when it has nothing to publish.
+const IDLE_WAIT: Duration = Duration::from_secs(1);
 /// How long worker 0 waits for the others to close a removed port's queue.
 const DETACH_WAIT: Duration = Duration::from_secs(2);
 
@@ -71,8 +77,13 @@ pub struct WorkerReport {
     pub tunnel_datagrams: u64,
     /// Times it took the node lock (about once per batch).
     pub node_locks: u64,
+    /// Frames the tunnels refused (no endpoint yet, too long...).
+    pub tunnel_send_errors: u64,
     #[serde(skip)]
     pub ports: Vec<(PortId, PortCounters)>,
+    /// What its own path counted (added to the node's in `ctl stats`).
+    #[serde(skip)]
+    pub tunnel: TunnelCounters,
 }
 
 /// The workers' last reports.
@@ -171,37 +182,70 @@ impl Inbox {
 pub struct WorkerIo {
     pub tunnel: TunnelIo,
     pub ports: Ports,
+    /// The peers (each behind its own lock), for crypto outside the node lock.
+    core: Arc<TunnelCore>,
+    /// What the node asked to send while this worker held it.
+    pending: Frames,
+    /// What this worker decrypted, for the node.
+    inbound: Frames,
     rx: PortRx,
     report: WorkerReport,
     published: Instant,
+    /// Counted something since the last publish.
+    dirty: bool,
 }
 
 impl WorkerIo {
-    pub fn new(worker: usize, tunnel: TunnelIo, ports: Ports) -> WorkerIo {
+    pub fn new(worker: usize, tunnel: TunnelIo, ports: Ports, core: Arc<TunnelCore>) -> WorkerIo {
         WorkerIo {
             tunnel,
             ports,
+            core,
+            pending: Frames::default(),
+            inbound: Frames::default(),
             rx: PortRx::new(),
             report: WorkerReport {
                 worker,
                 ..WorkerReport::default()
             },
             published: Instant::now(),
+            dirty: false,
         }
     }
 
-    /// Runs `f` on the node with this worker's I/O lent to it.
+    /// Lends this worker's ports and send queue to the node, or takes them
+    /// back (call once before and once after the work).
+    pub fn lend(&mut self, node: &mut Node) {
+        node.swap_io(&mut self.ports, &mut self.pending);
+    }
+
+    /// Runs `f` on the node with this worker's ports and send queue lent to
+    /// it; then, with the node released, encrypts what it queued.
     pub fn with_node<R>(&mut self, node: &Mutex<Node>, f: impl FnOnce(&mut Node) -> R) -> R {
         let mut n = lock(node);
         self.report.node_locks += 1;
-        n.swap_io(&mut self.tunnel, &mut self.ports);
+        self.lend(&mut n);
         let r = f(&mut n);
-        n.swap_io(&mut self.tunnel, &mut self.ports);
+        self.lend(&mut n);
+        drop(n);
+        self.send_pending();
         r
     }
 
-    /// Reads the socket batch by batch (a bounded number), each processed
-    /// under one hold of the node lock.
+    /// Encrypts what the node queued, on this worker's path, one peer lock
+    /// per run of frames to a peer.
+    pub fn send_pending(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let refused = self.core.send_frames(&mut self.tunnel, self.pending.iter());
+        self.report.tunnel_send_errors += refused as u64;
+        self.pending.clear();
+    }
+
+    /// Reads the socket batch by batch (a bounded number): each batch is
+    /// decrypted under the peers' locks only, then handed to the mesh under
+    /// one hold of the node lock.
     pub fn tunnel_readable(&mut self, node: &Mutex<Node>, now: Instant) {
         for _ in 0..MAX_BATCHES_PER_CALL {
             let n = match self.tunnel.recv() {
@@ -211,8 +255,19 @@ impl WorkerIo {
                 // Counted (tunnel rx_socket_errors); the next wake-up retries.
                 Err(_) => return,
             };
-            let d = self.with_node(node, |n| n.on_tunnel_received(now));
+            let inbound = &mut self.inbound;
+            inbound.clear();
+            let d = self
+                .core
+                .process_received(&mut self.tunnel, &mut |peer, frame| {
+                    inbound.push(peer, &[frame])
+                });
             self.report.tunnel_datagrams += d as u64;
+            if !self.inbound.is_empty() {
+                let inbound = std::mem::take(&mut self.inbound);
+                self.with_node(node, |n| n.on_mesh_frames(now, &inbound));
+                self.inbound = inbound;
+            }
             if n < RX_BATCH {
                 return;
             }
@@ -235,13 +290,14 @@ impl WorkerIo {
                     let rx = &mut self.rx;
                     let mut frames = 0u64;
                     let mut n = lock(node);
-                    n.swap_io(&mut self.tunnel, &mut self.ports);
+                    n.swap_io(&mut self.ports, &mut self.pending);
                     while let Some(frame) = rx.next_frame() {
                         n.on_port_frame(now, port, frame);
                         frames += 1;
                     }
-                    n.swap_io(&mut self.tunnel, &mut self.ports);
+                    n.swap_io(&mut self.ports, &mut self.pending);
                     drop(n);
+                    self.send_pending();
                     self.report.node_locks += 1;
                     self.report.port_frames += frames;
                 }
@@ -254,6 +310,20 @@ impl WorkerIo {
         Ok(())
     }
 
+    /// Notes that this round did something worth publishing.
+    pub fn mark_busy(&mut self) {
+        self.dirty = true;
+    }
+
+    /// How long to sleep: short while counts wait to be published.
+    fn wait_time(&self) -> Duration {
+        if self.dirty {
+            PUBLISH_EVERY
+        } else {
+            IDLE_WAIT
+        }
+    }
+
     /// Everything this round queued leaves: one sendmmsg, the TAP writes.
     pub fn flush(&mut self) {
         self.tunnel.flush();
@@ -262,12 +332,14 @@ impl WorkerIo {
 
     /// Publishes the counters when they are due (or now, with `force`).
     pub fn publish(&mut self, board: &Board, now: Instant, force: bool) {
-        if !force && now.duration_since(self.published) < PUBLISH_EVERY {
+        if !force && (!self.dirty || now.duration_since(self.published) < PUBLISH_EVERY) {
             return;
         }
         self.published = now;
+        self.dirty = false;
         self.report.ports.clear();
         self.report.ports.extend(self.ports.port_counters());
+        self.report.tunnel = self.tunnel.counters().clone();
         board.publish(&self.report);
     }
 }
@@ -384,8 +456,11 @@ impl Worker {
         }
         let mut ready = Vec::with_capacity(64);
         loop {
-            self.ep.wait(PUBLISH_EVERY, &mut ready)?;
+            self.ep.wait(self.io.wait_time(), &mut ready)?;
             let now = Instant::now();
+            if !ready.is_empty() {
+                self.io.mark_busy();
+            }
             for &token in &ready {
                 match token {
                     TOKEN_INBOX if !self.commands() => {

@@ -142,34 +142,6 @@ pub struct TunnelCounters {
 }
 
 impl TunnelCounters {
-    /// Takes over what a worker's own socket calls counted (its flushes
-    /// and receive errors happen outside the node lock, into the worker's
-    /// counters).
-    pub(super) fn absorb_flush(&mut self, o: &mut TunnelCounters) {
-        macro_rules! take {
-            ($($f:ident),*) => { $(self.$f += std::mem::take(&mut o.$f);)* };
-        }
-        take!(
-            tx_flushes,
-            tx_datagrams,
-            tx_bytes,
-            tx_would_block,
-            tx_too_big,
-            tx_socket_errors,
-            tx_sendmmsg_calls,
-            tx_messages,
-            tx_gso_messages,
-            tx_gso_segments,
-            tx_gso_fallbacks,
-            tx_gso_too_big,
-            tx_full_batch_flushes,
-            rx_socket_errors
-        );
-        self.tx_most_messages_per_call = self
-            .tx_most_messages_per_call
-            .max(std::mem::take(&mut o.tx_most_messages_per_call));
-    }
-
     pub(super) fn count_inner_drop(&mut self, d: gretap::Drop) {
         use gretap::Drop::*;
         let c = match d {

@@ -95,6 +95,7 @@ use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::RawFd;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use boringtun::x25519::StaticSecret;
@@ -204,18 +205,34 @@ impl std::error::Error for TunnelError {}
 
 /// One dataplane worker's own path to the underlay: its socket (a member
 /// of the port's SO_REUSEPORT group, or a dup of the first socket), its send
-/// batch and its receive batch. The system calls happen on it outside the
-/// node lock (`recv`, `flush`); the processing in between runs on the
-/// shared `Tunnels` after the worker lent it with [`Tunnels::swap_io`].
+/// and receive batches, its scratch buffers and its counters. Everything a
+/// worker does with the tunnels, receive, decrypt, encrypt, send, runs on
+/// its `TunnelIo` and the shared [`TunnelCore`], under the lock of one peer
+/// at a time and no other.
 pub struct TunnelIo {
     net: Output,
     rx: RxBatch,
-    /// What `flush` counted, handed to the shared counters at the next
-    /// `swap_io`.
+    /// Reusable plaintext (inner headers + frame + padding) and ciphertext
+    /// buffers: the per-packet path allocates nothing.
+    plain: Box<[u8]>,
+    out: Box<[u8]>,
+    /// Scratch for one inner fragment at a time.
+    frag: Box<[u8]>,
     counters: TunnelCounters,
 }
 
 impl TunnelIo {
+    fn new(net: Output) -> TunnelIo {
+        TunnelIo {
+            net,
+            rx: RxBatch::new(),
+            plain: vec![0u8; send::PLAIN_BUF].into_boxed_slice(),
+            out: vec![0u8; send::OUT_BUF].into_boxed_slice(),
+            frag: vec![0u8; send::PLAIN_BUF].into_boxed_slice(),
+            counters: TunnelCounters::default(),
+        }
+    }
+
     pub fn fd(&self) -> RawFd {
         self.net.socket.raw_fd()
     }
@@ -241,24 +258,99 @@ impl TunnelIo {
     pub fn queued(&self) -> usize {
         self.net.queued()
     }
+
+    /// What this path counted.
+    pub fn counters(&self) -> &TunnelCounters {
+        &self.counters
+    }
+}
+
+/// What every worker shares: the peers, each behind its own lock (its
+/// boringtun `Tunn` takes `&mut self` for every message), and what never
+/// changes after start (indices, the handshake matcher, the MTU).
+pub struct TunnelCore {
+    peers: Vec<Mutex<Peer>>,
+    index: IndexMap,
+    matcher: Matcher,
+    underlay_mtu: usize,
+}
+
+/// A peer's lock. A poisoned lock means a thread panicked while holding
+/// it, and a panicking dataplane thread ends the process.
+fn lock_peer(p: &Mutex<Peer>) -> MutexGuard<'_, Peer> {
+    p.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl TunnelCore {
+    fn peer(&self, id: PeerId) -> Result<MutexGuard<'_, Peer>, TunnelError> {
+        self.peers
+            .get(id as usize)
+            .map(lock_peer)
+            .ok_or(TunnelError::UnknownPeer(id))
+    }
+
+    /// `send_frame` on a worker's path (see [`Tunnels::send_frame`]).
+    pub fn send_frame(
+        &self,
+        io: &mut TunnelIo,
+        peer: PeerId,
+        frame: &[u8],
+    ) -> Result<(), TunnelError> {
+        let mut p = self.peer(peer)?;
+        self.send_frame_inner(io, &mut p, peer, frame)
+    }
+
+    /// Sends the frames a worker collected, holding each peer's lock for a
+    /// run of frames to it rather than per frame. Returns the refusals.
+    pub fn send_frames<'f>(
+        &self,
+        io: &mut TunnelIo,
+        frames: impl Iterator<Item = (PeerId, &'f [u8])>,
+    ) -> usize {
+        let mut held: Option<(PeerId, MutexGuard<'_, Peer>)> = None;
+        let mut refused = 0;
+        for (id, frame) in frames {
+            if held.as_ref().map(|h| h.0) != Some(id) {
+                held = None;
+                match self.peer(id) {
+                    Ok(g) => held = Some((id, g)),
+                    Err(_) => {
+                        refused += 1;
+                        continue;
+                    }
+                }
+            }
+            if let Some((_, p)) = held.as_mut() {
+                if self.send_frame_inner(io, p, id, frame).is_err() {
+                    refused += 1;
+                }
+            }
+        }
+        refused
+    }
+
+    /// Decrypts what the worker's `TunnelIo::recv` read (see
+    /// [`Tunnels::receive`] for `deliver`). Replies and released frames
+    /// join the worker's send batch; nothing is flushed.
+    pub fn process_received(
+        &self,
+        io: &mut TunnelIo,
+        deliver: &mut dyn FnMut(PeerId, &[u8]),
+    ) -> usize {
+        self.process_received_inner(io, deliver)
+    }
+
+    /// Runs every peer's timers into `io`'s send batch and flushes it.
+    pub fn tick(&self, io: &mut TunnelIo) {
+        self.tick_inner(io)
+    }
 }
 
 pub struct Tunnels {
-    /// The socket and the send batch: the first socket when no worker has
-    /// lent its own (`swap_io`).
-    net: Output,
-    rx: RxBatch,
-    peers: Vec<Peer>,
-    index: IndexMap,
-    matcher: Matcher,
-    /// Reusable plaintext (inner headers + frame + padding) and ciphertext
-    /// buffers: the per-packet path allocates nothing.
-    plain: Box<[u8]>,
-    out: Box<[u8]>,
-    /// Scratch for one inner fragment at a time.
-    frag: Box<[u8]>,
-    underlay_mtu: usize,
-    counters: TunnelCounters,
+    core: Arc<TunnelCore>,
+    /// The first socket's path, used by the `Tunnels` methods below (one
+    /// thread: tests, timers under the node lock).
+    io: TunnelIo,
 }
 
 fn random_u32() -> u32 {
@@ -314,28 +406,30 @@ impl Tunnels {
             .iter()
             .enumerate()
             .map(|(i, spec)| {
-                Peer::new(
+                Mutex::new(Peer::new(
                     matcher.secret(),
                     spec,
                     cfg.local_inner,
                     index.index_of(i as PeerId),
                     &matcher.rate_limiter,
                     random_u32() as u16,
-                )
+                ))
             })
             .collect();
         Ok(Tunnels {
-            net: Output::new(socket),
-            rx: RxBatch::new(),
-            peers,
-            index,
-            matcher,
-            plain: vec![0u8; send::PLAIN_BUF].into_boxed_slice(),
-            out: vec![0u8; send::OUT_BUF].into_boxed_slice(),
-            frag: vec![0u8; send::PLAIN_BUF].into_boxed_slice(),
-            underlay_mtu: usize::from(cfg.underlay_mtu),
-            counters: TunnelCounters::default(),
+            core: Arc::new(TunnelCore {
+                peers,
+                index,
+                matcher,
+                underlay_mtu: usize::from(cfg.underlay_mtu),
+            }),
+            io: TunnelIo::new(Output::new(socket)),
         })
+    }
+
+    /// The state the workers share.
+    pub fn core(&self) -> &Arc<TunnelCore> {
+        &self.core
     }
 
     /// A worker's underlay path. The first worker (`join_group` false)
@@ -346,18 +440,14 @@ impl Tunnels {
     pub fn new_io(&self, join_group: bool) -> io::Result<TunnelIo> {
         let socket = if join_group {
             let mut s = UdpSocket::bind_shared(self.local_port()?, true)?;
-            s.set_gro(self.net.socket.gro);
+            s.set_gro(self.io.net.socket.gro);
             s
         } else {
-            self.net.socket.try_clone()?
+            self.io.net.socket.try_clone()?
         };
         let mut net = Output::new(socket);
-        net.batching = self.net.batching;
-        Ok(TunnelIo {
-            net,
-            rx: RxBatch::new(),
-            counters: TunnelCounters::default(),
-        })
+        net.batching = self.io.net.batching;
+        Ok(TunnelIo::new(net))
     }
 
     /// Deals peers out over the `workers` sockets of the port's reuseport
@@ -366,37 +456,20 @@ impl Tunnels {
     /// `steer.rs`; without it the kernel's 4-tuple hash decides.
     pub fn steer_peers(&self, workers: usize) -> io::Result<()> {
         steer::attach(
-            self.net.socket.raw_fd(),
-            self.index.base(),
+            self.io.net.socket.raw_fd(),
+            self.core.index.base(),
             workers.min(u32::MAX as usize) as u32,
         )
     }
 
-    /// Lends a worker's path to the shared state (call again to take it
-    /// back): between the two calls every send joins the worker's batch
-    /// and `process_received` reads the worker's receive batch. Takes over
-    /// the counts of the worker's last flushes.
-    pub fn swap_io(&mut self, io: &mut TunnelIo) {
-        std::mem::swap(&mut self.net, &mut io.net);
-        std::mem::swap(&mut self.rx, &mut io.rx);
-        self.counters.absorb_flush(&mut io.counters);
-    }
-
-    /// Processes the datagrams of the lent receive batch (see `swap_io`)
-    /// and calls `deliver(peer, frame)` for every gretap frame that passed.
-    /// Flushes nothing. Returns the datagrams handled.
-    pub fn process_received(&mut self, deliver: &mut dyn FnMut(PeerId, &[u8])) -> usize {
-        self.process_received_inner(deliver)
-    }
-
     /// Descriptors to watch for readability.
     pub fn fds(&self) -> Vec<RawFd> {
-        vec![self.net.socket.raw_fd()]
+        vec![self.io.net.socket.raw_fd()]
     }
 
     /// The UDP port actually bound (useful with listen_port 0).
     pub fn local_port(&self) -> io::Result<u16> {
-        self.net.socket.local_port()
+        self.io.net.socket.local_port()
     }
 
     /// Moves to a new socket on `port` (`wg set listen-port`); the fds
@@ -405,36 +478,36 @@ impl Tunnels {
     pub fn rebind(&mut self, port: u16) -> io::Result<()> {
         let mut socket = UdpSocket::bind(port)?;
         // Whatever is queued leaves by the old socket, then it closes.
-        self.net.flush(&mut self.counters);
-        socket.set_gro(self.net.batching);
-        self.net.socket = socket;
+        self.io.flush();
+        socket.set_gro(self.io.net.batching);
+        self.io.net.socket = socket;
         Ok(())
     }
 
     /// The receive buffer the kernel granted (it reports double the request).
     pub fn socket_rcvbuf(&self) -> io::Result<usize> {
-        self.net.socket.rcvbuf()
+        self.io.net.socket.rcvbuf()
     }
 
     /// True when one AF_INET6 socket serves both IPv4 and IPv6 peers.
     pub fn dual_stack(&self) -> bool {
-        self.net.socket.is_dual_stack()
+        self.io.net.socket.is_dual_stack()
     }
 
     /// The underlay MTU datagrams are sized for.
     pub fn underlay_mtu(&self) -> usize {
-        self.underlay_mtu
+        self.core.underlay_mtu
     }
 
     /// Inner datagrams in reassembly from `peer`, and the bytes they hold.
     pub fn reassembly_in_progress(&self, peer: PeerId) -> (usize, usize) {
-        self.peers
-            .get(peer as usize)
+        self.core
+            .peer(peer)
             .map_or((0, 0), |p| (p.reasm.in_progress(), p.reasm.held_bytes()))
     }
 
     pub fn peer_count(&self) -> usize {
-        self.peers.len()
+        self.core.peers.len()
     }
 
     /// Encapsulates and encrypts one Ethernet frame to the peer into the
@@ -443,42 +516,48 @@ impl Tunnels {
     /// peer, oldest kept) and a handshake starts. Socket errors show up in
     /// the counters at flush time, not here.
     pub fn send_frame(&mut self, peer: PeerId, eth_frame: &[u8]) -> Result<(), TunnelError> {
-        self.send_frame_inner(peer, eth_frame)
+        self.core.send_frame(&mut self.io, peer, eth_frame)
+    }
+
+    /// `send_frame` for a batch (one lock per run of frames to a peer);
+    /// returns the refusals.
+    pub fn send_frames<'f>(&mut self, frames: impl Iterator<Item = (PeerId, &'f [u8])>) -> usize {
+        self.core.send_frames(&mut self.io, frames)
     }
 
     /// Sends everything queued: one sendmmsg, with UDP GSO for runs of
     /// equal-sized datagrams to one endpoint. Call once per event-loop
     /// iteration, after the frames of that iteration were sent.
     pub fn flush(&mut self) {
-        self.net.flush(&mut self.counters);
+        self.io.flush();
     }
 
     /// Datagrams waiting for `flush`.
     pub fn queued(&self) -> usize {
-        self.net.queued()
+        self.io.queued()
     }
 
     /// On (the default): batched send and receive, UDP GSO/GRO where the
     /// kernel has them. Off: one system call per datagram each way, no
     /// offloads, every message sent at once (for comparison and debugging).
     pub fn set_batching(&mut self, on: bool) {
-        self.net.flush(&mut self.counters);
-        self.net.batching = on;
-        self.net.socket.set_gro(on);
+        self.io.flush();
+        self.io.net.batching = on;
+        self.io.net.socket.set_gro(on);
     }
 
     pub fn batching(&self) -> bool {
-        self.net.batching
+        self.io.net.batching
     }
 
     /// UDP GSO is in use: the kernel has it and has not refused it.
     pub fn gso_active(&self) -> bool {
-        self.net.batching && self.net.socket.gso
+        self.io.net.batching && self.io.net.socket.gso
     }
 
     /// UDP GRO is on for the socket.
     pub fn gro_active(&self) -> bool {
-        self.net.socket.gro
+        self.io.net.socket.gro
     }
 
     /// Drains the socket (at most MAX_BATCHES_PER_CALL recvmmsg calls of
@@ -489,62 +568,57 @@ impl Tunnels {
     /// full, more may be waiting (matters with edge-triggered epoll;
     /// level-triggered just wakes again).
     pub fn receive(&mut self, deliver: &mut dyn FnMut(PeerId, &[u8])) -> usize {
-        self.receive_inner(deliver)
+        self.core.receive_inner(&mut self.io, deliver)
     }
 
     /// Runs every peer's timers and flushes. Call every 100-250 ms.
     pub fn tick(&mut self) {
-        self.tick_inner()
+        self.core.tick_inner(&mut self.io)
     }
 
     /// Overrides a peer's endpoint (`wg set peer endpoint`).
     pub fn set_endpoint(&mut self, peer: PeerId, endpoint: SocketAddr) -> Result<(), TunnelError> {
-        let p = self
-            .peers
-            .get_mut(peer as usize)
-            .ok_or(TunnelError::UnknownPeer(peer))?;
-        p.endpoint = Some(socket::normalise(endpoint));
+        self.core.peer(peer)?.endpoint = Some(socket::normalise(endpoint));
         Ok(())
     }
 
     pub fn endpoint(&self, peer: PeerId) -> Option<SocketAddr> {
-        self.peers.get(peer as usize).and_then(|p| p.endpoint)
+        self.core.peer(peer).ok().and_then(|p| p.endpoint)
     }
 
     pub fn peer_stats(&self) -> Vec<PeerStats> {
-        self.peers
+        self.core
+            .peers
             .iter()
             .enumerate()
-            .map(|(i, p)| p.snapshot(i as PeerId))
+            .map(|(i, p)| lock_peer(p).snapshot(i as PeerId))
             .collect()
     }
 
+    /// What the first socket's path counted (workers count on their own
+    /// `TunnelIo`; the dataplane adds them up).
     pub fn counters(&self) -> &TunnelCounters {
-        &self.counters
+        &self.io.counters
     }
 
     /// When the peer last authenticated a packet (any kind).
     pub fn last_rx(&self, peer: PeerId) -> Option<Instant> {
-        self.peers.get(peer as usize).and_then(|p| p.stats.last_rx)
+        self.core.peer(peer).ok().and_then(|p| p.stats.last_rx)
     }
 
     /// Handshake initiations sent since the peer was last heard from.
     pub fn handshake_attempts(&self, peer: PeerId) -> u32 {
-        self.peers
-            .get(peer as usize)
+        self.core
+            .peer(peer)
             .map_or(0, |p| p.stats.handshake_attempts)
     }
 
     /// Heard from within `window` (e.g. a few keepalive intervals).
     pub fn peer_alive(&self, peer: PeerId, window: Duration) -> bool {
-        self.peers
-            .get(peer as usize)
-            .is_some_and(|p| p.alive_within(window))
+        self.core.peer(peer).is_ok_and(|p| p.alive_within(window))
     }
 
     pub fn session_up(&self, peer: PeerId) -> bool {
-        self.peers
-            .get(peer as usize)
-            .is_some_and(|p| p.session_up())
+        self.core.peer(peer).is_ok_and(|p| p.session_up())
     }
 }

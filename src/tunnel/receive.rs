@@ -5,6 +5,7 @@
 //! Replies and released frames join the send batch, flushed at the end.
 
 use std::net::SocketAddr;
+use std::sync::{Mutex, MutexGuard};
 
 use boringtun::noise::errors::WireGuardError;
 use boringtun::noise::{Packet, Tunn, TunnResult};
@@ -17,7 +18,7 @@ use super::peer::{Now, Peer, PeerCounters};
 use super::reassembly::Verdict;
 use super::rx_batch::{RxBatch, RX_BATCH};
 use super::send::{MSG_COOKIE, MSG_DATA};
-use super::{gretap, PeerId, Tunnels};
+use super::{gretap, lock_peer, PeerId, TunnelCore, TunnelIo};
 
 /// recvmmsg calls per `receive`: bounds the time one call can take (and so
 /// the latency of the caller's other work) at 8 x 32 entries.
@@ -38,7 +39,10 @@ const MSG_RESPONSE: u8 = 2;
 /// Everything one datagram needs, borrowed apart from the receive batch.
 struct Rx<'a> {
     net: &'a mut Output,
-    peers: &'a mut [Peer],
+    peers: &'a [Mutex<Peer>],
+    /// The peer whose lock we hold: consecutive datagrams of one peer (a
+    /// GRO train, a burst) take its lock once.
+    held: Option<(PeerId, MutexGuard<'a, Peer>)>,
     index: IndexMap,
     matcher: &'a Matcher,
     out: &'a mut [u8],
@@ -47,54 +51,61 @@ struct Rx<'a> {
     now: Now,
 }
 
-impl Tunnels {
-    pub(super) fn receive_inner(&mut self, deliver: &mut dyn FnMut(PeerId, &[u8])) -> usize {
-        let Tunnels {
+impl TunnelCore {
+    pub(super) fn receive_inner(
+        &self,
+        io: &mut TunnelIo,
+        deliver: &mut dyn FnMut(PeerId, &[u8]),
+    ) -> usize {
+        let TunnelIo {
             net,
             rx,
-            peers,
-            index,
-            matcher,
             out,
             counters,
             ..
-        } = self;
+        } = io;
         // What earlier calls queued goes first.
         net.flush(counters);
-        let mut ctx = Rx {
-            net,
-            peers,
-            index: *index,
-            matcher,
-            out,
-            counters,
-            now: Now::read(),
-        };
+        let mut ctx = self.rx_context(net, out, counters);
         let total = ctx.drain(rx, deliver);
+        ctx.held = None;
         ctx.net.flush(ctx.counters);
         total
     }
-}
 
-impl Tunnels {
+    fn rx_context<'a>(
+        &'a self,
+        net: &'a mut Output,
+        out: &'a mut [u8],
+        counters: &'a mut TunnelCounters,
+    ) -> Rx<'a> {
+        Rx {
+            net,
+            peers: &self.peers,
+            held: None,
+            index: self.index,
+            matcher: &self.matcher,
+            out,
+            counters,
+            now: Now::read(),
+        }
+    }
+
     /// The worker path: processes the batch a worker's `TunnelIo::recv`
-    /// read, once the worker lent its `TunnelIo` with `swap_io`. Replies
-    /// and released frames join the lent send batch; nothing is flushed
-    /// here (the worker flushes outside the node lock).
+    /// read. Replies and released frames join the worker's send batch;
+    /// nothing is flushed here.
     pub(super) fn process_received_inner(
-        &mut self,
+        &self,
+        io: &mut TunnelIo,
         deliver: &mut dyn FnMut(PeerId, &[u8]),
     ) -> usize {
-        let Tunnels {
+        let TunnelIo {
             net,
             rx,
-            peers,
-            index,
-            matcher,
             out,
             counters,
             ..
-        } = self;
+        } = io;
         let n = rx.count();
         if n == 0 {
             return 0;
@@ -102,16 +113,9 @@ impl Tunnels {
         counters.rx_recvmmsg_calls += 1;
         counters.rx_messages += n as u64;
         counters.rx_most_messages_per_call = counters.rx_most_messages_per_call.max(n as u64);
-        let mut ctx = Rx {
-            net,
-            peers,
-            index: *index,
-            matcher,
-            out,
-            counters,
-            now: Now::read(),
-        };
+        let mut ctx = self.rx_context(net, out, counters);
         let handled = ctx.batch(rx, deliver);
+        drop(ctx);
         rx.clear();
         handled
     }
@@ -234,32 +238,50 @@ impl Rx<'_> {
         data: &[u8],
         deliver: &mut dyn FnMut(PeerId, &[u8]),
     ) {
-        let Some(peer) = self.peers.get_mut(id as usize) else {
+        if self.held.as_ref().map(|h| h.0) != Some(id) {
+            self.held = None;
+            let Some(p) = self.peers.get(id as usize) else {
+                return;
+            };
+            self.held = Some((id, lock_peer(p)));
+        }
+        let Rx {
+            held,
+            net,
+            out,
+            counters,
+            now,
+            ..
+        } = self;
+        let Some((_, peer)) = held.as_mut() else {
             return;
         };
-        let counters = &mut *self.counters;
-        let authenticated = match peer.tunn.decapsulate(Some(from.ip()), data, self.out) {
+        let peer: &mut Peer = peer;
+        let net: &mut Output = net;
+        let now = *now;
+        let counters: &mut TunnelCounters = counters;
+        let authenticated = match peer.tunn.decapsulate(Some(from.ip()), data, out) {
             TunnResult::WriteToNetwork(reply) => {
                 if reply.first() == Some(&MSG_COOKIE) {
                     // The Tunn's own load check answered with a cookie:
                     // nothing authenticated yet, so no roaming.
-                    self.net.queue(counters, None, reply, from);
+                    net.queue(counters, None, reply, from);
                     return;
                 }
                 // A response to their initiation, or our keepalive after
                 // their response: either way a handshake just completed.
-                if peer.authenticated(from, data.len(), self.now) {
+                if peer.authenticated(from, data.len(), now) {
                     counters.endpoint_changes += 1;
                 }
                 if msg_type == MSG_INITIATION || msg_type == MSG_RESPONSE {
                     peer.handshake_completed();
                     counters.handshakes_completed += 1;
                 }
-                self.net.queue(counters, Some(&mut *peer), reply, from);
+                net.queue(counters, Some(&mut *peer), reply, from);
                 true
             }
             TunnResult::WriteToTunnelV4(inner, _) | TunnResult::WriteToTunnelV6(inner, _) => {
-                if peer.authenticated(from, data.len(), self.now) {
+                if peer.authenticated(from, data.len(), now) {
                     counters.endpoint_changes += 1;
                 }
                 match gretap::classify(inner, peer.link) {
@@ -267,7 +289,7 @@ impl Rx<'_> {
                         deliver_gre(gre, id, &mut peer.stats, counters, deliver)
                     }
                     Ok(Inner::Fragment(f)) => {
-                        if peer.reasm.input(f, self.now.mono, counters) == Verdict::Complete {
+                        if peer.reasm.input(f, now.mono, counters) == Verdict::Complete {
                             let gre = peer.reasm.completed();
                             deliver_gre(gre, id, &mut peer.stats, counters, deliver);
                         }
@@ -278,7 +300,7 @@ impl Rx<'_> {
             }
             TunnResult::Done if msg_type == MSG_DATA => {
                 counters.rx_keepalives += 1;
-                if peer.authenticated(from, data.len(), self.now) {
+                if peer.authenticated(from, data.len(), now) {
                     counters.endpoint_changes += 1;
                 }
                 true
@@ -299,7 +321,7 @@ impl Rx<'_> {
         // an initiation: there the session is not usable yet, and a flush
         // would only move the head of the queue to its tail (reordering).
         if authenticated && msg_type != MSG_INITIATION {
-            send_queued(self.net, counters, peer);
+            send_queued(net, counters, peer);
         }
     }
 }

@@ -3,7 +3,7 @@
 //! slot of the send batch -> sendmmsg at the next flush (`output.rs`).
 //! An inner packet too long for one datagram over the underlay MTU leaves
 //! as inner IP fragments (`fragment.rs`), never as underlay fragments.
-//! No allocation per packet: every buffer lives in `Tunnels`.
+//! No allocation per packet: every buffer lives in the worker's `TunnelIo`.
 
 use std::net::SocketAddr;
 
@@ -14,7 +14,7 @@ use super::output::Output;
 use super::peer::Peer;
 use super::socket::RX_DATAGRAM_MAX;
 use super::tx_batch::TX_SLOT;
-use super::{gretap, PeerId, TunnelError, Tunnels};
+use super::{gretap, PeerId, TunnelCore, TunnelError, TunnelIo};
 
 /// WireGuard message type of an initiation (first byte on the wire).
 pub(super) const MSG_INITIATION: u8 = 1;
@@ -73,12 +73,16 @@ pub(super) fn inner_mtu(underlay_mtu: usize, endpoint: SocketAddr) -> usize {
         .min(RX_DATAGRAM_MAX - DATA_OVERHEAD)
 }
 
-impl Tunnels {
-    pub(super) fn send_frame_inner(&mut self, id: PeerId, frame: &[u8]) -> Result<(), TunnelError> {
-        let peer = self
-            .peers
-            .get_mut(id as usize)
-            .ok_or(TunnelError::UnknownPeer(id))?;
+impl TunnelCore {
+    /// One frame to `peer` (locked by the caller, who may hold it for a
+    /// run of frames) on a worker's path `io`.
+    pub(super) fn send_frame_inner(
+        &self,
+        io: &mut TunnelIo,
+        peer: &mut Peer,
+        id: PeerId,
+        frame: &[u8],
+    ) -> Result<(), TunnelError> {
         if frame.len() < gretap::MIN_FRAME_LEN {
             return Err(TunnelError::FrameTooShort(frame.len()));
         }
@@ -87,75 +91,60 @@ impl Tunnels {
         }
         let Some(endpoint) = peer.endpoint else {
             // Nowhere to send the handshake either; the peer must reach us.
-            self.counters.tx_no_endpoint += 1;
+            io.counters.tx_no_endpoint += 1;
             return Err(TunnelError::NoEndpoint(id));
         };
         let too_long = TunnelError::FrameTooLong(frame.len());
         let ident = peer.next_ident();
-        let hl = gretap::encap_headers(&mut self.plain, peer.link, frame.len(), ident)
+        let hl = gretap::encap_headers(&mut io.plain, peer.link, frame.len(), ident)
             .map_err(|_| too_long)?;
         let len = hl + frame.len();
-        self.plain
+        io.plain
             .get_mut(hl..len)
             .ok_or(too_long)?
             .copy_from_slice(frame);
         let mtu = inner_mtu(self.underlay_mtu, endpoint);
         if len <= mtu {
-            return self.seal_one(id, len, mtu, endpoint);
+            return seal_one(io, peer, len, mtu, endpoint);
         }
         // Too long for one datagram: inner IP fragments, each sealed into
         // its own slot (see fragment.rs).
         let ident6 = peer.next_frag_ident();
-        let packet = self.plain.get(..len).ok_or(too_long)?;
+        let TunnelIo {
+            net,
+            plain,
+            frag,
+            counters,
+            ..
+        } = io;
+        let packet = plain.get(..len).ok_or(too_long)?;
         let mut pieces = Fragmenter::new(packet, mtu, ident6).ok_or(too_long)?;
-        self.counters.tx_fragmented_frames += 1;
+        counters.tx_fragmented_frames += 1;
         let mut first = true;
-        while let Some(n) = pieces.next_into(&mut self.frag) {
-            self.counters.tx_inner_fragments += 1;
-            let peer = self
-                .peers
-                .get_mut(id as usize)
-                .ok_or(TunnelError::UnknownPeer(id))?;
-            let slot = self.net.slot(&mut self.counters);
-            let sealed = seal_packet(&mut peer.tunn, &mut self.frag, n, mtu, slot)?;
-            commit_sealed(
-                &mut self.net,
-                &mut self.counters,
-                peer,
-                sealed,
-                endpoint,
-                first,
-            );
+        while let Some(n) = pieces.next_into(frag) {
+            counters.tx_inner_fragments += 1;
+            let slot = net.slot(counters);
+            let sealed = seal_packet(&mut peer.tunn, frag, n, mtu, slot)?;
+            commit_sealed(net, counters, peer, sealed, endpoint, first);
             first = false;
         }
         Ok(())
     }
+}
 
-    /// Seals `plain[..len]` into the next slot and queues it.
-    fn seal_one(
-        &mut self,
-        id: PeerId,
-        len: usize,
-        mtu: usize,
-        endpoint: SocketAddr,
-    ) -> Result<(), TunnelError> {
-        let peer = self
-            .peers
-            .get_mut(id as usize)
-            .ok_or(TunnelError::UnknownPeer(id))?;
-        // Encrypt straight into the send batch (a full one flushes first).
-        let slot = self.net.slot(&mut self.counters);
-        let sealed = seal_packet(&mut peer.tunn, &mut self.plain, len, mtu, slot)?;
-        commit_sealed(
-            &mut self.net,
-            &mut self.counters,
-            peer,
-            sealed,
-            endpoint,
-            true,
-        );
-        Ok(())
-    }
+/// Seals `io.plain[..len]` into the next slot and queues it.
+fn seal_one(
+    io: &mut TunnelIo,
+    peer: &mut Peer,
+    len: usize,
+    mtu: usize,
+    endpoint: SocketAddr,
+) -> Result<(), TunnelError> {
+    // Encrypt straight into the send batch (a full one flushes first).
+    let slot = io.net.slot(&mut io.counters);
+    let sealed = seal_packet(&mut peer.tunn, &mut io.plain, len, mtu, slot)?;
+    commit_sealed(&mut io.net, &mut io.counters, peer, sealed, endpoint, true);
+    Ok(())
 }
 
 /// Queues what `seal_packet` left at the start of the current slot;

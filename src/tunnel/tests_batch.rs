@@ -396,7 +396,7 @@ fn gso_refused_by_the_kernel_falls_back() {
         eprintln!("kernel without UDP GSO: not testable here");
         return;
     }
-    let fd = a.net.socket.raw_fd();
+    let fd = a.io.net.socket.raw_fd();
     super::socket::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_NO_CHECK, 1).unwrap();
     let frames: Got = (0..150).map(|i| (0, frame(1200, i as u8))).collect();
     two_bursts(&mut a, &mut b, &frames);

@@ -241,7 +241,7 @@ fn junk_datagrams_are_counted_not_fatal() {
     }
     // Data under a valid index for peer 0 but garbage ciphertext.
     let mut fake = vec![4u8, 0, 0, 0];
-    fake.extend_from_slice(&((a.index.index_of(0) << 8) | 1).to_le_bytes());
+    fake.extend_from_slice(&((a.core.index.index_of(0) << 8) | 1).to_le_bytes());
     fake.extend_from_slice(&[0u8; 8 + 16 + 32]);
     junk.send_to(&fake, to).unwrap();
     sent += 1;

@@ -9,21 +9,26 @@
 
 use boringtun::noise::TunnResult;
 
-use super::Tunnels;
+use super::{lock_peer, TunnelCore, TunnelIo};
 
-impl Tunnels {
-    pub(super) fn tick_inner(&mut self) {
+impl TunnelCore {
+    pub(super) fn tick_inner(&self, io: &mut TunnelIo) {
         // The shared limiter is ours to reset (Tunns only reset their own).
         self.matcher.rate_limiter.reset_count();
         let now = std::time::Instant::now();
-        for peer in self.peers.iter_mut() {
+        let TunnelIo {
+            net, out, counters, ..
+        } = io;
+        for p in &self.peers {
+            let mut peer = lock_peer(p);
+            let peer = &mut *peer;
             // Unfinished inner datagrams time out even if the peer went
             // quiet.
-            peer.reasm.expire(now, &mut self.counters);
-            match peer.tunn.update_timers(&mut self.out) {
+            peer.reasm.expire(now, counters);
+            match peer.tunn.update_timers(out) {
                 TunnResult::WriteToNetwork(msg) => match peer.endpoint {
-                    Some(to) => self.net.queue(&mut self.counters, Some(peer), msg, to),
-                    None => self.counters.tx_no_endpoint += 1,
+                    Some(to) => net.queue(counters, Some(peer), msg, to),
+                    None => counters.tx_no_endpoint += 1,
                 },
                 // ConnectionExpired: boringtun gave up (90 s of failed
                 // handshakes, or keys 540 s old). The next send_frame starts
@@ -32,6 +37,6 @@ impl Tunnels {
                 TunnResult::WriteToTunnelV4(..) | TunnResult::WriteToTunnelV6(..) => {}
             }
         }
-        self.net.flush(&mut self.counters);
+        net.flush(counters);
     }
 }
