@@ -18,10 +18,14 @@
 //!   than one datagram over the underlay MTU may carry, and back.
 //! - `counters.rs`: drop, event and batch-size counters.
 //!
-//! Single-threaded: every method takes `&mut self`; the dataplane owns the
-//! `Tunnels` and drives it from its epoll loop: `receive` when `fds()` are
-//! readable, `tick` every 100-250 ms, `send_frame` for each outgoing frame,
-//! and `flush` once per loop iteration.
+//! Threads: the peers live in a [`TunnelCore`], each behind its own lock
+//! (a boringtun `Tunn` takes `&mut self` per message); everything a thread
+//! needs for I/O (socket, batches, scratch buffers, counters) is its own
+//! [`TunnelIo`]. Dataplane workers call the core with their `TunnelIo`
+//! (`process_received`, `send_frames`, `tick`); [`Tunnels`] bundles the
+//! core with the first socket's path for one-thread use: `receive` when
+//! `fds()` are readable, `tick` every 100-250 ms, `send_frame` for each
+//! outgoing frame, and `flush` once per loop iteration.
 //!
 //! Batching (the point of it: one system call per packet was the limit of
 //! every userspace peer measured here, see DESIGN.md): `send_frame`
