@@ -22,7 +22,8 @@
 //! Order per flow holds: a flow enters through one queue or one socket,
 //! so one worker handles it, and that worker's batches keep its order.
 //! Encryption counters of one peer may leave two workers' batches
-//! interleaved; WireGuard's replay window (8192 in the kernel and in
+//! interleaved, by at most a send batch (64 messages) per worker; the
+//! receiver's replay window (8192 messages in the kernel, 1024 in
 //! boringtun) takes that, as it takes reordering on the wire.
 //!
 //! Different peers' crypto runs on different cores at once. What a single

@@ -93,6 +93,8 @@ mod tests_batch;
 mod tests_frag;
 #[cfg(test)]
 mod tests_raw;
+#[cfg(test)]
+mod tests_threads;
 
 use std::collections::HashMap;
 use std::fmt;
