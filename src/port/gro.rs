@@ -19,7 +19,7 @@ use crate::wire::{checksum, ipv4, ipv6, tcp};
 
 /// Largest coalesced IP packet: the 16-bit IPv4 total length / IPv6
 /// payload length.
-const MAX_IP_LEN: usize = 65_535;
+pub(crate) const MAX_IP_LEN: usize = 65_535;
 
 /// Buffer of one pending super-frame: header, Ethernet with a tag, IP.
 pub const GRO_BUF: usize =
@@ -47,7 +47,8 @@ impl TcpSeg {
     }
 }
 
-fn l3_offset(frame: &[u8]) -> Option<(usize, u16)> {
+/// Offset of the IP header (after one 802.1Q tag at most) and its ethertype.
+pub(crate) fn l3_offset(frame: &[u8]) -> Option<(usize, u16)> {
     let et = u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]);
     if et == ethertype::VLAN {
         let inner = u16::from_be_bytes([*frame.get(16)?, *frame.get(17)?]);
@@ -145,8 +146,13 @@ impl Default for Gro {
 
 impl Gro {
     pub fn new() -> Gro {
+        Gro::with_buf(vec![0u8; GRO_BUF].into_boxed_slice())
+    }
+
+    /// No buffer (an empty boxed slice does not allocate).
+    fn empty() -> Gro {
         Gro {
-            buf: vec![0u8; GRO_BUF].into_boxed_slice(),
+            buf: Box::default(),
             len: 0,
             seg: TcpSeg {
                 v4: true,
@@ -161,6 +167,24 @@ impl Gro {
             next_seq: 0,
             closed: true,
         }
+    }
+
+    /// A coalescer on a buffer given up by another one ([`Gro::take_buf`]),
+    /// so the pool changes a slot's protocol without allocating.
+    pub(crate) fn with_buf(buf: Box<[u8]>) -> Gro {
+        Gro {
+            buf,
+            ..Gro::empty()
+        }
+    }
+
+    /// Gives up the buffer; whatever was pending is forgotten and this
+    /// coalescer must not be used again.
+    pub(crate) fn take_buf(&mut self) -> Box<[u8]> {
+        self.len = 0;
+        self.segs = 0;
+        self.closed = true;
+        std::mem::take(&mut self.buf)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -268,6 +292,10 @@ impl Gro {
     pub fn take(&mut self) -> &[u8] {
         let s = self.seg;
         let total = vnet::HEADER_LEN + self.len;
+        if self.buf.len() < total {
+            // Only after take_buf: nothing is pending, nothing to write.
+            return &[];
+        }
         let (hdr, frame) = self.buf[..total].split_at_mut(vnet::HEADER_LEN);
         let mut h = vnet::Header::new_unchecked(&mut *hdr);
         h.clear();

@@ -6,15 +6,19 @@
 //! - [`rx`]: receive batches; super-frames come out as MTU-sized frames.
 //! - [`segment`]: the Ethernet-aware GSO split and checksum completion.
 //! - [`gro`]: coalescing of TCP segments into super-frames toward a TAP.
+//! - [`gro_udp`]: the same for the datagrams of a UDP flow (USO).
 //! - [`tx`]: plain writes and the pool of flows being coalesced.
 
 pub mod gro;
+pub mod gro_udp;
 pub mod ports;
 pub mod rx;
 pub mod segment;
 pub mod tap;
 pub mod tx;
 
+#[cfg(test)]
+mod gro_udp_tests;
 #[cfg(test)]
 mod offload_tests;
 #[cfg(test)]

@@ -8,10 +8,9 @@ use std::io;
 
 use serde::Serialize;
 
-use super::gro;
 use super::rx::PortRx;
 use super::tap::{Offloads, Tap, TapOptions};
-use super::tx::{send_plain, GroPool};
+use super::tx::{send_plain, GroPool, Seg};
 use super::PortId;
 use crate::wire::ethernet;
 
@@ -63,6 +62,8 @@ pub struct PortCounters {
     pub tx_writes: u64,
     /// Coalesced super-frames written (each counted in tx_frames per segment).
     pub tx_gro: u64,
+    /// UDP super-frames (USO) among tx_gro.
+    pub tx_uso: u64,
 }
 
 impl PortCounters {
@@ -92,7 +93,8 @@ impl PortCounters {
             rx_drop_bad_headers,
             rx_drop_bad_csum,
             tx_writes,
-            tx_gro
+            tx_gro,
+            tx_uso
         );
     }
 }
@@ -346,7 +348,8 @@ impl Ports {
     }
 
     /// Sends one frame out of port `id`, coalescing consecutive in-order TCP
-    /// segments of a flow into one super-frame when the port has TSO (up to
+    /// segments of a flow into one super-frame when the port has TSO, and
+    /// consecutive datagrams of a UDP flow when it has USO (up to
     /// [`super::tx::GRO_SLOTS`] flows held across all ports). Held frames go
     /// out at the latest with [`Ports::flush`], which the caller must call
     /// at the end of each batch of work. True when the
@@ -356,8 +359,8 @@ impl Ports {
             self.counters.unknown_port += 1;
             return false;
         };
-        let seg = if port.tap.offloads().tso && frame.len() <= max_frame_len(port.tap.mtu()) {
-            gro::classify(frame)
+        let seg = if frame.len() <= max_frame_len(port.tap.mtu()) {
+            Seg::classify(port.tap.offloads(), frame)
         } else {
             None
         };

@@ -2,17 +2,20 @@
 //! an offload port) and the pool of super-frames `send_gro` builds.
 //!
 //! The pool is shared by all ports and holds at most [`GRO_SLOTS`] flows,
-//! so its memory (~64 KB a slot) does not grow with the number of ports;
-//! several flows toward one VM coalesce side by side. Order is kept where
-//! it matters: within a flow (a segment that does not continue its flow's
-//! super-frame writes that first), and for anything that is not a
-//! coalescable segment (it writes all of its port's held frames first).
+//! TCP (TSO) and UDP (USO) alike, so its memory (~64 KB a slot) does not
+//! grow with the number of ports; several flows toward one VM coalesce side
+//! by side. Order is kept where it matters: within a flow (a frame that
+//! does not continue its flow's super-frame writes that first), and for
+//! anything that is not coalescable (it writes all of its port's held
+//! frames first).
 
 use std::collections::BTreeMap;
 use std::io;
 
-use super::gro::{Gro, TcpSeg};
+use super::gro::{self, Gro, TcpSeg};
+use super::gro_udp::{self, UdpGro, UdpSeg};
 use super::ports::{max_frame_len, Port};
+use super::tap::Offloads;
 use super::PortId;
 use crate::wire::{ethernet, vnet};
 
@@ -20,12 +23,103 @@ use crate::wire::{ethernet, vnet};
 /// the one started longest ago is written out to make room.
 pub const GRO_SLOTS: usize = 16;
 
+/// A frame `send_gro` may coalesce, as classified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Seg {
+    Tcp(TcpSeg),
+    Udp(UdpSeg),
+}
+
+impl Seg {
+    /// What `frame` is to a port with `off`: a TCP segment when the TAP
+    /// took TSO, a UDP datagram when it took USO; None otherwise.
+    pub(crate) fn classify(off: Offloads, frame: &[u8]) -> Option<Seg> {
+        if off.tso {
+            if let Some(s) = gro::classify(frame) {
+                return Some(Seg::Tcp(s));
+            }
+        }
+        if off.uso {
+            return gro_udp::classify(frame).map(Seg::Udp);
+        }
+        None
+    }
+}
+
+/// What a slot builds: a TCP or a UDP super-frame, on the same kind of
+/// buffer, so that a slot changes protocol without allocating.
+#[derive(Debug)]
+enum Held {
+    Tcp(Gro),
+    Udp(UdpGro),
+}
+
+impl Held {
+    fn is_empty(&self) -> bool {
+        match self {
+            Held::Tcp(g) => g.is_empty(),
+            Held::Udp(g) => g.is_empty(),
+        }
+    }
+
+    fn segments(&self) -> usize {
+        match self {
+            Held::Tcp(g) => g.segments(),
+            Held::Udp(g) => g.segments(),
+        }
+    }
+
+    fn take(&mut self) -> &[u8] {
+        match self {
+            Held::Tcp(g) => g.take(),
+            Held::Udp(g) => g.take(),
+        }
+    }
+
+    fn same_flow(&self, frame: &[u8], seg: &Seg) -> bool {
+        match (self, seg) {
+            (Held::Tcp(g), Seg::Tcp(s)) => g.same_flow(frame, s),
+            (Held::Udp(g), Seg::Udp(s)) => g.same_flow(frame, s),
+            _ => false,
+        }
+    }
+
+    fn append(&mut self, frame: &[u8], seg: &Seg) -> bool {
+        match (self, seg) {
+            (Held::Tcp(g), Seg::Tcp(s)) => g.append(frame, s),
+            (Held::Udp(g), Seg::Udp(s)) => g.append(frame, s),
+            _ => false,
+        }
+    }
+
+    /// Starts a super-frame of `seg`'s protocol; whatever was pending is
+    /// forgotten (the caller wrote it).
+    fn start(&mut self, frame: &[u8], seg: &Seg) -> bool {
+        match (&mut *self, seg) {
+            (Held::Tcp(g), Seg::Tcp(s)) => g.start(frame, s),
+            (Held::Udp(g), Seg::Udp(s)) => g.start(frame, s),
+            (Held::Tcp(g), Seg::Udp(s)) => {
+                let mut u = UdpGro::with_buf(g.take_buf());
+                let ok = u.start(frame, s);
+                *self = Held::Udp(u);
+                ok
+            }
+            (Held::Udp(g), Seg::Tcp(s)) => {
+                let mut t = Gro::with_buf(g.take_buf());
+                let ok = t.start(frame, s);
+                *self = Held::Tcp(t);
+                ok
+            }
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Slot {
     port: PortId,
     /// When its super-frame was started: the eviction order.
     started: u64,
-    gro: Box<Gro>,
+    held: Held,
 }
 
 #[derive(Debug, Default)]
@@ -36,22 +130,22 @@ pub(crate) struct GroPool {
 }
 
 impl GroPool {
-    /// Takes a coalescable segment for `port`: merged into its flow's
+    /// Takes a coalescable frame for `port`: merged into its flow's
     /// super-frame, or starting one. True when taken.
     pub(crate) fn push(
         &mut self,
         ports: &mut BTreeMap<PortId, Port>,
         id: PortId,
         frame: &[u8],
-        seg: &TcpSeg,
+        seg: &Seg,
     ) -> bool {
         let flow = self
             .slots
             .iter()
-            .position(|s| s.port == id && !s.gro.is_empty() && s.gro.same_flow(frame, seg));
+            .position(|s| s.port == id && !s.held.is_empty() && s.held.same_flow(frame, seg));
         let i = match flow {
             Some(i) => {
-                if self.slots[i].gro.append(frame, seg) {
+                if self.slots[i].held.append(frame, seg) {
                     return true;
                 }
                 // Same flow, not a continuation: its frame goes first.
@@ -62,7 +156,7 @@ impl GroPool {
         };
         self.tick += 1;
         let slot = &mut self.slots[i];
-        if slot.gro.start(frame, seg) {
+        if slot.held.start(frame, seg) {
             slot.port = id;
             slot.started = self.tick;
             return true;
@@ -72,14 +166,14 @@ impl GroPool {
 
     /// An empty slot: a free one, a new one, or the oldest written out.
     fn free_slot(&mut self, ports: &mut BTreeMap<PortId, Port>) -> usize {
-        if let Some(i) = self.slots.iter().position(|s| s.gro.is_empty()) {
+        if let Some(i) = self.slots.iter().position(|s| s.held.is_empty()) {
             return i;
         }
         if self.slots.len() < GRO_SLOTS {
             self.slots.push(Slot {
                 port: 0,
                 started: 0,
-                gro: Box::new(Gro::new()),
+                held: Held::Tcp(Gro::new()),
             });
             return self.slots.len() - 1;
         }
@@ -95,9 +189,9 @@ impl GroPool {
             return false;
         };
         match ports.get_mut(&slot.port) {
-            Some(p) => write_gro(p, &mut slot.gro),
+            Some(p) => write_gro(p, &mut slot.held),
             None => {
-                slot.gro.take();
+                slot.held.take();
                 false
             }
         }
@@ -108,7 +202,7 @@ impl GroPool {
     pub(crate) fn flush_port(&mut self, id: PortId, port: &mut Port) -> usize {
         let mut n = 0;
         for s in self.slots.iter_mut().filter(|s| s.port == id) {
-            n += usize::from(write_gro(port, &mut s.gro));
+            n += usize::from(write_gro(port, &mut s.held));
         }
         n
     }
@@ -123,18 +217,19 @@ impl GroPool {
     /// Drops what is held for a port that goes away.
     pub(crate) fn forget_port(&mut self, id: PortId) {
         for s in self.slots.iter_mut().filter(|s| s.port == id) {
-            s.gro.take();
+            s.held.take();
         }
     }
 }
 
 /// Writes a held super-frame (if any) to `port`; true when the kernel took
 /// it. A refusal loses all its segments, counted as such.
-fn write_gro(port: &mut Port, g: &mut Gro) -> bool {
+fn write_gro(port: &mut Port, g: &mut Held) -> bool {
     if g.is_empty() {
         return false;
     }
     let segs = g.segments() as u64;
+    let udp = matches!(g, Held::Udp(_));
     let bytes = g.take();
     let c = &mut port.counters;
     match port.tap.write(bytes) {
@@ -144,6 +239,7 @@ fn write_gro(port: &mut Port, g: &mut Gro) -> bool {
             c.tx_bytes += (n - vnet::HEADER_LEN) as u64;
             if segs > 1 {
                 c.tx_gro += 1;
+                c.tx_uso += u64::from(udp);
             }
             true
         }
