@@ -27,6 +27,8 @@ mod segment_tests;
 pub(crate) mod testnet;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod uso_tests;
 
 pub use ports::{max_frame_len, Port, PortCounters, PortInfo, Ports, PortsCounters, MAX_PORTS};
 pub use rx::PortRx;
