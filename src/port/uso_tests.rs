@@ -9,6 +9,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, ChildStdout, Command, Stdio};
 
 use super::gro_udp_tests::{dgram, payload, Dg};
+use super::segment_tests::{super_frame, Spec};
 use super::testnet::{unique_name, Netns};
 use super::*;
 
@@ -447,4 +448,38 @@ fn kernel_cuts_our_super_frames_into_datagrams_with_valid_checksums() {
             }
         }
     }
+}
+
+/// TCP and UDP flows to one port share the pool: coalesced side by side,
+/// and a slot that held one protocol is reused for the other (its buffer
+/// handed over) when the next batch starts with the other one first.
+#[test]
+fn tcp_and_udp_flows_share_the_pool() {
+    let (read, _) = super_frame(&Spec::tcp4(3000, 1000));
+    let mut rx = PortRx::with_reads(1);
+    let mut c = PortCounters::default();
+    assert_eq!(rx.load(&read, true, &mut c, 1518), 3);
+    let mut tcp = Vec::new();
+    rx.for_each_frame(|f| tcp.push(f.to_vec()));
+    let udp = flow(Dg::v4(), 6, 200, 200);
+    let mut v = vm(true, true);
+    let r = receiver(&v, 6);
+    // Batch 1: T0 U0 T1 U1 T2 U2 -> slot 0 TCP, slot 1 UDP.
+    for k in 0..3 {
+        assert!(v.ports.send_gro(v.id, &tcp[k]));
+        assert!(v.ports.send_gro(v.id, &udp[k]));
+    }
+    assert_eq!(v.ports.flush(), 2);
+    // Batch 2: U3 U4 U5 first, then TCP again: both slots change protocol.
+    for f in &udp[3..] {
+        assert!(v.ports.send_gro(v.id, f));
+    }
+    for f in &tcp {
+        assert!(v.ports.send_gro(v.id, f));
+    }
+    assert_eq!(v.ports.flush(), 2);
+    let c = v.ports.get(v.id).unwrap().counters;
+    assert_eq!((c.tx_writes, c.tx_gro, c.tx_uso), (4, 4, 2), "{c:?}");
+    assert_eq!(c.tx_frames, 12);
+    expect_in_order(&r.datagrams(), &udp.iter().collect::<Vec<_>>());
 }
