@@ -115,6 +115,10 @@ pub struct PortConfig {
     /// default; off for a TAP someone else created without vnet headers.
     #[serde(default = "default_true")]
     pub offload: bool,
+    /// Merge a UDP flow's datagrams toward the TAP into USO super-frames
+    /// (one write for up to 64). Off by default: see README, "Ports".
+    #[serde(default)]
+    pub udp_coalescing: bool,
 }
 
 fn default_true() -> bool {
@@ -522,6 +526,26 @@ mod tests {
         assert_eq!(c.peers[0].persistent_keepalive, Some(25));
         // 1500 - 98 - 10 - 14
         assert_eq!(c.default_port_mtu(), 1378);
+        // Defaults of the speed issue's keys.
+        assert_eq!(c.raw.node.workers, 0);
+        assert!(c.workers() >= 1);
+        assert!(c.raw.ports[0].offload && !c.raw.ports[0].udp_coalescing);
+    }
+
+    #[test]
+    fn workers_and_udp_coalescing() {
+        let text = base().replace("[node]\n", "[node]\nworkers = 3\n") + "udp_coalescing = true\n";
+        let c = parse(&text, Path::new(".")).unwrap();
+        assert_eq!(c.workers(), 3);
+        assert!(c.raw.ports[0].udp_coalescing);
+        expect_field(
+            &base().replace("[node]\n", "[node]\nworkers = 65\n"),
+            "node.workers",
+        );
+        expect_field(
+            &base().replace("[node]\n", "[node]\nworkers = -1\n"),
+            "workers",
+        );
     }
 
     fn expect_field(text: &str, field: &str) {

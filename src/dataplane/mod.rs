@@ -226,7 +226,7 @@ impl Daemon {
             match e {
                 PortEvent::Added(id) => {
                     if let Some(p) = self.io.ports.get(id) {
-                        self.crew.port_added(id, &p.tap);
+                        self.crew.port_added(id, &p.tap, p.udp_coalescing);
                     }
                 }
                 PortEvent::Removed(id) => self.crew.port_removed(id),
@@ -248,9 +248,11 @@ impl Daemon {
         name: &str,
         mtu: Option<u16>,
         offload: bool,
+        udp_coalescing: bool,
     ) -> Result<PortId, String> {
         let mtu = mtu.unwrap_or_else(|| self.cfg.default_port_mtu());
         let id = node.add_port(name, mtu, offload)?;
+        node.ports.set_udp_coalescing(id, udp_coalescing);
         if let Err(e) = self.watch_port(&node.ports, id) {
             let _ = node.remove_port(name);
             return Err(e);
@@ -292,7 +294,7 @@ impl Daemon {
         match cmd {
             CtlCommand::Port { action } => match action {
                 PortAction::Add { name, mtu } => self
-                    .add_port(node, name, *mtu, true)
+                    .add_port(node, name, *mtu, true, false)
                     .map(|id| json!(format!("port {name} added (id {id})"))),
                 PortAction::Del { name } => self
                     .del_port(node, name)
@@ -329,7 +331,13 @@ impl Daemon {
         }
         for p in &cfg.raw.ports {
             if node.ports.id_by_name(&p.name).is_none() {
-                if let Err(e) = self.add_port(node, &p.name, Some(cfg.port_mtu(p)), p.offload) {
+                if let Err(e) = self.add_port(
+                    node,
+                    &p.name,
+                    Some(cfg.port_mtu(p)),
+                    p.offload,
+                    p.udp_coalescing,
+                ) {
                     warn!("reload: {e}");
                 }
             }

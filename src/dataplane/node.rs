@@ -106,7 +106,8 @@ impl Node {
                         multi_queue: workers > 1,
                     },
                 )
-                .map_err(|e| format!("port {}: {e}", p.name))?;
+                .map_err(|e| format!("port {}: {e}", p.name))
+                .map(|id| ports.set_udp_coalescing(id, p.udp_coalescing))?;
         }
         let mut switch = Switch::new(SwitchConfig::default());
         for id in ports.ids() {

@@ -128,6 +128,7 @@ pub enum Command {
         id: PortId,
         tap: Tap,
         polled: bool,
+        udp_coalescing: bool,
     },
     /// A port was removed: close the queue, then answer.
     DetachPort {
@@ -391,10 +392,15 @@ impl Crew {
     }
 
     /// Gives every worker its queue of the port worker 0 just opened.
-    pub fn port_added(&self, id: PortId, tap: &Tap) {
+    pub fn port_added(&self, id: PortId, tap: &Tap, udp_coalescing: bool) {
         for inbox in &self.inboxes {
             match tap.queue_for_worker() {
-                Ok((q, polled)) => inbox.send(Command::AttachPort { id, tap: q, polled }),
+                Ok((q, polled)) => inbox.send(Command::AttachPort {
+                    id,
+                    tap: q,
+                    polled,
+                    udp_coalescing,
+                }),
                 Err(e) => warn!(port = tap.name(), "a worker's queue: {e}"),
             }
         }
@@ -511,9 +517,14 @@ impl Worker {
     fn commands(&mut self) -> bool {
         for cmd in self.inbox.drain() {
             match cmd {
-                Command::AttachPort { id, tap, polled } => {
+                Command::AttachPort {
+                    id,
+                    tap,
+                    polled,
+                    udp_coalescing,
+                } => {
                     let fd = tap.fd();
-                    self.io.ports.insert_queue(id, tap, polled);
+                    self.io.ports.insert_queue(id, tap, polled, udp_coalescing);
                     if polled {
                         if let Err(e) = self.ep.add(fd, TOKEN_PORT + u64::from(id)) {
                             warn!(port = id, "epoll: {e}");

@@ -54,6 +54,7 @@ fn vm(offload: bool, v4: bool) -> Vm {
         multi_queue: false,
     };
     let id = ports.open_with(&name, 1500, opts).expect("open TAP");
+    assert!(ports.set_udp_coalescing(id, true));
     let ok = Command::new("ip")
         .args(["link", "set", &name, "netns", &ns.0])
         .status()
@@ -314,6 +315,19 @@ fn without_offloads_every_datagram_is_one_write() {
     expect_in_order(&r.datagrams(), &frames.iter().collect::<Vec<_>>());
 }
 
+#[test]
+fn coalescing_off_by_default_leaves_one_write_per_datagram() {
+    let mut v = vm(true, true);
+    assert!(v.ports.get(v.id).unwrap().tap.offloads().uso);
+    // What a port gets unless the config asks: no UDP super-frames.
+    assert!(v.ports.set_udp_coalescing(v.id, false));
+    let frames = flow(Dg::v4(), 20, 100, 100);
+    let r = receiver(&v, 20);
+    let c = send_all(&mut v, &frames);
+    assert_eq!((c.tx_writes, c.tx_uso, c.tx_frames), (20, 0, 20), "{c:?}");
+    expect_in_order(&r.datagrams(), &frames.iter().collect::<Vec<_>>());
+}
+
 /// The namespace as a router between two of our TAPs: `a` with offloads
 /// (we write super-frames into it), `b` plain (no checksum or GSO offload,
 /// so the kernel must cut what it forwards there and compute every
@@ -331,6 +345,7 @@ fn router(v4: bool) -> Router {
     let (na, nb) = (format!("{base}a"), format!("{base}b"));
     let mut ports = Ports::new();
     let a = ports.open(&na, 1500).expect("open a");
+    assert!(ports.set_udp_coalescing(a, true));
     let plain = TapOptions {
         offload: false,
         multi_queue: false,
