@@ -12,6 +12,9 @@
 //! - `two_threads`: the same A -> B stream with B on its own thread, as a
 //!   sender and a receiver would run on two cores: frames/s of one
 //!   direction, with at most WINDOW frames in flight.
+//! - `peers_in_parallel`: two busy peers sealed by one thread, or by two
+//!   threads (workers) at once on their own paths: whether different
+//!   peers' crypto spreads over cores.
 //!
 //! Run: `cargo bench --bench tunnel`.
 
@@ -27,7 +30,8 @@ use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criteri
 
 use meshwire::keys::public_from_private;
 use meshwire::tunnel::{
-    open_frame, seal_frame, Link, PeerSpec, Sealed, TunnelConfig, Tunnels, RX_DATAGRAM_MAX,
+    open_frame, seal_frame, Link, PeerSpec, Sealed, TunnelConfig, TunnelCore, TunnelIo, Tunnels,
+    RX_DATAGRAM_MAX,
 };
 
 const SIZES: [usize; 3] = [64, 512, 1400];
@@ -345,12 +349,93 @@ fn bench_two_threads(c: &mut Criterion) {
     g.finish();
 }
 
+/// A with peers B (0) and C (1), both sessions up.
+fn hub() -> (Tunnels, Tunnels, Tunnels) {
+    let key = |p: u8| PeerSpec {
+        public_key: public_from_private(&private(p)),
+        endpoint: None,
+        inner: inner(p),
+        persistent_keepalive: None,
+    };
+    let mut a = Tunnels::new(TunnelConfig {
+        private_key: private(1),
+        listen_port: 0,
+        local_inner: inner(1),
+        underlay_mtu: 1500,
+        peers: vec![key(2), key(3)],
+    })
+    .expect("bind");
+    let mut b = node(2, 1);
+    let mut c = node(3, 1);
+    let lo = |t: &Tunnels| SocketAddr::from(([127, 0, 0, 1], t.local_port().expect("port")));
+    a.set_endpoint(0, lo(&b)).expect("peer");
+    a.set_endpoint(1, lo(&c)).expect("peer");
+    b.set_endpoint(0, lo(&a)).expect("peer");
+    c.set_endpoint(0, lo(&a)).expect("peer");
+    a.send_frame(0, &frame(60, 0)).expect("send");
+    a.send_frame(1, &frame(60, 0)).expect("send");
+    let (mut gb, mut gc) = (0, 0);
+    let start = Instant::now();
+    while gb == 0 || gc == 0 {
+        assert!(start.elapsed() < Duration::from_secs(5), "no handshake");
+        a.receive(&mut |_, _| {});
+        b.receive(&mut |_, _| gb += 1);
+        c.receive(&mut |_, _| gc += 1);
+    }
+    (a, b, c)
+}
+
+/// Seals and sends BURST frames of 1400 bytes to `peer` on `io`.
+fn send_burst(core: &TunnelCore, io: &mut TunnelIo, peer: u32, f: &[u8]) {
+    for _ in 0..BURST {
+        black_box(core.send_frames(io, std::iter::once((peer, f))));
+    }
+    io.flush();
+}
+
+/// What the dataplane workers do for two busy peers: one thread sealing
+/// for both, or two threads (two workers) sealing for one peer each at
+/// the same time, each on its own `TunnelIo`, under per-peer locks. On two
+/// idle cores the second should take about half the time per frame.
+/// (The receivers do not read: sendmmsg costs the same either way.)
+fn bench_peers_in_parallel(c: &mut Criterion) {
+    let mut g = c.benchmark_group("peers_in_parallel");
+    g.throughput(Throughput::Elements(2 * BURST as u64));
+    let (a, _b, _c) = hub();
+    let core = Arc::clone(a.core());
+    let mut io1 = a.new_io(false).expect("io");
+    let mut io2 = a.new_io(false).expect("io");
+    let f = frame(1400, 7);
+    g.bench_function("one_thread_two_peers", |bn| {
+        bn.iter(|| {
+            send_burst(&core, &mut io1, 0, &f);
+            send_burst(&core, &mut io1, 1, &f);
+        })
+    });
+    g.bench_function("two_threads_one_peer_each", |bn| {
+        bn.iter_custom(|iters| {
+            let start = Instant::now();
+            std::thread::scope(|s| {
+                s.spawn(|| (0..iters).for_each(|_| send_burst(&core, &mut io1, 0, &f)));
+                s.spawn(|| (0..iters).for_each(|_| send_burst(&core, &mut io2, 1, &f)));
+            });
+            start.elapsed()
+        })
+    });
+    g.finish();
+    let (k1, k2) = (io1.counters(), io2.counters());
+    eprintln!(
+        "  peers_in_parallel: {} + {} datagrams sent, {} + {} would-block",
+        k1.tx_datagrams, k2.tx_datagrams, k1.tx_would_block, k2.tx_would_block
+    );
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .sample_size(30);
-    targets = bench_seal_open, bench_loopback, bench_two_threads
+    targets = bench_seal_open, bench_loopback, bench_two_threads, bench_peers_in_parallel
 }
 criterion_main!(benches);
