@@ -3,6 +3,7 @@
 //! `gretap` inside, so a kernel `wg` + `gretap` node is a valid peer.
 //!
 //! Files, one concern each (like the kernel module's):
+//! - `core.rs`: what workers share (`TunnelCore`) and own (`TunnelIo`).
 //! - `peer.rs`: a peer's Tunn, endpoint, inner address, stats.
 //! - `noise.rs`: demultiplexing messages to peers (receiver index, initiator
 //!   key) and the shared handshake rate limiter.
@@ -68,6 +69,7 @@
 //! 1420-byte wg0 MTU), which boringtun itself does not add.
 
 mod codec;
+mod core;
 mod counters;
 mod fragment;
 pub mod gretap;
@@ -101,11 +103,13 @@ use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::RawFd;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use boringtun::x25519::StaticSecret;
 
+use self::core::lock_peer;
+pub use self::core::{TunnelCore, TunnelIo};
 pub use codec::{open_frame, seal_frame, OpenError, Sealed};
 pub use counters::TunnelCounters;
 pub use gretap::{Drop as InnerDrop, Link, INNER_TTL};
@@ -121,7 +125,6 @@ pub use tx_batch::{TX_BATCH, TX_SLOT};
 use noise::{IndexMap, Matcher};
 use output::Output;
 use peer::Peer;
-use rx_batch::RxBatch;
 use socket::UdpSocket;
 
 /// Index into the config's peer list; the mesh uses it as its HardifId.
@@ -208,149 +211,6 @@ impl fmt::Display for TunnelError {
 }
 
 impl std::error::Error for TunnelError {}
-
-/// One dataplane worker's own path to the underlay: its socket (a member
-/// of the port's SO_REUSEPORT group, or a dup of the first socket), its send
-/// and receive batches, its scratch buffers and its counters. Everything a
-/// worker does with the tunnels, receive, decrypt, encrypt, send, runs on
-/// its `TunnelIo` and the shared [`TunnelCore`], under the lock of one peer
-/// at a time and no other.
-pub struct TunnelIo {
-    net: Output,
-    rx: RxBatch,
-    /// Reusable plaintext (inner headers + frame + padding) and ciphertext
-    /// buffers: the per-packet path allocates nothing.
-    plain: Box<[u8]>,
-    out: Box<[u8]>,
-    /// Scratch for one inner fragment at a time.
-    frag: Box<[u8]>,
-    counters: TunnelCounters,
-}
-
-impl TunnelIo {
-    fn new(net: Output) -> TunnelIo {
-        TunnelIo {
-            net,
-            rx: RxBatch::new(),
-            plain: vec![0u8; send::PLAIN_BUF].into_boxed_slice(),
-            out: vec![0u8; send::OUT_BUF].into_boxed_slice(),
-            frag: vec![0u8; send::PLAIN_BUF].into_boxed_slice(),
-            counters: TunnelCounters::default(),
-        }
-    }
-
-    pub fn fd(&self) -> RawFd {
-        self.net.socket.raw_fd()
-    }
-
-    /// One recvmmsg (RX_BATCH entries, GRO trains) into the receive batch,
-    /// replacing what it held. Ok(0): nothing was waiting.
-    pub fn recv(&mut self) -> io::Result<usize> {
-        let r = self.net.socket.recv_batch(&mut self.rx, RX_BATCH);
-        if r.as_ref()
-            .is_err_and(|e| e.kind() != io::ErrorKind::Interrupted)
-        {
-            self.counters.rx_socket_errors += 1;
-        }
-        r
-    }
-
-    /// Hands the send batch to the kernel (one sendmmsg, GSO runs).
-    pub fn flush(&mut self) {
-        self.net.flush(&mut self.counters);
-    }
-
-    /// Datagrams waiting for `flush`.
-    pub fn queued(&self) -> usize {
-        self.net.queued()
-    }
-
-    /// What this path counted.
-    pub fn counters(&self) -> &TunnelCounters {
-        &self.counters
-    }
-}
-
-/// What every worker shares: the peers, each behind its own lock (its
-/// boringtun `Tunn` takes `&mut self` for every message), and what never
-/// changes after start (indices, the handshake matcher, the MTU).
-pub struct TunnelCore {
-    peers: Vec<Mutex<Peer>>,
-    index: IndexMap,
-    matcher: Matcher,
-    underlay_mtu: usize,
-}
-
-/// A peer's lock. A poisoned lock means a thread panicked while holding
-/// it, and a panicking dataplane thread ends the process.
-fn lock_peer(p: &Mutex<Peer>) -> MutexGuard<'_, Peer> {
-    p.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-impl TunnelCore {
-    fn peer(&self, id: PeerId) -> Result<MutexGuard<'_, Peer>, TunnelError> {
-        self.peers
-            .get(id as usize)
-            .map(lock_peer)
-            .ok_or(TunnelError::UnknownPeer(id))
-    }
-
-    /// `send_frame` on a worker's path (see [`Tunnels::send_frame`]).
-    pub fn send_frame(
-        &self,
-        io: &mut TunnelIo,
-        peer: PeerId,
-        frame: &[u8],
-    ) -> Result<(), TunnelError> {
-        let mut p = self.peer(peer)?;
-        self.send_frame_inner(io, &mut p, peer, frame)
-    }
-
-    /// Sends the frames a worker collected, holding each peer's lock for a
-    /// run of frames to it rather than per frame. Returns the refusals.
-    pub fn send_frames<'f>(
-        &self,
-        io: &mut TunnelIo,
-        frames: impl Iterator<Item = (PeerId, &'f [u8])>,
-    ) -> usize {
-        let mut held: Option<(PeerId, MutexGuard<'_, Peer>)> = None;
-        let mut refused = 0;
-        for (id, frame) in frames {
-            if held.as_ref().map(|h| h.0) != Some(id) {
-                held = None;
-                match self.peer(id) {
-                    Ok(g) => held = Some((id, g)),
-                    Err(_) => {
-                        refused += 1;
-                        continue;
-                    }
-                }
-            }
-            if let Some((_, p)) = held.as_mut() {
-                if self.send_frame_inner(io, p, id, frame).is_err() {
-                    refused += 1;
-                }
-            }
-        }
-        refused
-    }
-
-    /// Decrypts what the worker's `TunnelIo::recv` read (see
-    /// [`Tunnels::receive`] for `deliver`). Replies and released frames
-    /// join the worker's send batch; nothing is flushed.
-    pub fn process_received(
-        &self,
-        io: &mut TunnelIo,
-        deliver: &mut dyn FnMut(PeerId, &[u8]),
-    ) -> usize {
-        self.process_received_inner(io, deliver)
-    }
-
-    /// Runs every peer's timers into `io`'s send batch and flushes it.
-    pub fn tick(&self, io: &mut TunnelIo) {
-        self.tick_inner(io)
-    }
-}
 
 pub struct Tunnels {
     core: Arc<TunnelCore>,

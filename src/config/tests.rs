@@ -1,0 +1,138 @@
+//! Config parsing and validation: defaults, and every error naming its field.
+
+use super::*;
+
+fn key() -> String {
+    keys::encode_key(&keys::generate_private())
+}
+
+fn pubkey() -> String {
+    keys::encode_key(&keys::public_from_private(&keys::generate_private()))
+}
+
+fn base() -> String {
+    format!(
+        "[node]\nprivate_key = \"{}\"\naddress = \"198.19.0.1\"\n[[peer]]\npublic_key = \"{}\"\nendpoint = \"198.18.0.2:51820\"\naddress = \"198.19.0.2\"\npersistent_keepalive = 25\n[[port]]\nname = \"vm1\"\n",
+        key(),
+        pubkey()
+    )
+}
+
+#[test]
+fn good_config() {
+    let c = parse(&base(), Path::new(".")).unwrap();
+    assert_eq!(c.raw.node.listen_port, 51820);
+    assert_eq!(c.raw.mesh.originator_interval_ms, 1000);
+    assert_eq!(c.raw.control.socket, PathBuf::from(DEFAULT_SOCKET));
+    assert_eq!(c.peers.len(), 1);
+    assert_eq!(c.peers[0].persistent_keepalive, Some(25));
+    // 1500 - 98 - 10 - 14
+    assert_eq!(c.default_port_mtu(), 1378);
+    // Defaults of the speed issue's keys.
+    assert_eq!(c.raw.node.workers, 0);
+    assert!(c.workers() >= 1);
+    assert!(c.raw.ports[0].offload && !c.raw.ports[0].udp_coalescing);
+}
+
+#[test]
+fn workers_and_udp_coalescing() {
+    let text = base().replace("[node]\n", "[node]\nworkers = 3\n") + "udp_coalescing = true\n";
+    let c = parse(&text, Path::new(".")).unwrap();
+    assert_eq!(c.workers(), 3);
+    assert!(c.raw.ports[0].udp_coalescing);
+    expect_field(
+        &base().replace("[node]\n", "[node]\nworkers = 65\n"),
+        "node.workers",
+    );
+    expect_field(
+        &base().replace("[node]\n", "[node]\nworkers = -1\n"),
+        "workers",
+    );
+}
+
+fn expect_field(text: &str, field: &str) {
+    let e = parse(text, Path::new(".")).unwrap_err();
+    assert!(
+        e.to_string().contains(field),
+        "error '{e}' does not name '{field}'"
+    );
+}
+
+#[test]
+fn unknown_key_named() {
+    expect_field(&(base() + "bogus = 1\n"), "bogus");
+    expect_field(
+        &base().replace("[node]\n", "[node]\nlisten_prot = 1\n"),
+        "listen_prot",
+    );
+}
+
+#[test]
+fn bad_fields_named() {
+    expect_field(
+        &base().replace("198.18.0.2:51820", "198.18.0.2"),
+        "peer[0].endpoint",
+    );
+    expect_field(
+        &base().replace("address = \"198.19.0.2\"", "address = \"fd00::2\""),
+        "peer[0].address",
+    );
+    expect_field(
+        &base().replace("name = \"vm1\"", "name = \"a/b\""),
+        "port[0].name",
+    );
+    expect_field(
+        &(base() + "[mesh]\noriginator_interval_ms = 1\n"),
+        "mesh.originator_interval_ms",
+    );
+    let no_key = base()
+        .lines()
+        .filter(|l| !l.starts_with("private_key"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    expect_field(&no_key, "node.private_key");
+    expect_field(
+        &base().replacen("private_key = \"", "private_key = \"x", 1),
+        "node.private_key",
+    );
+    expect_field("[node]\nprivate_key = \"\"\n", "address");
+}
+
+#[test]
+fn type_errors_name_the_field() {
+    expect_field(
+        &(base() + "[mesh]\noriginator_interval_ms = \"x\"\n"),
+        "mesh.originator_interval_ms",
+    );
+    expect_field(
+        &base().replace("persistent_keepalive = 25", "persistent_keepalive = -1"),
+        "peer[0].persistent_keepalive",
+    );
+    let two = base() + &format!("[[peer]]\npublic_key = \"{}\"\naddress = 5\n", pubkey());
+    expect_field(&two, "peer[1].address");
+}
+
+#[test]
+fn peer_mtu() {
+    let c = parse(&base(), Path::new(".")).unwrap();
+    assert_eq!(c.peer_hardif_mtu(0), 1402);
+    let t = base().replace(
+        "persistent_keepalive = 25",
+        "persistent_keepalive = 25\nmtu = 1382",
+    );
+    let c = parse(&t, Path::new(".")).unwrap();
+    assert_eq!(c.peer_hardif_mtu(0), 1382);
+    // Never past what the underlay carries.
+    let c = parse(&t.replace("1382", "9000"), Path::new(".")).unwrap();
+    assert_eq!(c.peer_hardif_mtu(0), 1402);
+    expect_field(&t.replace("1382", "1000"), "peer[0].mtu");
+}
+
+#[test]
+fn ipv6_mtu() {
+    let t = base()
+        .replace("198.19.0.1", "fd00::1")
+        .replace("198.19.0.2", "fd00::2");
+    let c = parse(&t, Path::new(".")).unwrap();
+    assert_eq!(c.default_port_mtu(), 1500 - 138 - 24);
+}
