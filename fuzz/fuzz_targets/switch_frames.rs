@@ -29,7 +29,10 @@ fuzz_target!(|data: &[u8]| {
         } else {
             let orig = (sel & 1 == 1).then_some(MacAddr([2, 0, 0, 0, 9, sel]));
             let d = sw.from_mesh(now, frame, orig);
-            assert!(!matches!(d, Decision::Originator(_)), "mesh frame back to the mesh");
+            assert!(
+                !matches!(d, Decision::Originator(_)),
+                "mesh frame back to the mesh"
+            );
         }
     }
     let _ = sw.expire(t0 + Duration::from_secs(3600));

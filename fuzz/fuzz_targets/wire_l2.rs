@@ -6,10 +6,22 @@ use meshwire::wire::{arp, ethernet, ndisc};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(f) = ethernet::Frame::new_checked(data) {
-        let _ = (f.dst_addr(), f.src_addr(), f.batman_vid(), f.inner_ethertype());
+        let _ = (
+            f.dst_addr(),
+            f.src_addr(),
+            f.batman_vid(),
+            f.inner_ethertype(),
+        );
         let p = f.payload();
         if let Ok(a) = arp::Packet::new_checked(p) {
-            let _ = (a.operation(), a.sha(), a.spa(), a.tha(), a.tpa(), a.is_gratuitous());
+            let _ = (
+                a.operation(),
+                a.sha(),
+                a.spa(),
+                a.tha(),
+                a.tpa(),
+                a.is_gratuitous(),
+            );
         }
         let _ = ndisc::Ndisc::parse(p);
     }
