@@ -10,8 +10,9 @@
 //! `gso_size` long; the TCP checksum of every segment is verified first,
 //! because the kernel will trust NEEDS_CSUM and check nothing.
 //!
-//! One flow per port is held; anything else for the port flushes it first,
-//! so frame order on a port is never changed.
+//! A `Gro` builds one flow's super-frame; the pool in `tx.rs` holds several
+//! (TCP and UDP, all ports) and keeps order within each flow and for
+//! anything that cannot be coalesced.
 
 use crate::wire::ethernet::{ethertype, HEADER_LEN as ETH_LEN, VLAN_TAG_LEN};
 use crate::wire::vnet::{self, gso};
