@@ -129,14 +129,42 @@ pub struct Gro {
 /// relative to (l3, l4): everything but lengths, IPv4 ID, checksums, the
 /// TCP sequence number and flags.
 fn same_headers(a: &[u8], b: &[u8], s: &TcpSeg) -> bool {
-    let eq = |r: std::ops::Range<usize>| a.get(r.clone()).is_some() && a.get(r.clone()) == b.get(r);
-    let (l3, l4, end) = (s.l3, s.l4, s.hdr_end);
-    let ip_ok = if s.v4 {
+    let eq = |r: std::ops::Range<usize>| same_range(a, b, r);
+    let (l4, end) = (s.l4, s.hdr_end);
+    same_ip_and_ports(a, b, s.v4, s.l3, l4)
+        && eq(l4 + 8..l4 + 13)
+        && eq(l4 + 14..l4 + 16)
+        && eq(l4 + 18..end)
+}
+
+/// `a` and `b` both hold `r`, with the same bytes.
+fn same_range(a: &[u8], b: &[u8], r: std::ops::Range<usize>) -> bool {
+    a.get(r.clone()).is_some() && a.get(r.clone()) == b.get(r)
+}
+
+/// Ethernet (and tag) and IP headers alike but for what coalescing
+/// rewrites (lengths, IPv4 ID and checksum), and the same L4 ports: the
+/// header rule TCP and UDP coalescing share.
+pub(crate) fn same_ip_and_ports(a: &[u8], b: &[u8], v4: bool, l3: usize, l4: usize) -> bool {
+    let eq = |r: std::ops::Range<usize>| same_range(a, b, r);
+    let ip_ok = if v4 {
         eq(0..l3 + 2) && eq(l3 + 6..l3 + 10) && eq(l3 + 12..l4)
     } else {
         eq(0..l3 + 4) && eq(l3 + 6..l4)
     };
-    ip_ok && eq(l4..l4 + 4) && eq(l4 + 8..l4 + 13) && eq(l4 + 14..l4 + 16) && eq(l4 + 18..end)
+    ip_ok && eq(l4..l4 + 4)
+}
+
+/// The flow key of two frames laid out alike (`l3`, `l4`): Ethernet header
+/// (and tag), IP addresses, L4 ports. Shared by TCP and UDP coalescing.
+pub(crate) fn same_flow_key(a: &[u8], b: &[u8], v4: bool, l3: usize, l4: usize) -> bool {
+    let eq = |r: std::ops::Range<usize>| same_range(a, b, r);
+    let addrs = if v4 {
+        l3 + 12..l3 + 20
+    } else {
+        l3 + 8..l3 + 40
+    };
+    eq(0..l3) && eq(addrs) && eq(l4..l4 + 4)
 }
 
 impl Default for Gro {
@@ -213,15 +241,7 @@ impl Gro {
             return false;
         }
         let head = &self.buf[vnet::HEADER_LEN..vnet::HEADER_LEN + self.len];
-        let eq = |r: std::ops::Range<usize>| {
-            head.get(r.clone()).is_some() && head.get(r.clone()) == frame.get(r)
-        };
-        let addrs = if s.v4 {
-            s.l3 + 12..s.l3 + 20
-        } else {
-            s.l3 + 8..s.l3 + 40
-        };
-        eq(0..s.l3) && eq(addrs) && eq(s.l4..s.l4 + 4)
+        same_flow_key(head, frame, s.v4, s.l3, s.l4)
     }
 
     /// Appends `frame` (classified as `s`) when it continues the pending

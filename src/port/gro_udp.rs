@@ -23,7 +23,7 @@
 //! since the kernel trusts NEEDS_CSUM and would give a checksum to a
 //! datagram sent without one (or hide a corrupted one).
 
-use super::gro::{l3_offset, GRO_BUF, MAX_IP_LEN};
+use super::gro::{l3_offset, same_flow_key, same_ip_and_ports, GRO_BUF, MAX_IP_LEN};
 use crate::wire::ethernet::{ethertype, HEADER_LEN as ETH_LEN};
 use crate::wire::vnet::{self, gso};
 use crate::wire::{checksum, ipv4, ipv6, udp};
@@ -123,14 +123,7 @@ pub fn classify(frame: &[u8]) -> Option<UdpSeg> {
 /// Header bytes that must be equal for two datagrams to merge: everything
 /// but IP lengths, IPv4 ID and header checksum, UDP length and checksum.
 fn same_headers(a: &[u8], b: &[u8], s: &UdpSeg) -> bool {
-    let eq = |r: std::ops::Range<usize>| a.get(r.clone()).is_some() && a.get(r.clone()) == b.get(r);
-    let (l3, l4) = (s.l3, s.l4);
-    let ip_ok = if s.v4 {
-        eq(0..l3 + 2) && eq(l3 + 6..l3 + 10) && eq(l3 + 12..l4)
-    } else {
-        eq(0..l3 + 4) && eq(l3 + 6..l4)
-    };
-    ip_ok && eq(l4..l4 + 4)
+    same_ip_and_ports(a, b, s.v4, s.l3, s.l4)
 }
 
 /// One pending UDP super-frame.
@@ -226,16 +219,7 @@ impl UdpGro {
         if self.len == 0 || s.v4 != p.v4 || s.l3 != p.l3 || s.l4 != p.l4 {
             return false;
         }
-        let head = self.head();
-        let eq = |r: std::ops::Range<usize>| {
-            head.get(r.clone()).is_some() && head.get(r.clone()) == frame.get(r)
-        };
-        let addrs = if s.v4 {
-            s.l3 + 12..s.l3 + 20
-        } else {
-            s.l3 + 8..s.l3 + 40
-        };
-        eq(0..s.l3) && eq(addrs) && eq(s.l4..s.l4 + 4)
+        same_flow_key(self.head(), frame, s.v4, s.l3, s.l4)
     }
 
     /// Appends `frame` (classified as `s`) when it continues the pending
