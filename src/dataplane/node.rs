@@ -145,9 +145,9 @@ impl Node {
         std::mem::swap(&mut self.pending, pending);
     }
 
-    /// The worker path of `on_tunnel_readable`: frames a worker decrypted
-    /// (outside the node lock) go to the mesh. What that sends is left in
-    /// the lent `pending` for the worker to encrypt after the lock.
+    /// Frames a worker decrypted (outside the node lock) go to the mesh.
+    /// What that sends is left in the lent `pending` for the worker to
+    /// encrypt after the lock.
     pub fn on_mesh_frames(&mut self, now: Instant, frames: &Frames) {
         let Node {
             mesh,
@@ -260,24 +260,6 @@ impl Node {
     /// TAP and written at the end of the loop round (`flush`).
     fn port_write(&mut self, port: PortId, frame: &[u8]) {
         self.ports.send_gro(port, frame);
-    }
-
-    /// Reads what the tunnels have for us and hands batman packets to the mesh.
-    pub fn on_tunnel_readable(&mut self, now: Instant) {
-        let Node {
-            tunnels,
-            mesh,
-            hardif_macs,
-            counters,
-            out,
-            ..
-        } = self;
-        tunnels.receive(&mut |peer: PeerId, frame: &[u8]| {
-            mesh_frame(mesh, hardif_macs, counters, out, now, peer, frame)
-        });
-        self.roams(now);
-        self.flush(now);
-        self.drain_pending();
     }
 
     /// Local clients a ROAM advert moved to another originator: move them

@@ -224,12 +224,13 @@ impl WorkerIo {
     /// Runs `f` on the node with this worker's ports and send queue lent to
     /// it; then, with the node released, encrypts what it queued.
     pub fn with_node<R>(&mut self, node: &Mutex<Node>, f: impl FnOnce(&mut Node) -> R) -> R {
-        let mut n = lock(node);
-        self.report.node_locks += 1;
-        self.lend(&mut n);
-        let r = f(&mut n);
-        self.lend(&mut n);
-        drop(n);
+        let r = hold_node(
+            node,
+            &mut self.ports,
+            &mut self.pending,
+            &mut self.report,
+            f,
+        );
         self.send_pending();
         r
     }
@@ -290,17 +291,21 @@ impl WorkerIo {
             match self.ports.recv_batch(port, &mut self.rx) {
                 Ok(_) => {
                     let rx = &mut self.rx;
-                    let mut frames = 0u64;
-                    let mut n = lock(node);
-                    n.swap_io(&mut self.ports, &mut self.pending);
-                    while let Some(frame) = rx.next_frame() {
-                        n.on_port_frame(now, port, frame);
-                        frames += 1;
-                    }
-                    n.swap_io(&mut self.ports, &mut self.pending);
-                    drop(n);
+                    let frames = hold_node(
+                        node,
+                        &mut self.ports,
+                        &mut self.pending,
+                        &mut self.report,
+                        |n| {
+                            let mut frames = 0u64;
+                            while let Some(frame) = rx.next_frame() {
+                                n.on_port_frame(now, port, frame);
+                                frames += 1;
+                            }
+                            frames
+                        },
+                    );
                     self.send_pending();
-                    self.report.node_locks += 1;
                     self.report.port_frames += frames;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
@@ -344,6 +349,24 @@ impl WorkerIo {
         self.report.tunnel = self.tunnel.counters().clone();
         board.publish(&self.report);
     }
+}
+
+/// Runs `f` under the node lock with a worker's ports and send queue lent
+/// to the node (taken from the worker's fields, so the caller may keep
+/// borrowing the others, e.g. its read batch).
+fn hold_node<R>(
+    node: &Mutex<Node>,
+    ports: &mut Ports,
+    pending: &mut Frames,
+    report: &mut WorkerReport,
+    f: impl FnOnce(&mut Node) -> R,
+) -> R {
+    let mut n = lock(node);
+    report.node_locks += 1;
+    n.swap_io(ports, pending);
+    let r = f(&mut n);
+    n.swap_io(ports, pending);
+    r
 }
 
 /// Worker 0's handle on the others.

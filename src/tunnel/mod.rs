@@ -102,7 +102,6 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::RawFd;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -326,11 +325,6 @@ impl Tunnels {
             self.core.index.base(),
             workers.min(u32::MAX as usize) as u32,
         )
-    }
-
-    /// Descriptors to watch for readability.
-    pub fn fds(&self) -> Vec<RawFd> {
-        vec![self.io.net.socket.raw_fd()]
     }
 
     /// The UDP port actually bound (useful with listen_port 0).
