@@ -11,6 +11,7 @@
 //! - [`dataplane`]: the loop that moves packets between the above.
 //! - [`wire`]: packet formats only, zero-copy views that never panic.
 
+pub mod bridge;
 pub mod config;
 pub mod control;
 pub mod dataplane;

@@ -32,10 +32,6 @@ impl Frames {
             .map(|&(p, a, b)| (p, self.buf.get(a..b).unwrap_or_default()))
     }
 
-    pub fn len(&self) -> usize {
-        self.spans.len()
-    }
-
     pub fn is_empty(&self) -> bool {
         self.spans.is_empty()
     }
@@ -66,7 +62,7 @@ mod tests {
             v,
             vec![(3, b"abcd".to_vec()), (1, vec![]), (3, b"xyz".to_vec())]
         );
-        assert_eq!((f.len(), f.bytes()), (3, 7));
+        assert_eq!((f.iter().count(), f.bytes()), (3, 7));
         let cap = f.buf.capacity();
         f.clear();
         assert!(f.is_empty());

@@ -4,9 +4,12 @@
 //! the control socket's wake-up fd and a signalfd; timers are the epoll
 //! timeout. Workers 1.. (`worker.rs`) run the data path only, on their own
 //! socket and queues, sharing the node behind one lock taken per batch.
+//! Every decision is the bridge's (`crate::bridge`, sans I/O); this module
+//! only moves packets and holds the node (`held.rs`).
 
 mod epoll;
 mod frames;
+mod held;
 mod node;
 mod report;
 #[cfg(test)]
@@ -26,10 +29,11 @@ use crate::control::server::ControlServer;
 use crate::control::{CtlCommand, PortAction};
 use crate::port::{PortId, Ports};
 
-pub use node::{Node, NodeCounters};
+pub use held::{lock, Held, Outbox};
+pub use node::Node;
 pub use worker::{Board, WorkerReport};
 
-use worker::{lock, Crew, WorkerIo};
+use worker::{Crew, WorkerIo};
 
 use epoll::{Epoll, Signals};
 
@@ -49,10 +53,16 @@ const FDB_TICK: Duration = Duration::from_secs(1);
 pub(crate) const PORT_BATCHES: usize = 4;
 
 /// The daemon, which is also worker 0: the shared node, worker 0's own
-/// I/O, its event sources, the other workers and where the config lives.
+/// I/O, and the rest of its state.
 struct Daemon {
     node: Arc<Mutex<Node>>,
     io: WorkerIo,
+    st: State,
+}
+
+/// Worker 0's state beside the node and its I/O: event sources, the other
+/// workers and where the config lives.
+struct State {
     board: Arc<Board>,
     crew: Crew,
     ep: Epoll,
@@ -74,7 +84,7 @@ enum PortEvent {
 pub fn run(cfg: Validated, config_path: &Path) -> Result<(), String> {
     // Before any thread exists, so that every thread inherits the mask.
     let signals = Signals::new().map_err(|e| format!("signalfd: {e}"))?;
-    let mut node = Node::new(&cfg)?;
+    let (node, ports) = Node::new(&cfg)?;
     let control = ControlServer::start(&cfg.raw.control.socket)
         .map_err(|e| format!("control.socket {}: {e}", cfg.raw.control.socket.display()))?;
     let workers = node.workers;
@@ -87,7 +97,7 @@ pub fn run(cfg: Validated, config_path: &Path) -> Result<(), String> {
         node.tunnels
             .new_io(false)
             .map_err(|e| format!("socket: {e}"))?,
-        std::mem::take(&mut node.ports),
+        ports,
         Arc::clone(node.tunnels.core()),
     );
     let mut ios = Vec::with_capacity(workers.saturating_sub(1));
@@ -97,6 +107,7 @@ pub fn run(cfg: Validated, config_path: &Path) -> Result<(), String> {
             .new_io(true)
             .map_err(|e| format!("worker {w}: node.listen_port: {e}"))?;
         let p = io0
+            .out
             .ports
             .replica()
             .map_err(|e| format!("worker {w}: a queue of the ports: {e}"))?;
@@ -115,29 +126,31 @@ pub fn run(cfg: Validated, config_path: &Path) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     ep.add(control.fd(), TOKEN_CONTROL)
         .map_err(|e| e.to_string())?;
-    ep.add(io0.tunnel.fd(), TOKEN_TUNNEL)
+    ep.add(io0.out.tunnel.fd(), TOKEN_TUNNEL)
         .map_err(|e| e.to_string())?;
     let mut d = Daemon {
-        config_ports: cfg.raw.ports.iter().map(|p| p.name.clone()).collect(),
         node,
         io: io0,
-        board,
-        crew,
-        ep,
-        cfg,
-        config_path: config_path.to_path_buf(),
-        port_events: Vec::new(),
+        st: State {
+            config_ports: cfg.raw.ports.iter().map(|p| p.name.clone()).collect(),
+            board,
+            crew,
+            ep,
+            cfg,
+            config_path: config_path.to_path_buf(),
+            port_events: Vec::new(),
+        },
     };
-    let ids: Vec<PortId> = d.io.ports.ids().collect();
+    let ids: Vec<PortId> = d.io.out.ports.ids().collect();
     for id in ids {
-        d.watch_port(&d.io.ports, id)?;
+        d.st.watch_port(&d.io.out.ports, id)?;
     }
     info!(
-        originator = %lock(&d.node).originator,
-        peers = d.cfg.peers.len(),
-        ports = d.cfg.raw.ports.len(),
+        originator = %lock(&d.node).originator(),
+        peers = d.st.cfg.peers.len(),
+        ports = d.st.cfg.raw.ports.len(),
         workers,
-        listen_port = d.cfg.raw.node.listen_port,
+        listen_port = d.st.cfg.raw.node.listen_port,
         "meshwire running"
     );
 
@@ -150,7 +163,8 @@ pub fn run(cfg: Validated, config_path: &Path) -> Result<(), String> {
     loop {
         let now = Instant::now();
         let deadline = mesh_deadline.min(next_tunnel_tick).min(next_fdb_tick);
-        d.ep.wait(deadline.saturating_duration_since(now), &mut ready)
+        d.st.ep
+            .wait(deadline.saturating_duration_since(now), &mut ready)
             .map_err(|e| format!("epoll_wait: {e}"))?;
         let now = Instant::now();
         if !ready.is_empty() {
@@ -159,10 +173,10 @@ pub fn run(cfg: Validated, config_path: &Path) -> Result<(), String> {
         for &token in &ready {
             match token {
                 TOKEN_SIGNAL => match signals.read() {
-                    Some(libc::SIGHUP) => d.with_node(|d, n| d.reload(n)),
+                    Some(libc::SIGHUP) => d.with_node(|st, n, out| st.reload(n, out)),
                     Some(sig) => {
                         info!(signal = sig, "shutting down");
-                        d.crew.stop();
+                        d.st.crew.stop();
                         d.io.flush();
                         return Ok(());
                     }
@@ -170,8 +184,10 @@ pub fn run(cfg: Validated, config_path: &Path) -> Result<(), String> {
                 },
                 TOKEN_CONTROL => {
                     let reqs = control.drain();
-                    let replies: Vec<_> = d.with_node(|d, n| {
-                        reqs.iter().map(|req| d.control(n, &req.cmd, now)).collect()
+                    let replies: Vec<_> = d.with_node(|st, n, out| {
+                        reqs.iter()
+                            .map(|req| st.control(n, out, &req.cmd, now))
+                            .collect()
                     });
                     // After the other workers caught up with port changes.
                     for (req, r) in reqs.into_iter().zip(replies) {
@@ -182,7 +198,7 @@ pub fn run(cfg: Validated, config_path: &Path) -> Result<(), String> {
                 t if t >= TOKEN_PORT => {
                     let port = (t - TOKEN_PORT) as PortId;
                     if let Err(e) = d.io.port_readable(&node, now, port) {
-                        d.with_node(|d, n| d.port_failed(n, port, &e));
+                        d.with_node(|st, n, out| st.port_failed(n, out, port, &e));
                     }
                 }
                 _ => {}
@@ -197,44 +213,44 @@ pub fn run(cfg: Validated, config_path: &Path) -> Result<(), String> {
             next_fdb_tick = now + FDB_TICK;
         }
         if tunnel_due || fdb_due || now >= mesh_deadline {
-            mesh_deadline = d.io.with_node(&node, |n| {
-                n.on_tick(now, tunnel_due, fdb_due);
-                n.mesh.next_deadline()
-            });
+            let mut h = d.io.hold(&node);
+            let (n, out) = h.parts();
+            n.on_tick(now, tunnel_due, fdb_due, out);
+            mesh_deadline = n.bridge.next_deadline();
         } else {
             // Frames sent from the data path can move the mesh's next
             // deadline (an out-of-cycle OGM after a claim).
-            mesh_deadline = lock(&node).mesh.next_deadline();
+            mesh_deadline = lock(&node).bridge.next_deadline();
         }
         d.io.flush();
-        d.io.publish(&d.board, now, false);
+        d.io.publish(&d.st.board, now, false);
     }
 }
 
 impl Daemon {
-    /// Runs `f` with the node (worker 0's I/O lent to it), then tells the
-    /// other workers about ports that came or went.
-    fn with_node<R>(&mut self, f: impl FnOnce(&mut Daemon, &mut Node) -> R) -> R {
-        let node = Arc::clone(&self.node);
-        let mut n = lock(&node);
-        self.io.lend(&mut n);
-        let r = f(self, &mut n);
-        self.io.lend(&mut n);
-        drop(n);
-        self.io.send_pending();
-        for e in std::mem::take(&mut self.port_events) {
+    /// Runs `f` with the node held with worker 0's outbox (see `Held`),
+    /// then tells the other workers about ports that came or went.
+    fn with_node<R>(&mut self, f: impl FnOnce(&mut State, &mut Node, &mut Outbox) -> R) -> R {
+        let r = {
+            let mut h = Held::new(&self.node, &mut self.io.out);
+            let (n, out) = h.parts();
+            f(&mut self.st, n, out)
+        };
+        for e in std::mem::take(&mut self.st.port_events) {
             match e {
                 PortEvent::Added(id) => {
-                    if let Some(p) = self.io.ports.get(id) {
-                        self.crew.port_added(id, &p.tap, p.udp_coalescing);
+                    if let Some(p) = self.io.out.ports.get(id) {
+                        self.st.crew.port_added(id, &p.tap, p.udp_coalescing);
                     }
                 }
-                PortEvent::Removed(id) => self.crew.port_removed(id),
+                PortEvent::Removed(id) => self.st.crew.port_removed(id),
             }
         }
         r
     }
+}
 
+impl State {
     fn watch_port(&self, ports: &Ports, id: PortId) -> Result<(), String> {
         let fd = ports.get(id).map(|p| p.tap.fd()).ok_or("port vanished")?;
         self.ep
@@ -245,16 +261,17 @@ impl Daemon {
     fn add_port(
         &mut self,
         node: &mut Node,
+        ports: &mut Ports,
         name: &str,
         mtu: Option<u16>,
         offload: bool,
         udp_coalescing: bool,
     ) -> Result<PortId, String> {
         let mtu = mtu.unwrap_or_else(|| self.cfg.default_port_mtu());
-        let id = node.add_port(name, mtu, offload)?;
-        node.ports.set_udp_coalescing(id, udp_coalescing);
-        if let Err(e) = self.watch_port(&node.ports, id) {
-            let _ = node.remove_port(name);
+        let id = node.add_port(ports, name, mtu, offload)?;
+        ports.set_udp_coalescing(id, udp_coalescing);
+        if let Err(e) = self.watch_port(ports, id) {
+            let _ = node.remove_port(ports, name);
             return Err(e);
         }
         self.port_events.push(PortEvent::Added(id));
@@ -262,25 +279,30 @@ impl Daemon {
         Ok(id)
     }
 
-    fn del_port(&mut self, node: &mut Node, name: &str) -> Result<PortId, String> {
-        if let Some(id) = node.ports.id_by_name(name) {
-            if let Some(p) = node.ports.get(id) {
+    fn del_port(
+        &mut self,
+        node: &mut Node,
+        ports: &mut Ports,
+        name: &str,
+    ) -> Result<PortId, String> {
+        if let Some(id) = ports.id_by_name(name) {
+            if let Some(p) = ports.get(id) {
                 self.ep.del(p.tap.fd());
             }
         }
-        let id = node.remove_port(name)?;
+        let id = node.remove_port(ports, name)?;
         self.port_events.push(PortEvent::Removed(id));
         info!(port = name, "port removed");
         Ok(id)
     }
 
     /// A port whose TAP failed for good leaves the switch and the mesh.
-    fn port_failed(&mut self, node: &mut Node, port: PortId, e: &std::io::Error) {
-        let Some(name) = node.ports.name(port).map(String::from) else {
+    fn port_failed(&mut self, node: &mut Node, out: &mut Outbox, port: PortId, e: &std::io::Error) {
+        let Some(name) = out.ports.name(port).map(String::from) else {
             return;
         };
         warn!(port = %name, "port failed ({e}): removing it");
-        if let Err(e) = self.del_port(node, &name) {
+        if let Err(e) = self.del_port(node, &mut out.ports, &name) {
             warn!("{e}");
         }
     }
@@ -288,29 +310,35 @@ impl Daemon {
     fn control(
         &mut self,
         node: &mut Node,
+        out: &mut Outbox,
         cmd: &CtlCommand,
         now: Instant,
     ) -> Result<Value, String> {
         match cmd {
             CtlCommand::Port { action } => match action {
                 PortAction::Add { name, mtu } => self
-                    .add_port(node, name, *mtu, true, false)
+                    .add_port(node, &mut out.ports, name, *mtu, true, false)
                     .map(|id| json!(format!("port {name} added (id {id})"))),
                 PortAction::Del { name } => self
-                    .del_port(node, name)
+                    .del_port(node, &mut out.ports, name)
                     .map(|_| json!(format!("port {name} removed"))),
             },
             CtlCommand::Announce { port, mac, ip } => {
-                node.announce(now, port, *mac, ip).map(Value::from)
+                let id = out
+                    .ports
+                    .id_by_name(port)
+                    .ok_or_else(|| format!("no port {port}"))?;
+                let sent = node.bridge.announce(now, id, *mac, ip, out)?;
+                Ok(json!(format!("{sent} announcement(s) sent from {port}")))
             }
-            other => report::answer(node, other, now),
+            other => report::answer(node, &out.ports, other, now),
         }
     }
 
     /// SIGHUP: re-reads the config and brings the config's ports in line.
     /// Other sections need a restart (peers, keys, addresses, workers); a
     /// bad file is reported and changes nothing.
-    fn reload(&mut self, node: &mut Node) {
+    fn reload(&mut self, node: &mut Node, out: &mut Outbox) {
         let cfg = match config::load(&self.config_path) {
             Ok(c) => c,
             Err(e) => {
@@ -318,6 +346,7 @@ impl Daemon {
                 return;
             }
         };
+        let ports = &mut out.ports;
         let wanted: BTreeSet<String> = cfg.raw.ports.iter().map(|p| p.name.clone()).collect();
         for gone in self
             .config_ports
@@ -325,14 +354,15 @@ impl Daemon {
             .cloned()
             .collect::<Vec<_>>()
         {
-            if let Err(e) = self.del_port(node, &gone) {
+            if let Err(e) = self.del_port(node, ports, &gone) {
                 warn!("reload: {e}");
             }
         }
         for p in &cfg.raw.ports {
-            if node.ports.id_by_name(&p.name).is_none() {
+            if ports.id_by_name(&p.name).is_none() {
                 if let Err(e) = self.add_port(
                     node,
+                    ports,
                     &p.name,
                     Some(cfg.port_mtu(p)),
                     p.offload,

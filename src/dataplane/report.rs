@@ -8,14 +8,16 @@ use serde_json::{json, Value};
 
 use super::Node;
 use crate::control::CtlCommand;
+use crate::port::Ports;
 
-pub fn answer(node: &mut Node, cmd: &CtlCommand, now: Instant) -> Result<Value, String> {
+/// `ports` are worker 0's queues (the others' counts come from the board).
+pub fn answer(node: &Node, ports: &Ports, cmd: &CtlCommand, now: Instant) -> Result<Value, String> {
     Ok(match cmd {
         CtlCommand::Peers => peers(node),
         CtlCommand::Originators => originators(node),
         CtlCommand::Fdb => fdb(node, now),
-        CtlCommand::Ports => ports(node),
-        CtlCommand::Stats => stats(node),
+        CtlCommand::Ports => port_list(node, ports),
+        CtlCommand::Stats => stats(node, ports),
         // Commands that change state are the daemon's, not a report's.
         CtlCommand::Announce { .. } | CtlCommand::Port { .. } => return Err("not a report".into()),
     })
@@ -37,10 +39,12 @@ fn peers(node: &Node) -> Value {
         .enumerate()
         .map(|(i, s)| {
             let mut v = to_value(s);
+            let peer = node.peers.get(i);
+            let link = peer.and_then(|(id, _)| node.bridge.link(*id));
             if let Value::Object(m) = &mut v {
-                m.insert("address".into(), json!(node.peer_addrs.get(i)));
-                m.insert("hardif_mac".into(), json!(node.hardif_macs.get(i)));
-                m.insert("link_up".into(), json!(node.link_up(i)));
+                m.insert("address".into(), json!(peer.map(|p| p.1)));
+                m.insert("hardif_mac".into(), json!(link.map(|l| l.mac)));
+                m.insert("link_up".into(), json!(link.is_some_and(|l| l.up)));
                 let ago = m
                     .get("last_handshake")
                     .and_then(Value::as_u64)
@@ -55,6 +59,7 @@ fn peers(node: &Node) -> Value {
 
 fn originators(node: &Node) -> Value {
     let list: Vec<Value> = node
+        .bridge
         .mesh
         .originators()
         .iter()
@@ -68,8 +73,9 @@ fn originators(node: &Node) -> Value {
                 let via = m
                     .get("hardif")
                     .and_then(Value::as_u64)
-                    .and_then(|h| node.peer_addrs.get(h as usize))
-                    .map(|a| a.to_string());
+                    .and_then(|h| u32::try_from(h).ok())
+                    .and_then(|h| node.bridge.link_by_hardif(h))
+                    .map(|l| l.name.clone());
                 m.insert("via".into(), json!(via));
             }
             v
@@ -80,6 +86,7 @@ fn originators(node: &Node) -> Value {
 
 fn fdb(node: &Node, now: Instant) -> Value {
     let mut list: Vec<Value> = node
+        .bridge
         .switch
         .fdb_entries(now)
         .iter()
@@ -95,7 +102,7 @@ fn fdb(node: &Node, now: Instant) -> Value {
         .collect();
     // Clients known only from the translation table are part of the picture:
     // that is where unicast to them goes.
-    for g in node.mesh.tt_global_entries() {
+    for g in node.bridge.mesh.tt_global_entries() {
         let v = to_value(&g);
         let mac = v.get("mac").cloned().unwrap_or(Value::Null);
         let vid = v.get("vid").and_then(Value::as_u64).unwrap_or(0);
@@ -116,12 +123,11 @@ fn fdb(node: &Node, now: Instant) -> Value {
     Value::Array(list)
 }
 
-fn ports(node: &Node) -> Value {
-    // Worker 0's queues are the lent set; the others' counts are what they
-    // last published.
+fn port_list(node: &Node, ports: &Ports) -> Value {
+    // Worker 0's queues are at hand; the others' counts are what they last
+    // published.
     let others = node.board.reports();
-    let list: Vec<Value> = node
-        .ports
+    let list: Vec<Value> = ports
         .info()
         .iter_mut()
         .map(|p| {
@@ -138,8 +144,11 @@ fn ports(node: &Node) -> Value {
                 + c.tx_drop_oversize
                 + c.tx_drop_busy
                 + c.tx_errors;
+            let hooks = node.bridge.hooks.port_counters(p.id);
+            let drops = drops + hooks.drop_batman_from_port;
             let mut v = to_value(p);
             if let Value::Object(m) = &mut v {
+                m.insert("policy".into(), to_value(&hooks));
                 m.insert("rx_frames".into(), json!(c.rx_frames));
                 m.insert("tx_frames".into(), json!(c.tx_frames));
                 m.insert("rx_bytes".into(), json!(c.rx_bytes));
@@ -171,19 +180,25 @@ fn add_counters(a: &mut Value, b: &Value) {
     }
 }
 
-fn stats(node: &Node) -> Value {
+fn stats(node: &Node, ports: &Ports) -> Value {
     // The node's own path (timers, control) plus every worker's.
     let workers = node.board.reports();
     let mut tunnel = to_value(node.tunnels.counters());
     for w in &workers {
         add_counters(&mut tunnel, &to_value(&w.tunnel));
     }
+    let mut bridge = to_value(node.bridge.counters());
+    if let Value::Object(m) = &mut bridge {
+        let refused: u64 = workers.iter().map(|w| w.tunnel_send_errors).sum();
+        m.insert("tunnel_send_errors".into(), json!(refused));
+    }
     json!({
-        "node": to_value(&node.counters),
+        "node": bridge,
+        "hooks": to_value(node.bridge.hooks.counters()),
         "tunnel": tunnel,
-        "mesh": to_value(node.mesh.counters()),
-        "switch": to_value(node.switch.counters()),
-        "ports": to_value(node.ports.counters()),
+        "mesh": to_value(node.bridge.mesh.counters()),
+        "switch": to_value(node.bridge.switch.counters()),
+        "ports": to_value(ports.counters()),
         "workers": to_value(&workers),
     })
 }

@@ -1,9 +1,14 @@
-//! The node's own decisions, on real TAPs and a real socket (root).
+//! The dataplane's own glue on real TAPs and a real socket (root): a node
+//! held through `Held` writes ports through the holder's outbox and
+//! encrypts what it queued for the tunnels only after the lock is released.
+//! The forwarding decisions themselves are the bridge's, tested without
+//! root in `bridge::tests`.
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use super::Node;
+use super::{Held, Node, Outbox};
 use crate::config;
 use crate::keys;
 use crate::wire::MacAddr;
@@ -17,8 +22,9 @@ fn frame(dst: MacAddr, src: MacAddr) -> Vec<u8> {
     f
 }
 
-/// A node with two TAP ports and one peer that never answers.
-fn node(tag: &str) -> (Node, [String; 2]) {
+/// A node with two TAP ports and one peer that never answers, and worker
+/// 0's outbox over its ports.
+fn node(tag: &str) -> (Mutex<Node>, Outbox, [String; 2]) {
     let pid = std::process::id();
     let names = [
         format!("mwd{tag}{}a", pid % 10000),
@@ -34,27 +40,36 @@ fn node(tag: &str) -> (Node, [String; 2]) {
         names[1],
     );
     let cfg = config::parse(&text, Path::new("/")).expect("config");
-    (Node::new(&cfg).expect("node (needs root)"), names)
+    let (node, ports) = Node::new(&cfg).expect("node (needs root)");
+    let tunnel = node.tunnels.new_io(false).expect("socket");
+    let out = Outbox::new(ports, tunnel, Arc::clone(node.tunnels.core()));
+    (Mutex::new(node), out, names)
 }
 
 #[test]
-fn a_no_route_flood_never_goes_back_out_the_ingress_port() {
-    let (mut node, names) = node("h");
+fn a_held_node_writes_ports_and_encrypts_only_after_release() {
+    let (node, mut out, names) = node("h");
     let now = Instant::now();
+    let a = out.ports.id_by_name(&names[0]).unwrap();
+    let b = out.ports.id_by_name(&names[1]).unwrap();
     let vm = MacAddr([2, 0, 0, 0, 0x77, 1]);
-    let remote = MacAddr([2, 0, 0, 0, 0x77, 2]);
-    let orig = MacAddr([2, 0, 0, 0, 0x77, 0xee]);
-    // The switch learns `remote` at an originator the mesh has no route to.
-    node.switch
-        .from_mesh(now, &frame(MacAddr::BROADCAST, remote), Some(orig));
-    let a = node.ports.id_by_name(&names[0]).unwrap();
-    let b = node.ports.id_by_name(&names[1]).unwrap();
-    let tx = |n: &Node, p| n.ports.get(p).unwrap().counters.tx_frames;
-    let (a0, b0) = (tx(&node, a), tx(&node, b));
-
-    node.on_port_frame(now, a, &frame(remote, vm));
-
-    assert_eq!(node.counters.no_route, 1, "the mesh had a route?");
-    assert_eq!(tx(&node, a), a0, "flooded back out the ingress port");
-    assert_eq!(tx(&node, b), b0 + 1, "not flooded to the other port");
+    // Frames handed to the tunnel (sealed, or queued behind the handshake).
+    let sealed = |o: &Outbox| o.tunnel.counters().tx_frames;
+    {
+        let mut h = Held::new(&node, &mut out);
+        let (n, o) = h.parts();
+        n.bridge
+            .from_port(now, a, &frame(MacAddr::BROADCAST, vm), o);
+        // The first OGM for the peer's link.
+        n.on_tick(now, false, false, o);
+        assert_eq!(n.bridge.mesh.counters().tx_ogm, 1);
+        assert_eq!(sealed(o), 0, "encrypted under the node lock");
+        assert!(node.try_lock().is_err(), "the guard does not hold the lock");
+    }
+    assert!(node.try_lock().is_ok(), "the guard kept the lock");
+    assert_eq!(sealed(&out), 1, "the OGM for the peer was not sealed");
+    out.flush();
+    let tx = |o: &Outbox, p| o.ports.get(p).unwrap().counters.tx_frames;
+    assert_eq!(tx(&out, a), 0, "flooded back out the ingress port");
+    assert_eq!(tx(&out, b), 1, "not flooded to the other port");
 }

@@ -15,9 +15,9 @@
 //! under the lock of one peer at a time, hands the frames to the mesh and
 //! the switch under the node lock (once per batch: up to 32 recvmmsg
 //! entries or one TAP read batch, never per packet), and encrypts what
-//! the node queued after releasing it. The worker lends its ports and its
-//! send queue to the node for that time (`Node::swap_io`), so whatever
-//! the node sends joins the worker's own batches.
+//! the node queued after releasing it. It holds the node through
+//! [`Held`](super::held::Held), which hands the bridge the worker's own
+//! [`Outbox`], so whatever the node sends joins the worker's own batches.
 //!
 //! Order per flow holds: a flow enters through one queue or one socket,
 //! so one worker handles it, and that worker's batches keep its order.
@@ -39,7 +39,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::{mpsc, Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -48,6 +48,7 @@ use tracing::warn;
 
 use super::epoll::Epoll;
 use super::frames::Frames;
+use super::held::{Held, Outbox};
 use super::{Node, PORT_BATCHES, TOKEN_PORT, TOKEN_TUNNEL};
 use crate::port::{PortCounters, PortId, PortRx, Ports, Tap};
 use crate::tunnel::{TunnelCore, TunnelCounters, TunnelIo, MAX_BATCHES_PER_CALL, RX_BATCH};
@@ -60,12 +61,6 @@ const PUBLISH_EVERY: Duration = Duration::from_millis(20);
 const IDLE_WAIT: Duration = Duration::from_secs(1);
 /// How long worker 0 waits for the others to close a removed port's queue.
 const DETACH_WAIT: Duration = Duration::from_secs(2);
-
-/// Takes the node lock. A poisoned lock means a worker panicked, and a
-/// panicking worker ends the process (see `spawn`), so the data is whole.
-pub fn lock(node: &Mutex<Node>) -> MutexGuard<'_, Node> {
-    node.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// What a worker did, for `ctl stats` (and its queues' counters, which
 /// `ctl ports` adds up).
@@ -182,12 +177,8 @@ impl Inbox {
 
 /// One worker's I/O.
 pub struct WorkerIo {
-    pub tunnel: TunnelIo,
-    pub ports: Ports,
-    /// The peers (each behind its own lock), for crypto outside the node lock.
-    core: Arc<TunnelCore>,
-    /// What the node asked to send while this worker held it.
-    pending: Frames,
+    /// Its transmit side, which the bridge writes into while it holds the node.
+    pub out: Outbox,
     /// What this worker decrypted, for the node.
     inbound: Frames,
     rx: PortRx,
@@ -200,10 +191,7 @@ pub struct WorkerIo {
 impl WorkerIo {
     pub fn new(worker: usize, tunnel: TunnelIo, ports: Ports, core: Arc<TunnelCore>) -> WorkerIo {
         WorkerIo {
-            tunnel,
-            ports,
-            core,
-            pending: Frames::default(),
+            out: Outbox::new(ports, tunnel, core),
             inbound: Frames::default(),
             rx: PortRx::new(),
             report: WorkerReport {
@@ -215,43 +203,18 @@ impl WorkerIo {
         }
     }
 
-    /// Lends this worker's ports and send queue to the node, or takes them
-    /// back (call once before and once after the work).
-    pub fn lend(&mut self, node: &mut Node) {
-        node.swap_io(&mut self.ports, &mut self.pending);
-    }
-
-    /// Runs `f` on the node with this worker's ports and send queue lent to
-    /// it; then, with the node released, encrypts what it queued.
-    pub fn with_node<R>(&mut self, node: &Mutex<Node>, f: impl FnOnce(&mut Node) -> R) -> R {
-        let r = hold_node(
-            node,
-            &mut self.ports,
-            &mut self.pending,
-            &mut self.report,
-            f,
-        );
-        self.send_pending();
-        r
-    }
-
-    /// Encrypts what the node queued, on this worker's path, one peer lock
-    /// per run of frames to a peer.
-    pub fn send_pending(&mut self) {
-        if self.pending.is_empty() {
-            return;
-        }
-        let refused = self.core.send_frames(&mut self.tunnel, self.pending.iter());
-        self.report.tunnel_send_errors += refused as u64;
-        self.pending.clear();
+    /// Holds the node with this worker's outbox (see [`Held`]).
+    pub fn hold<'a>(&'a mut self, node: &'a Mutex<Node>) -> Held<'a> {
+        self.report.node_locks += 1;
+        Held::new(node, &mut self.out)
     }
 
     /// Reads the socket batch by batch (a bounded number): each batch is
-    /// decrypted under the peers' locks only, then handed to the mesh under
-    /// one hold of the node lock.
+    /// decrypted under the peers' locks only, then handed to the bridge
+    /// under one hold of the node lock.
     pub fn tunnel_readable(&mut self, node: &Mutex<Node>, now: Instant) {
         for _ in 0..MAX_BATCHES_PER_CALL {
-            let n = match self.tunnel.recv() {
+            let n = match self.out.tunnel.recv() {
                 Ok(0) => return,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -260,16 +223,18 @@ impl WorkerIo {
             };
             let inbound = &mut self.inbound;
             inbound.clear();
-            let d = self
-                .core
-                .process_received(&mut self.tunnel, &mut |peer, frame| {
-                    inbound.push(peer, &[frame])
-                });
+            let core = Arc::clone(self.out.core());
+            let d = core.process_received(&mut self.out.tunnel, &mut |peer, frame| {
+                inbound.push(peer, &[frame])
+            });
             self.report.tunnel_datagrams += d as u64;
             if !self.inbound.is_empty() {
-                let inbound = std::mem::take(&mut self.inbound);
-                self.with_node(node, |n| n.on_mesh_frames(now, &inbound));
-                self.inbound = inbound;
+                self.report.node_locks += 1;
+                let mut h = Held::new(node, &mut self.out);
+                let (n, out) = h.parts();
+                for (peer, frame) in self.inbound.iter() {
+                    n.bridge.from_peer(now, peer, frame, out);
+                }
             }
             if n < RX_BATCH {
                 return;
@@ -279,8 +244,7 @@ impl WorkerIo {
 
     /// Reads what this worker's queue of `port` has, a bounded number of
     /// batches, each switched under one hold of the node lock. An error
-    /// other than "nothing more" means the queue is gone (see
-    /// `super::read_port`) and is returned.
+    /// other than "nothing more" means the queue is gone and is returned.
     pub fn port_readable(
         &mut self,
         node: &Mutex<Node>,
@@ -288,25 +252,15 @@ impl WorkerIo {
         port: PortId,
     ) -> io::Result<()> {
         for _ in 0..PORT_BATCHES {
-            match self.ports.recv_batch(port, &mut self.rx) {
+            match self.out.ports.recv_batch(port, &mut self.rx) {
                 Ok(_) => {
-                    let rx = &mut self.rx;
-                    let frames = hold_node(
-                        node,
-                        &mut self.ports,
-                        &mut self.pending,
-                        &mut self.report,
-                        |n| {
-                            let mut frames = 0u64;
-                            while let Some(frame) = rx.next_frame() {
-                                n.on_port_frame(now, port, frame);
-                                frames += 1;
-                            }
-                            frames
-                        },
-                    );
-                    self.send_pending();
-                    self.report.port_frames += frames;
+                    self.report.node_locks += 1;
+                    let mut h = Held::new(node, &mut self.out);
+                    let (n, out) = h.parts();
+                    while let Some(frame) = self.rx.next_frame() {
+                        n.bridge.from_port(now, port, frame, out);
+                        self.report.port_frames += 1;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -333,8 +287,7 @@ impl WorkerIo {
 
     /// Everything this round queued leaves: one sendmmsg, the TAP writes.
     pub fn flush(&mut self) {
-        self.tunnel.flush();
-        self.ports.flush();
+        self.out.flush();
     }
 
     /// Publishes the counters when they are due (or now, with `force`).
@@ -344,29 +297,12 @@ impl WorkerIo {
         }
         self.published = now;
         self.dirty = false;
+        self.report.tunnel_send_errors = self.out.send_errors;
         self.report.ports.clear();
-        self.report.ports.extend(self.ports.port_counters());
-        self.report.tunnel = self.tunnel.counters().clone();
+        self.report.ports.extend(self.out.ports.port_counters());
+        self.report.tunnel = self.out.tunnel.counters().clone();
         board.publish(&self.report);
     }
-}
-
-/// Runs `f` under the node lock with a worker's ports and send queue lent
-/// to the node (taken from the worker's fields, so the caller may keep
-/// borrowing the others, e.g. its read batch).
-fn hold_node<R>(
-    node: &Mutex<Node>,
-    ports: &mut Ports,
-    pending: &mut Frames,
-    report: &mut WorkerReport,
-    f: impl FnOnce(&mut Node) -> R,
-) -> R {
-    let mut n = lock(node);
-    report.node_locks += 1;
-    n.swap_io(ports, pending);
-    let r = f(&mut n);
-    n.swap_io(ports, pending);
-    r
 }
 
 /// Worker 0's handle on the others.
@@ -479,7 +415,7 @@ struct Worker {
 impl Worker {
     fn run(mut self) -> io::Result<()> {
         self.ep.add(self.inbox.fd(), TOKEN_INBOX)?;
-        self.ep.add(self.io.tunnel.fd(), TOKEN_TUNNEL)?;
+        self.ep.add(self.io.out.tunnel.fd(), TOKEN_TUNNEL)?;
         let polled: Vec<(PortId, RawFd)> = self.polled_ports();
         for (id, fd) in polled {
             self.ep.add(fd, TOKEN_PORT + u64::from(id))?;
@@ -518,22 +454,22 @@ impl Worker {
     }
 
     fn polled_ports(&self) -> Vec<(PortId, RawFd)> {
-        self.io
-            .ports
+        let ports = &self.io.out.ports;
+        ports
             .ids()
-            .filter_map(|id| self.io.ports.get(id).map(|p| (id, p)))
+            .filter_map(|id| ports.get(id).map(|p| (id, p)))
             .filter(|(_, p)| p.polled)
             .map(|(id, p)| (id, p.tap.fd()))
             .collect()
     }
 
     fn close_queue(&mut self, id: PortId) {
-        if let Some(p) = self.io.ports.get(id) {
+        if let Some(p) = self.io.out.ports.get(id) {
             if p.polled {
                 self.ep.del(p.tap.fd());
             }
         }
-        self.io.ports.remove(id);
+        self.io.out.ports.remove(id);
     }
 
     /// Carries out worker 0's commands; false on Stop.
@@ -547,7 +483,10 @@ impl Worker {
                     udp_coalescing,
                 } => {
                     let fd = tap.fd();
-                    self.io.ports.insert_queue(id, tap, polled, udp_coalescing);
+                    self.io
+                        .out
+                        .ports
+                        .insert_queue(id, tap, polled, udp_coalescing);
                     if polled {
                         if let Err(e) = self.ep.add(fd, TOKEN_PORT + u64::from(id)) {
                             warn!(port = id, "epoll: {e}");

@@ -109,6 +109,7 @@ impl Mesh {
             frame: p.payload().to_vec(),
             source_orig: Some(orig),
             broadcast: true,
+            ttl: p.ttl(),
         });
     }
 }

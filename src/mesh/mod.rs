@@ -114,6 +114,11 @@ pub enum MeshOutput {
         frame: Vec<u8>,
         source_orig: Option<MacAddr>,
         broadcast: bool,
+        /// The TTL the batman packet arrived with. A node that sends a
+        /// delivered unicast on (the old node of a migration) must use
+        /// `ttl - 1`, never a fresh TTL, so that two nodes with different
+        /// views cannot bounce a frame for ever.
+        ttl: u8,
     },
 }
 
@@ -229,6 +234,9 @@ pub struct Mesh {
     /// Our clients that a ROAM advert moved elsewhere: (client, vid, new
     /// originator), for [`Mesh::take_roamed_away`]. Bounded by MAX_PENDING_OUT.
     pub(crate) roamed_away: Vec<(MacAddr, u16, MacAddr)>,
+    /// Clients other originators announced, for [`Mesh::take_tt_claims`].
+    /// Bounded by MAX_PENDING_OUT.
+    pub(crate) tt_claims: Vec<(MacAddr, u16, MacAddr)>,
 }
 
 impl Mesh {
@@ -262,6 +270,7 @@ impl Mesh {
             roam_guard: roaming::RoamGuard::default(),
             last_ooc_ogm: None,
             roamed_away: Vec::new(),
+            tt_claims: Vec::new(),
         };
         m.ogm_seqno = m.random() as u32;
         m.frag_seqno = m.random() as u16;
@@ -307,6 +316,13 @@ impl Mesh {
     pub fn hardif_set_mtu(&mut self, id: HardifId, mtu: usize) {
         if let Some(h) = self.hardifs.get_mut(&id) {
             h.mtu = Some(mtu);
+        }
+    }
+
+    /// `id` carries packets of any size again (fragmentation off on it).
+    pub fn hardif_clear_mtu(&mut self, id: HardifId) {
+        if let Some(h) = self.hardifs.get_mut(&id) {
+            h.mtu = None;
         }
     }
 
@@ -381,6 +397,25 @@ impl Mesh {
     ) -> bool {
         self.now = Some(now);
         self.unicast_send(dest_orig, frame, out)
+    }
+
+    /// [`Mesh::send_unicast`] with a given TTL: for a frame that arrived
+    /// as unicast and is sent on (see `MeshOutput::Deliver::ttl`). false =
+    /// no route, or the TTL is spent (counted as `ttl_exceeded`).
+    pub fn send_unicast_ttl(
+        &mut self,
+        now: Instant,
+        dest_orig: MacAddr,
+        frame: &[u8],
+        ttl: u8,
+        out: &mut Vec<MeshOutput>,
+    ) -> bool {
+        self.now = Some(now);
+        if ttl == 0 {
+            self.counters.ttl_exceeded += 1;
+            return false;
+        }
+        self.unicast_send_ttl(dest_orig, frame, ttl, out)
     }
 
     pub fn send_broadcast(&mut self, now: Instant, frame: &[u8], out: &mut Vec<MeshOutput>) {
@@ -462,6 +497,14 @@ impl Mesh {
     /// (with a ROAM advert back), as a kernel node does.
     pub fn take_roamed_away(&mut self) -> Vec<(MacAddr, u16, MacAddr)> {
         std::mem::take(&mut self.roamed_away)
+    }
+
+    /// Clients another originator announced since the last call (client,
+    /// vid, originator): TT diffs, full-table responses and ROAM adverts.
+    /// A MAC table that cached an older location from a broadcast must
+    /// follow these, or it keeps sending to where a VM used to be.
+    pub fn take_tt_claims(&mut self) -> Vec<(MacAddr, u16, MacAddr)> {
+        std::mem::take(&mut self.tt_claims)
     }
 
     /// The client left this node (its port went, it aged out, it was seen

@@ -65,10 +65,22 @@ impl Mesh {
         frame: &[u8],
         out: &mut Vec<MeshOutput>,
     ) -> bool {
-        let Some(r) = self.unicast_route(dest_orig) else {
+        self.unicast_send_ttl(dest_orig, frame, TTL, out)
+    }
+
+    /// [`Mesh::unicast_send`] with the header's TTL set to `ttl`.
+    pub(crate) fn unicast_send_ttl(
+        &mut self,
+        dest_orig: MacAddr,
+        frame: &[u8],
+        ttl: u8,
+        out: &mut Vec<MeshOutput>,
+    ) -> bool {
+        let Some(mut r) = self.unicast_route(dest_orig) else {
             self.counters.no_route += 1;
             return false;
         };
+        r.header[2] = ttl;
         let mut packet = Vec::with_capacity(r.header.len() + frame.len());
         packet.extend_from_slice(&r.header);
         packet.extend_from_slice(frame);
@@ -182,7 +194,7 @@ impl Mesh {
                 } else if let Some(new_dest) = self.reroute_target(p.payload(), p.ttvn()) {
                     self.reroute(packet, new_dest, out);
                 } else {
-                    self.deliver_unicast(p.payload(), out);
+                    self.deliver_unicast(p.payload(), p.ttl(), out);
                 }
             }
             packet_type::UNICAST_4ADDR => {
@@ -193,7 +205,7 @@ impl Mesh {
                 if !self.is_own_address(p.dest()) {
                     self.forward(packet, p.dest(), out);
                 } else if p.subtype() == subtype::DATA {
-                    self.deliver_unicast(p.payload(), out);
+                    self.deliver_unicast(p.payload(), p.ttl(), out);
                 } else {
                     // DAT DHT get/put/cache reply: we run no DAT (and do not
                     // announce it), so there is nothing to answer.
@@ -305,7 +317,7 @@ impl Mesh {
         self.counters.malformed += 1;
     }
 
-    fn deliver_unicast(&mut self, frame: &[u8], out: &mut Vec<MeshOutput>) {
+    fn deliver_unicast(&mut self, frame: &[u8], ttl: u8, out: &mut Vec<MeshOutput>) {
         if frame.len() < ETH_HLEN {
             self.counters.malformed += 1;
             return;
@@ -315,6 +327,7 @@ impl Mesh {
             frame: frame.to_vec(),
             source_orig: None,
             broadcast: false,
+            ttl,
         });
     }
 

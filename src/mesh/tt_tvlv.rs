@@ -119,7 +119,9 @@ impl Mesh {
                 for c in changes {
                     if c.flags & tt_client::DEL != 0 {
                         self.tt.global_del(&mut o.tt, orig, c.addr, c.vid);
-                    } else if !self.tt.global_add(&mut o.tt, orig, c) {
+                    } else if self.tt.global_add(&mut o.tt, orig, c) {
+                        push_claim(&mut self.tt_claims, (c.addr, c.vid, orig));
+                    } else {
                         self.counters.table_full += 1;
                     }
                 }
@@ -270,7 +272,9 @@ impl Mesh {
         for c in d.changes() {
             if c.flags & tt_client::DEL != 0 {
                 self.tt.global_del(&mut o.tt, src, c.addr, c.vid);
-            } else if !self.tt.global_add(&mut o.tt, src, &c) {
+            } else if self.tt.global_add(&mut o.tt, src, &c) {
+                push_claim(&mut self.tt_claims, (c.addr, c.vid, src));
+            } else {
                 self.counters.table_full += 1;
             }
         }
@@ -308,7 +312,9 @@ impl Mesh {
             addr: r.client,
             vid: r.vid,
         };
-        if !self.tt.global_add(&mut o.tt, src, &c) {
+        if self.tt.global_add(&mut o.tt, src, &c) {
+            push_claim(&mut self.tt_claims, (r.client, r.vid, src));
+        } else {
             self.counters.table_full += 1;
         }
     }
@@ -366,5 +372,13 @@ impl Mesh {
     /// TTVN to put in a unicast header for `orig`.
     pub(crate) fn tt_orig_ttvn(&self, orig: &MacAddr) -> u8 {
         self.origs.get(orig).map_or(0, |o| o.tt.last_ttvn)
+    }
+}
+
+/// Queues a client's new originator for the MAC table (bounded: past the
+/// bound the table keeps its entry until it ages or the next frame fixes it).
+fn push_claim(claims: &mut Vec<(MacAddr, u16, MacAddr)>, c: (MacAddr, u16, MacAddr)) {
+    if claims.len() < super::MAX_PENDING_OUT {
+        claims.push(c);
     }
 }

@@ -11,6 +11,7 @@
 //! - A frame from the mesh never goes back to the mesh (no loops); it goes
 //!   to the port that has its destination, or to all local ports. The one
 //!   exception is explicit and separate: [`Switch::redirect_for`], see below.
+//! - Every move of a MAC is queued for [`Switch::take_moves`] (logs, events).
 //! - A group or zero source MAC is never learned and the frame is dropped.
 //!
 //! Migration (issue 4). A VM that arrives here must win at once; a VM that is
@@ -39,11 +40,20 @@
 //!   within 100 ms is still here (counted as `mesh_announce_ignored`), and
 //!   qemu's later rounds or the guest's own announcement win if the first
 //!   one came too early.
+//! - ROAM adverts ([`Switch::roamed`]) move a local MAC at once: the new
+//!   node saw the VM speak after its last frame here (a VM paused for a
+//!   migration is silent here for about qemu's downtime, often under
+//!   100 ms, which is why the announcement rule above cannot decide it).
+//!   Were the VM still here, its next frame would move it back.
+//! - Translation-table claims ([`Switch::tt_claim`]) move a remote entry
+//!   that an older broadcast taught to the originator that now announces
+//!   the MAC: without it a third node kept a silently migrated VM at its
+//!   old node until the entry aged out.
 //! - The old node: a MAC that left one of our ports for an originator keeps
 //!   that fact (`FdbEntry::departed`) for `redirect_window`. Frames the mesh
 //!   still delivers to us as UNICAST for it are stale routing in another
-//!   node; [`Switch::redirect_for`] names the new originator so the
-//!   dataplane can send them on instead of dropping them. Broadcasts are
+//!   node; [`Switch::redirect_for`] names the new originator and the bridge
+//!   (`bridge/forward.rs`) sends them on instead of dropping them. Broadcasts are
 //!   never redirected (they already reached every node), nor MACs that never
 //!   lived here. Two nodes can each believe the other has a MAC only when it
 //!   really lives on both (a duplicate MAC, both silent and announcing); the
@@ -182,6 +192,15 @@ pub struct SwitchCounters {
     pub fdb: FdbCounters,
 }
 
+/// A MAC that changed place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Move {
+    pub mac: MacAddr,
+    pub vid: u16,
+    pub from: Location,
+    pub to: Location,
+}
+
 /// One FDB entry for `meshwire ctl`.
 #[derive(Debug, Clone, Serialize)]
 pub struct FdbInfo {
@@ -203,6 +222,8 @@ pub struct Switch {
     /// Local clients that a mesh frame showed to be elsewhere now; the
     /// dataplane drains them with [`Switch::take_withdrawals`].
     withdrawals: Vec<FdbKey>,
+    /// MACs that changed place, for [`Switch::take_moves`].
+    moves: Vec<Move>,
     counters: SwitchCounters,
 }
 
@@ -213,6 +234,7 @@ impl Switch {
             fdb: Fdb::new(cfg.fdb),
             port_names: HashMap::new(),
             withdrawals: Vec::new(),
+            moves: Vec::new(),
             counters: SwitchCounters::default(),
         }
     }
@@ -220,6 +242,14 @@ impl Switch {
     /// Names a port for `fdb_entries` (display only).
     pub fn set_port_name(&mut self, port: PortId, name: &str) {
         self.port_names.insert(port, name.to_owned());
+    }
+
+    /// A port's name for tables and logs (its id until it has one).
+    pub fn port_name(&self, port: PortId) -> String {
+        self.port_names
+            .get(&port)
+            .cloned()
+            .unwrap_or_else(|| port.to_string())
     }
 
     /// A frame from a local port: learn its source there (returns
@@ -280,6 +310,7 @@ impl Switch {
                 }
                 Learn::Moved { from } => {
                     self.counters.learned_moved += 1;
+                    self.note_move(src, vid, from, Location::Port(port));
                     Some(from)
                 }
                 // A re-announcement re-claims even when nothing changed here,
@@ -378,20 +409,35 @@ impl Switch {
         self.counters.fdb = *self.fdb.counters();
     }
 
-    /// A ROAM advert: the mesh says `orig` now serves this client (it
-    /// arrived there). Treated as an announcement: a local entry quiet for
-    /// `announce_keep_local` moves to `orig` (departed, so in-flight frames
-    /// are redirected). True when the client is still at a local port: it
-    /// sent just now, so the caller claims it back, as a kernel node does
-    /// on the client's next frame.
-    pub fn roamed(&mut self, now: Instant, mac: MacAddr, vid: u16, orig: MacAddr) -> bool {
+    /// A ROAM advert: the mesh says `orig` now serves this client (the VM
+    /// spoke there, after its last frame here). The entry moves at once,
+    /// marked departed so that frames still in flight to us are sent on:
+    /// a frame from before the migration must not make this node keep (and
+    /// claim back) a VM that now lives elsewhere. If the VM is really still
+    /// here, its next frame moves it back (port over mesh, always).
+    pub fn roamed(&mut self, now: Instant, mac: MacAddr, vid: u16, orig: MacAddr) {
         if valid_source(mac) {
-            self.learn_remote(now, mac, vid, orig, Source::TranslationTable, true);
+            self.learn_remote_keep(now, mac, vid, orig, Source::TranslationTable, None);
         }
         self.counters.fdb = *self.fdb.counters();
-        self.fdb
+    }
+
+    /// Another originator announced this client in its translation table
+    /// (a TT change, a full table or a ROAM advert). An entry this table
+    /// holds at a *different* originator (taught by an older broadcast)
+    /// follows it; local entries are left to ROAM adverts and frames, and
+    /// MACs the table does not hold stay unknown (the TT answers for them).
+    /// True when the entry moved.
+    pub fn tt_claim(&mut self, now: Instant, mac: MacAddr, vid: u16, orig: MacAddr) -> bool {
+        let stale = self
+            .fdb
             .lookup(now, (mac, vid))
-            .is_some_and(|e| e.location.is_local())
+            .is_some_and(|e| matches!(e.location, Location::Originator(o) if o != orig));
+        if stale {
+            self.learn_remote(now, mac, vid, orig, Source::TranslationTable, false);
+        }
+        self.counters.fdb = *self.fdb.counters();
+        stale
     }
 
     /// Mesh over port: only after `mesh_override_after` of local silence,
@@ -410,22 +456,41 @@ impl Switch {
         } else {
             self.cfg.mesh_override_after
         };
-        match self
-            .fdb
-            .learn(now, (mac, vid), Location::Originator(orig), how, Some(keep))
-        {
-            Learn::Moved {
-                from: Location::Port(_),
-            } => {
-                if announce {
-                    self.counters.mesh_announce_moved += 1;
-                }
+        match self.learn_remote_keep(now, mac, vid, orig, how, Some(keep)) {
+            Some(true) if announce => self.counters.mesh_announce_moved += 1,
+            None if announce => self.counters.mesh_announce_ignored += 1,
+            None => self.counters.mesh_claim_ignored += 1,
+            _ => {}
+        }
+    }
+
+    /// Learns `mac` at `orig` unless a local entry heard within `keep`
+    /// holds it (None: a local entry never holds it). Some(true): a local client moved away (and is queued for
+    /// withdrawal); Some(false): anything else learned or refused; None:
+    /// a local client kept its place.
+    fn learn_remote_keep(
+        &mut self,
+        now: Instant,
+        mac: MacAddr,
+        vid: u16,
+        orig: MacAddr,
+        how: Source,
+        keep: Option<Duration>,
+    ) -> Option<bool> {
+        let to = Location::Originator(orig);
+        match self.fdb.learn(now, (mac, vid), to, how, keep) {
+            Learn::Moved { from } => {
+                self.note_move(mac, vid, from, to);
+                let Location::Port(_) = from else {
+                    return Some(false);
+                };
                 // A local client now lives elsewhere: stop announcing it.
                 if self.withdrawals.len() < MAX_PENDING_WITHDRAWALS {
                     self.withdrawals.push((mac, vid));
                 } else {
                     self.counters.withdrawals_lost += 1;
                 }
+                Some(true)
             }
             Learn::Refused
                 if self
@@ -433,14 +498,22 @@ impl Switch {
                     .lookup(now, (mac, vid))
                     .is_some_and(|e| e.location.is_local()) =>
             {
-                if announce {
-                    self.counters.mesh_announce_ignored += 1;
-                } else {
-                    self.counters.mesh_claim_ignored += 1;
-                }
+                None
             }
-            _ => {}
+            _ => Some(false),
         }
+    }
+
+    fn note_move(&mut self, mac: MacAddr, vid: u16, from: Location, to: Location) {
+        if self.moves.len() < MAX_PENDING_WITHDRAWALS {
+            self.moves.push(Move { mac, vid, from, to });
+        }
+    }
+
+    /// The moves since the last call (for logs and events), at most
+    /// `MAX_PENDING_WITHDRAWALS` of them.
+    pub fn take_moves(&mut self) -> Vec<Move> {
+        std::mem::take(&mut self.moves)
     }
 
     /// Local MACs that a mesh frame moved to another node since the last

@@ -313,6 +313,7 @@ fn reassembles_captured_kernel_fragments() {
         frame,
         source_orig: None,
         broadcast: false,
+        ..
     }] = out.as_slice()
     else {
         panic!("{out:?}")

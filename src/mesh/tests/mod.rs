@@ -81,6 +81,7 @@ impl Sim {
                     frame,
                     source_orig,
                     broadcast,
+                    ..
                 } => self.delivered[from].push((frame, source_orig, broadcast)),
                 MeshOutput::Transmit {
                     hardif,

@@ -1,0 +1,182 @@
+//! Carrying out a forwarding decision: to a local port, to an originator
+//! over the mesh, or flooded; and frames the mesh delivered.
+//!
+//! The unknown destination is decided here, in one place: the FDB does not
+//! know the MAC, so the translation table is asked (and its answer cached in
+//! the FDB); with no answer the frame is flooded to the other ports and the
+//! mesh. A unicast with no route is flooded too: a VM must not lose its
+//! traffic while routes converge.
+
+use std::time::Instant;
+
+use super::{links, Bridge, Egress};
+use crate::port::PortId;
+use crate::switch::{Decision, DropReason};
+use crate::wire::ethernet::Frame;
+use crate::wire::MacAddr;
+
+impl Bridge {
+    /// Carries out a switch decision for a frame from port `from`.
+    pub(super) fn forward(
+        &mut self,
+        now: Instant,
+        from: Option<PortId>,
+        decision: Decision,
+        frame: &[u8],
+        io: &mut impl Egress,
+    ) {
+        match decision {
+            Decision::Port(p) => self.port_out(p, frame, io),
+            Decision::Originator(o) => self.unicast_or_flood(now, o, frame, from, io),
+            Decision::Flood { except, mesh } => {
+                self.flood_ports(except, frame, io);
+                if mesh {
+                    self.mesh.send_broadcast(now, frame, &mut self.out);
+                }
+            }
+            Decision::Unknown { except } => self.unknown(now, except, frame, io),
+            Decision::Drop(_) => {}
+        }
+    }
+
+    /// A destination the FDB does not know: the translation table's
+    /// originator (cached in the FDB for the next frame), else a flood.
+    fn unknown(
+        &mut self,
+        now: Instant,
+        except: Option<PortId>,
+        frame: &[u8],
+        io: &mut impl Egress,
+    ) {
+        let (dst, vid) = dst_and_vid(frame);
+        match self.mesh.tt_global_lookup(dst, vid) {
+            Some(o) if o != self.mesh.originator() => {
+                self.counters.tt_resolved += 1;
+                self.switch.learn_from_tt(now, dst, vid, o);
+                self.unicast_or_flood(now, o, frame, except, io);
+            }
+            _ => {
+                self.flood_ports(except, frame, io);
+                self.mesh.send_broadcast(now, frame, &mut self.out);
+            }
+        }
+    }
+
+    /// Unicast to `orig`; with no route, flood like an unknown destination.
+    fn unicast_or_flood(
+        &mut self,
+        now: Instant,
+        orig: MacAddr,
+        frame: &[u8],
+        except: Option<PortId>,
+        io: &mut impl Egress,
+    ) {
+        if self.unicast_direct(orig, frame, io) {
+            return;
+        }
+        if !self.mesh.send_unicast(now, orig, frame, &mut self.out) {
+            self.counters.no_route += 1;
+            self.flood_ports(except, frame, io);
+            self.mesh.send_broadcast(now, frame, &mut self.out);
+        }
+    }
+
+    /// The hot path: a client frame that fits the link goes out behind its
+    /// batman unicast header, with no allocation and no copy beyond the one
+    /// into the send batch. Frames that need fragments, and the no-route
+    /// case, take the mesh's own path.
+    fn unicast_direct(&mut self, orig: MacAddr, frame: &[u8], io: &mut impl Egress) -> bool {
+        let Some(r) = self.mesh.unicast_route(orig) else {
+            return false;
+        };
+        let Some(link) = self.link_by_hardif(r.hardif) else {
+            return false;
+        };
+        if link
+            .mtu
+            .is_some_and(|mtu| r.header.len() + frame.len() > mtu)
+        {
+            return false;
+        }
+        let (peer, src) = (link.peer, link.mac);
+        self.mesh.unicast_sent();
+        links::send(io, peer, r.next_hop, src, [&r.header, frame]);
+        true
+    }
+
+    /// A broadcast, multicast or unknown unicast to every local port but
+    /// `except`. The flood hook point (storm control, ARP/ND answers).
+    pub(super) fn flood_ports(
+        &mut self,
+        except: Option<PortId>,
+        frame: &[u8],
+        io: &mut impl Egress,
+    ) {
+        for i in 0..self.ports.len() {
+            let p = self.ports[i];
+            if Some(p) != except {
+                self.port_out(p, frame, io);
+            }
+        }
+    }
+
+    /// A frame out of a local port. The port egress hook point (network
+    /// isolation); the port backend counts its own refusals.
+    fn port_out(&mut self, port: PortId, frame: &[u8], io: &mut impl Egress) {
+        io.to_port(port, frame);
+    }
+
+    /// A client frame the mesh delivered to this node: to the local port
+    /// that has its destination, or to all of them. A unicast for a client
+    /// that just left one of our ports goes on to its new originator with
+    /// the received TTL minus one (the old node of a migration: frames
+    /// other nodes still send here are not lost while their tables catch up).
+    pub(super) fn deliver(
+        &mut self,
+        now: Instant,
+        frame: &[u8],
+        source_orig: Option<MacAddr>,
+        broadcast: bool,
+        ttl: u8,
+        io: &mut impl Egress,
+    ) {
+        match self.switch.from_mesh(now, frame, source_orig) {
+            Decision::Port(p) => self.port_out(p, frame, io),
+            Decision::Flood { .. } | Decision::Unknown { .. } => self.flood_ports(None, frame, io),
+            Decision::Drop(DropReason::RemoteDestination) if !broadcast => {
+                self.redirect(now, frame, ttl);
+            }
+            // A mesh frame never goes back to the mesh otherwise.
+            Decision::Originator(_) | Decision::Drop(_) => {}
+        }
+        // A mesh frame from a MAC we had locally: it moved away.
+        self.withdraw();
+        self.log_moves(now);
+    }
+
+    /// Sends a delivered unicast on to the client's new originator, if it
+    /// left one of our ports recently (`Switch::redirect_for`).
+    fn redirect(&mut self, now: Instant, frame: &[u8], ttl: u8) {
+        let Some(orig) = self.switch.redirect_for(now, frame) else {
+            return;
+        };
+        if orig == self.mesh.originator() {
+            return;
+        }
+        let ttl = ttl.saturating_sub(1);
+        if self
+            .mesh
+            .send_unicast_ttl(now, orig, frame, ttl, &mut self.out)
+        {
+            self.counters.redirected += 1;
+        }
+    }
+}
+
+/// Destination MAC and VLAN in batman encoding (0 untagged, 0x8000|id tagged).
+fn dst_and_vid(frame: &[u8]) -> (MacAddr, u16) {
+    match Frame::new_checked(frame) {
+        Ok(e) => (e.dst_addr(), e.batman_vid()),
+        Err(_) => (MacAddr::ZERO, 0),
+    }
+}

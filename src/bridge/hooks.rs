@@ -1,0 +1,76 @@
+//! The hook points where per-port features meet the hub, in the order a
+//! frame meets them (batman-adv's mesh-interface.c calls loop avoidance,
+//! DAT and multicast the same way, each from one place):
+//!
+//! - **port ingress** ([`Hooks::port_ingress`]): every frame from a port,
+//!   before the switch learns its source. Port policy lives here: what a
+//!   port may send at all. Today: batman-adv's own ethertype (0x4305,
+//!   plain or behind VLAN tags) never enters from a port: a kernel
+//!   bat0 drops such frames, and a VM must not inject batman packets into
+//!   the mesh's encapsulation.
+//! - **flood** (`Bridge::flood_ports`, `forward.rs`): every broadcast,
+//!   multicast and unknown unicast, before it is copied to ports and the
+//!   mesh: where storm control and ARP/ND answers will sit.
+//! - **port egress** (`Bridge::port_out`, `forward.rs`): every frame written
+//!   to a port, local or from the mesh: where network (VLAN) isolation
+//!   will sit.
+//!
+//! Each hook counts what it drops, per reason.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use crate::port::PortId;
+use crate::wire::ethernet::{self, Frame};
+
+#[derive(Debug, Default, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct HooksCounters {
+    /// Frames from a port with batman-adv's ethertype (0x4305), plain or
+    /// VLAN-tagged.
+    pub drop_batman_from_port: u64,
+}
+
+/// Per-port drop counters of the hooks.
+#[derive(Debug, Default)]
+pub struct Hooks {
+    counters: HooksCounters,
+    per_port: HashMap<PortId, HooksCounters>,
+}
+
+impl Hooks {
+    /// The ingress hook: whether a frame from `port` may enter the bridge.
+    pub fn port_ingress(&mut self, port: PortId, frame: &[u8]) -> bool {
+        if is_batman(frame) {
+            self.counters.drop_batman_from_port += 1;
+            if let Some(c) = self.per_port.get_mut(&port) {
+                c.drop_batman_from_port += 1;
+            }
+            return false;
+        }
+        true
+    }
+
+    pub fn counters(&self) -> &HooksCounters {
+        &self.counters
+    }
+
+    /// What the hooks dropped of `port`'s frames.
+    pub fn port_counters(&self, port: PortId) -> HooksCounters {
+        self.per_port.get(&port).copied().unwrap_or_default()
+    }
+
+    pub(super) fn port_added(&mut self, port: PortId) {
+        self.per_port.entry(port).or_default();
+    }
+
+    pub(super) fn port_removed(&mut self, port: PortId) {
+        self.per_port.remove(&port);
+    }
+}
+
+/// batman-adv's ethertype, after any VLAN tags. A frame too short to say is
+/// left to the switch, which drops and counts runts.
+fn is_batman(frame: &[u8]) -> bool {
+    Frame::new_checked(frame).is_ok_and(|f| f.inner_ethertype() == ethernet::ethertype::BATMAN)
+}
