@@ -161,31 +161,12 @@ fn port_list(node: &Node, ports: &Ports) -> Value {
     Value::Array(list)
 }
 
-/// Adds `b`'s numbers into `a`'s, key by key (the largest of the two for
-/// `*_most_*` figures, which are maxima, not counts).
-fn add_counters(a: &mut Value, b: &Value) {
-    let (Value::Object(a), Value::Object(b)) = (a, b) else {
-        return;
-    };
-    for (k, vb) in b {
-        let (Some(x), Some(y)) = (a.get(k).and_then(Value::as_u64), vb.as_u64()) else {
-            continue;
-        };
-        let v = if k.contains("_most_") {
-            x.max(y)
-        } else {
-            x + y
-        };
-        a.insert(k.clone(), json!(v));
-    }
-}
-
 fn stats(node: &Node, ports: &Ports) -> Value {
     // The node's own path (timers, control) plus every worker's.
     let workers = node.board.reports();
-    let mut tunnel = to_value(node.tunnels.counters());
+    let mut tunnel = node.tunnels.counters().clone();
     for w in &workers {
-        add_counters(&mut tunnel, &to_value(&w.tunnel));
+        tunnel.add(&w.tunnel);
     }
     let mut bridge = to_value(node.bridge.counters());
     if let Value::Object(m) = &mut bridge {
@@ -195,7 +176,7 @@ fn stats(node: &Node, ports: &Ports) -> Value {
     json!({
         "node": bridge,
         "hooks": to_value(node.bridge.hooks.counters()),
-        "tunnel": tunnel,
+        "tunnel": to_value(&tunnel),
         "mesh": to_value(node.bridge.mesh.counters()),
         "switch": to_value(node.bridge.switch.counters()),
         "ports": to_value(ports.counters()),

@@ -142,6 +142,143 @@ pub struct TunnelCounters {
 }
 
 impl TunnelCounters {
+    /// Adds another path's counts into these (the workers' paths into the
+    /// node's for `ctl stats`). Maxima (`*_most_*`) take the larger. The
+    /// destructuring names every field: a new counter that is not added
+    /// here does not compile.
+    pub fn add(&mut self, o: &TunnelCounters) {
+        let TunnelCounters {
+            rx_datagrams,
+            rx_bytes,
+            rx_socket_errors,
+            rx_oversize,
+            rx_junk,
+            rx_unknown_index,
+            rx_invalid_mac,
+            rx_unknown_peer,
+            rx_handshake_rejected,
+            rx_decrypt_failed,
+            rx_replayed,
+            rx_no_session,
+            rx_inner_not_ip,
+            rx_other_errors,
+            rx_keepalives,
+            rx_cookie_replies,
+            rx_recvmmsg_calls,
+            rx_messages,
+            rx_most_messages_per_call,
+            rx_gro_trains,
+            rx_gro_segments,
+            inner_bad_ip_header,
+            inner_bad_ip_checksum,
+            inner_fragment,
+            inner_not_gre,
+            inner_wrong_source,
+            inner_wrong_destination,
+            inner_bad_gre,
+            inner_not_teb,
+            inner_short_frame,
+            rx_frames,
+            rx_inner_fragments,
+            rx_reassembled,
+            reasm_timeouts,
+            reasm_duplicates,
+            reasm_overlaps,
+            reasm_oversize,
+            reasm_malformed,
+            reasm_evicted,
+            tx_frames,
+            tx_queued,
+            tx_no_endpoint,
+            tx_fragmented_frames,
+            tx_inner_fragments,
+            tx_too_big,
+            tx_would_block,
+            tx_socket_errors,
+            tx_datagrams,
+            tx_bytes,
+            tx_flushes,
+            tx_full_batch_flushes,
+            tx_sendmmsg_calls,
+            tx_messages,
+            tx_most_messages_per_call,
+            tx_gso_messages,
+            tx_gso_segments,
+            tx_gso_fallbacks,
+            tx_gso_too_big,
+            handshake_initiations_sent,
+            handshakes_completed,
+            cookie_replies_sent,
+            endpoint_changes,
+        } = o;
+        self.rx_datagrams += *rx_datagrams;
+        self.rx_bytes += *rx_bytes;
+        self.rx_socket_errors += *rx_socket_errors;
+        self.rx_oversize += *rx_oversize;
+        self.rx_junk += *rx_junk;
+        self.rx_unknown_index += *rx_unknown_index;
+        self.rx_invalid_mac += *rx_invalid_mac;
+        self.rx_unknown_peer += *rx_unknown_peer;
+        self.rx_handshake_rejected += *rx_handshake_rejected;
+        self.rx_decrypt_failed += *rx_decrypt_failed;
+        self.rx_replayed += *rx_replayed;
+        self.rx_no_session += *rx_no_session;
+        self.rx_inner_not_ip += *rx_inner_not_ip;
+        self.rx_other_errors += *rx_other_errors;
+        self.rx_keepalives += *rx_keepalives;
+        self.rx_cookie_replies += *rx_cookie_replies;
+        self.rx_recvmmsg_calls += *rx_recvmmsg_calls;
+        self.rx_messages += *rx_messages;
+        self.rx_gro_trains += *rx_gro_trains;
+        self.rx_gro_segments += *rx_gro_segments;
+        self.inner_bad_ip_header += *inner_bad_ip_header;
+        self.inner_bad_ip_checksum += *inner_bad_ip_checksum;
+        self.inner_fragment += *inner_fragment;
+        self.inner_not_gre += *inner_not_gre;
+        self.inner_wrong_source += *inner_wrong_source;
+        self.inner_wrong_destination += *inner_wrong_destination;
+        self.inner_bad_gre += *inner_bad_gre;
+        self.inner_not_teb += *inner_not_teb;
+        self.inner_short_frame += *inner_short_frame;
+        self.rx_frames += *rx_frames;
+        self.rx_inner_fragments += *rx_inner_fragments;
+        self.rx_reassembled += *rx_reassembled;
+        self.reasm_timeouts += *reasm_timeouts;
+        self.reasm_duplicates += *reasm_duplicates;
+        self.reasm_overlaps += *reasm_overlaps;
+        self.reasm_oversize += *reasm_oversize;
+        self.reasm_malformed += *reasm_malformed;
+        self.reasm_evicted += *reasm_evicted;
+        self.tx_frames += *tx_frames;
+        self.tx_queued += *tx_queued;
+        self.tx_no_endpoint += *tx_no_endpoint;
+        self.tx_fragmented_frames += *tx_fragmented_frames;
+        self.tx_inner_fragments += *tx_inner_fragments;
+        self.tx_too_big += *tx_too_big;
+        self.tx_would_block += *tx_would_block;
+        self.tx_socket_errors += *tx_socket_errors;
+        self.tx_datagrams += *tx_datagrams;
+        self.tx_bytes += *tx_bytes;
+        self.tx_flushes += *tx_flushes;
+        self.tx_full_batch_flushes += *tx_full_batch_flushes;
+        self.tx_sendmmsg_calls += *tx_sendmmsg_calls;
+        self.tx_messages += *tx_messages;
+        self.tx_gso_messages += *tx_gso_messages;
+        self.tx_gso_segments += *tx_gso_segments;
+        self.tx_gso_fallbacks += *tx_gso_fallbacks;
+        self.tx_gso_too_big += *tx_gso_too_big;
+        self.handshake_initiations_sent += *handshake_initiations_sent;
+        self.handshakes_completed += *handshakes_completed;
+        self.cookie_replies_sent += *cookie_replies_sent;
+        self.endpoint_changes += *endpoint_changes;
+        self.rx_most_messages_per_call = self
+            .rx_most_messages_per_call
+            .max(*rx_most_messages_per_call);
+        self.tx_most_messages_per_call = self
+            .tx_most_messages_per_call
+            .max(*tx_most_messages_per_call);
+    }
+
     pub(super) fn count_inner_drop(&mut self, d: gretap::Drop) {
         use gretap::Drop::*;
         let c = match d {
@@ -156,5 +293,33 @@ impl TunnelCounters {
             ShortFrame => &mut self.inner_short_frame,
         };
         *c += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_add_up_and_maxima_take_the_larger() {
+        let mut a = TunnelCounters {
+            rx_datagrams: 3,
+            tx_most_messages_per_call: 7,
+            rx_most_messages_per_call: 1,
+            ..TunnelCounters::default()
+        };
+        let b = TunnelCounters {
+            rx_datagrams: 4,
+            endpoint_changes: 2,
+            tx_most_messages_per_call: 5,
+            rx_most_messages_per_call: 9,
+            ..TunnelCounters::default()
+        };
+        a.add(&b);
+        assert_eq!((a.rx_datagrams, a.endpoint_changes), (7, 2));
+        assert_eq!(
+            (a.tx_most_messages_per_call, a.rx_most_messages_per_call),
+            (7, 9)
+        );
     }
 }
