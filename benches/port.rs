@@ -173,8 +173,8 @@ fn two_tap_loop(offload: bool, secs: u32) -> io::Result<(f64, PortCounters, Port
             .args(["-t", &secs.to_string()])
             .stdout(Stdio::piped())
             .spawn()?;
-        let fa = ports.get(a).map(|p| p.tap.fd()).unwrap_or(-1);
-        let fb = ports.get(b).map(|p| p.tap.fd()).unwrap_or(-1);
+        let fa = ports.get(a).map(|p| p.dev.fd()).unwrap_or(-1);
+        let fb = ports.get(b).map(|p| p.dev.fd()).unwrap_or(-1);
         let mut rx = PortRx::new();
         let mut client = Some(client);
         let deadline = Instant::now() + Duration::from_secs(u64::from(secs) + 20);

@@ -238,11 +238,7 @@ impl Daemon {
         };
         for e in std::mem::take(&mut self.st.port_events) {
             match e {
-                PortEvent::Added(id) => {
-                    if let Some(p) = self.io.out.ports.get(id) {
-                        self.st.crew.port_added(id, &p.tap, p.udp_coalescing);
-                    }
-                }
+                PortEvent::Added(id) => self.st.crew.port_added(&self.io.out.ports, id),
                 PortEvent::Removed(id) => self.st.crew.port_removed(id),
             }
         }
@@ -252,7 +248,7 @@ impl Daemon {
 
 impl State {
     fn watch_port(&self, ports: &Ports, id: PortId) -> Result<(), String> {
-        let fd = ports.get(id).map(|p| p.tap.fd()).ok_or("port vanished")?;
+        let fd = ports.poll_fd(id).ok_or("port vanished")?;
         self.ep
             .add(fd, TOKEN_PORT + id as u64)
             .map_err(|e| format!("epoll: {e}"))
@@ -285,10 +281,8 @@ impl State {
         ports: &mut Ports,
         name: &str,
     ) -> Result<PortId, String> {
-        if let Some(id) = ports.id_by_name(name) {
-            if let Some(p) = ports.get(id) {
-                self.ep.del(p.tap.fd());
-            }
+        if let Some(fd) = ports.id_by_name(name).and_then(|id| ports.poll_fd(id)) {
+            self.ep.del(fd);
         }
         let id = node.remove_port(ports, name)?;
         self.port_events.push(PortEvent::Removed(id));

@@ -12,7 +12,7 @@ use crate::bridge::{Bridge, Egress};
 use crate::config::Validated;
 use crate::keys;
 use crate::mesh::{Mesh, MeshConfig};
-use crate::port::{PortId, Ports, TapOptions};
+use crate::port::{PortId, PortOptions, Ports};
 use crate::switch::{Switch, SwitchConfig};
 use crate::tunnel::{PeerId, TunnelConfig, Tunnels};
 use crate::wire::MacAddr;
@@ -61,7 +61,7 @@ impl Node {
         }
         let mut ports = Ports::new();
         for p in &cfg.raw.ports {
-            let opts = TapOptions {
+            let opts = PortOptions {
                 offload: p.offload,
                 multi_queue: workers > 1,
             };
@@ -131,7 +131,7 @@ impl Node {
             return Err(format!("port {name} exists"));
         }
         crate::config::check_ifname(name).map_err(|e| format!("port {name}: {e}"))?;
-        let opts = TapOptions {
+        let opts = PortOptions {
             offload,
             multi_queue: self.workers > 1,
         };

@@ -50,7 +50,7 @@ use super::epoll::Epoll;
 use super::frames::Frames;
 use super::held::{Held, Outbox};
 use super::{Node, PORT_BATCHES, TOKEN_PORT, TOKEN_TUNNEL};
-use crate::port::{PortCounters, PortId, PortRx, Ports, Tap};
+use crate::port::{PortCounters, PortId, PortRx, Ports, Queue};
 use crate::tunnel::{TunnelCore, TunnelCounters, TunnelIo, MAX_BATCHES_PER_CALL, RX_BATCH};
 
 const TOKEN_INBOX: u64 = 3;
@@ -121,8 +121,7 @@ pub enum Command {
     /// A port was added: here is this worker's queue of it.
     AttachPort {
         id: PortId,
-        tap: Tap,
-        polled: bool,
+        queue: Queue,
         udp_coalescing: bool,
     },
     /// A port was removed: close the queue, then answer.
@@ -351,16 +350,16 @@ impl Crew {
     }
 
     /// Gives every worker its queue of the port worker 0 just opened.
-    pub fn port_added(&self, id: PortId, tap: &Tap, udp_coalescing: bool) {
+    pub fn port_added(&self, ports: &Ports, id: PortId) {
+        let udp_coalescing = ports.get(id).is_some_and(|p| p.udp_coalescing);
         for inbox in &self.inboxes {
-            match tap.queue_for_worker() {
-                Ok((q, polled)) => inbox.send(Command::AttachPort {
+            match ports.queue_for_worker(id) {
+                Ok(queue) => inbox.send(Command::AttachPort {
                     id,
-                    tap: q,
-                    polled,
+                    queue,
                     udp_coalescing,
                 }),
-                Err(e) => warn!(port = tap.name(), "a worker's queue: {e}"),
+                Err(e) => warn!(port = ports.name(id), "a worker's queue: {e}"),
             }
         }
     }
@@ -457,17 +456,13 @@ impl Worker {
         let ports = &self.io.out.ports;
         ports
             .ids()
-            .filter_map(|id| ports.get(id).map(|p| (id, p)))
-            .filter(|(_, p)| p.polled)
-            .map(|(id, p)| (id, p.tap.fd()))
+            .filter_map(|id| ports.poll_fd(id).map(|fd| (id, fd)))
             .collect()
     }
 
     fn close_queue(&mut self, id: PortId) {
-        if let Some(p) = self.io.out.ports.get(id) {
-            if p.polled {
-                self.ep.del(p.tap.fd());
-            }
+        if let Some(fd) = self.io.out.ports.poll_fd(id) {
+            self.ep.del(fd);
         }
         self.io.out.ports.remove(id);
     }
@@ -478,16 +473,12 @@ impl Worker {
             match cmd {
                 Command::AttachPort {
                     id,
-                    tap,
-                    polled,
+                    queue,
                     udp_coalescing,
                 } => {
-                    let fd = tap.fd();
-                    self.io
-                        .out
-                        .ports
-                        .insert_queue(id, tap, polled, udp_coalescing);
-                    if polled {
+                    let fd = queue.poll_fd();
+                    self.io.out.ports.insert_queue(id, queue, udp_coalescing);
+                    if let Some(fd) = fd {
                         if let Err(e) = self.ep.add(fd, TOKEN_PORT + u64::from(id)) {
                             warn!(port = id, "epoll: {e}");
                         }

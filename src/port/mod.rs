@@ -1,5 +1,7 @@
-//! Ports: the TAP devices on the VM side of the switch.
+//! Ports: the devices on the VM side of the switch.
 //!
+//! - [`device`]: the port backend interface: what the dataplane reads,
+//!   writes and polls, whatever the device is (a TAP today).
 //! - [`tap`]: one TAP device whose fd this process holds, with IFF_VNET_HDR
 //!   and checksum/TSO/USO offloads when asked (the default for ports).
 //! - [`ports`]: the registry PortId -> TAP with per-port counters.
@@ -9,6 +11,7 @@
 //! - [`gro_udp`]: the same for the datagrams of a UDP flow (USO).
 //! - [`tx`]: plain writes and the pool of flows being coalesced.
 
+pub mod device;
 pub mod gro;
 pub mod gro_udp;
 pub mod ports;
@@ -30,6 +33,7 @@ mod tests;
 #[cfg(test)]
 mod uso_tests;
 
+pub use device::{Device, PortOptions, Queue};
 pub use ports::{max_frame_len, Port, PortCounters, PortInfo, Ports, PortsCounters, MAX_PORTS};
 pub use rx::PortRx;
 pub use tap::{Offloads, Tap, TapOptions};

@@ -82,8 +82,8 @@ enum Mode {
 
 fn forward(p: &mut Pair, mode: Mode, limit: Duration, mut done: impl FnMut() -> bool) {
     let (ports, a, b) = (&mut p.ports, p.a, p.b);
-    let fa = ports.get(a).unwrap().tap.fd();
-    let fb = ports.get(b).unwrap().tap.fd();
+    let fa = ports.get(a).unwrap().dev.fd();
+    let fb = ports.get(b).unwrap().dev.fd();
     let mut rx = PortRx::new();
     let mut buf = vec![0u8; max_frame_len(1500) + 1];
     let deadline = Instant::now() + limit;
@@ -168,7 +168,7 @@ fn pair(offload: bool, net: Net) -> Pair {
     };
     let a = ports.open_with(&na, 1500, opts).expect("open a");
     let b = ports.open_with(&nb, 1500, opts).expect("open b");
-    assert_eq!(ports.get(a).unwrap().tap.offloads().tso, offload);
+    assert_eq!(ports.get(a).unwrap().dev.offloads().tso, offload);
     let (ip_a, ip_b) = match net {
         Net::V4 => ("198.19.77.1", "198.19.77.2"),
         Net::V6 => ("fd00:77::1", "fd00:77::2"),
@@ -277,7 +277,7 @@ print(n, h.hexdigest())
 #[test]
 fn udp_gso_super_frames_are_cut_into_datagrams() {
     let mut p = pair(true, Net::V4);
-    if !p.ports.get(p.a).unwrap().tap.offloads().uso {
+    if !p.ports.get(p.a).unwrap().dev.offloads().uso {
         panic!("this kernel (>= 6.2 per the research notes) should take USO");
     }
     let ip_b = p.ip_b;
@@ -365,7 +365,7 @@ fn persistent_plain_tap_attached_with_offload() {
             panic!("attach: {e}");
         }
     };
-    let off = ports.get(id).unwrap().tap.offloads();
+    let off = ports.get(id).unwrap().dev.offloads();
     let info = ports.info();
     drop(ports);
     make_persistent(&name, false);

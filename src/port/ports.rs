@@ -5,11 +5,13 @@
 
 use std::collections::BTreeMap;
 use std::io;
+use std::os::fd::RawFd;
 
 use serde::Serialize;
 
+use super::device::{Device, PortOptions, Queue};
 use super::rx::PortRx;
-use super::tap::{Offloads, Tap, TapOptions};
+use super::tap::{Offloads, Tap};
 use super::tx::{send_plain, GroPool, Seg};
 use super::PortId;
 use crate::wire::ethernet;
@@ -99,10 +101,10 @@ impl PortCounters {
     }
 }
 
-/// One port: the TAP and what went through it.
+/// One port: its device and what went through it.
 #[derive(Debug)]
 pub struct Port {
-    pub tap: Tap,
+    pub dev: Device,
     pub counters: PortCounters,
     /// This set reads the queue (false: a worker's duplicate of a
     /// single-queue TAP's fd, for writes only).
@@ -154,20 +156,25 @@ impl Ports {
     /// Opens (or attaches to) TAP `name` with the default options (offloads
     /// on) and registers it.
     pub fn open(&mut self, name: &str, mtu: u16) -> io::Result<PortId> {
-        self.open_with(name, mtu, TapOptions::default())
+        self.open_with(name, mtu, PortOptions::default())
     }
 
     /// Opens (or attaches to) TAP `name` with `opts` and registers it.
-    pub fn open_with(&mut self, name: &str, mtu: u16, opts: TapOptions) -> io::Result<PortId> {
+    pub fn open_with(&mut self, name: &str, mtu: u16, opts: PortOptions) -> io::Result<PortId> {
         self.check_room(name)?;
-        let tap = Tap::open_with(name, mtu, opts)?;
-        self.insert(tap)
+        let dev = Device::open_tap(name, mtu, opts)?;
+        self.insert_device(dev)
     }
 
-    /// Registers an open TAP under a new id. Ids are not reused while the
-    /// process runs, so a stale id in another table can never hit a new port.
+    /// Registers an open TAP under a new id.
     pub fn insert(&mut self, tap: Tap) -> io::Result<PortId> {
-        self.check_room(tap.name())?;
+        self.insert_device(Device::Tap(tap))
+    }
+
+    /// Registers an open device under a new id. Ids are not reused while the
+    /// process runs, so a stale id in another table can never hit a new port.
+    fn insert_device(&mut self, dev: Device) -> io::Result<PortId> {
+        self.check_room(dev.name())?;
         let id = self.next_id;
         self.next_id = self
             .next_id
@@ -176,7 +183,7 @@ impl Ports {
         self.ports.insert(
             id,
             Port {
-                tap,
+                dev,
                 counters: PortCounters::default(),
                 polled: true,
                 udp_coalescing: false,
@@ -194,21 +201,21 @@ impl Ports {
             ..Ports::default()
         };
         for (&id, p) in &self.ports {
-            let (tap, polled) = p.tap.queue_for_worker()?;
-            r.insert_queue(id, tap, polled, p.udp_coalescing);
+            let q = p.dev.queue_for_worker()?;
+            r.insert_queue(id, q, p.udp_coalescing);
         }
         Ok(r)
     }
 
     /// Adds to a replica a worker's queue of a port another set opened
-    /// under `id` (from [`Tap::queue_for_worker`]).
-    pub fn insert_queue(&mut self, id: PortId, tap: Tap, polled: bool, udp_coalescing: bool) {
+    /// under `id` (from [`Ports::queue_for_worker`]).
+    pub fn insert_queue(&mut self, id: PortId, q: Queue, udp_coalescing: bool) {
         self.ports.insert(
             id,
             Port {
-                tap,
+                dev: q.dev,
                 counters: PortCounters::default(),
-                polled,
+                polled: q.polled,
                 udp_coalescing,
                 rx: None,
             },
@@ -253,10 +260,25 @@ impl Ports {
         Ok(())
     }
 
-    /// Unregisters a port and hands its TAP back (dropping it closes the fd).
-    pub fn remove(&mut self, id: PortId) -> Option<Tap> {
+    /// Unregisters a port and hands its device back (dropping it closes
+    /// the fd).
+    pub fn remove(&mut self, id: PortId) -> Option<Device> {
         self.gro.forget_port(id);
-        self.ports.remove(&id).map(|p| p.tap)
+        self.ports.remove(&id).map(|p| p.dev)
+    }
+
+    /// A further worker's queue of port `id`.
+    pub fn queue_for_worker(&self, id: PortId) -> io::Result<Queue> {
+        match self.ports.get(&id) {
+            Some(p) => p.dev.queue_for_worker(),
+            None => Err(io::Error::from(io::ErrorKind::NotFound)),
+        }
+    }
+
+    /// The fd a worker's epoll watches for port `id` (None: not polled by
+    /// this set, or no such port).
+    pub fn poll_fd(&self, id: PortId) -> Option<RawFd> {
+        self.ports.get(&id).filter(|p| p.polled).map(|p| p.dev.fd())
     }
 
     pub fn get(&self, id: PortId) -> Option<&Port> {
@@ -266,12 +288,12 @@ impl Ports {
     pub fn id_by_name(&self, name: &str) -> Option<PortId> {
         self.ports
             .iter()
-            .find(|(_, p)| p.tap.name() == name)
+            .find(|(_, p)| p.dev.name() == name)
             .map(|(id, _)| *id)
     }
 
     pub fn name(&self, id: PortId) -> Option<&str> {
-        self.ports.get(&id).map(|p| p.tap.name())
+        self.ports.get(&id).map(|p| p.dev.name())
     }
 
     pub fn ids(&self) -> impl Iterator<Item = PortId> + '_ {
@@ -310,8 +332,8 @@ impl Ports {
         let Some(port) = self.port_mut(id) else {
             return Err(io::Error::new(io::ErrorKind::NotFound, "no such port"));
         };
-        let max = max_frame_len(port.tap.mtu());
-        rx.fill(&port.tap, &mut port.counters, max)
+        let max = max_frame_len(port.dev.mtu());
+        rx.fill(&port.dev, &mut port.counters, max)
     }
 
     /// Reads one frame from port `id` into `buf`.
@@ -329,11 +351,11 @@ impl Ports {
         let Some(port) = self.port_mut(id) else {
             return Err(io::Error::new(io::ErrorKind::NotFound, "no such port"));
         };
-        if port.tap.offloads().vnet_hdr {
+        if port.dev.offloads().vnet_hdr {
             return recv_vnet(port, buf);
         }
         let c = &mut port.counters;
-        let n = match port.tap.read(buf) {
+        let n = match port.dev.read(buf) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(e),
             Err(e) => {
@@ -346,7 +368,7 @@ impl Ports {
             c.rx_drop_short += 1;
             return Ok(None);
         }
-        if n >= buf.len() || n > max_frame_len(port.tap.mtu()) {
+        if n >= buf.len() || n > max_frame_len(port.dev.mtu()) {
             c.rx_drop_oversize += 1;
             return Ok(None);
         }
@@ -380,9 +402,9 @@ impl Ports {
             self.counters.unknown_port += 1;
             return false;
         };
-        let mut offloads = port.tap.offloads();
+        let mut offloads = port.dev.offloads();
         offloads.uso &= port.udp_coalescing;
-        let seg = if frame.len() <= max_frame_len(port.tap.mtu()) {
+        let seg = if frame.len() <= max_frame_len(port.dev.mtu()) {
             Seg::classify(offloads, frame)
         } else {
             None
@@ -404,11 +426,11 @@ impl Ports {
             .iter()
             .map(|(id, p)| PortInfo {
                 id: *id,
-                name: p.tap.name().to_owned(),
-                ifindex: p.tap.ifindex(),
-                mtu: p.tap.mtu(),
-                created: p.tap.created(),
-                offloads: p.tap.offloads(),
+                name: p.dev.name().to_owned(),
+                ifindex: p.dev.ifindex(),
+                mtu: p.dev.mtu(),
+                created: p.dev.created(),
+                offloads: p.dev.offloads(),
                 counters: p.counters,
             })
             .collect()
@@ -422,8 +444,8 @@ fn recv_vnet(port: &mut Port, buf: &mut [u8]) -> io::Result<Option<usize>> {
         .rx
         .get_or_insert_with(|| Box::new(PortRx::with_reads(1)));
     if rx.is_drained() {
-        let max = max_frame_len(port.tap.mtu());
-        if rx.fill(&port.tap, &mut port.counters, max)? == 0 {
+        let max = max_frame_len(port.dev.mtu());
+        if rx.fill(&port.dev, &mut port.counters, max)? == 0 {
             return Ok(None);
         }
     }

@@ -15,9 +15,9 @@
 
 use std::io;
 
+use super::device::Device;
 use super::ports::PortCounters;
 use super::segment::{self, Gso, Prepared, RxError, MAX_HEADERS};
-use super::tap::Tap;
 use crate::wire::ethernet;
 use crate::wire::vnet;
 
@@ -136,7 +136,7 @@ impl PortRx {
     /// `Err(WouldBlock)` when nothing at all was queued.
     pub(crate) fn fill(
         &mut self,
-        tap: &Tap,
+        tap: &Device,
         c: &mut PortCounters,
         max_frame: usize,
     ) -> io::Result<usize> {

@@ -110,7 +110,7 @@ fn port_recv_matching(
     id: PortId,
     want: impl Fn(&[u8]) -> bool,
 ) -> Option<Vec<u8>> {
-    let fd = ports.get(id).unwrap().tap.fd();
+    let fd = ports.get(id).unwrap().dev.fd();
     let deadline = Instant::now() + Duration::from_secs(3);
     let mut buf = vec![0u8; 65536];
     while Instant::now() < deadline {
@@ -174,7 +174,7 @@ fn frames_cross_in_both_directions_byte_identical() {
     let name = unique_name();
     let mut ports = Ports::new();
     let id = ports.open(&name, 1500).expect("open");
-    let ifindex = ports.get(id).unwrap().tap.ifindex().unwrap();
+    let ifindex = ports.get(id).unwrap().dev.ifindex().unwrap();
     let sock = packet_socket(ifindex);
 
     // Ours -> kernel: a full-size frame (MTU + header).
@@ -210,7 +210,7 @@ fn size_limits_drop_and_count() {
     let name = unique_name();
     let mut ports = Ports::new();
     let id = ports.open(&name, 1400).expect("open");
-    let ifindex = ports.get(id).unwrap().tap.ifindex().unwrap();
+    let ifindex = ports.get(id).unwrap().dev.ifindex().unwrap();
     let sock = packet_socket(ifindex);
 
     assert!(!ports.send(id, &[0u8; 13]));
@@ -238,7 +238,7 @@ fn size_limits_drop_and_count() {
     assert_eq!(send_raw(sock.as_raw_fd(), &ok).unwrap(), ok.len());
     let mut small = [0u8; 50];
     let deadline = Instant::now() + Duration::from_secs(3);
-    let fd = ports.get(id).unwrap().tap.fd();
+    let fd = ports.get(id).unwrap().dev.fd();
     while ports.get(id).unwrap().counters.rx_drop_oversize < 2 && Instant::now() < deadline {
         if poll_in(fd, 100) {
             let _ = ports.recv(id, &mut small);
@@ -426,7 +426,7 @@ fn flow_of(f: &[u8]) -> Option<(u16, u8)> {
 
 /// Drains every frame a set of ports has on `id` (bounded: 3 s idle-free).
 fn drain_flows(ports: &mut Ports, id: PortId) -> Vec<(u16, u8)> {
-    let fd = ports.get(id).unwrap().tap.fd();
+    let fd = ports.get(id).unwrap().dev.fd();
     let mut got = Vec::new();
     let mut buf = vec![0u8; 65536];
     while poll_in(fd, 300) {
@@ -446,12 +446,12 @@ fn multi_queue_tap_spreads_flows_and_keeps_each_flow_on_one_queue_in_order() {
         multi_queue: true,
     };
     let id = first.open_with(&name, 1500, opts).expect("open");
-    assert!(first.get(id).unwrap().tap.multi_queue());
+    assert!(first.get(id).unwrap().dev.multi_queue());
     // A second worker's set: same id, its own queue, polled.
     let mut second = first.replica().expect("second queue");
     assert!(second.get(id).unwrap().polled);
     assert_eq!(sys(&name, "tun_flags").as_deref(), Some("0x1102"));
-    let ifindex = first.get(id).unwrap().tap.ifindex().unwrap();
+    let ifindex = first.get(id).unwrap().dev.ifindex().unwrap();
     let sock = packet_socket(ifindex);
 
     const FLOWS: u16 = 32;
@@ -498,10 +498,10 @@ fn single_queue_tap_gives_further_workers_a_write_only_handle() {
     let name = unique_name();
     let mut first = Ports::new();
     let id = first.open(&name, 1500).expect("open");
-    assert!(!first.get(id).unwrap().tap.multi_queue());
+    assert!(!first.get(id).unwrap().dev.multi_queue());
     let mut second = first.replica().expect("replica");
     assert!(!second.get(id).unwrap().polled);
-    let ifindex = first.get(id).unwrap().tap.ifindex().unwrap();
+    let ifindex = first.get(id).unwrap().dev.ifindex().unwrap();
     let sock = packet_socket(ifindex);
     let out = test_frame(120, 0x33);
     assert!(second.send(id, &out));

@@ -232,7 +232,7 @@ fn write_gro(port: &mut Port, g: &mut Held) -> bool {
     let udp = matches!(g, Held::Udp(_));
     let bytes = g.take();
     let c = &mut port.counters;
-    match port.tap.write(bytes) {
+    match port.dev.write(bytes) {
         Ok(n) if n == bytes.len() => {
             c.tx_writes += 1;
             c.tx_frames += segs;
@@ -265,15 +265,15 @@ pub(crate) fn send_plain(port: &mut Port, frame: &[u8]) -> bool {
         c.tx_drop_short += 1;
         return false;
     }
-    if frame.len() > max_frame_len(port.tap.mtu()) {
+    if frame.len() > max_frame_len(port.dev.mtu()) {
         c.tx_drop_oversize += 1;
         return false;
     }
     const ZERO: [u8; vnet::HEADER_LEN] = [0; vnet::HEADER_LEN];
-    let (r, hdr) = if port.tap.offloads().vnet_hdr {
-        (port.tap.write_vnet(&ZERO, frame), vnet::HEADER_LEN)
+    let (r, hdr) = if port.dev.offloads().vnet_hdr {
+        (port.dev.write_vnet(&ZERO, frame), vnet::HEADER_LEN)
     } else {
-        (port.tap.write(frame), 0)
+        (port.dev.write(frame), 0)
     };
     match r {
         Ok(n) if n == frame.len() + hdr => {

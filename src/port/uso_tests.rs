@@ -180,7 +180,7 @@ fn expect_in_order(got: &[(u16, Vec<u8>)], frames: &[&Vec<u8>]) {
 fn small_datagrams_become_few_writes_and_arrive_intact() {
     let mut v = vm(true, true);
     assert!(
-        v.ports.get(v.id).unwrap().tap.offloads().uso,
+        v.ports.get(v.id).unwrap().dev.offloads().uso,
         "kernel 6.x takes USO"
     );
     let frames = flow(Dg::v4(), 200, 18, 5);
@@ -307,7 +307,7 @@ fn bad_checksum_is_written_alone_and_dropped_by_the_receiver() {
 #[test]
 fn without_offloads_every_datagram_is_one_write() {
     let mut v = vm(false, true);
-    assert!(!v.ports.get(v.id).unwrap().tap.offloads().uso);
+    assert!(!v.ports.get(v.id).unwrap().dev.offloads().uso);
     let frames = flow(Dg::v4(), 20, 100, 100);
     let r = receiver(&v, 20);
     let c = send_all(&mut v, &frames);
@@ -318,7 +318,7 @@ fn without_offloads_every_datagram_is_one_write() {
 #[test]
 fn coalescing_off_by_default_leaves_one_write_per_datagram() {
     let mut v = vm(true, true);
-    assert!(v.ports.get(v.id).unwrap().tap.offloads().uso);
+    assert!(v.ports.get(v.id).unwrap().dev.offloads().uso);
     // What a port gets unless the config asks: no UDP super-frames.
     assert!(v.ports.set_udp_coalescing(v.id, false));
     let frames = flow(Dg::v4(), 20, 100, 100);
@@ -399,7 +399,7 @@ fn router(v4: bool) -> Router {
 /// Every UDP frame to port 5001 that comes out of plain port `id` within
 /// 3 s, until `n` came.
 fn read_udp(ports: &mut Ports, id: PortId, n: usize) -> Vec<Vec<u8>> {
-    let fd = ports.get(id).unwrap().tap.fd();
+    let fd = ports.get(id).unwrap().dev.fd();
     let mut buf = vec![0u8; max_frame_len(1500) + 1];
     let mut got = Vec::new();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
