@@ -9,11 +9,24 @@
 # port MTU, default 1378 = meshwire's default port MTU on a 1500-byte IPv4
 # underlay, see README "MTU arithmetic"), MESHWIRE_LOG (RUST_LOG, default warn),
 # MESHWIRE_WORKERS (node.workers, default 0: one per CPU).
+#
+# cand_meshwire_base (id meshwire-base) is the same with MESHWIRE_BASE_BIN
+# and MESHWIRE_BASE_COMMIT: an older build measured in the same run, for
+# before/after comparisons (scripts/bench BASE=<rev>).
 
 cand_meshwire() {
-    local id=meshwire label="0. meshwire (TAP port bridged)" mtu=${MESHWIRE_MTU:-1378}
-    local bin=${MESHWIRE_BIN:-} d=$CDIR c=$ST/meshwire i o
-    if [ ! -x "$bin" ]; then fail $id "$label" yes yes "MESHWIRE_BIN not set or not executable"; return; fi
+    meshwire_candidate meshwire "0. meshwire (TAP port bridged)" "${MESHWIRE_BIN:-}" "${MESHWIRE_COMMIT:-?}"
+}
+
+cand_meshwire_base() {
+    meshwire_candidate meshwire-base "0. meshwire at ${MESHWIRE_BASE_COMMIT:-base} (before)" \
+        "${MESHWIRE_BASE_BIN:-}" "${MESHWIRE_BASE_COMMIT:-?}"
+}
+
+meshwire_candidate() {
+    local id=$1 label=$2 bin=$3 commit=$4 mtu=${MESHWIRE_MTU:-1378}
+    local d=$CDIR c=$ST/$1 i o
+    if [ ! -x "$bin" ]; then fail $id "$label" yes yes "binary for $id not set or not executable"; return; fi
     topo_base; topo_l2 "$mtu"
     mkdir -p "$d" "$c"
     for i in 1 2; do
@@ -75,7 +88,7 @@ EOF
     "$bin" ctl --socket "$c/n1.sock" originators >"$d/originators-n1.txt" 2>&1
     local ver
     ver=$("$bin" --version 2>/dev/null | head -1)
-    measure $id "$label" yes yes "$mtu" "$ver, commit ${MESHWIRE_COMMIT:-?}; workers ${MESHWIRE_WORKERS:-0} (0: one per CPU), recvmmsg/sendmmsg + UDP GSO/GRO, TAP vnet_hdr offloads (TSO/USO); port MTU $mtu (1500-98-10-14)" "${mp[@]}"
+    measure $id "$label" yes yes "$mtu" "$ver, commit $commit; workers ${MESHWIRE_WORKERS:-0} (0: one per CPU), recvmmsg/sendmmsg + UDP GSO/GRO, TAP vnet_hdr offloads (TSO/USO); port MTU $mtu (1500-98-10-14)" "${mp[@]}"
     # the daemons' own view after the run: per-layer drop counters, peers, ports
     for i in 1 2; do
         "$bin" ctl --socket "$c/n$i.sock" stats --json >"$d/stats-n$i.json" 2>&1

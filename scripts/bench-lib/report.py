@@ -24,7 +24,7 @@ import sys
 # meshwire last, as it is compared to every row above it.
 ORDER = ["direct", "direct-l2", "vxlan", "wggo-l3", "wggo-vxlan", "boringtun-l3",
          "boringtun-vxlan", "tinc", "fastd", "fastd-null", "fastd-plain", "n2n",
-         "openvpn-chacha", "openvpn-aesgcm", "meshwire"]
+         "openvpn-chacha", "openvpn-aesgcm", "meshwire-base", "meshwire"]
 SHORT = {
     "direct": "direct veth routing",
     "direct-l2": "direct L2 bridge",
@@ -40,6 +40,7 @@ SHORT = {
     "n2n": "n2n v1",
     "openvpn-chacha": "openvpn chacha",
     "openvpn-aesgcm": "openvpn aes-gcm",
+    "meshwire-base": "meshwire, base build (before)",
     "meshwire": "meshwire",
 }
 
