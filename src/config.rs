@@ -119,6 +119,11 @@ pub struct PortConfig {
     /// (one write for up to 64). Off by default: see README, "Ports".
     #[serde(default)]
     pub udp_coalescing: bool,
+    /// Attach to this existing device (a TAP that libvirt or qemu created
+    /// and holds) from its network side with AF_PACKET, instead of opening
+    /// a TAP named `name`; `name` stays the port's name.
+    #[serde(default)]
+    pub attach: Option<String>,
 }
 
 fn default_true() -> bool {
@@ -401,11 +406,31 @@ fn validate(raw: Config, base_dir: &Path) -> Result<Validated, ConfigError> {
     }
 
     let mut seen_ports = HashSet::new();
+    let mut seen_devices = HashSet::new();
     for (i, p) in raw.ports.iter().enumerate() {
         let f = format!("port[{i}].name");
         check_ifname(&p.name).map_err(|m| err(&f, m))?;
         if !seen_ports.insert(p.name.clone()) {
             return Err(err(f, "appears twice"));
+        }
+        if let Some(dev) = &p.attach {
+            let f = format!("port[{i}].attach");
+            check_ifname(dev).map_err(|m| err(&f, m))?;
+            if !seen_devices.insert(dev.clone()) {
+                return Err(err(f, "this device is attached twice"));
+            }
+            if p.mtu.is_some() {
+                return Err(err(
+                    format!("port[{i}].mtu"),
+                    "an attached device keeps its own MTU (libvirt's): remove the key",
+                ));
+            }
+            if !p.offload {
+                return Err(err(
+                    format!("port[{i}].offload"),
+                    "an attached device always carries virtio headers: remove the key",
+                ));
+            }
         }
         if let Some(mtu) = p.mtu {
             if !(576..=65000).contains(&mtu) {

@@ -87,6 +87,9 @@ pub enum Attach {
     TapNic,
     /// The VM sits behind the hypervisor's bridge, whose uplink is a TAP port.
     Bridge,
+    /// The test makes the VM's NIC and the port itself (an attached TAP, a
+    /// qemu guest): only the VM's namespace is planned.
+    External,
 }
 
 #[derive(Clone, Debug)]
@@ -263,6 +266,7 @@ impl Topology {
         };
         let hvo = &mut self.hvs[hv - 1];
         match attach {
+            Attach::External => {}
             Attach::TapNic => hvo.ports.push(format!("t-{name}")),
             Attach::Bridge => {
                 if !hvo.ports.iter().any(|p| p == "uplink") {

@@ -136,3 +136,31 @@ fn ipv6_mtu() {
     let c = parse(&t, Path::new(".")).unwrap();
     assert_eq!(c.default_port_mtu(), 1500 - 138 - 24);
 }
+
+#[test]
+fn attach_ports() {
+    let ok = base().replace("name = \"vm1\"", "name = \"vm1\"\nattach = \"vnet3\"");
+    let v = parse(&ok, Path::new(".")).expect("attach");
+    assert_eq!(v.raw.ports[0].attach.as_deref(), Some("vnet3"));
+    expect_field(
+        &base().replace("name = \"vm1\"", "name = \"vm1\"\nattach = \"a/b\""),
+        "port[0].attach",
+    );
+    expect_field(
+        &base().replace(
+            "name = \"vm1\"",
+            "name = \"vm1\"\nattach = \"vnet3\"\nmtu = 1500",
+        ),
+        "port[0].mtu",
+    );
+    expect_field(
+        &base().replace(
+            "name = \"vm1\"",
+            "name = \"vm1\"\nattach = \"vnet3\"\noffload = false",
+        ),
+        "port[0].offload",
+    );
+    let twice = base().replace("name = \"vm1\"", "name = \"vm1\"\nattach = \"vnet3\"")
+        + "[[port]]\nname = \"vm2\"\nattach = \"vnet3\"\n";
+    expect_field(&twice, "port[1].attach");
+}

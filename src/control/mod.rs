@@ -54,12 +54,18 @@ pub enum CtlCommand {
 #[derive(Debug, Clone, PartialEq, Eq, Subcommand, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "lowercase")]
 pub enum PortAction {
-    /// Open (create if missing) a TAP and switch it.
+    /// Open (create if missing) a TAP and switch it, or attach to an
+    /// existing device (`--attach vnet3`: a TAP libvirt or qemu holds).
     Add {
         name: String,
         /// MTU; default: the largest frame that fits the underlay.
         #[arg(long)]
         mtu: Option<u16>,
+        /// Attach to this existing device from its network side (AF_PACKET)
+        /// instead of opening a TAP `name`.
+        #[arg(long)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        attach: Option<String>,
     },
     /// Stop switching a port; its MACs leave the FDB and the mesh.
     Del { name: String },

@@ -76,6 +76,17 @@ struct State {
     port_events: Vec<PortEvent>,
 }
 
+/// A port to open: from the config or from `ctl port add`.
+struct NewPort<'a> {
+    name: &'a str,
+    /// None: the default for the underlay.
+    mtu: Option<u16>,
+    offload: bool,
+    udp_coalescing: bool,
+    /// An existing device to attach to instead of a TAP `name`.
+    attach: Option<&'a str>,
+}
+
 enum PortEvent {
     Added(PortId),
     Removed(PortId),
@@ -212,6 +223,11 @@ pub fn run(cfg: Validated, config_path: &Path) -> Result<(), String> {
         if fdb_due {
             next_fdb_tick = now + FDB_TICK;
         }
+        if fdb_due {
+            // Attached devices that went away (a VM restart) are looked
+            // for again; the port and its MACs stay meanwhile.
+            d.io.out.ports.reattach();
+        }
         if tunnel_due || fdb_due || now >= mesh_deadline {
             let mut h = d.io.hold(&node);
             let (n, out) = h.parts();
@@ -258,14 +274,11 @@ impl State {
         &mut self,
         node: &mut Node,
         ports: &mut Ports,
-        name: &str,
-        mtu: Option<u16>,
-        offload: bool,
-        udp_coalescing: bool,
+        p: &NewPort<'_>,
     ) -> Result<PortId, String> {
-        let mtu = mtu.unwrap_or_else(|| self.cfg.default_port_mtu());
-        let id = node.add_port(ports, name, mtu, offload)?;
-        ports.set_udp_coalescing(id, udp_coalescing);
+        let (name, mtu) = (p.name, p.mtu.unwrap_or_else(|| self.cfg.default_port_mtu()));
+        let id = node.add_port(ports, name, mtu, p.offload, p.attach)?;
+        ports.set_udp_coalescing(id, p.udp_coalescing);
         if let Err(e) = self.watch_port(ports, id) {
             let _ = node.remove_port(ports, name);
             return Err(e);
@@ -310,9 +323,17 @@ impl State {
     ) -> Result<Value, String> {
         match cmd {
             CtlCommand::Port { action } => match action {
-                PortAction::Add { name, mtu } => self
-                    .add_port(node, &mut out.ports, name, *mtu, true, false)
-                    .map(|id| json!(format!("port {name} added (id {id})"))),
+                PortAction::Add { name, mtu, attach } => {
+                    let p = NewPort {
+                        name,
+                        mtu: *mtu,
+                        offload: true,
+                        udp_coalescing: false,
+                        attach: attach.as_deref(),
+                    };
+                    self.add_port(node, &mut out.ports, &p)
+                }
+                .map(|id| json!(format!("port {name} added (id {id})"))),
                 PortAction::Del { name } => self
                     .del_port(node, &mut out.ports, name)
                     .map(|_| json!(format!("port {name} removed"))),
@@ -354,14 +375,14 @@ impl State {
         }
         for p in &cfg.raw.ports {
             if ports.id_by_name(&p.name).is_none() {
-                if let Err(e) = self.add_port(
-                    node,
-                    ports,
-                    &p.name,
-                    Some(cfg.port_mtu(p)),
-                    p.offload,
-                    p.udp_coalescing,
-                ) {
+                let new = NewPort {
+                    name: &p.name,
+                    mtu: Some(cfg.port_mtu(p)),
+                    offload: p.offload,
+                    udp_coalescing: p.udp_coalescing,
+                    attach: p.attach.as_deref(),
+                };
+                if let Err(e) = self.add_port(node, ports, &new) {
                     warn!("reload: {e}");
                 }
             }

@@ -65,9 +65,11 @@ impl Node {
                 offload: p.offload,
                 multi_queue: workers > 1,
             };
-            let id = ports
-                .open_with(&p.name, cfg.port_mtu(p), opts)
-                .map_err(|e| format!("port {}: {e}", p.name))?;
+            let id = match &p.attach {
+                Some(dev) => ports.attach(&p.name, dev),
+                None => ports.open_with(&p.name, cfg.port_mtu(p), opts),
+            }
+            .map_err(|e| format!("port {}: {e}", p.name))?;
             ports.set_udp_coalescing(id, p.udp_coalescing);
             bridge.add_port(id, &p.name);
         }
@@ -119,13 +121,15 @@ impl Node {
         self.bridge.link(peer).is_some_and(|l| l.up)
     }
 
-    /// Opens (or creates) a TAP in worker 0's `ports` and switches it.
+    /// Opens (or creates) a TAP in worker 0's `ports`, or attaches to the
+    /// existing device `attach`, and switches it.
     pub fn add_port(
         &mut self,
         ports: &mut Ports,
         name: &str,
         mtu: u16,
         offload: bool,
+        attach: Option<&str>,
     ) -> Result<PortId, String> {
         if ports.id_by_name(name).is_some() {
             return Err(format!("port {name} exists"));
@@ -135,9 +139,14 @@ impl Node {
             offload,
             multi_queue: self.workers > 1,
         };
-        let id = ports
-            .open_with(name, mtu, opts)
-            .map_err(|e| format!("port {name}: {e}"))?;
+        let id = match attach {
+            Some(dev) => {
+                crate::config::check_ifname(dev).map_err(|e| format!("--attach {dev}: {e}"))?;
+                ports.attach(name, dev)
+            }
+            None => ports.open_with(name, mtu, opts),
+        }
+        .map_err(|e| format!("port {name}: {e}"))?;
         self.bridge.add_port(id, name);
         Ok(id)
     }

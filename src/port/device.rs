@@ -3,15 +3,16 @@
 //!
 //! Every kind of port meets the same contract: one read is one frame, or
 //! with [`Offloads::vnet_hdr`] a virtio-net header plus one (super-)frame;
-//! one write likewise; `fd` is what a worker's epoll watches. A TAP the
-//! process opened (or attached to) is the one kind today; the network side
-//! of an existing TAP through AF_PACKET (with PACKET_VNET_HDR: the same
-//! header) and vhost-user are the next variants. The dataplane sees a
+//! one write likewise; `fd` is what a worker's epoll watches. The kinds: a
+//! TAP the process opened (or attached to as its file side), and the
+//! network side of a TAP someone else holds, through AF_PACKET with the
+//! same virtio header (`packet.rs`). vhost-user is the next one. The dataplane sees a
 //! [`PortId`](super::PortId) and its [`Queue`]s, never the kind.
 
 use std::io;
 use std::os::fd::RawFd;
 
+use super::packet::PacketDev;
 use super::tap::{Offloads, Tap, TapOptions};
 
 /// How a port is opened.
@@ -20,7 +21,10 @@ pub type PortOptions = TapOptions;
 /// One queue of a port's device.
 #[derive(Debug)]
 pub enum Device {
+    /// A TAP whose file side this process holds.
     Tap(Tap),
+    /// The network side of a TAP someone else holds (AF_PACKET).
+    Packet(PacketDev),
 }
 
 /// What a further worker gets of a port: its own queue of the device, or
@@ -31,6 +35,8 @@ pub enum Device {
 pub struct Queue {
     pub(super) dev: Device,
     pub(super) polled: bool,
+    /// The port's name (set by `Ports::queue_for_worker`).
+    pub(super) name: String,
 }
 
 impl Queue {
@@ -49,12 +55,14 @@ impl Device {
     pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Device::Tap(t) => t.read(buf),
+            Device::Packet(p) => p.read(buf),
         }
     }
 
     pub fn write(&self, frame: &[u8]) -> io::Result<usize> {
         match self {
             Device::Tap(t) => t.write(frame),
+            Device::Packet(p) => p.write(frame),
         }
     }
 
@@ -62,30 +70,35 @@ impl Device {
     pub fn write_vnet(&self, hdr: &[u8], frame: &[u8]) -> io::Result<usize> {
         match self {
             Device::Tap(t) => t.write_vnet(hdr, frame),
+            Device::Packet(p) => p.write_vnet(hdr, frame),
         }
     }
 
     pub fn fd(&self) -> RawFd {
         match self {
             Device::Tap(t) => t.fd(),
+            Device::Packet(p) => p.fd(),
         }
     }
 
     pub fn name(&self) -> &str {
         match self {
             Device::Tap(t) => t.name(),
+            Device::Packet(p) => p.ifname(),
         }
     }
 
     pub fn mtu(&self) -> u16 {
         match self {
             Device::Tap(t) => t.mtu(),
+            Device::Packet(p) => p.mtu(),
         }
     }
 
     pub fn ifindex(&self) -> Option<u32> {
         match self {
             Device::Tap(t) => t.ifindex(),
+            Device::Packet(p) => p.ifindex(),
         }
     }
 
@@ -93,12 +106,14 @@ impl Device {
     pub fn created(&self) -> bool {
         match self {
             Device::Tap(t) => t.created(),
+            Device::Packet(_) => false,
         }
     }
 
     pub fn offloads(&self) -> Offloads {
         match self {
             Device::Tap(t) => t.offloads(),
+            Device::Packet(p) => p.offloads(),
         }
     }
 
@@ -106,6 +121,7 @@ impl Device {
     pub fn multi_queue(&self) -> bool {
         match self {
             Device::Tap(t) => t.multi_queue(),
+            Device::Packet(_) => false,
         }
     }
 
@@ -115,7 +131,27 @@ impl Device {
             Device::Tap(t) => t.queue_for_worker().map(|(q, polled)| Queue {
                 dev: Device::Tap(q),
                 polled,
+                name: String::new(),
             }),
+            Device::Packet(p) => Ok(Queue {
+                dev: Device::Packet(p.handle()),
+                polled: false,
+                name: String::new(),
+            }),
+        }
+    }
+
+    /// Opens a packet socket on the existing netdev `ifname`.
+    pub fn attach(ifname: &str) -> io::Result<Device> {
+        PacketDev::open(ifname).map(Device::Packet)
+    }
+
+    /// A device that can go away and come back looks for it again; true
+    /// while it is there.
+    pub fn reattach(&self) -> bool {
+        match self {
+            Device::Tap(_) => true,
+            Device::Packet(p) => p.reattach(),
         }
     }
 }

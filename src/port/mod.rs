@@ -2,6 +2,7 @@
 //!
 //! - [`device`]: the port backend interface: what the dataplane reads,
 //!   writes and polls, whatever the device is (a TAP today).
+//! - [`packet`]: the network side of a TAP another process holds (AF_PACKET).
 //! - [`tap`]: one TAP device whose fd this process holds, with IFF_VNET_HDR
 //!   and checksum/TSO/USO offloads when asked (the default for ports).
 //! - [`ports`]: the registry PortId -> TAP with per-port counters.
@@ -14,12 +15,15 @@
 pub mod device;
 pub mod gro;
 pub mod gro_udp;
+pub mod packet;
 pub mod ports;
 pub mod rx;
 pub mod segment;
 pub mod tap;
 pub mod tx;
 
+#[cfg(test)]
+mod attach_tests;
 #[cfg(test)]
 mod gro_udp_tests;
 #[cfg(test)]

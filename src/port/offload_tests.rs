@@ -16,7 +16,7 @@ use super::tests::make_persistent;
 use super::*;
 
 /// Sends `bytes` from a seeded PRNG and prints their SHA-256.
-const CLIENT: &str = r#"
+pub(super) const CLIENT: &str = r#"
 import hashlib, random, socket, sys, time
 host, n = sys.argv[1], int(sys.argv[2])
 data = random.Random(5).randbytes(n)
@@ -30,7 +30,7 @@ print(hashlib.sha256(data).hexdigest())
 "#;
 
 /// Receives until EOF and prints the length and SHA-256.
-const SERVER: &str = r#"
+pub(super) const SERVER: &str = r#"
 import hashlib, socket, sys
 l = socket.socket(socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET)
 l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -119,7 +119,7 @@ fn forward(p: &mut Pair, mode: Mode, limit: Duration, mut done: impl FnMut() -> 
     }
 }
 
-fn spawn_py(ns: &Netns, script: &str, args: &[&str]) -> Child {
+pub(super) fn spawn_py(ns: &Netns, script: &str, args: &[&str]) -> Child {
     Command::new("ip")
         .args(["netns", "exec", &ns.0, "python3", "-c", script])
         .args(args)
@@ -129,11 +129,11 @@ fn spawn_py(ns: &Netns, script: &str, args: &[&str]) -> Child {
         .unwrap()
 }
 
-fn finished(c: &mut Child) -> bool {
+pub(super) fn finished(c: &mut Child) -> bool {
     matches!(c.try_wait(), Ok(Some(_)))
 }
 
-fn output(c: Child) -> String {
+pub(super) fn output(c: Child) -> String {
     let o = c.wait_with_output().unwrap();
     assert!(o.status.success(), "python failed");
     String::from_utf8_lossy(&o.stdout).trim().to_owned()

@@ -104,6 +104,8 @@ impl PortCounters {
 /// One port: its device and what went through it.
 #[derive(Debug)]
 pub struct Port {
+    /// The port's name (the TAP's, or the one given to an attached device).
+    pub name: String,
     pub dev: Device,
     pub counters: PortCounters,
     /// This set reads the queue (false: a worker's duplicate of a
@@ -121,6 +123,8 @@ pub struct Port {
 pub struct PortInfo {
     pub id: PortId,
     pub name: String,
+    /// The netdev behind the port (the TAP itself, or the one attached to).
+    pub device: String,
     pub ifindex: Option<u32>,
     pub mtu: u16,
     /// Whether meshwire created the TAP (it disappears when meshwire exits).
@@ -163,18 +167,39 @@ impl Ports {
     pub fn open_with(&mut self, name: &str, mtu: u16, opts: PortOptions) -> io::Result<PortId> {
         self.check_room(name)?;
         let dev = Device::open_tap(name, mtu, opts)?;
-        self.insert_device(dev)
+        self.insert_device(name, dev)
+    }
+
+    /// Registers port `name` on the network side of the existing netdev
+    /// `ifname` (a TAP whose file side qemu holds).
+    pub fn attach(&mut self, name: &str, ifname: &str) -> io::Result<PortId> {
+        self.check_room(name)?;
+        if self.ports.values().any(|p| p.dev.name() == ifname) {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{ifname} is already a port"),
+            ));
+        }
+        let dev = Device::attach(ifname)?;
+        self.insert_device(name, dev)
     }
 
     /// Registers an open TAP under a new id.
     pub fn insert(&mut self, tap: Tap) -> io::Result<PortId> {
-        self.insert_device(Device::Tap(tap))
+        let name = tap.name().to_owned();
+        self.insert_device(&name, Device::Tap(tap))
+    }
+
+    /// Devices that went away are looked for again (call about once a
+    /// second); returns how many ports are without their device.
+    pub fn reattach(&mut self) -> usize {
+        self.ports.values().filter(|p| !p.dev.reattach()).count()
     }
 
     /// Registers an open device under a new id. Ids are not reused while the
     /// process runs, so a stale id in another table can never hit a new port.
-    fn insert_device(&mut self, dev: Device) -> io::Result<PortId> {
-        self.check_room(dev.name())?;
+    fn insert_device(&mut self, name: &str, dev: Device) -> io::Result<PortId> {
+        self.check_room(name)?;
         let id = self.next_id;
         self.next_id = self
             .next_id
@@ -183,6 +208,7 @@ impl Ports {
         self.ports.insert(
             id,
             Port {
+                name: name.to_owned(),
                 dev,
                 counters: PortCounters::default(),
                 polled: true,
@@ -201,7 +227,7 @@ impl Ports {
             ..Ports::default()
         };
         for (&id, p) in &self.ports {
-            let q = p.dev.queue_for_worker()?;
+            let q = self.queue_for_worker(id)?;
             r.insert_queue(id, q, p.udp_coalescing);
         }
         Ok(r)
@@ -213,6 +239,7 @@ impl Ports {
         self.ports.insert(
             id,
             Port {
+                name: q.name,
                 dev: q.dev,
                 counters: PortCounters::default(),
                 polled: q.polled,
@@ -270,7 +297,10 @@ impl Ports {
     /// A further worker's queue of port `id`.
     pub fn queue_for_worker(&self, id: PortId) -> io::Result<Queue> {
         match self.ports.get(&id) {
-            Some(p) => p.dev.queue_for_worker(),
+            Some(p) => p.dev.queue_for_worker().map(|mut q| {
+                q.name.clone_from(&p.name);
+                q
+            }),
             None => Err(io::Error::from(io::ErrorKind::NotFound)),
         }
     }
@@ -288,12 +318,12 @@ impl Ports {
     pub fn id_by_name(&self, name: &str) -> Option<PortId> {
         self.ports
             .iter()
-            .find(|(_, p)| p.dev.name() == name)
+            .find(|(_, p)| p.name == name)
             .map(|(id, _)| *id)
     }
 
     pub fn name(&self, id: PortId) -> Option<&str> {
-        self.ports.get(&id).map(|p| p.dev.name())
+        self.ports.get(&id).map(|p| p.name.as_str())
     }
 
     pub fn ids(&self) -> impl Iterator<Item = PortId> + '_ {
@@ -426,7 +456,8 @@ impl Ports {
             .iter()
             .map(|(id, p)| PortInfo {
                 id: *id,
-                name: p.dev.name().to_owned(),
+                name: p.name.clone(),
+                device: p.dev.name().to_owned(),
                 ifindex: p.dev.ifindex(),
                 mtu: p.dev.mtu(),
                 created: p.dev.created(),
