@@ -37,6 +37,14 @@ pub struct Link {
     pub up: bool,
     /// A name for logs (the peer's inner address).
     pub name: String,
+    /// The peer's own hard interface MAC on this link: every batman packet
+    /// from the peer must carry it as Ethernet source. Learned from the
+    /// first batman packet after the link came up (a kernel peer's gretap
+    /// MAC is its own choice), forgotten when the link goes down.
+    pub remote: Option<MacAddr>,
+    /// The peer's originator address, when its key tells it (meshwire
+    /// peers): its route stays on this link while the link carries its OGMs.
+    pub owner: Option<MacAddr>,
 }
 
 /// What changed on a link, for logs and `ctl event`.
@@ -101,6 +109,29 @@ impl Links {
     }
 }
 
+impl Bridge {
+    /// The Ethernet source of a batman packet must be the peer's own hard
+    /// interface MAC on its link: a WireGuard peer is authenticated, the
+    /// batman addresses inside are not, and one peer must not speak with
+    /// several MACs (or another node's). The first one pins it.
+    fn remote_source_ok(&mut self, hardif: HardifId, src: MacAddr) -> bool {
+        if !src.is_unicast() || src.is_zero() || self.mesh.is_own_address(src) {
+            return false;
+        }
+        let Some(link) = self.links.get_mut(hardif) else {
+            return false;
+        };
+        match link.remote {
+            Some(m) => m == src,
+            None => {
+                info!(peer = %link.name, mac = %src, "peer's hard interface MAC pinned");
+                link.remote = Some(src);
+                true
+            }
+        }
+    }
+}
+
 /// Joins the Ethernet header of a batman packet for `peer` and hands it out.
 pub(super) fn send(
     io: &mut impl Egress,
@@ -133,8 +164,22 @@ impl Bridge {
             mtu,
             up: false,
             name: name.to_owned(),
+            remote: None,
+            owner: None,
         });
         self.fresh_hardif(hardif, mac, mtu);
+    }
+
+    /// Names the originator at the other end of a peer's link (see
+    /// [`Link::owner`]).
+    pub fn set_link_owner(&mut self, peer: PeerId, orig: MacAddr) {
+        let Some(hardif) = self.links.hardif(peer) else {
+            return;
+        };
+        if let Some(l) = self.links.get_mut(hardif) {
+            l.owner = Some(orig);
+        }
+        self.mesh.hardif_set_owner(hardif, orig);
     }
 
     /// A peer's link leaves the mesh: its neighbours and routes through it
@@ -173,6 +218,8 @@ impl Bridge {
             (true, false) => {
                 warn!(peer = %link.name, "peer unreachable: link leaves the mesh");
                 let (mac, mtu) = (link.mac, link.mtu);
+                // A restarted kernel peer may come back with another MAC.
+                link.remote = None;
                 self.counters.links_lost += 1;
                 self.fresh_hardif(hardif, mac, mtu);
                 Some(LinkEvent::Down)
@@ -206,6 +253,9 @@ impl Bridge {
         if let Some(m) = mtu {
             self.mesh.hardif_set_mtu(hardif, m);
         }
+        if let Some(o) = self.links.get(hardif).and_then(|l| l.owner) {
+            self.mesh.hardif_set_owner(hardif, o);
+        }
     }
 
     /// A frame out of a tunnel: a batman packet for our hard interface on
@@ -223,19 +273,17 @@ impl Bridge {
             self.counters.tunnel_not_batman += 1;
             return;
         }
-        let dst = eth.dst_addr();
+        let (src, dst) = (eth.src_addr(), eth.dst_addr());
         let own = self.links.get(hardif).map(|l| l.mac);
         if dst.is_unicast() && Some(dst) != own && !self.mesh.is_own_address(dst) {
             self.counters.tunnel_not_for_us += 1;
             return;
         }
-        self.mesh.receive(
-            now,
-            hardif,
-            eth.src_addr(),
-            dst,
-            eth.payload(),
-            &mut self.out,
-        );
+        if !self.remote_source_ok(hardif, src) {
+            self.counters.tunnel_wrong_source += 1;
+            return;
+        }
+        self.mesh
+            .receive(now, hardif, src, dst, eth.payload(), &mut self.out);
     }
 }

@@ -77,6 +77,9 @@ pub struct BridgeCounters {
     pub tunnel_not_for_us: u64,
     /// Batman frames from a peer that is not (or no longer) a link.
     pub tunnel_unknown_link: u64,
+    /// Batman frames whose Ethernet source is not the peer's own hard
+    /// interface MAC on that link (pinned at its first packet).
+    pub tunnel_wrong_source: u64,
     /// Client frames for an originator the mesh has no route to.
     pub no_route: u64,
     /// Links taken out of the mesh because WireGuard saw the peer die.

@@ -57,6 +57,9 @@ impl Node {
                 .fragmentation
                 .then_some(cfg.peer_hardif_mtu(i) as usize);
             bridge.add_link(id, mac, mtu, &p.address.to_string());
+            // A meshwire peer's originator follows from its key; a kernel
+            // peer's does not, and then this never matches an OGM.
+            bridge.set_link_owner(id, keys::originator_mac(&p.public_key));
             peers.push((id, p.address));
         }
         let mut ports = Ports::new();

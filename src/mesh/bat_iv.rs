@@ -248,11 +248,32 @@ impl Mesh {
             return;
         }
         self.hardif_neigh_seen(if_in, eth_src, now);
+        // A peer's OGMs come over its own link while that link is alive: a
+        // copy relayed (or forged) by another peer must not move its
+        // sequence window (a forged jump would make its real OGMs look old)
+        // nor its route. Without the direct link, relays count as usual.
+        if let Some(&own) = self.owners.get(&orig) {
+            if if_in != own && self.direct_alive(own, now) {
+                self.counters.ogm_route_kept_direct += 1;
+                return;
+            }
+        }
         if self.origs.get_or_create(orig, now).is_none() {
             self.counters.table_full += 1;
             return;
         }
         self.iv_ogm_process_per_outif(now, if_in, eth_src, p, fwd, out);
+    }
+
+    /// Whether the link `hardif` heard its neighbour lately (three OGM
+    /// intervals, at least 3 s: a lost OGM or two must not open the door).
+    fn direct_alive(&self, hardif: HardifId, now: Instant) -> bool {
+        let window = (self.cfg.ogm_interval * 3).max(Duration::from_secs(3));
+        self.hardifs.get(&hardif).is_some_and(|h| {
+            h.neighs
+                .iter()
+                .any(|(_, t)| now.saturating_duration_since(*t) <= window)
+        })
     }
 
     fn hardif_neigh_seen(&mut self, hardif: HardifId, addr: MacAddr, now: Instant) {
@@ -375,7 +396,6 @@ impl Mesh {
                 return;
             }
         }
-        self.tt_ogm_receive(now, orig, p.tvlv(), out);
         let orig_neigh = if single_hop { orig } else { eth_src };
         if !single_hop {
             let has_router = match self.origs.get_or_create(eth_src, now) {
@@ -390,6 +410,7 @@ impl Mesh {
                 return;
             }
         }
+        let routed_before = self.origs.route(&orig).is_some();
         let mut tq = p.tq();
         let is_bidirect = self.iv_ogm_calc_tq(now, orig, orig_neigh, &mut tq, if_in);
         if let Some(o) = self.origs.get(&orig) {
@@ -398,6 +419,15 @@ impl Mesh {
             if is_bidirect && (dup == DupStatus::NoDup || (sameseq && similar_ttl)) {
                 self.iv_ogm_orig_update(now, orig, eth_src, if_in, tq, ttl, dup);
             }
+        }
+        // Translation-table changes count only from an originator a former
+        // OGM already gave a route (stricter than the kernel, which reads
+        // them first): one OGM from a never-seen originator must not
+        // install its clients. A new node's table arrives with its second.
+        if routed_before && self.origs.route(&orig).is_some() {
+            self.tt_ogm_receive(now, orig, p.tvlv(), out);
+        } else {
+            self.counters.tt_unconfirmed += 1;
         }
         if !single_hop && (!is_bidirect || dup == DupStatus::NeighDup) {
             return;
@@ -494,6 +524,25 @@ impl Mesh {
             Some(r) => o.neighs.get(r).map(|r| (r.addr, r.hardif, r.tq_avg)),
             None => None,
         };
+        // A peer's own link beats any relay, whatever TQ the relay claims:
+        // an authenticated peer must not take the route to another by
+        // forging its OGMs. Without the direct link the usual rule applies.
+        if let Some(&own) = self.owners.get(&orig) {
+            let direct_now = router.is_some_and(|(_, rif, rtq)| rif == own && rtq > 0);
+            match (if_in == own, direct_now) {
+                (false, true) => {
+                    self.counters.ogm_route_kept_direct += 1;
+                    return;
+                }
+                (true, false) if new_tq > 0 => {
+                    if let Some(o) = self.origs.get_mut(&orig) {
+                        o.router = Some(i);
+                    }
+                    return;
+                }
+                _ => {}
+            }
+        }
         if let Some((raddr, rif, rtq)) = router {
             if rtq > new_tq {
                 return;

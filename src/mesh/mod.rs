@@ -42,6 +42,7 @@
 //! `MeshOutput::Deliver`; a later zero-copy path would return the payload
 //! offset instead (the frame starts at byte 10).
 
+mod answer_guard;
 mod bat_iv;
 mod bcast;
 mod bitarray;
@@ -50,7 +51,7 @@ mod originator;
 pub(crate) mod roaming;
 mod routing;
 pub(crate) mod translation_table;
-mod tt_tvlv;
+pub(crate) mod tt_tvlv;
 
 #[cfg(test)]
 mod tests;
@@ -139,6 +140,14 @@ pub(crate) struct Hardif {
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct MeshCounters {
     pub rx_packets: u64,
+    /// Relayed OGMs for a peer whose own link carries its OGMs: the route
+    /// stays on the direct link.
+    pub ogm_route_kept_direct: u64,
+    /// OGM TT data from an originator we do not route to yet (ignored).
+    pub tt_unconfirmed: u64,
+    /// TT responses nobody asked for, ROAM adverts from originators we do
+    /// not route to, TT requests over a requester's rate (ignored).
+    pub tt_unsolicited: u64,
     pub malformed: u64,
     pub bad_version: u64,
     pub unknown_type: u64,
@@ -208,6 +217,10 @@ pub struct OriginatorInfo {
 pub struct Mesh {
     pub(crate) cfg: MeshConfig,
     pub(crate) hardifs: BTreeMap<HardifId, Hardif>,
+    /// Originators that own a hard interface (the peer at the other end of
+    /// that link, known from its key): while that direct link carries their
+    /// OGMs, no OGM relayed over another link takes the route to them.
+    pub(crate) owners: HashMap<MacAddr, HardifId>,
     /// Hardif MACs with how many hardifs use each: `is_own_address` runs
     /// for every packet, so it is a hash lookup, not a scan.
     own_macs: HashMap<MacAddr, u32>,
@@ -229,6 +242,8 @@ pub struct Mesh {
     pub(crate) ogm_fwd: bat_iv::FwdQueue,
     pub(crate) ogm_fwd_deadline: Option<Instant>,
     pub(crate) roam_guard: roaming::RoamGuard,
+    /// Bounds the TT answers one requester gets.
+    pub(crate) answer_guard: answer_guard::AnswerGuard,
     /// When the last out-of-cycle OGM (a claim) went out.
     pub(crate) last_ooc_ogm: Option<Instant>,
     /// Our clients that a ROAM advert moved elsewhere: (client, vid, new
@@ -252,6 +267,7 @@ impl Mesh {
         let mut m = Mesh {
             cfg,
             hardifs: BTreeMap::new(),
+            owners: HashMap::new(),
             own_macs: HashMap::new(),
             origs: originator::OrigTable::default(),
             tt: translation_table::TranslationTable::default(),
@@ -268,6 +284,7 @@ impl Mesh {
             ogm_fwd: bat_iv::FwdQueue::default(),
             ogm_fwd_deadline: None,
             roam_guard: roaming::RoamGuard::default(),
+            answer_guard: answer_guard::AnswerGuard::default(),
             last_ooc_ogm: None,
             roamed_away: Vec::new(),
             tt_claims: Vec::new(),
@@ -319,6 +336,17 @@ impl Mesh {
         }
     }
 
+    /// The originator at the other end of `id` (a configured peer whose
+    /// originator address follows from its key). A forged or relayed OGM
+    /// for it that arrives over another link cannot take its route while
+    /// this link carries its OGMs.
+    pub fn hardif_set_owner(&mut self, id: HardifId, orig: MacAddr) {
+        if self.hardifs.contains_key(&id) {
+            self.owners.retain(|_, h| *h != id);
+            self.owners.insert(orig, id);
+        }
+    }
+
     /// `id` carries packets of any size again (fragmentation off on it).
     pub fn hardif_clear_mtu(&mut self, id: HardifId) {
         if let Some(h) = self.hardifs.get_mut(&id) {
@@ -329,6 +357,7 @@ impl Mesh {
     /// Drops neighbours learned on it.
     pub fn hardif_del(&mut self, id: HardifId) {
         let _ = self.ogm_fwd.take(id);
+        self.owners.retain(|_, h| *h != id);
         let Some(h) = self.hardifs.remove(&id) else {
             return;
         };

@@ -26,7 +26,7 @@ const UNICAST_TVLV_HLEN: usize = 20;
 const TT_REQUEST_TIMEOUT: Duration = Duration::from_millis(3000);
 
 /// Encodes a TT TVLV container.
-fn tt_container(flags: u8, ttvn: u8, vlans: &[TtVlan], changes: &[TtChange]) -> Vec<u8> {
+pub(crate) fn tt_container(flags: u8, ttvn: u8, vlans: &[TtVlan], changes: &[TtChange]) -> Vec<u8> {
     let mut value = Vec::with_capacity(4 + 8 * vlans.len() + 12 * changes.len());
     tvlv::emit_tt_data(&mut value, flags, ttvn, vlans, changes);
     let mut out = Vec::with_capacity(value.len() + 4);
@@ -224,6 +224,10 @@ impl Mesh {
     ) {
         match d.flags() & tt_flags::TYPE_MASK {
             tt_flags::REQUEST => {
+                if !self.answer_guard.allow(now, src) {
+                    self.counters.tt_unsolicited += 1;
+                    return;
+                }
                 // Always answer with our full table; valid for any request.
                 // Whole, in fragments, where the link fragments; otherwise
                 // what one packet holds (the requester then sees a CRC
@@ -257,6 +261,12 @@ impl Mesh {
         let Some(o) = self.origs.get_mut(&src) else {
             return;
         };
+        // Only an answer to our own request may replace a client list: an
+        // unsolicited full table would let any peer rewrite another's.
+        if o.tt.last_request.is_none() {
+            self.counters.tt_unsolicited += 1;
+            return;
+        }
         if d.flags() & tt_flags::FULL_TABLE != 0 {
             let mine: Vec<(MacAddr, u16)> = self
                 .tt
@@ -290,6 +300,12 @@ impl Mesh {
     /// `batadv_handle_roaming_adv`: `client` now lives behind `src`.
     fn tt_roam_receive(&mut self, now: Instant, src: MacAddr, r: RoamAdv) {
         self.counters.roam_received += 1;
+        // A ROAM advert withdraws our client: only from an originator we
+        // route to, never from a made-up one.
+        if self.origs.route(&src).is_none() {
+            self.counters.tt_unsolicited += 1;
+            return;
+        }
         if self.tt.local_serves(r.client, r.vid) {
             // Our client: whoever keeps the MAC -> port map must hear it
             // moved, or a later frame from the same port would not count as

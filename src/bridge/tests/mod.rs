@@ -12,6 +12,7 @@ use crate::switch::{Location, SwitchConfig};
 use crate::wire::ethernet::ethertype;
 
 mod forwarding;
+mod hostile;
 mod migration;
 
 const STEP: Duration = Duration::from_millis(50);
@@ -104,10 +105,12 @@ impl Net {
 
     /// Links x and y: peer ids are the other node's index.
     pub fn link(&mut self, x: usize, y: usize) -> usize {
-        let mac = |a: usize, b: usize| MacAddr([2, 0, 0, a as u8 + 1, b as u8 + 1, 1]);
+        let mac = Net::hardif_mac;
         let (px, py) = (y as PeerId, x as PeerId);
         self.nodes[x].add_link(px, mac(x, y), Some(1400), &format!("n{y}"));
         self.nodes[y].add_link(py, mac(y, x), Some(1400), &format!("n{x}"));
+        self.nodes[x].set_link_owner(px, orig(y));
+        self.nodes[y].set_link_owner(py, orig(x));
         self.nodes[x].set_link_alive(px, true);
         self.nodes[y].set_link_alive(py, true);
         self.links.push(SimLink {
@@ -170,6 +173,31 @@ impl Net {
                 queue.push_back((to, out));
             }
         }
+    }
+
+    /// The MAC node `x` uses on its link to `y`.
+    pub fn hardif_mac(x: usize, y: usize) -> MacAddr {
+        MacAddr([2, 0, 0, x as u8 + 1, y as u8 + 1, 1])
+    }
+
+    /// A batman packet that node `from` sends to node `to` over their link
+    /// as it likes (a hostile but authenticated peer), from its own hard
+    /// interface MAC unless `src` says otherwise; what `to` does with it is
+    /// carried as usual.
+    pub fn inject(&mut self, from: usize, to: usize, src: Option<MacAddr>, packet: &[u8]) {
+        let dst = if packet.first() == Some(&crate::wire::batman::packet_type::IV_OGM) {
+            MacAddr::BROADCAST
+        } else {
+            Net::hardif_mac(to, from)
+        };
+        let mut f = Vec::with_capacity(14 + packet.len());
+        f.extend_from_slice(dst.as_bytes());
+        f.extend_from_slice(src.unwrap_or(Net::hardif_mac(from, to)).as_bytes());
+        f.extend_from_slice(&ethertype::BATMAN.to_be_bytes());
+        f.extend_from_slice(packet);
+        let mut w = Wire::default();
+        self.nodes[to].from_peer(self.now, from as PeerId, &f, &mut w);
+        self.carry(to, w);
     }
 
     /// A VM frame into `port` of `node`.
