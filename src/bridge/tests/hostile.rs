@@ -45,12 +45,10 @@ fn a_forged_ogm_cannot_take_the_route_to_a_peer_with_a_direct_link() {
     assert_eq!(route_0_to_1(&net), Some(direct));
     // OGMs "from node 1" with perfect quality and fresh sequence numbers,
     // relayed by the liar, every interval for a while.
-    let mut seqno = 1u32 << 30;
-    for _ in 0..40 {
+    for i in 0..40 {
         let mut pkt = Vec::new();
-        ogm::emit(&mut pkt, 49, 0, seqno, orig(1), orig(1), 255, &[]);
+        ogm::emit(&mut pkt, 49, 0, (1 << 30) + i, orig(1), orig(1), 255, &[]);
         net.inject(LIAR, 0, None, &pkt);
-        seqno += 1;
         net.run(Duration::from_millis(500));
     }
     assert_eq!(route_0_to_1(&net), Some(direct), "the liar took the route");
