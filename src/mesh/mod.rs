@@ -42,6 +42,8 @@
 //! `MeshOutput::Deliver`; a later zero-copy path would return the payload
 //! offset instead (the frame starts at byte 10).
 
+#![forbid(unsafe_code)]
+
 mod answer_guard;
 mod bat_iv;
 mod bcast;

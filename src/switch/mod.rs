@@ -62,6 +62,8 @@
 //!   unicast TTL minus one (as batman-adv's own reroute does), never a fresh
 //!   one.
 
+#![forbid(unsafe_code)]
+
 pub mod announce;
 pub mod fdb;
 

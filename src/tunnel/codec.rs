@@ -1,18 +1,38 @@
 //! One frame's work without any I/O: Ethernet frame -> inner IP + GRE ->
 //! WireGuard padding -> encrypted data message, and back. The send path
-//! uses `seal_frame` as is; `open_frame` is the receive path's data case
-//! (decrypt, then the gretap checks). Public so benches measure the CPU cost
-//! of exactly this code without sockets.
+//! (`send.rs`) is [`encap_frame`] then [`seal_packet`] (into a send-batch
+//! slot; inner fragments between the two when the packet does not fit),
+//! which is exactly [`seal_frame`]; the receive path's data case
+//! (`receive.rs`) is boringtun's `decapsulate` then `gretap::classify`,
+//! which is exactly [`open_frame`]. Public so the benches measure the CPU
+//! cost of the production code without sockets.
 
 use boringtun::noise::{Tunn, TunnResult};
 
 use super::gretap::{self, Link};
-use super::send::{padded_len, DATA_OVERHEAD, MSG_INITIATION};
-use super::{InnerDrop, TunnelError, MAX_FRAME_LEN};
+use crate::wire::wireguard::{
+    message_type::HANDSHAKE_INITIATION as MSG_INITIATION, DATA_OVERHEAD,
+    HANDSHAKE_INITIATION_LEN as HANDSHAKE_INIT_LEN, PADDING_MULTIPLE,
+};
 
-/// boringtun writes a 148-byte initiation into the output when no session
-/// exists, and panics if it does not fit.
-const HANDSHAKE_INIT_LEN: usize = 148;
+/// The kernel pads plaintext to a multiple of 16, but never past the
+/// device MTU; 1420 is wg0's default, the one the kernel peers use.
+const PAD_MTU: usize = 1420;
+
+/// Plaintext length after WireGuard's padding rule: a multiple of 16, but
+/// never past the kernel's 1420-byte wg0 MTU for what fits there, and never
+/// past `mtu` (the inner MTU towards the peer) for anything.
+pub(super) fn padded_len(len: usize, mtu: usize) -> usize {
+    let aligned = len.div_ceil(PADDING_MULTIPLE) * PADDING_MULTIPLE;
+    let cap = if len <= PAD_MTU {
+        PAD_MTU.min(mtu)
+    } else {
+        mtu
+    };
+    aligned.min(cap.max(len))
+}
+
+use super::{InnerDrop, TunnelError, MAX_FRAME_LEN};
 
 /// What `seal_frame` left at the start of `out`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +72,22 @@ pub fn seal_frame(
     plain: &mut [u8],
     out: &mut [u8],
 ) -> Result<Sealed, TunnelError> {
+    let too_long = TunnelError::FrameTooLong(frame.len());
+    let len = encap_frame(plain, link, ident, frame)?;
+    seal_packet(tunn, plain, len, usize::MAX, out).map_err(|e| match e {
+        TunnelError::Noise => e,
+        _ => too_long,
+    })
+}
+
+/// Writes the inner IP + GRE headers for `link` and the frame into
+/// `plain`; returns the inner packet's length.
+pub(super) fn encap_frame(
+    plain: &mut [u8],
+    link: Link,
+    ident: u16,
+    frame: &[u8],
+) -> Result<usize, TunnelError> {
     if frame.len() < gretap::MIN_FRAME_LEN {
         return Err(TunnelError::FrameTooShort(frame.len()));
     }
@@ -65,10 +101,7 @@ pub fn seal_frame(
         .get_mut(hl..len)
         .ok_or(too_long)?
         .copy_from_slice(frame);
-    seal_packet(tunn, plain, len, usize::MAX, out).map_err(|e| match e {
-        TunnelError::Noise => e,
-        _ => too_long,
-    })
+    Ok(len)
 }
 
 /// Pads and encrypts the inner packet in `plain[..len]` (`plain` has room
@@ -137,5 +170,38 @@ pub fn open_frame<'o>(
         }
         TunnResult::Err(_) => Err(OpenError::Noise),
         TunnResult::Done | TunnResult::WriteToNetwork(_) => Err(OpenError::NotData),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tunnel::socket::RX_DATAGRAM_MAX;
+
+    #[test]
+    fn padding_rule() {
+        let big = usize::MAX;
+        assert_eq!(padded_len(0, big), 0);
+        assert_eq!(padded_len(1, big), 16);
+        assert_eq!(padded_len(90, big), 96);
+        assert_eq!(padded_len(96, big), 96);
+        // Never past the MTU: the kernel's 1420-byte packet stays 1420.
+        assert_eq!(padded_len(1419, big), 1420);
+        assert_eq!(padded_len(1420, big), 1420);
+        // Above the MTU (jumbo underlay) plain alignment again.
+        assert_eq!(padded_len(1421, big), 1424);
+        assert!(
+            padded_len(MAX_FRAME_LEN + gretap::header_len(true), big) + DATA_OVERHEAD
+                <= RX_DATAGRAM_MAX
+        );
+        // Never past the inner MTU towards the peer: a 1500-byte IPv4
+        // underlay carries 1440 bytes of plaintext, a 1280-byte one 1220.
+        assert_eq!(padded_len(1436, 1440), 1440);
+        assert_eq!(padded_len(1219, 1220), 1220);
+        assert_eq!(padded_len(1000, 1220), 1008);
+        for len in 0..=1440 {
+            assert!(padded_len(len, 1440) <= 1440);
+            assert!(padded_len(len, 1220) <= 1220.max(len));
+        }
     }
 }

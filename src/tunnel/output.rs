@@ -12,9 +12,12 @@ use std::net::SocketAddr;
 
 use super::counters::TunnelCounters;
 use super::peer::Peer;
-use super::send::{DATA_OVERHEAD, MSG_COOKIE, MSG_DATA, MSG_INITIATION};
 use super::socket::UdpSocket;
 use super::tx_batch::{Outcome, TxBatch};
+use crate::wire::wireguard::message_type::{
+    COOKIE_REPLY as MSG_COOKIE, HANDSHAKE_INITIATION as MSG_INITIATION, TRANSPORT_DATA as MSG_DATA,
+};
+use crate::wire::wireguard::DATA_OVERHEAD;
 
 pub(super) struct Output {
     pub(super) socket: UdpSocket,

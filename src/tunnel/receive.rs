@@ -17,8 +17,12 @@ use super::output::Output;
 use super::peer::{Now, Peer, PeerCounters};
 use super::reassembly::Verdict;
 use super::rx_batch::{RxBatch, RX_BATCH};
-use super::send::{MSG_COOKIE, MSG_DATA};
 use super::{gretap, lock_peer, PeerId, TunnelCore, TunnelIo};
+use crate::wire::wireguard::message_type::{
+    COOKIE_REPLY as MSG_COOKIE, HANDSHAKE_INITIATION as MSG_INITIATION,
+    HANDSHAKE_RESPONSE as MSG_RESPONSE, TRANSPORT_DATA as MSG_DATA,
+};
+use crate::wire::wireguard::Message;
 
 /// recvmmsg calls per `receive`: bounds the time one call can take (and so
 /// the latency of the caller's other work) at 8 x 32 entries.
@@ -31,10 +35,6 @@ pub const MAX_DATAGRAMS_PER_CALL: usize = 1024;
 /// boringtun queues at most 256 packets per peer; flush at most that many
 /// (plus slack) after an authenticated packet.
 const MAX_FLUSH: usize = 260;
-
-/// Handshake message types as on the wire.
-const MSG_INITIATION: u8 = 1;
-const MSG_RESPONSE: u8 = 2;
 
 /// Everything one datagram needs, borrowed apart from the receive batch.
 struct Rx<'a> {
@@ -212,9 +212,12 @@ impl Rx<'_> {
             self.counters.rx_unknown_index += 1;
             return;
         };
-        // parse_incoming_packet accepted it, so there is a first byte.
-        let msg_type = data.first().copied().unwrap_or(0);
-        self.decapsulate(id, from, msg_type, data, deliver);
+        // parse_incoming_packet accepted it, so the framing holds.
+        let Ok(msg) = Message::new_checked(data) else {
+            self.counters.rx_junk += 1;
+            return;
+        };
+        self.decapsulate(id, from, msg.message_type(), data, deliver);
     }
 
     fn by_index(&self, receiver_idx: u32) -> Option<PeerId> {

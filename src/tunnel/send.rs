@@ -7,7 +7,7 @@
 
 use std::net::SocketAddr;
 
-use super::codec::{seal_packet, Sealed};
+use super::codec::{encap_frame, seal_packet, Sealed};
 use super::counters::TunnelCounters;
 use super::fragment::Fragmenter;
 use super::output::Output;
@@ -15,17 +15,8 @@ use super::peer::Peer;
 use super::socket::RX_DATAGRAM_MAX;
 use super::tx_batch::TX_SLOT;
 use super::{gretap, PeerId, TunnelCore, TunnelError, TunnelIo};
+use crate::wire::wireguard::{DATA_OVERHEAD, HANDSHAKE_INITIATION_LEN, PADDING_MULTIPLE};
 
-/// WireGuard message type of an initiation (first byte on the wire).
-pub(super) const MSG_INITIATION: u8 = 1;
-pub(super) const MSG_COOKIE: u8 = 3;
-pub(super) const MSG_DATA: u8 = 4;
-/// Header + Poly1305 tag around every data message.
-pub(super) const DATA_OVERHEAD: usize = 32;
-/// The kernel pads plaintext to a multiple of 16, but never past the
-/// device MTU; 1420 is wg0's default, the one the kernel peers use.
-const PADDING_MULTIPLE: usize = 16;
-const PAD_MTU: usize = 1420;
 /// Largest Ethernet frame we send: its datagram must fit what any meshwire
 /// peer receives (RX_DATAGRAM_MAX), with IPv6 inner headers and padding.
 pub const MAX_FRAME_LEN: usize =
@@ -33,7 +24,7 @@ pub const MAX_FRAME_LEN: usize =
 /// Scratch buffer sizes: plaintext, and boringtun's output (>= src + 32 and
 /// >= 148, or encapsulate panics).
 pub(super) const PLAIN_BUF: usize = RX_DATAGRAM_MAX;
-pub(super) const OUT_BUF: usize = RX_DATAGRAM_MAX + DATA_OVERHEAD + 148;
+pub(super) const OUT_BUF: usize = RX_DATAGRAM_MAX + DATA_OVERHEAD + HANDSHAKE_INITIATION_LEN;
 // boringtun panics when decapsulate's dst is shorter than the ciphertext;
 // every datagram we hand it is at most RX_DATAGRAM_MAX (longer ones are
 // dropped as truncated), and queued plaintexts are at most PLAIN_BUF.
@@ -43,19 +34,6 @@ const _: () = assert!(OUT_BUF >= RX_DATAGRAM_MAX && OUT_BUF >= PLAIN_BUF + DATA_
 const _: () = assert!(
     TX_SLOT >= MAX_FRAME_LEN + gretap::header_len(true) + (PADDING_MULTIPLE - 1) + DATA_OVERHEAD
 );
-
-/// Plaintext length after WireGuard's padding rule: a multiple of 16, but
-/// never past the kernel's 1420-byte wg0 MTU for what fits there, and never
-/// past `mtu` (the inner MTU towards the peer) for anything.
-pub(super) fn padded_len(len: usize, mtu: usize) -> usize {
-    let aligned = len.div_ceil(PADDING_MULTIPLE) * PADDING_MULTIPLE;
-    let cap = if len <= PAD_MTU {
-        PAD_MTU.min(mtu)
-    } else {
-        mtu
-    };
-    aligned.min(cap.max(len))
-}
 
 /// The underlay headers around a WireGuard data message's plaintext.
 const fn underlay_overhead(v6: bool) -> usize {
@@ -86,9 +64,6 @@ impl TunnelCore {
         if frame.len() < gretap::MIN_FRAME_LEN {
             return Err(TunnelError::FrameTooShort(frame.len()));
         }
-        if frame.len() > MAX_FRAME_LEN {
-            return Err(TunnelError::FrameTooLong(frame.len()));
-        }
         let Some(endpoint) = peer.endpoint else {
             // Nowhere to send the handshake either; the peer must reach us.
             io.counters.tx_no_endpoint += 1;
@@ -96,13 +71,7 @@ impl TunnelCore {
         };
         let too_long = TunnelError::FrameTooLong(frame.len());
         let ident = peer.next_ident();
-        let hl = gretap::encap_headers(&mut io.plain, peer.link, frame.len(), ident)
-            .map_err(|_| too_long)?;
-        let len = hl + frame.len();
-        io.plain
-            .get_mut(hl..len)
-            .ok_or(too_long)?
-            .copy_from_slice(frame);
+        let len = encap_frame(&mut io.plain, peer.link, ident, frame)?;
         let mtu = inner_mtu(self.underlay_mtu, endpoint);
         if len <= mtu {
             return seal_one(io, peer, len, mtu, endpoint);
@@ -179,33 +148,6 @@ fn commit_sealed(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn padding_rule() {
-        let big = usize::MAX;
-        assert_eq!(padded_len(0, big), 0);
-        assert_eq!(padded_len(1, big), 16);
-        assert_eq!(padded_len(90, big), 96);
-        assert_eq!(padded_len(96, big), 96);
-        // Never past the MTU: the kernel's 1420-byte packet stays 1420.
-        assert_eq!(padded_len(1419, big), 1420);
-        assert_eq!(padded_len(1420, big), 1420);
-        // Above the MTU (jumbo underlay) plain alignment again.
-        assert_eq!(padded_len(1421, big), 1424);
-        assert!(
-            padded_len(MAX_FRAME_LEN + gretap::header_len(true), big) + DATA_OVERHEAD
-                <= RX_DATAGRAM_MAX
-        );
-        // Never past the inner MTU towards the peer: a 1500-byte IPv4
-        // underlay carries 1440 bytes of plaintext, a 1280-byte one 1220.
-        assert_eq!(padded_len(1436, 1440), 1440);
-        assert_eq!(padded_len(1219, 1220), 1220);
-        assert_eq!(padded_len(1000, 1220), 1008);
-        for len in 0..=1440 {
-            assert!(padded_len(len, 1440) <= 1440);
-            assert!(padded_len(len, 1220) <= 1220.max(len));
-        }
-    }
 
     #[test]
     fn inner_mtu_per_underlay_family() {

@@ -33,7 +33,7 @@ mod op {
 }
 
 /// WireGuard's data message type (first byte; the rest of the word is 0).
-const MSG_DATA: u32 = 4;
+const MSG_DATA: u32 = crate::wire::wireguard::message_type::TRANSPORT_DATA as u32;
 
 fn insn(code: u16, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
     libc::sock_filter { code, jt, jf, k }

@@ -2,6 +2,8 @@
 //! `wire` module. Every view has a `new_checked` (or `check_len`) after which
 //! its accessors cannot panic; nothing here does I/O or allocates.
 
+#![forbid(unsafe_code)]
+
 pub mod arp;
 pub mod batman;
 pub mod checksum;
@@ -14,6 +16,7 @@ pub mod ndisc;
 pub mod tcp;
 pub mod udp;
 pub mod vnet;
+pub mod wireguard;
 
 pub use mac::MacAddr;
 
