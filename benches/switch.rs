@@ -188,5 +188,37 @@ fn per_frame(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, fdb_lookup, per_frame);
+/// The TCP MSS clamp's cost: the header walk every frame crossing a port
+/// pays (a TCP data segment, the common case), and a SYN's rewrite.
+fn mss_clamp(c: &mut Criterion) {
+    use meshwire::wire::mss;
+    let mut seg = vec![0u8; 1514];
+    seg[12..14].copy_from_slice(&[0x08, 0x00]);
+    seg[14] = 0x45;
+    seg[16..18].copy_from_slice(&1500u16.to_be_bytes());
+    seg[22] = 64;
+    seg[23] = 6;
+    seg[34 + 12] = 0x80; // data offset 8 words: 12 bytes of options
+    seg[34 + 13] = 0x10; // ACK
+    let mut syn = seg.clone();
+    syn[16..18].copy_from_slice(&44u16.to_be_bytes());
+    syn.truncate(14 + 44);
+    syn[34 + 12] = 0x60;
+    syn[34 + 13] = 0x02; // SYN
+    syn[54..58].copy_from_slice(&[2, 4, 0x05, 0xb4]);
+    let mut g = c.benchmark_group("mss_clamp");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("data_segment_walk", |b| {
+        b.iter(|| mss::needs_clamp(std::hint::black_box(&seg), 1338, 1318))
+    });
+    g.bench_function("syn_rewrite", |b| {
+        b.iter(|| {
+            let mut f = syn.clone();
+            mss::clamp(std::hint::black_box(&mut f), 1338, 1318)
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, fdb_lookup, per_frame, mss_clamp);
 criterion_main!(benches);

@@ -188,3 +188,74 @@ fn tunnel_sums(t: &Topology) -> std::collections::BTreeMap<&'static str, u64> {
     }
     sums
 }
+
+/// Prints the MSS the server side of one TCP connection sends with
+/// (TCP_MAXSEG), after the client's SYN crossed the mesh.
+const MSS_SERVER: &str = r#"
+import socket, sys
+l = socket.socket(socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET)
+l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind((sys.argv[1], 5301)); l.listen(1); l.settimeout(30)
+c, _ = l.accept()
+print(c.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG))
+c.close()
+"#;
+
+const MSS_CLIENT: &str = r#"
+import socket, sys, time
+for _ in range(200):
+    try:
+        s = socket.create_connection((sys.argv[1], 5301), timeout=2); break
+    except OSError:
+        time.sleep(0.05)
+s.close()
+"#;
+
+/// Issue 10: with the default config (port MTU 1500, no `mtu` key) a TCP
+/// SYN crossing a port has its MSS clamped, so the far side sends segments
+/// that cross every link whole: no batman fragments for TCP data.
+#[test]
+fn default_mtu_1500_and_tcp_mss_clamped_to_the_link() {
+    let layout: &[&[Attach]] = &[&[Attach::TapNic], &[Attach::TapNic]];
+    let mut t = Topology::new("mwS", layout, 300);
+    t.start_all();
+    let (a, b) = (t.vm("vm1a").clone(), t.vm("vm2a").clone());
+    assert!(
+        t.ping_until("vm1a", &b.ip4, Duration::from_secs(45)),
+        "no route\n{}",
+        t.dump_logs()
+    );
+    // A DF 1472-byte ping: a full 1500-byte packet crosses.
+    assert!(t.ping("vm1a", &b.ip4, 2, &["-M", "do", "-s", "1472"]));
+    for (ip_a, ip_b, clamp) in [(&a.ip4, &b.ip4, 1378 - 40), (&a.ip6, &b.ip6, 1378 - 60)] {
+        let server = Command::new("ip")
+            .args(["netns", "exec", &b.ns, "python3", "-c", MSS_SERVER, ip_b])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let ok = Command::new("ip")
+            .args(["netns", "exec", &a.ns, "python3", "-c", MSS_CLIENT, ip_b])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "connect {ip_a} -> {ip_b}");
+        let out = server.wait_with_output().unwrap();
+        let mss: u32 = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0);
+        // Unclamped it would be 1448 / 1428 (1500 minus headers and the
+        // timestamp option); the clamp is an upper bound (options take more).
+        assert!(
+            mss > 0 && mss <= clamp,
+            "server MSS {mss} over {ip_b}, clamp {clamp}"
+        );
+    }
+    let clamped = t.ctl(1, "stats")["hooks"]["mss_clamped"]
+        .as_u64()
+        .unwrap_or(0)
+        + t.ctl(2, "stats")["hooks"]["mss_clamped"]
+            .as_u64()
+            .unwrap_or(0);
+    assert!(clamped >= 2, "no SYN was clamped");
+}

@@ -9,6 +9,10 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::keys;
+use crate::wire::mtu;
+
+/// The MTU stock guests use (virtio-net, e1000: 1500).
+pub const DEFAULT_PORT_MTU: u16 = 1500;
 
 pub const DEFAULT_SOCKET: &str = "/run/meshwire/meshwire.sock";
 pub const DEFAULT_PORT: u16 = 51820;
@@ -46,6 +50,10 @@ pub struct NodeConfig {
     /// CPU the process may run on.
     #[serde(default)]
     pub workers: usize,
+    /// Clamp the MSS of TCP SYNs crossing a port so TCP segments cross
+    /// every link whole (no batman fragments). On by default.
+    #[serde(default = "default_true")]
+    pub mss_clamp: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -186,16 +194,6 @@ fn err(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
     }
 }
 
-/// Overhead a frame carries over an IPv4 underlay before the batman header:
-/// IPv4 20 + UDP 8 + WireGuard 32 + inner IPv4 20 + GRE 4 + Ethernet 14.
-pub const OVERHEAD_V4: u16 = 20 + 8 + 32 + 20 + 4 + 14;
-/// The same over an IPv6 underlay and with IPv6 inner addresses (40 each).
-pub const OVERHEAD_V6: u16 = 40 + 8 + 32 + 40 + 4 + 14;
-/// batman-adv's unicast header, the largest one a whole data frame carries.
-pub const BATMAN_UNICAST_HDR: u16 = 10;
-/// The VM's Ethernet header inside the batman payload.
-pub const ETH_HDR: u16 = 14;
-
 impl Validated {
     fn v6(&self) -> bool {
         self.raw.node.address.is_ipv6()
@@ -208,8 +206,8 @@ impl Validated {
     /// The largest batman packet (Ethernet payload of a hard interface)
     /// that fits the underlay without IP fragmentation.
     pub fn hardif_mtu(&self) -> u16 {
-        let overhead = if self.v6() { OVERHEAD_V6 } else { OVERHEAD_V4 };
-        self.raw.node.underlay_mtu.saturating_sub(overhead)
+        let m = mtu::hardif_mtu(usize::from(self.raw.node.underlay_mtu), self.v6());
+        u16::try_from(m).unwrap_or(u16::MAX)
     }
 
     /// The hard interface MTU towards peer `i`: its `mtu`, capped at
@@ -240,19 +238,24 @@ impl Validated {
         )
     }
 
-    /// Default TAP MTU: the largest IP packet whose frame fits the underlay
-    /// without IP fragmentation (see README, "MTU arithmetic").
+    /// The largest VM MTU whose frames cross the mesh whole, without batman
+    /// fragments (see README, "MTU arithmetic").
+    pub fn unfragmented_port_mtu(&self) -> u16 {
+        let m = mtu::unfragmented_port_mtu(usize::from(self.hardif_mtu()));
+        u16::try_from(m).unwrap_or(u16::MAX)
+    }
+
+    /// Default port MTU: 1500, what every stock guest uses. Frames that do
+    /// not fit a link whole travel as batman fragments (README, "MTU
+    /// arithmetic"); a port MTU of [`Validated::unfragmented_port_mtu`]
+    /// avoids them where the guests can be told. With fragmentation off
+    /// nothing larger could cross, so the default is that one.
     pub fn default_port_mtu(&self) -> u16 {
-        let v6 = self.raw.node.address.is_ipv6()
-            || self
-                .peers
-                .iter()
-                .any(|p| p.address.is_ipv6() || p.endpoint.map(|e| e.is_ipv6()).unwrap_or(false));
-        let overhead = if v6 { OVERHEAD_V6 } else { OVERHEAD_V4 };
-        self.raw
-            .node
-            .underlay_mtu
-            .saturating_sub(overhead + BATMAN_UNICAST_HDR + ETH_HDR)
+        if self.raw.mesh.fragmentation {
+            DEFAULT_PORT_MTU
+        } else {
+            self.unfragmented_port_mtu()
+        }
     }
 
     pub fn port_mtu(&self, port: &PortConfig) -> u16 {

@@ -16,6 +16,7 @@ pub mod config;
 pub mod control;
 pub mod dataplane;
 pub mod keys;
+pub mod log;
 pub mod mesh;
 pub mod port;
 pub mod switch;

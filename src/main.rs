@@ -35,6 +35,10 @@ enum Cmd {
     Run {
         #[arg(long)]
         config: PathBuf,
+        /// Log format: text (plain, coloured only on a terminal) or json
+        /// (one object per line, for journald/Loki/Elastic).
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
     },
     /// Query or steer a running daemon over its control socket.
     Ctl {
@@ -64,8 +68,8 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Cmd::Run { config } => {
-            init_logging();
+        Cmd::Run { config, log_format } => {
+            init_logging(log_format);
             let cfg = match config::load(&config) {
                 Ok(c) => c,
                 Err(e) => {
@@ -112,12 +116,24 @@ fn pubkey() -> ExitCode {
     }
 }
 
-fn init_logging() {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// RUST_LOG as usual (default info). Colour only when stderr is a
+/// terminal: a log file or journald must not carry escape codes.
+fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+        .with_target(false);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().init(),
+    }
 }

@@ -133,3 +133,57 @@ fn check_names_the_bad_field() {
         assert!(err.contains(field), "'{err}' does not name {field}");
     }
 }
+
+/// Runs a daemon with no peers and no ports (it sends nothing) until its
+/// first log line, then stops it; returns what it wrote to stderr.
+fn first_log_lines(extra: &[&str], tag: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("mw-cli-log-{}-{tag}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let k = stdout(&run(&["genkey"], ""));
+    let port = 20000 + (std::process::id() % 20000) as u16 + tag.len() as u16;
+    let cfg = format!(
+        "[node]\nprivate_key = \"{k}\"\nlisten_port = {port}\naddress = \"198.19.0.1\"\n[control]\nsocket = \"{}\"\n",
+        dir.join("s").display()
+    );
+    let path = dir.join("c.toml");
+    std::fs::write(&path, cfg).unwrap();
+    let log = std::fs::File::create(dir.join("log")).unwrap();
+    let mut args = vec!["run", "--config", path.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let mut child = Command::new(BIN)
+        .args(&args)
+        .env("RUST_LOG", "info")
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
+        if text.contains("meshwire running") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    std::fs::remove_dir_all(&dir).unwrap();
+    text
+}
+
+#[test]
+fn logs_to_a_file_carry_no_colour_and_json_is_one_object_per_line() {
+    let text = first_log_lines(&[], "text");
+    assert!(text.contains("meshwire running"), "{text}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "escape codes in a log file: {text:?}"
+    );
+    let json = first_log_lines(&["--log-format", "json"], "json");
+    let line = json
+        .lines()
+        .find(|l| l.contains("meshwire running"))
+        .unwrap_or_else(|| panic!("{json}"));
+    let v: serde_json::Value = serde_json::from_str(line).expect("a JSON object per line");
+    assert_eq!(v["level"], "INFO", "{v}");
+    assert_eq!(v["fields"]["message"], "meshwire running", "{v}");
+}

@@ -123,7 +123,13 @@ impl Bridge {
     /// A frame out of a local port. The port egress hook point (network
     /// isolation); the port backend counts its own refusals.
     fn port_out(&mut self, port: PortId, frame: &[u8], io: &mut impl Egress) {
-        io.to_port(port, frame);
+        match self.hooks.clamp_mss(port, frame) {
+            Some(clamped) => {
+                io.to_port(port, &clamped);
+                self.hooks.done_with(clamped);
+            }
+            None => io.to_port(port, frame),
+        }
     }
 
     /// A client frame the mesh delivered to this node: to the local port

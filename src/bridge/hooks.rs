@@ -15,6 +15,9 @@
 //!   to a port, local or from the mesh: where network (VLAN) isolation
 //!   will sit.
 //!
+//! TCP MSS clamping runs at port ingress and egress: a SYN promising more
+//! than the smallest link carries whole is rewritten (`wire/mss.rs`).
+//!
 //! Each hook counts what it drops, per reason.
 
 use std::collections::HashMap;
@@ -23,9 +26,13 @@ use serde::Serialize;
 
 use crate::port::PortId;
 use crate::wire::ethernet::{self, Frame};
+use crate::wire::mss;
 
 #[derive(Debug, Default, Clone, Copy, Serialize, PartialEq, Eq)]
 pub struct HooksCounters {
+    /// TCP SYNs whose MSS was lowered so the connection's segments cross
+    /// every link whole (port ingress and egress).
+    pub mss_clamped: u64,
     /// Frames from a port with batman-adv's ethertype (0x4305), plain or
     /// VLAN-tagged.
     pub drop_batman_from_port: u64,
@@ -36,6 +43,10 @@ pub struct HooksCounters {
 pub struct Hooks {
     counters: HooksCounters,
     per_port: HashMap<PortId, HooksCounters>,
+    /// The MSS clamp for IPv4 and IPv6 (None: off).
+    mss: Option<(u16, u16)>,
+    /// A copy of a frame being rewritten (kept for its allocation).
+    scratch: Vec<u8>,
 }
 
 impl Hooks {
@@ -49,6 +60,37 @@ impl Hooks {
             return false;
         }
         true
+    }
+
+    /// TCP MSS clamping: SYNs crossing a port promise at most `v4` / `v6`
+    /// bytes per segment, so TCP never needs batman fragments.
+    pub fn set_mss_clamp(&mut self, clamp: Option<(u16, u16)>) {
+        self.mss = clamp;
+    }
+
+    /// A copy of `frame` with its SYN's MSS clamped, when it needs that
+    /// (hand the copy back with [`Hooks::done_with`]). Both port ingress and
+    /// port egress call it: our VMs' SYNs bound what the far end sends, and
+    /// the far end's (a kernel node's client, say) what our VMs send.
+    pub fn clamp_mss(&mut self, port: PortId, frame: &[u8]) -> Option<Vec<u8>> {
+        let (v4, v6) = self.mss?;
+        if !mss::needs_clamp(frame, v4, v6) {
+            return None;
+        }
+        let mut copy = std::mem::take(&mut self.scratch);
+        copy.clear();
+        copy.extend_from_slice(frame);
+        mss::clamp(&mut copy, v4, v6)?;
+        self.counters.mss_clamped += 1;
+        if let Some(c) = self.per_port.get_mut(&port) {
+            c.mss_clamped += 1;
+        }
+        Some(copy)
+    }
+
+    /// Takes back the buffer `clamp_mss` lent.
+    pub fn done_with(&mut self, scratch: Vec<u8>) {
+        self.scratch = scratch;
     }
 
     pub fn counters(&self) -> &HooksCounters {

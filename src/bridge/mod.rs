@@ -138,6 +138,22 @@ impl Bridge {
         if !self.hooks.port_ingress(port, frame) {
             return;
         }
+        match self.hooks.clamp_mss(port, frame) {
+            Some(clamped) => {
+                self.switch_port_frame(now, port, &clamped, io);
+                self.hooks.done_with(clamped);
+            }
+            None => self.switch_port_frame(now, port, frame, io),
+        }
+    }
+
+    fn switch_port_frame(
+        &mut self,
+        now: Instant,
+        port: PortId,
+        frame: &[u8],
+        io: &mut impl Egress,
+    ) {
         let (decision, learned) = self.switch.from_port(now, port, frame);
         if let Some(l) = learned {
             self.claim(l);

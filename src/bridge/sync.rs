@@ -17,11 +17,12 @@
 //!
 //! Ageing and port removal withdraw local clients too (`mod.rs`).
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tracing::info;
 
 use super::Bridge;
+use crate::log::RateLimit;
 use crate::switch::{Learned, Location};
 use crate::wire::MacAddr;
 
@@ -81,41 +82,18 @@ impl Bridge {
 /// flaps between ports (or a hostile one that makes it look so) must not
 /// flood the log. What was left out is counted in the next line.
 #[derive(Debug)]
-pub(super) struct MoveLog {
-    window: Instant,
-    lines: u32,
-    suppressed: u64,
-}
+pub(super) struct MoveLog(RateLimit);
 
 const MOVE_LOG_BURST: u32 = 20;
 
 impl MoveLog {
     pub(super) fn new() -> MoveLog {
-        MoveLog {
-            window: Instant::now(),
-            lines: 0,
-            suppressed: 0,
-        }
+        MoveLog(RateLimit::new(MOVE_LOG_BURST))
     }
 
     fn moved(&mut self, now: Instant, mac: MacAddr, vid: u16, from: &str, to: &str) {
-        if now.saturating_duration_since(self.window) >= Duration::from_secs(1) {
-            self.window = now;
-            self.lines = 0;
+        if let Some(suppressed) = self.0.allow(now) {
+            info!(%mac, vlan = vid & 0x0fff, from, to, suppressed, "client moved");
         }
-        if self.lines >= MOVE_LOG_BURST {
-            self.suppressed += 1;
-            return;
-        }
-        self.lines += 1;
-        let suppressed = std::mem::take(&mut self.suppressed);
-        info!(
-            %mac,
-            vlan = vid & 0x0fff,
-            from,
-            to,
-            suppressed,
-            "client moved"
-        );
     }
 }

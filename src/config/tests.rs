@@ -26,12 +26,21 @@ fn good_config() {
     assert_eq!(c.raw.control.socket, PathBuf::from(DEFAULT_SOCKET));
     assert_eq!(c.peers.len(), 1);
     assert_eq!(c.peers[0].persistent_keepalive, Some(25));
-    // 1500 - 98 - 10 - 14
-    assert_eq!(c.default_port_mtu(), 1378);
+    // Stock guests' 1500 by default; 1500 - 98 - 10 - 14 cross whole.
+    assert_eq!(c.default_port_mtu(), 1500);
+    assert_eq!(c.unfragmented_port_mtu(), 1378);
+    // Without batman fragmentation nothing larger could cross.
+    let nofrag = parse(
+        &(base() + "[mesh]\nfragmentation = false\n"),
+        Path::new("."),
+    )
+    .unwrap();
+    assert_eq!(nofrag.default_port_mtu(), 1378);
     // Defaults of the speed issue's keys.
     assert_eq!(c.raw.node.workers, 0);
     assert!(c.workers() >= 1);
     assert!(c.raw.ports[0].offload && !c.raw.ports[0].udp_coalescing);
+    assert!(c.raw.node.mss_clamp, "MSS clamping is on by default");
 }
 
 #[test]
@@ -134,7 +143,8 @@ fn ipv6_mtu() {
         .replace("198.19.0.1", "fd00::1")
         .replace("198.19.0.2", "fd00::2");
     let c = parse(&t, Path::new(".")).unwrap();
-    assert_eq!(c.default_port_mtu(), 1500 - 138 - 24);
+    assert_eq!(c.unfragmented_port_mtu(), 1500 - 138 - 24);
+    assert_eq!(c.default_port_mtu(), 1500);
 }
 
 #[test]

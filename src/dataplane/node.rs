@@ -15,7 +15,19 @@ use crate::mesh::{Mesh, MeshConfig};
 use crate::port::{PortId, PortOptions, Ports};
 use crate::switch::{Switch, SwitchConfig};
 use crate::tunnel::{PeerId, TunnelConfig, Tunnels};
-use crate::wire::MacAddr;
+use crate::wire::{ipv4, ipv6, mtu, tcp, MacAddr};
+
+/// The MSS that makes a TCP segment cross the smallest link whole, for
+/// IPv4 and IPv6: the unfragmented port MTU minus the IP and TCP headers.
+fn mss_clamp(cfg: &Validated) -> (u16, u16) {
+    let smallest = (0..cfg.peers.len())
+        .map(|i| cfg.peer_hardif_mtu(i))
+        .min()
+        .unwrap_or_else(|| cfg.hardif_mtu());
+    let payload = mtu::unfragmented_port_mtu(usize::from(smallest));
+    let mss = |ip: usize| u16::try_from(payload.saturating_sub(ip + tcp::HEADER_LEN)).unwrap_or(0);
+    (mss(ipv4::HEADER_LEN), mss(ipv6::HEADER_LEN))
+}
 
 /// Handshake initiations without an answer after which a peer is dead
 /// (boringtun retries every 5 s, so about 15 s).
@@ -62,6 +74,9 @@ impl Node {
             bridge.set_link_owner(id, keys::originator_mac(&p.public_key));
             peers.push((id, p.address));
         }
+        bridge
+            .hooks
+            .set_mss_clamp(cfg.raw.node.mss_clamp.then(|| mss_clamp(cfg)));
         let mut ports = Ports::new();
         for p in &cfg.raw.ports {
             let opts = PortOptions {

@@ -5,7 +5,10 @@
 
 use std::collections::BTreeMap;
 use std::io;
+use std::time::Instant;
+
 use std::os::fd::RawFd;
+use tracing::warn;
 
 use serde::Serialize;
 
@@ -14,15 +17,19 @@ use super::rx::PortRx;
 use super::tap::{Offloads, Tap};
 use super::tx::{send_plain, GroPool, Seg};
 use super::PortId;
-use crate::wire::ethernet;
+use crate::log::RateLimit;
+use crate::wire::{ethernet, mtu};
+
+/// Drop warnings per port per second.
+const PORT_LOG_PER_SECOND: u32 = 2;
 
 /// At most this many ports per process: bounds the registry.
 pub const MAX_PORTS: usize = 4096;
 
 /// Largest frame a port carries: its MTU plus the Ethernet header and one
-/// 802.1Q tag.
+/// 802.1Q tag ([`mtu::max_frame_len`]).
 pub fn max_frame_len(mtu: u16) -> usize {
-    usize::from(mtu) + ethernet::HEADER_LEN + ethernet::VLAN_TAG_LEN
+    mtu::max_frame_len(usize::from(mtu))
 }
 
 /// Per-port counters; drops are counted by reason.
@@ -116,6 +123,25 @@ pub struct Port {
     pub udp_coalescing: bool,
     /// Super-frame cut by the one-frame `recv` (allocated on first use).
     rx: Option<Box<PortRx>>,
+    /// Bounds the port's drop warnings.
+    log: RateLimit,
+}
+
+impl Port {
+    /// A frame too big for the port was dropped (and counted): say so, a
+    /// few times a second at most. A guest with a larger MTU than its port
+    /// loses its full-size frames this way, which nothing else would show.
+    pub(super) fn warn_oversize(&mut self, dir: &str, len: usize, mtu: u16) {
+        if let Some(suppressed) = self.log.allow(Instant::now()) {
+            warn!(
+                port = %self.name,
+                len,
+                mtu,
+                suppressed,
+                "frame {dir} the port dropped: longer than the port's MTU allows"
+            );
+        }
+    }
 }
 
 /// What `meshwire ctl` shows about a port.
@@ -214,6 +240,7 @@ impl Ports {
                 polled: true,
                 udp_coalescing: false,
                 rx: None,
+                log: RateLimit::new(PORT_LOG_PER_SECOND),
             },
         );
         Ok(id)
@@ -245,6 +272,7 @@ impl Ports {
                 polled: q.polled,
                 udp_coalescing,
                 rx: None,
+                log: RateLimit::new(PORT_LOG_PER_SECOND),
             },
         );
         self.next_id = self.next_id.max(id.saturating_add(1));
@@ -362,8 +390,12 @@ impl Ports {
         let Some(port) = self.port_mut(id) else {
             return Err(io::Error::new(io::ErrorKind::NotFound, "no such port"));
         };
-        let max = max_frame_len(port.dev.mtu());
-        rx.fill(&port.dev, &mut port.counters, max)
+        let mtu = port.dev.mtu();
+        let r = rx.fill(&port.dev, &mut port.counters, max_frame_len(mtu));
+        if let Some(len) = rx.take_oversize() {
+            port.warn_oversize("from", len, mtu);
+        }
+        r
     }
 
     /// Reads one frame from port `id` into `buf`.

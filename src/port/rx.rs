@@ -54,6 +54,9 @@ pub struct PortRx {
     /// The super-frame's original headers, saved before segment 0 is
     /// finished in place.
     tmpl: [u8; MAX_HEADERS],
+    /// The length of the last frame dropped as oversize (0: none since
+    /// [`PortRx::take_oversize`]), for the port's warning.
+    last_oversize: usize,
 }
 
 impl Default for PortRx {
@@ -67,6 +70,11 @@ impl PortRx {
         PortRx::with_reads(DEFAULT_READS)
     }
 
+    /// The length of a frame the last fills dropped as oversize, if any.
+    pub fn take_oversize(&mut self) -> Option<usize> {
+        Some(std::mem::take(&mut self.last_oversize)).filter(|&n| n > 0)
+    }
+
     /// A batch with room for `reads` maximal reads (at least 1); many more
     /// small frames fit, up to [`MAX_ENTRIES`].
     pub fn with_reads(reads: usize) -> PortRx {
@@ -76,6 +84,7 @@ impl PortRx {
             entries: Vec::with_capacity(MAX_ENTRIES),
             next_entry: 0,
             next_seg: 0,
+            last_oversize: 0,
             tmpl: [0; MAX_HEADERS],
         }
     }
@@ -188,6 +197,7 @@ impl PortRx {
         }
         if n >= MAX_READ {
             c.rx_drop_oversize += 1;
+            self.last_oversize = n;
             return 0;
         }
         self.buf[self.used..self.used + n].copy_from_slice(read);
@@ -206,6 +216,7 @@ impl PortRx {
     ) -> usize {
         if n >= MAX_READ {
             c.rx_drop_oversize += 1;
+            self.last_oversize = n;
             return 0;
         }
         if n < hdr_len + ethernet::HEADER_LEN {
@@ -225,6 +236,9 @@ impl PortRx {
         };
         let (gso, frames) = match prepared {
             Err(e) => {
+                if e == RxError::Oversize {
+                    self.last_oversize = n - hdr_len;
+                }
                 count_drop(c, e);
                 return 0;
             }

@@ -267,6 +267,8 @@ pub(crate) fn send_plain(port: &mut Port, frame: &[u8]) -> bool {
     }
     if frame.len() > max_frame_len(port.dev.mtu()) {
         c.tx_drop_oversize += 1;
+        let mtu = port.dev.mtu();
+        port.warn_oversize("to", frame.len(), mtu);
         return false;
     }
     const ZERO: [u8; vnet::HEADER_LEN] = [0; vnet::HEADER_LEN];

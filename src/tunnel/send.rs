@@ -15,6 +15,7 @@ use super::peer::Peer;
 use super::socket::RX_DATAGRAM_MAX;
 use super::tx_batch::TX_SLOT;
 use super::{gretap, PeerId, TunnelCore, TunnelError, TunnelIo};
+use crate::wire::mtu;
 use crate::wire::wireguard::{DATA_OVERHEAD, HANDSHAKE_INITIATION_LEN, PADDING_MULTIPLE};
 
 /// Largest Ethernet frame we send: its datagram must fit what any meshwire
@@ -35,11 +36,6 @@ const _: () = assert!(
     TX_SLOT >= MAX_FRAME_LEN + gretap::header_len(true) + (PADDING_MULTIPLE - 1) + DATA_OVERHEAD
 );
 
-/// The underlay headers around a WireGuard data message's plaintext.
-const fn underlay_overhead(v6: bool) -> usize {
-    (if v6 { 40 } else { 20 }) + 8 + DATA_OVERHEAD
-}
-
 /// Smallest underlay MTU we accept (IPv4's minimum datagram size).
 pub const MIN_UNDERLAY_MTU: usize = 576;
 
@@ -47,7 +43,7 @@ pub const MIN_UNDERLAY_MTU: usize = 576;
 /// underlay of `underlay_mtu` bytes without IP fragmentation.
 pub(super) fn inner_mtu(underlay_mtu: usize, endpoint: SocketAddr) -> usize {
     underlay_mtu
-        .saturating_sub(underlay_overhead(endpoint.is_ipv6()))
+        .saturating_sub(mtu::underlay_overhead(endpoint.is_ipv6()))
         .min(RX_DATAGRAM_MAX - DATA_OVERHEAD)
 }
 

@@ -12,6 +12,8 @@ pub mod gre;
 pub mod ipv4;
 pub mod ipv6;
 pub mod mac;
+pub mod mss;
+pub mod mtu;
 pub mod ndisc;
 pub mod tcp;
 pub mod udp;
