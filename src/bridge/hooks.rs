@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use crate::port::PortId;
-use crate::wire::ethernet::{self, Frame};
+use crate::wire::ethernet;
 use crate::wire::mss;
 
 #[derive(Debug, Default, Clone, Copy, Serialize, PartialEq, Eq)]
@@ -111,8 +111,8 @@ impl Hooks {
     }
 }
 
-/// batman-adv's ethertype, after any VLAN tags. A frame too short to say is
-/// left to the switch, which drops and counts runts.
+/// batman-adv's ethertype, after up to two VLAN tags. A frame too short to
+/// say is left to the switch, which drops and counts runts.
 fn is_batman(frame: &[u8]) -> bool {
-    Frame::new_checked(frame).is_ok_and(|f| f.inner_ethertype() == ethernet::ethertype::BATMAN)
+    ethernet::l3_offset(frame).is_some_and(|(_, et)| et == ethernet::ethertype::BATMAN)
 }

@@ -48,15 +48,7 @@ impl TcpSeg {
     }
 }
 
-/// Offset of the IP header (after one 802.1Q tag at most) and its ethertype.
-pub(crate) fn l3_offset(frame: &[u8]) -> Option<(usize, u16)> {
-    let et = u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]);
-    if et == ethertype::VLAN {
-        let inner = u16::from_be_bytes([*frame.get(16)?, *frame.get(17)?]);
-        return Some((ETH_LEN + VLAN_TAG_LEN, inner));
-    }
-    Some((ETH_LEN, et))
-}
+pub(crate) use crate::wire::ethernet::l3_offset;
 
 /// A TCP segment we may coalesce: IPv4 (unfragmented) or IPv6 without
 /// extension headers, lengths exact (no Ethernet padding), payload, only

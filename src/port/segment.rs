@@ -16,16 +16,13 @@
 //! previous segment that were already handed out (see `rx.rs`): no payload
 //! copy at all.
 
-use crate::wire::ethernet::{ethertype, HEADER_LEN as ETH_LEN, VLAN_TAG_LEN};
+use crate::wire::ethernet::ethertype;
 use crate::wire::vnet::{self, gso};
 use crate::wire::{checksum, ipv4, ipv6, tcp, udp};
 
 /// Longest header block we segment: two VLAN tags, IPv4 with options and
 /// TCP with options is 18 + 4 + 60 + 60 = 142.
 pub const MAX_HEADERS: usize = 160;
-
-/// S-VLAN (802.1ad): the outer tag of a QinQ frame.
-const ETHERTYPE_QINQ: u16 = 0x88a8;
 
 /// Why a frame from the kernel was refused. Each is counted per port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,23 +100,7 @@ pub enum Prepared {
     Gso(Gso),
 }
 
-fn be16(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
-}
-
-/// Offset of the L3 header and its ethertype, skipping up to two tags.
-fn l3_offset(frame: &[u8]) -> Option<(usize, u16)> {
-    let mut off = ETH_LEN;
-    let mut et = be16(frame, off - 2)?;
-    for _ in 0..2 {
-        if et != ethertype::VLAN && et != ETHERTYPE_QINQ {
-            break;
-        }
-        off += VLAN_TAG_LEN;
-        et = be16(frame, off - 2)?;
-    }
-    Some((off, et))
-}
+use crate::wire::ethernet::l3_offset;
 
 /// Validates a frame read from a vnet TAP (`hdr` is its virtio header) and
 /// completes a partial checksum in place. `max_frame` bounds every frame

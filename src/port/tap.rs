@@ -415,10 +415,29 @@ fn attach(fd: RawFd, name: &str, opts: TapOptions) -> io::Result<Attached> {
 }
 
 fn attach_existing(fd: RawFd, name: &str, flags: i16) -> io::Result<()> {
-    let mut r = IfReq::new(name);
-    r.set_short(flags);
-    ioctl(fd, libc::TUNSETIFF, &mut r)
+    // A queue its last holder just closed is released asynchronously (the
+    // kernel frees it after an RCU grace period): EBUSY for a moment, longer
+    // on a loaded machine, as when meshwire restarts onto a persistent TAP.
+    // A device another process really holds stays busy: given up after
+    // ATTACH_BUSY_WAIT.
+    let deadline = std::time::Instant::now() + ATTACH_BUSY_WAIT;
+    loop {
+        let mut r = IfReq::new(name);
+        r.set_short(flags);
+        match ioctl(fd, libc::TUNSETIFF, &mut r) {
+            Err(e)
+                if e.raw_os_error() == Some(libc::EBUSY)
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            r => return r,
+        }
+    }
 }
+
+/// How long an attach waits for a busy queue to be released.
+const ATTACH_BUSY_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// The vnet header size, byte order and offload ioctls.
 mod offload {

@@ -269,8 +269,17 @@ fn make_persistent_kind(name: &str, kind: libc::c_int, persist: bool) {
     ifr[..name.len()].copy_from_slice(name.as_bytes());
     let flags = (kind | libc::IFF_NO_PI) as i16;
     ifr[16..18].copy_from_slice(&flags.to_ne_bytes());
-    // SAFETY: ifr is a 40-byte struct ifreq.
-    let r = unsafe { libc::ioctl(f.as_raw_fd(), libc::TUNSETIFF, ifr.as_mut_ptr()) };
+    // A queue closed a moment ago is released asynchronously: EBUSY for a
+    // while on a loaded machine.
+    let mut r = -1;
+    for _ in 0..100 {
+        // SAFETY: ifr is a 40-byte struct ifreq.
+        r = unsafe { libc::ioctl(f.as_raw_fd(), libc::TUNSETIFF, ifr.as_mut_ptr()) };
+        if r == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EBUSY) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
     assert_eq!(r, 0, "TUNSETIFF: {}", io::Error::last_os_error());
     // SAFETY: TUNSETPERSIST takes an integer argument.
     let r = unsafe {

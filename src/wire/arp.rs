@@ -4,6 +4,7 @@
 //! these packets to notice a VM arriving: a gratuitous ARP from the VM, or
 //! the RARP request qemu sends for a freshly migrated guest.
 
+use super::bytes::be16;
 use std::net::Ipv4Addr;
 
 use super::{MacAddr, WireError, WireResult};
@@ -70,13 +71,6 @@ pub struct Packet<T: AsRef<[u8]>> {
     buffer: T,
 }
 
-fn read_u16(b: &[u8], r: core::ops::Range<usize>) -> u16 {
-    match b.get(r) {
-        Some(&[hi, lo]) => u16::from_be_bytes([hi, lo]),
-        _ => 0,
-    }
-}
-
 fn read_ipv4(b: &[u8], r: core::ops::Range<usize>) -> Ipv4Addr {
     match b.get(r) {
         Some(&[a, b, c, d]) => Ipv4Addr::new(a, b, c, d),
@@ -131,11 +125,11 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     pub fn hardware_type(&self) -> u16 {
-        read_u16(self.buffer.as_ref(), field::HTYPE)
+        be16(self.buffer.as_ref(), field::HTYPE.start)
     }
 
     pub fn protocol_type(&self) -> u16 {
-        read_u16(self.buffer.as_ref(), field::PTYPE)
+        be16(self.buffer.as_ref(), field::PTYPE.start)
     }
 
     pub fn hardware_len(&self) -> u8 {
@@ -147,7 +141,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     pub fn operation(&self) -> Operation {
-        read_u16(self.buffer.as_ref(), field::OPER).into()
+        be16(self.buffer.as_ref(), field::OPER.start).into()
     }
 
     /// Sender hardware address.

@@ -7,6 +7,7 @@
 //! encoding directly. Q-in-Q is not unpacked: the outer tag decides the VLAN,
 //! as it does in batman-adv's `batadv_get_vid()`.
 
+use super::bytes::{be16, get_be16};
 use super::{MacAddr, WireError, WireResult};
 
 /// EtherType values the project handles.
@@ -16,6 +17,8 @@ pub mod ethertype {
     /// Reverse ARP: qemu announces a migrated VM with a RARP request.
     pub const RARP: u16 = 0x8035;
     pub const VLAN: u16 = 0x8100;
+    /// 802.1ad service tag (QinQ outer tag).
+    pub const QINQ: u16 = 0x88a8;
     pub const IPV6: u16 = 0x86dd;
     /// batman-adv's own ethertype (ETH_P_BATMAN).
     pub const BATMAN: u16 = 0x4305;
@@ -52,13 +55,6 @@ pub const BATMAN_VLAN_HAS_TAG: u16 = 0x8000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Frame<T: AsRef<[u8]>> {
     buffer: T,
-}
-
-fn read_u16(b: &[u8], r: core::ops::Range<usize>) -> u16 {
-    match b.get(r) {
-        Some(&[hi, lo]) => u16::from_be_bytes([hi, lo]),
-        _ => 0,
-    }
 }
 
 fn read_mac(b: &[u8], r: core::ops::Range<usize>) -> MacAddr {
@@ -116,7 +112,7 @@ impl<T: AsRef<[u8]>> Frame<T> {
 
     /// The outer ethertype (0x8100 for a tagged frame).
     pub fn ethertype(&self) -> u16 {
-        read_u16(self.buffer.as_ref(), field::ETHERTYPE)
+        be16(self.buffer.as_ref(), field::ETHERTYPE.start)
     }
 
     pub fn is_tagged(&self) -> bool {
@@ -126,7 +122,7 @@ impl<T: AsRef<[u8]>> Frame<T> {
     /// The tag control information of an 802.1Q frame.
     pub fn vlan_tci(&self) -> Option<u16> {
         self.is_tagged()
-            .then(|| read_u16(self.buffer.as_ref(), field::VLAN_TCI))
+            .then(|| be16(self.buffer.as_ref(), field::VLAN_TCI.start))
     }
 
     /// The 12-bit VLAN id of an 802.1Q frame (0 for a priority tag).
@@ -142,7 +138,7 @@ impl<T: AsRef<[u8]>> Frame<T> {
     /// The ethertype of the payload: after the tag when there is one.
     pub fn inner_ethertype(&self) -> u16 {
         if self.is_tagged() {
-            read_u16(self.buffer.as_ref(), field::VLAN_ETHERTYPE)
+            be16(self.buffer.as_ref(), field::VLAN_ETHERTYPE.start)
         } else {
             self.ethertype()
         }
@@ -348,5 +344,42 @@ mod tests {
         // The mutated real frames must reach the deep parsers sometimes.
         assert!(parsed > 1000, "only {parsed} ARP parsed");
         assert!(ndisc_parsed > 1000, "only {ndisc_parsed} NDisc parsed");
+    }
+}
+
+/// Where the L3 header starts and its ethertype, after up to two VLAN tags
+/// (802.1Q, and an 802.1ad outer tag for QinQ): the one place frames are
+/// walked to L3 (segmentation, coalescing, MSS clamping, the hooks).
+pub fn l3_offset(frame: &[u8]) -> Option<(usize, u16)> {
+    let mut off = HEADER_LEN;
+    let mut et = get_be16(frame, off - 2)?;
+    for _ in 0..2 {
+        if et != ethertype::VLAN && et != ethertype::QINQ {
+            break;
+        }
+        off += VLAN_TAG_LEN;
+        et = get_be16(frame, off - 2)?;
+    }
+    Some((off, et))
+}
+
+#[cfg(test)]
+mod l3_tests {
+    use super::*;
+
+    #[test]
+    fn untagged_tagged_and_qinq() {
+        let mut f = vec![0u8; 30];
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        assert_eq!(l3_offset(&f), Some((14, ethertype::IPV4)));
+        f[12..14].copy_from_slice(&[0x81, 0x00]);
+        f[16..18].copy_from_slice(&[0x86, 0xdd]);
+        assert_eq!(l3_offset(&f), Some((18, ethertype::IPV6)));
+        f[12..14].copy_from_slice(&[0x88, 0xa8]);
+        f[16..18].copy_from_slice(&[0x81, 0x00]);
+        f[20..22].copy_from_slice(&[0x43, 0x05]);
+        assert_eq!(l3_offset(&f), Some((22, ethertype::BATMAN)));
+        assert_eq!(l3_offset(&f[..21]), None);
+        assert_eq!(l3_offset(&[]), None);
     }
 }

@@ -6,6 +6,7 @@
 //! checksum can be verified), and refuse what Linux `gre_parse_header`
 //! refuses: a version other than 0 and the RFC 1701 routing bit.
 
+use super::bytes::{be16, be32};
 use super::checksum;
 use super::{WireError, WireResult};
 
@@ -64,18 +65,8 @@ impl<T: AsRef<[u8]>> Packet<T> {
         self.buffer
     }
 
-    fn be16_at(&self, at: usize) -> u16 {
-        let b = self.buffer.as_ref();
-        u16::from_be_bytes([b[at], b[at + 1]])
-    }
-
-    fn be32_at(&self, at: usize) -> u32 {
-        let b = self.buffer.as_ref();
-        u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-    }
-
     pub fn flags_version(&self) -> u16 {
-        self.be16_at(field::FLAGS_VERSION.start)
+        be16(self.buffer.as_ref(), field::FLAGS_VERSION.start)
     }
 
     pub fn version(&self) -> u8 {
@@ -95,7 +86,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     pub fn protocol_type(&self) -> u16 {
-        self.be16_at(field::PROTOCOL.start)
+        be16(self.buffer.as_ref(), field::PROTOCOL.start)
     }
 
     /// 4 bytes, plus 4 for each of checksum(+reserved1), key, sequence.
@@ -108,19 +99,20 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
     /// The stored checksum, when the C bit is set.
     pub fn checksum(&self) -> Option<u16> {
-        self.checksum_present().then(|| self.be16_at(HEADER_LEN))
+        self.checksum_present()
+            .then(|| be16(self.buffer.as_ref(), HEADER_LEN))
     }
 
     pub fn key(&self) -> Option<u32> {
         let at = HEADER_LEN + 4 * usize::from(self.checksum_present());
-        self.key_present().then(|| self.be32_at(at))
+        self.key_present().then(|| be32(self.buffer.as_ref(), at))
     }
 
     pub fn seq(&self) -> Option<u32> {
         let at = HEADER_LEN
             + 4 * usize::from(self.checksum_present())
             + 4 * usize::from(self.key_present());
-        self.seq_present().then(|| self.be32_at(at))
+        self.seq_present().then(|| be32(self.buffer.as_ref(), at))
     }
 
     /// True without a checksum field; with one, the checksum over the GRE

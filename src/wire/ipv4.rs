@@ -5,6 +5,7 @@
 //! After that no accessor can panic. Bytes past the total length (WireGuard
 //! padding, Ethernet trailer) are not part of `payload()`.
 
+use super::bytes::be16;
 use std::net::Ipv4Addr;
 
 use super::checksum;
@@ -79,11 +80,6 @@ impl<T: AsRef<[u8]>> Packet<T> {
         self.buffer
     }
 
-    fn be16(&self, r: std::ops::Range<usize>) -> u16 {
-        let b = self.buffer.as_ref();
-        u16::from_be_bytes([b[r.start], b[r.start + 1]])
-    }
-
     pub fn version(&self) -> u8 {
         self.buffer.as_ref()[field::VER_IHL] >> 4
     }
@@ -99,29 +95,29 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     pub fn total_len(&self) -> u16 {
-        self.be16(field::LENGTH)
+        be16(self.buffer.as_ref(), field::LENGTH.start)
     }
 
     pub fn ident(&self) -> u16 {
-        self.be16(field::IDENT)
+        be16(self.buffer.as_ref(), field::IDENT.start)
     }
 
     pub fn dont_frag(&self) -> bool {
-        self.be16(field::FLG_OFF) & FLAG_DF != 0
+        be16(self.buffer.as_ref(), field::FLG_OFF.start) & FLAG_DF != 0
     }
 
     pub fn more_frags(&self) -> bool {
-        self.be16(field::FLG_OFF) & FLAG_MF != 0
+        be16(self.buffer.as_ref(), field::FLG_OFF.start) & FLAG_MF != 0
     }
 
     /// Fragment offset in bytes.
     pub fn frag_offset(&self) -> u16 {
-        (self.be16(field::FLG_OFF) & FRAG_OFFSET_MASK) << 3
+        (be16(self.buffer.as_ref(), field::FLG_OFF.start) & FRAG_OFFSET_MASK) << 3
     }
 
     /// True for any piece of a fragmented datagram (MF set or offset != 0).
     pub fn is_fragment(&self) -> bool {
-        self.be16(field::FLG_OFF) & (FLAG_MF | FRAG_OFFSET_MASK) != 0
+        be16(self.buffer.as_ref(), field::FLG_OFF.start) & (FLAG_MF | FRAG_OFFSET_MASK) != 0
     }
 
     pub fn ttl(&self) -> u8 {
@@ -133,7 +129,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     pub fn checksum(&self) -> u16 {
-        self.be16(field::CHECKSUM)
+        be16(self.buffer.as_ref(), field::CHECKSUM.start)
     }
 
     pub fn src_addr(&self) -> Ipv4Addr {

@@ -7,6 +7,7 @@
 //! `Packet::new_checked` guarantees 40 bytes, version 6, and that the payload
 //! length fits the buffer; bytes past it (padding) are not `payload()`.
 
+use super::bytes::{be16, be32};
 use std::net::Ipv6Addr;
 
 use super::{WireError, WireResult};
@@ -80,8 +81,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     fn word0(&self) -> u32 {
-        let b = self.buffer.as_ref();
-        u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+        be32(self.buffer.as_ref(), 0)
     }
 
     pub fn version(&self) -> u8 {
@@ -97,8 +97,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     pub fn payload_len(&self) -> u16 {
-        let b = self.buffer.as_ref();
-        u16::from_be_bytes([b[4], b[5]])
+        be16(self.buffer.as_ref(), 4)
     }
 
     pub fn next_header(&self) -> u8 {
@@ -176,8 +175,7 @@ impl<T: AsRef<[u8]>> FragHeader<T> {
     }
 
     fn off_m(&self) -> u16 {
-        let b = self.buffer.as_ref();
-        u16::from_be_bytes([b[2], b[3]])
+        be16(self.buffer.as_ref(), 2)
     }
 
     /// The header of the fragmentable part (47 for a gretap).
@@ -195,8 +193,7 @@ impl<T: AsRef<[u8]>> FragHeader<T> {
     }
 
     pub fn ident(&self) -> u32 {
-        let b = self.buffer.as_ref();
-        u32::from_be_bytes([b[4], b[5], b[6], b[7]])
+        be32(self.buffer.as_ref(), 4)
     }
 
     /// The fragment's data (what follows the 8 bytes).

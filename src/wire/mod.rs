@@ -6,6 +6,7 @@
 
 pub mod arp;
 pub mod batman;
+pub mod bytes;
 pub mod checksum;
 pub mod ethernet;
 pub mod gre;

@@ -9,33 +9,19 @@
 //! Malformed input is left alone: clamping is an optimisation, never a
 //! reason to drop.
 
-use super::ethernet::ethertype;
+use super::bytes::get_be16;
+use super::ethernet::{self, ethertype};
 use super::{ipv4, ipv6, tcp};
 
-const QINQ: u16 = 0x88a8;
 const OPT_END: u8 = 0;
 const OPT_NOP: u8 = 1;
 const OPT_MSS: u8 = 2;
 
-fn be16(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
-}
-
 /// Where the TCP header starts, the IP version and the VLAN tags in
 /// front, for a TCP segment carried whole in `frame`.
 fn tcp_offset(frame: &[u8]) -> Option<(usize, bool, u16)> {
-    let mut at = 12;
-    let mut et = be16(frame, at)?;
-    let mut tags = 0;
-    for _ in 0..2 {
-        if et != ethertype::VLAN && et != QINQ {
-            break;
-        }
-        at += 4;
-        tags += 1;
-        et = be16(frame, at)?;
-    }
-    let l3 = at + 2;
+    let (l3, et) = ethernet::l3_offset(frame)?;
+    let tags = ((l3 - ethernet::HEADER_LEN) / ethernet::VLAN_TAG_LEN) as u16;
     match et {
         ethertype::IPV4 => {
             let ip = ipv4::Packet::new_checked(frame.get(l3..)?).ok()?;
@@ -81,7 +67,7 @@ fn mss_at(frame: &[u8], mss_v4: u16, mss_v6: u16) -> Option<(usize, u16, usize)>
                     return None;
                 }
                 if kind == OPT_MSS && len == 4 {
-                    let old = be16(frame, i + 2)?;
+                    let old = get_be16(frame, i + 2)?;
                     return (old > clamp).then_some((i + 2, clamp, t));
                 }
                 i += len;
@@ -95,7 +81,7 @@ fn mss_at(frame: &[u8], mss_v4: u16, mss_v6: u16) -> Option<(usize, u16, usize)>
 /// Returns the MSS it replaced, when it did.
 pub fn clamp(frame: &mut [u8], mss_v4: u16, mss_v6: u16) -> Option<u16> {
     let (at, clamp, t) = mss_at(frame, mss_v4, mss_v6)?;
-    let old = be16(frame, at)?;
+    let old = get_be16(frame, at)?;
     frame
         .get_mut(at..at + 2)?
         .copy_from_slice(&clamp.to_be_bytes());
@@ -106,7 +92,7 @@ pub fn clamp(frame: &mut [u8], mss_v4: u16, mss_v6: u16) -> Option<u16> {
 /// RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m').
 fn fix_checksum(frame: &mut [u8], t: usize, old: u16, new: u16) -> Option<()> {
     let at = t + tcp::field::CHECKSUM.start;
-    let hc = be16(frame, at)?;
+    let hc = get_be16(frame, at)?;
     let mut sum = u32::from(!hc) + u32::from(!old) + u32::from(new);
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
@@ -197,7 +183,7 @@ mod tests {
                 assert!(tcp_ok(&f), "checksum after clamping (v6 {v6} vlan {vlan})");
                 let (t, _, _) = tcp_offset(&f).unwrap();
                 let want: u16 = if v6 { 1306 } else { 1326 } - if vlan { 4 } else { 0 };
-                assert_eq!(be16(&f, t + 24), Some(want));
+                assert_eq!(get_be16(&f, t + 24), Some(want));
             }
         }
     }

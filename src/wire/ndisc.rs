@@ -8,6 +8,7 @@
 //! with the small [`Ipv6Fixed`] view, so it does not depend on the full IPv6
 //! module; extension headers are not followed (NDisc messages carry none).
 
+use super::bytes::be16;
 use std::net::Ipv6Addr;
 
 use super::{MacAddr, WireError, WireResult};
@@ -52,13 +53,6 @@ pub const OPT_SOURCE_LLADDR: u8 = 1;
 pub const OPT_TARGET_LLADDR: u8 = 2;
 /// Options are bounded by the frame; this also bounds the walk.
 const MAX_OPTIONS: usize = 64;
-
-fn read_u16(b: &[u8], r: core::ops::Range<usize>) -> u16 {
-    match b.get(r) {
-        Some(&[hi, lo]) => u16::from_be_bytes([hi, lo]),
-        _ => 0,
-    }
-}
 
 fn read_ipv6(b: &[u8], r: core::ops::Range<usize>) -> Ipv6Addr {
     b.get(r)
@@ -116,7 +110,7 @@ impl<T: AsRef<[u8]>> Ipv6Fixed<T> {
     }
 
     pub fn payload_len(&self) -> u16 {
-        read_u16(self.buffer.as_ref(), ip_field::PAYLOAD_LEN)
+        be16(self.buffer.as_ref(), ip_field::PAYLOAD_LEN.start)
     }
 
     pub fn next_header(&self) -> u8 {
@@ -224,7 +218,7 @@ impl<T: AsRef<[u8]>> Message<T> {
     }
 
     pub fn checksum(&self) -> u16 {
-        read_u16(self.buffer.as_ref(), field::CHECKSUM)
+        be16(self.buffer.as_ref(), field::CHECKSUM.start)
     }
 
     pub fn is_solicit(&self) -> bool {

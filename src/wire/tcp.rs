@@ -3,6 +3,7 @@
 //! `Packet::new_checked` guarantees 20 bytes, a data offset >= 5 and the
 //! whole header (with options) in the buffer; after it no accessor panics.
 
+use super::bytes::{be16, be32};
 use super::{WireError, WireResult};
 
 pub mod field {
@@ -40,14 +41,6 @@ pub mod flags {
 #[derive(Debug, Clone)]
 pub struct Packet<T: AsRef<[u8]>> {
     buffer: T,
-}
-
-fn be16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
-}
-
-fn be32(b: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {

@@ -1,5 +1,6 @@
 //! UDP header (RFC 768): what USO segmentation touches.
 
+use super::bytes::be16;
 use super::{WireError, WireResult};
 
 pub mod field {
@@ -34,26 +35,21 @@ impl<T: AsRef<[u8]>> Packet<T> {
         Ok(p)
     }
 
-    fn be16(&self, at: usize) -> u16 {
-        let b = self.buffer.as_ref();
-        u16::from_be_bytes([b[at], b[at + 1]])
-    }
-
     pub fn src_port(&self) -> u16 {
-        self.be16(field::SRC_PORT.start)
+        be16(self.buffer.as_ref(), field::SRC_PORT.start)
     }
 
     pub fn dst_port(&self) -> u16 {
-        self.be16(field::DST_PORT.start)
+        be16(self.buffer.as_ref(), field::DST_PORT.start)
     }
 
     /// The length field: header plus payload.
     pub fn length(&self) -> u16 {
-        self.be16(field::LENGTH.start)
+        be16(self.buffer.as_ref(), field::LENGTH.start)
     }
 
     pub fn checksum(&self) -> u16 {
-        self.be16(field::CHECKSUM.start)
+        be16(self.buffer.as_ref(), field::CHECKSUM.start)
     }
 }
 

@@ -93,19 +93,7 @@ pub(crate) fn set_mac_at(buf: &mut [u8], off: usize, mac: MacAddr) {
     }
 }
 
-pub(crate) fn be16_at(buf: &[u8], off: usize) -> u16 {
-    match buf.get(off..off + 2) {
-        Some(&[a, b]) => u16::from_be_bytes([a, b]),
-        _ => 0,
-    }
-}
-
-pub(crate) fn be32_at(buf: &[u8], off: usize) -> u32 {
-    match buf.get(off..off + 4) {
-        Some(&[a, b, c, d]) => u32::from_be_bytes([a, b, c, d]),
-        _ => 0,
-    }
-}
+pub(crate) use crate::wire::bytes::{be16 as be16_at, be32 as be32_at};
 
 pub(crate) fn u8_at(buf: &[u8], off: usize) -> u8 {
     buf.get(off).copied().unwrap_or(0)
