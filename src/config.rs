@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::keys;
+use crate::tunnel::{PeerSpec, TunnelConfig};
 use crate::wire::mtu;
 
 /// The MTU stock guests use (virtio-net, e1000: 1500).
@@ -255,6 +256,27 @@ impl Validated {
             DEFAULT_PORT_MTU
         } else {
             self.unfragmented_port_mtu()
+        }
+    }
+
+    /// What the tunnel layer needs of the file (the transport does not know
+    /// the TOML schema).
+    pub fn tunnel_config(&self) -> TunnelConfig {
+        TunnelConfig {
+            private_key: self.private_key,
+            listen_port: self.raw.node.listen_port,
+            local_inner: self.raw.node.address,
+            underlay_mtu: self.raw.node.underlay_mtu,
+            peers: self
+                .peers
+                .iter()
+                .map(|p| PeerSpec {
+                    public_key: p.public_key,
+                    endpoint: p.endpoint,
+                    inner: p.address,
+                    persistent_keepalive: p.persistent_keepalive,
+                })
+                .collect(),
         }
     }
 

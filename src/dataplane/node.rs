@@ -14,7 +14,7 @@ use crate::keys;
 use crate::mesh::{Mesh, MeshConfig};
 use crate::port::{PortId, PortOptions, Ports};
 use crate::switch::{Switch, SwitchConfig};
-use crate::tunnel::{PeerId, TunnelConfig, Tunnels};
+use crate::tunnel::{PeerId, Tunnels};
 use crate::wire::{ipv4, ipv6, mtu, tcp, MacAddr};
 
 /// The MSS that makes a TCP segment cross the smallest link whole, for
@@ -57,7 +57,7 @@ impl Node {
         });
         let mut bridge = Bridge::new(mesh, Switch::new(SwitchConfig::default()));
         let workers = cfg.workers();
-        let tunnels = Tunnels::with_reuse_port(TunnelConfig::from_validated(cfg), workers > 1)
+        let tunnels = Tunnels::with_reuse_port(cfg.tunnel_config(), workers > 1)
             .map_err(|e| format!("node.listen_port {}: {e}", cfg.raw.node.listen_port))?;
         let mut peers = Vec::with_capacity(cfg.peers.len());
         for (i, p) in cfg.peers.iter().enumerate() {

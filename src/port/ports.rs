@@ -18,7 +18,9 @@ use super::tap::{Offloads, Tap};
 use super::tx::{send_plain, GroPool, Seg};
 use super::PortId;
 use crate::log::RateLimit;
-use crate::wire::{ethernet, mtu};
+#[cfg(test)]
+use crate::wire::ethernet;
+use crate::wire::mtu;
 
 /// Drop warnings per port per second.
 const PORT_LOG_PER_SECOND: u32 = 2;
@@ -121,7 +123,9 @@ pub struct Port {
     /// Merge UDP datagrams of a flow into USO super-frames (off by
     /// default: see [`Ports::set_udp_coalescing`]).
     pub udp_coalescing: bool,
-    /// Super-frame cut by the one-frame `recv` (allocated on first use).
+    /// Super-frame cut by the one-frame `recv` (tests only; allocated on
+    /// first use).
+    #[cfg(test)]
     rx: Option<Box<PortRx>>,
     /// Bounds the port's drop warnings.
     log: RateLimit,
@@ -239,6 +243,7 @@ impl Ports {
                 counters: PortCounters::default(),
                 polled: true,
                 udp_coalescing: false,
+                #[cfg(test)]
                 rx: None,
                 log: RateLimit::new(PORT_LOG_PER_SECOND),
             },
@@ -271,6 +276,7 @@ impl Ports {
                 counters: PortCounters::default(),
                 polled: q.polled,
                 udp_coalescing,
+                #[cfg(test)]
                 rx: None,
                 log: RateLimit::new(PORT_LOG_PER_SECOND),
             },
@@ -408,7 +414,9 @@ impl Ports {
     ///
     /// On a port with offloads a super-frame is read into the port's own
     /// buffer and handed out one segment per call (copied into `buf`);
-    /// [`Ports::recv_batch`] avoids that copy.
+    /// [`Ports::recv_batch`] avoids that copy. Tests only: the dataplane
+    /// reads batches.
+    #[cfg(test)]
     pub fn recv(&mut self, id: PortId, buf: &mut [u8]) -> io::Result<Option<usize>> {
         let Some(port) = self.port_mut(id) else {
             return Err(io::Error::new(io::ErrorKind::NotFound, "no such port"));
@@ -502,6 +510,7 @@ impl Ports {
 
 /// The one-frame `recv` on a vnet port: segments of the port's own batch,
 /// copied out one per call.
+#[cfg(test)]
 fn recv_vnet(port: &mut Port, buf: &mut [u8]) -> io::Result<Option<usize>> {
     let rx = port
         .rx

@@ -38,7 +38,7 @@ const BLA_CLAIM_PREFIX: [u8; 4] = [0x43, 0x05, 0x43, 0x05];
 pub const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
 pub const ALL_NODES_MAC: MacAddr = MacAddr([0x33, 0x33, 0, 0, 0, 1]);
 /// Length of an NA with one link-layer address option.
-const NA_ICMP_LEN: usize = ndisc::MESSAGE_LEN + 8;
+const NA_ICMP_LEN: usize = ndisc::AdvertRepr::LEN;
 
 /// Which announcement a frame is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -127,13 +127,16 @@ pub fn build_gratuitous_arp(out: &mut Vec<u8>, mac: MacAddr, ip: Ipv4Addr, vlan:
         vlan,
         arp::PACKET_LEN,
     );
-    let mut a = arp::Packet::new_unchecked(out.get_mut(off..).unwrap_or(&mut []));
-    a.set_ethernet_ipv4();
-    a.set_operation(Operation::Request);
-    a.set_sha(mac);
-    a.set_spa(ip);
-    a.set_tha(MacAddr::ZERO);
-    a.set_tpa(ip);
+    let repr = arp::Repr {
+        operation: Operation::Request,
+        sha: mac,
+        spa: ip,
+        tha: MacAddr::ZERO,
+        tpa: ip,
+    };
+    repr.emit(&mut arp::Packet::new_unchecked(
+        out.get_mut(off..).unwrap_or(&mut []),
+    ));
     pad(out);
 }
 
@@ -148,11 +151,16 @@ pub fn build_rarp(out: &mut Vec<u8>, mac: MacAddr, vlan: Option<u16>) {
         vlan,
         arp::PACKET_LEN,
     );
-    let mut a = arp::Packet::new_unchecked(out.get_mut(off..).unwrap_or(&mut []));
-    a.set_ethernet_ipv4();
-    a.set_operation(Operation::ReverseRequest);
-    a.set_sha(mac);
-    a.set_tha(mac);
+    let repr = arp::Repr {
+        operation: Operation::ReverseRequest,
+        sha: mac,
+        spa: Ipv4Addr::UNSPECIFIED,
+        tha: mac,
+        tpa: Ipv4Addr::UNSPECIFIED,
+    };
+    repr.emit(&mut arp::Packet::new_unchecked(
+        out.get_mut(off..).unwrap_or(&mut []),
+    ));
     pad(out);
 }
 
@@ -177,10 +185,14 @@ pub fn build_unsolicited_na(out: &mut Vec<u8>, mac: MacAddr, ip: Ipv6Addr, vlan:
     h.set_hop_limit(ndisc::NDISC_HOP_LIMIT);
     h.set_src_addr(&ip);
     h.set_dst_addr(&ALL_NODES);
-    let mut m = Message::new_unchecked(h.payload_mut());
-    m.set_msg_type(ndisc::TYPE_NEIGHBOR_ADVERT);
-    m.set_flags(ndisc::FLAG_OVERRIDE);
-    m.set_target(&ip);
-    m.set_first_lladdr_option(ndisc::OPT_TARGET_LLADDR, mac);
-    m.fill_checksum(&ip, &ALL_NODES);
+    let na = ndisc::AdvertRepr {
+        flags: ndisc::FLAG_OVERRIDE,
+        target: ip,
+        target_lladdr: mac,
+    };
+    na.emit(
+        &mut Message::new_unchecked(h.payload_mut()),
+        &ip,
+        &ALL_NODES,
+    );
 }

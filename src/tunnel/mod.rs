@@ -24,9 +24,10 @@
 //! needs for I/O (socket, batches, scratch buffers, counters) is its own
 //! [`TunnelIo`]. Dataplane workers call the core with their `TunnelIo`
 //! (`process_received`, `send_frames`, `tick`); [`Tunnels`] bundles the
-//! core with the first socket's path for one-thread use: `receive` when
-//! `fds()` are readable, `tick` every 100-250 ms, `send_frame` for each
-//! outgoing frame, and `flush` once per loop iteration.
+//! core with the first socket's path for one-thread use (timers, tests):
+//! `receive` when its socket is readable, `tick` every 100-250 ms,
+//! `send_frame` for each outgoing frame, and `flush` once per loop
+//! iteration.
 //!
 //! Batching (the point of it: one system call per packet was the limit of
 //! every userspace peer measured here, see DESIGN.md): `send_frame`
@@ -153,28 +154,6 @@ pub struct TunnelConfig {
     /// datagram we send is longer than fits it; longer inner packets go as
     /// inner IP fragments, and the socket forbids underlay fragmentation.
     pub underlay_mtu: u16,
-}
-
-impl TunnelConfig {
-    /// The tunnel part of a checked config file.
-    pub fn from_validated(v: &crate::config::Validated) -> TunnelConfig {
-        TunnelConfig {
-            private_key: v.private_key,
-            listen_port: v.raw.node.listen_port,
-            local_inner: v.raw.node.address,
-            underlay_mtu: v.raw.node.underlay_mtu,
-            peers: v
-                .peers
-                .iter()
-                .map(|p| PeerSpec {
-                    public_key: p.public_key,
-                    endpoint: p.endpoint,
-                    inner: p.address,
-                    persistent_keepalive: p.persistent_keepalive,
-                })
-                .collect(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -531,3 +531,68 @@ mod tests {
         assert_eq!(Ndisc::parse(&v4[14..]), Err(WireError::Malformed));
     }
 }
+
+/// A neighbour advertisement as values, with its target link-layer address
+/// option (smoltcp's `Repr`): what announcements build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdvertRepr {
+    pub flags: u8,
+    pub target: Ipv6Addr,
+    pub target_lladdr: MacAddr,
+}
+
+impl AdvertRepr {
+    /// ICMPv6 message length: the NA and one 8-byte link-layer option.
+    pub const LEN: usize = MESSAGE_LEN + 8;
+
+    /// Writes the message into `m` (at least [`AdvertRepr::LEN`] bytes)
+    /// with the checksum for `src` -> `dst`.
+    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(
+        &self,
+        m: &mut Message<T>,
+        src: &Ipv6Addr,
+        dst: &Ipv6Addr,
+    ) {
+        m.set_msg_type(TYPE_NEIGHBOR_ADVERT);
+        m.set_flags(self.flags);
+        m.set_target(&self.target);
+        m.set_first_lladdr_option(OPT_TARGET_LLADDR, self.target_lladdr);
+        m.fill_checksum(src, dst);
+    }
+
+    /// Reads a checked NA (None: not an advertisement, or no target
+    /// link-layer address option).
+    pub fn parse<T: AsRef<[u8]>>(m: &Message<T>) -> Option<AdvertRepr> {
+        if !m.is_advert() {
+            return None;
+        }
+        Some(AdvertRepr {
+            flags: m.flags(),
+            target: m.target(),
+            target_lladdr: m.target_lladdr()?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod advert_repr_tests {
+    use super::*;
+
+    #[test]
+    fn emit_then_parse_with_a_valid_checksum() {
+        let r = AdvertRepr {
+            flags: FLAG_OVERRIDE,
+            target: "fd00::5".parse().unwrap(),
+            target_lladdr: MacAddr([2, 0, 0, 0, 0, 5]),
+        };
+        let mut buf = [0u8; AdvertRepr::LEN];
+        let src: Ipv6Addr = "fd00::5".parse().unwrap();
+        let dst: Ipv6Addr = "ff02::1".parse().unwrap();
+        r.emit(&mut Message::new_unchecked(&mut buf[..]), &src, &dst);
+        let m = Message::new_checked(&buf[..]).unwrap();
+        assert_eq!(AdvertRepr::parse(&m), Some(r));
+        assert_eq!(icmpv6_checksum(&src, &dst, &buf), 0, "checksum");
+        assert_eq!(buf[0], TYPE_NEIGHBOR_ADVERT);
+        assert_eq!(&buf[24..26], &[OPT_TARGET_LLADDR, 1]);
+    }
+}
