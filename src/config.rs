@@ -384,6 +384,16 @@ fn validate(raw: Config, base_dir: &Path) -> Result<Validated, ConfigError> {
     }
 
     let mut peers = Vec::with_capacity(raw.peers.len());
+    if raw.peers.len() > crate::tunnel::MAX_PEERS {
+        return Err(err(
+            "peer",
+            format!(
+                "{} peers; at most {}",
+                raw.peers.len(),
+                crate::tunnel::MAX_PEERS
+            ),
+        ));
+    }
     let mut seen_keys = HashSet::new();
     let mut seen_addrs = HashSet::new();
     for (i, p) in raw.peers.iter().enumerate() {

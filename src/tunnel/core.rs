@@ -3,13 +3,13 @@
 //! worker's own socket, batches, scratch buffers and counters.
 
 use std::io;
+use std::net::IpAddr;
 use std::os::fd::RawFd;
-use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use super::counters::TunnelCounters;
 use super::noise::{IndexMap, Matcher};
 use super::output::Output;
-use super::peer::Peer;
+use super::peer_table::{PeerGuard, PeerTable};
 use super::rx_batch::{RxBatch, RX_BATCH};
 use super::{send, PeerId, TunnelError};
 
@@ -79,24 +79,29 @@ impl TunnelIo {
 /// boringtun `Tunn` takes `&mut self` for every message), and what never
 /// changes after start (indices, the handshake matcher, the MTU).
 pub struct TunnelCore {
-    pub(super) peers: Vec<Mutex<Peer>>,
+    pub(super) peers: PeerTable,
+    /// Our inner (gretap local) address, for peers added at runtime.
+    pub(super) local_inner: IpAddr,
     pub(super) index: IndexMap,
     pub(super) matcher: Matcher,
     pub(super) underlay_mtu: usize,
 }
 
-/// A peer's lock. A poisoned lock means a thread panicked while holding
-/// it, and a panicking dataplane thread ends the process.
-pub(super) fn lock_peer(p: &Mutex<Peer>) -> MutexGuard<'_, Peer> {
-    p.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 impl TunnelCore {
-    pub(super) fn peer(&self, id: PeerId) -> Result<MutexGuard<'_, Peer>, TunnelError> {
-        self.peers
-            .get(id as usize)
-            .map(lock_peer)
-            .ok_or(TunnelError::UnknownPeer(id))
+    /// A peer's WireGuard state, with the receiver index its id gives.
+    pub(super) fn new_peer(&self, spec: &super::PeerSpec, id: PeerId) -> super::peer::Peer {
+        super::peer::Peer::new(
+            self.matcher.secret(),
+            spec,
+            self.local_inner,
+            self.index.index_of(id),
+            &self.matcher.rate_limiter,
+            super::random_u32() as u16,
+        )
+    }
+
+    pub(super) fn peer(&self, id: PeerId) -> Result<PeerGuard<'_>, TunnelError> {
+        self.peers.lock(id).ok_or(TunnelError::UnknownPeer(id))
     }
 
     /// `send_frame` on a worker's path (see [`Tunnels::send_frame`]).
@@ -117,7 +122,7 @@ impl TunnelCore {
         io: &mut TunnelIo,
         frames: impl Iterator<Item = (PeerId, &'f [u8])>,
     ) -> usize {
-        let mut held: Option<(PeerId, MutexGuard<'_, Peer>)> = None;
+        let mut held: Option<(PeerId, PeerGuard<'_>)> = None;
         let mut refused = 0;
         for (id, frame) in frames {
             if held.as_ref().map(|h| h.0) != Some(id) {

@@ -51,7 +51,8 @@
 //! - the send batch: TX_BATCH slots of TX_SLOT bytes (576 KiB), allocated
 //!   once;
 //! - handshake processing: HANDSHAKE_RATE_LIMIT per second, then cookies;
-//! - peers: at most MAX_PEERS (boringtun's 24-bit index space);
+//! - peers: at most MAX_PEERS slots (`peer_table.rs`: stable ids, slot +
+//!   generation, inside boringtun's 24-bit index space);
 //! - inner reassembly per peer: REASM_MAX_DATAGRAMS datagrams, REASM_MAX_BYTES
 //!   bytes, REASM_TIMEOUT (see `reassembly.rs`).
 //!
@@ -77,6 +78,7 @@ pub mod gretap;
 mod noise;
 mod output;
 mod peer;
+pub(crate) mod peer_table;
 pub mod reassembly;
 mod receive;
 mod rx_batch;
@@ -95,6 +97,8 @@ mod tests_batch;
 #[cfg(test)]
 mod tests_frag;
 #[cfg(test)]
+mod tests_peers;
+#[cfg(test)]
 mod tests_raw;
 #[cfg(test)]
 mod tests_threads;
@@ -103,18 +107,18 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use boringtun::x25519::StaticSecret;
 
-use self::core::lock_peer;
 pub use self::core::{TunnelCore, TunnelIo};
 pub use codec::{open_frame, seal_frame, OpenError, Sealed};
 pub use counters::TunnelCounters;
 pub use gretap::{Drop as InnerDrop, Link, INNER_TTL};
-pub use noise::{HANDSHAKE_RATE_LIMIT, MAX_PEERS};
+pub use noise::HANDSHAKE_RATE_LIMIT;
 pub use peer::PeerStats;
+pub use peer_table::{generation_of, make_id, slot_of, MAX_PEER_SLOTS as MAX_PEERS};
 pub use reassembly::{REASM_MAX_BYTES, REASM_MAX_DATAGRAMS, REASM_MAX_LEN, REASM_TIMEOUT};
 pub use receive::{MAX_BATCHES_PER_CALL, MAX_DATAGRAMS_PER_CALL};
 pub use rx_batch::{RX_BATCH, RX_SLOT};
@@ -124,10 +128,11 @@ pub use tx_batch::{TX_BATCH, TX_SLOT};
 
 use noise::{IndexMap, Matcher};
 use output::Output;
-use peer::Peer;
+use peer_table::PeerTable;
 use socket::UdpSocket;
 
-/// Index into the config's peer list; the mesh uses it as its HardifId.
+/// A peer's stable identity: slot | generation << 16 (`peer_table.rs`).
+/// The config's peer i is id i.
 pub type PeerId = u32;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -244,31 +249,57 @@ impl Tunnels {
         let socket = UdpSocket::bind_shared(cfg.listen_port, reuse_port)?;
         let secret = StaticSecret::from(cfg.private_key);
         let matcher = Matcher::new(secret, by_key);
-        let index = IndexMap::new(random_u32(), cfg.peers.len());
-        let peers = cfg
-            .peers
-            .iter()
-            .enumerate()
-            .map(|(i, spec)| {
-                Mutex::new(Peer::new(
-                    matcher.secret(),
-                    spec,
-                    cfg.local_inner,
-                    index.index_of(i as PeerId),
-                    &matcher.rate_limiter,
-                    random_u32() as u16,
-                ))
-            })
-            .collect();
+        let peers = PeerTable::new(MAX_PEERS);
+        let index = IndexMap::new(random_u32(), peers.capacity());
+        let core = TunnelCore {
+            peers,
+            local_inner: cfg.local_inner,
+            index,
+            matcher,
+            underlay_mtu: usize::from(cfg.underlay_mtu),
+        };
+        for (i, spec) in cfg.peers.iter().enumerate() {
+            // Empty table, slots in order: config peer i is id i.
+            let id = core.peers.insert(|id| core.new_peer(spec, id));
+            debug_assert_eq!(id, Some(i as PeerId));
+        }
         Ok(Tunnels {
-            core: Arc::new(TunnelCore {
-                peers,
-                index,
-                matcher,
-                underlay_mtu: usize::from(cfg.underlay_mtu),
-            }),
+            core: Arc::new(core),
             io: TunnelIo::new(Output::new(socket)),
         })
+    }
+
+    /// Adds a peer while the workers run; returns its id (a new slot, or a
+    /// freed one in its next generation). Steering needs nothing: the
+    /// reuseport program reads the peer from the receiver index.
+    pub fn add_peer(&self, spec: &PeerSpec) -> Result<PeerId, String> {
+        if spec.inner.is_ipv4() != self.core.local_inner.is_ipv4() {
+            return Err("inner address family differs from ours".into());
+        }
+        if self.core.matcher.knows(&spec.public_key) {
+            return Err("public key already a peer".into());
+        }
+        let id = self
+            .core
+            .peers
+            .insert(|id| self.core.new_peer(spec, id))
+            .ok_or_else(|| format!("{MAX_PEERS} peers already"))?;
+        self.core.matcher.set_key(spec.public_key, Some(id));
+        Ok(id)
+    }
+
+    /// Removes a peer: its session ends, datagrams with its indices are
+    /// dropped and counted, frames queued for it are refused.
+    pub fn remove_peer(&self, id: PeerId) -> bool {
+        let key = match self.core.peer(id) {
+            Ok(p) => p.public_key,
+            Err(_) => return false,
+        };
+        if !self.core.peers.remove(id) {
+            return false;
+        }
+        self.core.matcher.set_key(key, None);
+        true
     }
 
     /// The state the workers share.
@@ -347,6 +378,11 @@ impl Tunnels {
 
     pub fn peer_count(&self) -> usize {
         self.core.peers.len()
+    }
+
+    /// The ids of the peers, in slot order.
+    pub fn peer_ids(&self) -> Vec<PeerId> {
+        self.core.peers.ids()
     }
 
     /// Encapsulates and encrypts one Ethernet frame to the peer into the
@@ -428,9 +464,9 @@ impl Tunnels {
     pub fn peer_stats(&self) -> Vec<PeerStats> {
         self.core
             .peers
-            .iter()
-            .enumerate()
-            .map(|(i, p)| lock_peer(p).snapshot(i as PeerId))
+            .ids()
+            .into_iter()
+            .filter_map(|id| self.core.peers.lock(id).map(|p| p.snapshot(id)))
             .collect()
     }
 

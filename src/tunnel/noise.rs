@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use boringtun::noise::handshake::parse_handshake_anon;
 use boringtun::noise::rate_limiter::RateLimiter;
@@ -21,6 +21,7 @@ use boringtun::noise::{HandshakeInit, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
 
 use super::counters::TunnelCounters;
+use super::peer_table::{slot_of, MAX_PEER_SLOTS};
 use super::PeerId;
 
 /// Handshake messages per second (all peers) before we answer with cookies.
@@ -28,8 +29,6 @@ use super::PeerId;
 /// since boringtun keeps its verified-packet entry point crate-private), so
 /// this admits about 100 initiations per second, boringtun's device default.
 pub const HANDSHAKE_RATE_LIMIT: u64 = 200;
-/// Index space of boringtun peers: 24 bits.
-pub const MAX_PEERS: usize = 1 << 24;
 
 #[derive(Debug, Clone, Copy)]
 pub(super) struct IndexMap {
@@ -38,10 +37,11 @@ pub(super) struct IndexMap {
 }
 
 impl IndexMap {
-    pub(super) fn new(base: u32, peers: usize) -> IndexMap {
+    /// `slots`: the peer table's size (ids carry a generation above it).
+    pub(super) fn new(base: u32, slots: usize) -> IndexMap {
         IndexMap {
             base: base & 0x00ff_ffff,
-            peers: peers.min(MAX_PEERS) as u32,
+            peers: slots.min(MAX_PEER_SLOTS) as u32,
         }
     }
 
@@ -58,7 +58,7 @@ impl IndexMap {
     /// The peer a receiver index (as found on the wire) belongs to.
     pub(super) fn peer_of(&self, receiver_idx: u32) -> Option<PeerId> {
         let id = (receiver_idx >> 8).wrapping_sub(self.base) & 0x00ff_ffff;
-        (id < self.peers).then_some(id)
+        (slot_of(id) < self.peers as usize).then_some(id)
     }
 }
 
@@ -76,7 +76,8 @@ pub(super) struct Matcher {
     secret: StaticSecret,
     public: PublicKey,
     pub(super) rate_limiter: Arc<RateLimiter>,
-    by_key: HashMap<[u8; 32], PeerId>,
+    /// Public key -> peer, for initiations (peers come and go at runtime).
+    by_key: RwLock<HashMap<[u8; 32], PeerId>>,
 }
 
 impl Matcher {
@@ -87,8 +88,24 @@ impl Matcher {
             secret,
             public,
             rate_limiter,
-            by_key,
+            by_key: RwLock::new(by_key),
         }
+    }
+
+    /// Who `key` is now (None: forget it).
+    pub(super) fn set_key(&self, key: [u8; 32], id: Option<PeerId>) {
+        let mut m = self.by_key.write().unwrap_or_else(PoisonError::into_inner);
+        match id {
+            Some(id) => m.insert(key, id),
+            None => m.remove(&key),
+        };
+    }
+
+    pub(super) fn knows(&self, key: &[u8; 32]) -> bool {
+        self.by_key
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(key)
     }
 
     pub(super) fn secret(&self) -> &StaticSecret {
@@ -125,8 +142,14 @@ impl Matcher {
                 return InitMatch::Drop;
             }
         };
-        match self.by_key.get(&half.peer_static_public) {
-            Some(&id) => InitMatch::Peer(id),
+        let known = self
+            .by_key
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&half.peer_static_public)
+            .copied();
+        match known {
+            Some(id) => InitMatch::Peer(id),
             None => {
                 counters.rx_unknown_peer += 1;
                 InitMatch::Drop

@@ -5,7 +5,6 @@
 //! Replies and released frames join the send batch, flushed at the end.
 
 use std::net::SocketAddr;
-use std::sync::{Mutex, MutexGuard};
 
 use boringtun::noise::errors::WireGuardError;
 use boringtun::noise::{Packet, Tunn, TunnResult};
@@ -15,9 +14,10 @@ use super::gretap::Inner;
 use super::noise::{IndexMap, InitMatch, Matcher};
 use super::output::Output;
 use super::peer::{Now, Peer, PeerCounters};
+use super::peer_table::{PeerGuard, PeerTable};
 use super::reassembly::Verdict;
 use super::rx_batch::{RxBatch, RX_BATCH};
-use super::{gretap, lock_peer, PeerId, TunnelCore, TunnelIo};
+use super::{gretap, PeerId, TunnelCore, TunnelIo};
 use crate::wire::wireguard::message_type::{
     COOKIE_REPLY as MSG_COOKIE, HANDSHAKE_INITIATION as MSG_INITIATION,
     HANDSHAKE_RESPONSE as MSG_RESPONSE, TRANSPORT_DATA as MSG_DATA,
@@ -39,10 +39,10 @@ const MAX_FLUSH: usize = 260;
 /// Everything one datagram needs, borrowed apart from the receive batch.
 struct Rx<'a> {
     net: &'a mut Output,
-    peers: &'a [Mutex<Peer>],
+    peers: &'a PeerTable,
     /// The peer whose lock we hold: consecutive datagrams of one peer (a
     /// GRO train, a burst) take its lock once.
-    held: Option<(PeerId, MutexGuard<'a, Peer>)>,
+    held: Option<(PeerId, PeerGuard<'a>)>,
     index: IndexMap,
     matcher: &'a Matcher,
     out: &'a mut [u8],
@@ -223,7 +223,7 @@ impl Rx<'_> {
     fn by_index(&self, receiver_idx: u32) -> Option<PeerId> {
         self.index
             .peer_of(receiver_idx)
-            .filter(|&id| (id as usize) < self.peers.len())
+            .filter(|&id| self.peers.in_range(id))
     }
 
     fn send_cookie(&mut self, len: usize, to: SocketAddr) {
@@ -243,10 +243,12 @@ impl Rx<'_> {
     ) {
         if self.held.as_ref().map(|h| h.0) != Some(id) {
             self.held = None;
-            let Some(p) = self.peers.get(id as usize) else {
+            // A removed peer's index, or a slot reused since: not this peer.
+            let Some(p) = self.peers.lock(id) else {
+                self.counters.rx_unknown_index += 1;
                 return;
             };
-            self.held = Some((id, lock_peer(p)));
+            self.held = Some((id, p));
         }
         let Rx {
             held,

@@ -9,7 +9,7 @@
 
 use boringtun::noise::TunnResult;
 
-use super::{lock_peer, TunnelCore, TunnelIo};
+use super::{TunnelCore, TunnelIo};
 
 impl TunnelCore {
     pub(super) fn tick_inner(&self, io: &mut TunnelIo) {
@@ -19,8 +19,10 @@ impl TunnelCore {
         let TunnelIo {
             net, out, counters, ..
         } = io;
-        for p in &self.peers {
-            let mut peer = lock_peer(p);
+        for id in self.peers.ids() {
+            let Some(mut peer) = self.peers.lock(id) else {
+                continue;
+            };
             let peer = &mut *peer;
             // Unfinished inner datagrams time out even if the peer went
             // quiet.
