@@ -18,6 +18,8 @@
 #[path = "common/mod.rs"]
 mod common;
 
+#[path = "interop/guest.rs"]
+mod guest;
 #[path = "interop/migrate.rs"]
 mod migrate;
 #[path = "interop/refvm.rs"]
