@@ -3,14 +3,18 @@
 //! every error names the field it is about.
 
 use std::collections::HashSet;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
 use crate::keys;
+use crate::wire::MacAddr;
+
+mod policy;
 use crate::tunnel::{PeerSpec, TunnelConfig};
 use crate::wire::mtu;
+pub use policy::PolicySpec;
 
 /// The MTU stock guests use (virtio-net, e1000: 1500).
 pub const DEFAULT_PORT_MTU: u16 = 1500;
@@ -133,6 +137,28 @@ pub struct PortConfig {
     /// a TAP named `name`; `name` stays the port's name.
     #[serde(default)]
     pub attach: Option<String>,
+    // The port policy (README, "Port policy"; checks in `config/policy.rs`).
+    /// The only source MAC the port may use: a port with `mac` is a VM port.
+    pub mac: Option<MacAddr>,
+    /// Allowed IPv4 sources and ARP sender addresses.
+    #[serde(default)]
+    pub ipv4: Vec<Ipv4Addr>,
+    /// Allowed IPv6 sources (the link-local from `mac` and :: for DAD too).
+    #[serde(default)]
+    pub ipv6: Vec<Ipv6Addr>,
+    /// The port's network, untagged toward the port.
+    pub vlan: Option<u16>,
+    /// Uplinks only: the VLANs carried tagged.
+    #[serde(default)]
+    pub trunk: Vec<u16>,
+    /// DHCP server messages from this port pass (default: off for VM ports).
+    pub dhcp_server: Option<bool>,
+    /// RAs and redirects from this port pass (default: off for VM ports).
+    pub router_advertisements: Option<bool>,
+    /// ARP + NS/NA per second (burst: one second's worth); 0: no limit.
+    pub arp_nd_rate: Option<u32>,
+    /// Broadcast + multicast + unknown unicast per second; 0: no limit.
+    pub broadcast_rate: Option<u32>,
 }
 
 fn default_true() -> bool {
@@ -475,6 +501,7 @@ fn validate(raw: Config, base_dir: &Path) -> Result<Validated, ConfigError> {
                 ));
             }
         }
+        p.policy_spec().resolve(&format!("port[{i}]"))?;
     }
 
     Ok(Validated {

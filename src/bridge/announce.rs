@@ -6,6 +6,8 @@
 //! had sent them into its port: they claim the MACs here (TT entry, ROAM
 //! adverts, an out-of-cycle OGM) and flood to the other ports and the mesh.
 //! They are not written into the port itself, whose clients they describe.
+//! They pass the port's policy like any frame from it; a VM port's own MAC
+//! and addresses (its policy) are what is announced when none are given.
 
 use std::net::IpAddr;
 use std::time::Instant;
@@ -30,8 +32,9 @@ impl Bridge {
         if !self.ports.contains(&port) {
             return Err(format!("no port {port}"));
         }
-        let clients: Vec<(MacAddr, u16)> = match mac {
-            Some(m) if m.is_unicast() && !m.is_zero() => vec![(m, 0)],
+        let own = self.hooks.policy(port).cloned().unwrap_or_default();
+        let clients: Vec<(MacAddr, u16)> = match mac.or(own.mac) {
+            Some(m) if m.is_unicast() && !m.is_zero() => vec![(m, self.hooks.port_vid(port))],
             Some(m) => return Err(format!("{m} is not a unicast MAC")),
             None => self.switch.port_clients(now, port),
         };
@@ -41,16 +44,29 @@ impl Bridge {
                 self.switch.port_name(port)
             ));
         }
+        // The port's own addresses, for its own MAC, when none are given.
+        let mut ips = ips.to_vec();
+        if ips.is_empty() && own.mac.is_some() && mac.is_none_or(|m| Some(m) == own.mac) {
+            ips.extend(own.ipv4.iter().map(|&a| IpAddr::V4(a)));
+            ips.extend(self.hooks.learned_v4(port).map(IpAddr::V4));
+            ips.extend(own.ipv6.iter().map(|&a| IpAddr::V6(a)));
+        }
         let mut frame = Vec::with_capacity(128);
         let mut sent = 0;
         for (m, vid) in clients {
-            let vlan = announce::vlan_of_batman_vid(vid);
+            // The port's own network is untagged toward it (the ingress
+            // hook tags it); other VLANs (an uplink's trunk) tagged.
+            let vlan = if vid == self.hooks.port_vid(port) {
+                None
+            } else {
+                announce::vlan_of_batman_vid(vid)
+            };
             if ips.is_empty() {
                 announce::build_rarp(&mut frame, m, vlan);
                 self.from_port(now, port, &frame, io);
                 sent += 1;
             }
-            for ip in ips {
+            for ip in &ips {
                 match ip {
                     IpAddr::V4(a) => announce::build_gratuitous_arp(&mut frame, m, *a, vlan),
                     IpAddr::V6(a) => announce::build_unsolicited_na(&mut frame, m, *a, vlan),

@@ -29,6 +29,9 @@ impl Bridge {
             Decision::Port(p) => self.port_out(p, frame, io),
             Decision::Originator(o) => self.unicast_or_flood(now, o, frame, from, io),
             Decision::Flood { except, mesh } => {
+                if !self.flood_admit(now, from, frame) {
+                    return;
+                }
                 self.flood_ports(except, frame, io);
                 if mesh {
                     self.mesh.send_broadcast(now, frame, &mut self.out);
@@ -56,10 +59,19 @@ impl Bridge {
                 self.unicast_or_flood(now, o, frame, except, io);
             }
             _ => {
+                if !self.flood_admit(now, except, frame) {
+                    return;
+                }
                 self.flood_ports(except, frame, io);
                 self.mesh.send_broadcast(now, frame, &mut self.out);
             }
         }
+    }
+
+    /// The flood hook for a frame from port `from` (None: from the mesh,
+    /// whose floods their origin node limited).
+    fn flood_admit(&mut self, now: Instant, from: Option<PortId>, frame: &[u8]) -> bool {
+        from.is_none_or(|p| self.hooks.flood_admit(now, p, frame))
     }
 
     /// Unicast to `orig`; with no route, flood like an unknown destination.
@@ -76,6 +88,9 @@ impl Bridge {
         }
         if !self.mesh.send_unicast(now, orig, frame, &mut self.out) {
             self.counters.no_route += 1;
+            if !self.flood_admit(now, except, frame) {
+                return;
+            }
             self.flood_ports(except, frame, io);
             self.mesh.send_broadcast(now, frame, &mut self.out);
         }
@@ -120,15 +135,17 @@ impl Bridge {
         }
     }
 
-    /// A frame out of a local port. The port egress hook point (network
-    /// isolation); the port backend counts its own refusals.
+    /// A frame out of a local port, through the port egress hook (network
+    /// isolation, DHCP address learning) and the MSS clamp; the port
+    /// backend counts its own refusals.
     fn port_out(&mut self, port: PortId, frame: &[u8], io: &mut impl Egress) {
-        match self.hooks.clamp_mss(port, frame) {
-            Some(clamped) => {
-                io.to_port(port, &clamped);
-                self.hooks.done_with(clamped);
-            }
-            None => io.to_port(port, frame),
+        let Some(copy) = self.hooks.port_egress(port, frame) else {
+            return;
+        };
+        let copy = self.hooks.clamp_mss(port, frame, copy);
+        io.to_port(port, copy.as_deref().unwrap_or(frame));
+        if let Some(c) = copy {
+            self.hooks.done_with(c);
         }
     }
 

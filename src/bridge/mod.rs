@@ -37,6 +37,7 @@ mod announce;
 mod forward;
 pub mod hooks;
 mod links;
+pub mod policy;
 mod sync;
 
 #[cfg(test)]
@@ -54,6 +55,7 @@ use crate::wire::MacAddr;
 
 pub use hooks::{Hooks, HooksCounters};
 pub use links::{Link, LinkEvent};
+pub use policy::PortPolicy;
 
 /// Where the bridge's decisions go: the I/O side.
 pub trait Egress {
@@ -135,15 +137,15 @@ impl Bridge {
 
     /// A frame a VM sent into port `port`.
     pub fn from_port(&mut self, now: Instant, port: PortId, frame: &[u8], io: &mut impl Egress) {
-        if !self.hooks.port_ingress(port, frame) {
-            return;
-        }
-        match self.hooks.clamp_mss(port, frame) {
-            Some(clamped) => {
-                self.switch_port_frame(now, port, &clamped, io);
-                self.hooks.done_with(clamped);
-            }
-            None => self.switch_port_frame(now, port, frame, io),
+        let copy = match self.hooks.port_ingress(now, port, frame) {
+            hooks::Admit::Drop => return,
+            hooks::Admit::Pass => None,
+            hooks::Admit::Rewritten(f) => Some(f),
+        };
+        let copy = self.hooks.clamp_mss(port, frame, copy);
+        self.switch_port_frame(now, port, copy.as_deref().unwrap_or(frame), io);
+        if let Some(c) = copy {
+            self.hooks.done_with(c);
         }
     }
 
@@ -174,6 +176,7 @@ impl Bridge {
     /// Timers: OGMs and purges; with `fdb_ageing`, the MAC table's ageing.
     pub fn tick(&mut self, now: Instant, fdb_ageing: bool, io: &mut impl Egress) {
         self.mesh.tick(now, &mut self.out);
+        self.hooks.tick(now);
         if fdb_ageing {
             for (mac, vid) in self.switch.expire(now) {
                 self.mesh.tt_local_del(mac, vid);

@@ -174,3 +174,90 @@ fn attach_ports() {
         + "[[port]]\nname = \"vm2\"\nattach = \"vnet3\"\n";
     expect_field(&twice, "port[1].attach");
 }
+
+#[test]
+fn port_policy_defaults() {
+    // A port without mac: an uplink, every role, default rates.
+    let c = parse(&base(), Path::new(".")).unwrap();
+    let p = c.raw.ports[0].policy();
+    assert_eq!(p, crate::bridge::PortPolicy::default());
+    assert!(p.dhcp_server && p.router_advertisements && p.mac.is_none());
+    assert!(p.arp_nd_rate > 0 && p.broadcast_rate > 0);
+    // A VM port: spoof checks (its mac), no server roles, same rates.
+    let vm = base() + "mac = \"52:54:00:12:34:56\"\nipv4 = [\"198.19.10.5\"]\nipv6 = [\"fd00:10::5\"]\nvlan = 10\n";
+    let c = parse(&vm, Path::new(".")).unwrap();
+    let p = c.raw.ports[0].policy();
+    assert_eq!(p.mac, Some("52:54:00:12:34:56".parse().unwrap()));
+    assert_eq!(p.ipv4, vec!["198.19.10.5".parse::<Ipv4Addr>().unwrap()]);
+    assert_eq!(p.ipv6, vec!["fd00:10::5".parse::<Ipv6Addr>().unwrap()]);
+    assert_eq!(p.vlan, Some(10));
+    assert!(!p.dhcp_server && !p.router_advertisements);
+    assert_eq!(p.arp_nd_rate, crate::bridge::policy::DEFAULT_ARP_ND_RATE);
+}
+
+#[test]
+fn port_policy_contract_keys() {
+    // The example, key for key.
+    let text = base()
+        + "mac = \"52:54:00:12:34:56\"\nipv4 = [\"198.19.10.5\"]\nipv6 = [\"fd00:10::5\"]\nvlan = 10\ndhcp_server = true\nrouter_advertisements = true\narp_nd_rate = 20\nbroadcast_rate = 200\n"
+        + "[[port]]\nname = \"up\"\ntrunk = [10, 20]\nvlan = 30\n";
+    let c = parse(&text, Path::new(".")).unwrap();
+    let p = c.raw.ports[0].policy();
+    assert!(p.dhcp_server && p.router_advertisements);
+    assert_eq!((p.arp_nd_rate, p.broadcast_rate), (20, 200));
+    let up = c.raw.ports[1].policy();
+    assert_eq!((up.trunk.clone(), up.vlan), (vec![10, 20], Some(30)));
+}
+
+#[test]
+fn port_policy_errors_name_the_field() {
+    let vm = |extra: &str| base() + "mac = \"52:54:00:12:34:56\"\n" + extra;
+    expect_field(&(base() + "mac = \"01:00:5e:00:00:01\"\n"), "port[0].mac");
+    expect_field(&(base() + "mac = \"nonsense\"\n"), "port[0].mac");
+    expect_field(&vm("ipv4 = [\"fd00::1\"]\n"), "port[0].ipv4");
+    expect_field(&vm("ipv4 = [\"224.0.0.1\"]\n"), "port[0].ipv4[0]");
+    expect_field(
+        &vm("ipv4 = [\"198.19.1.1\", \"198.19.1.1\"]\n"),
+        "port[0].ipv4[1]",
+    );
+    expect_field(&vm("ipv6 = [\"ff02::1\"]\n"), "port[0].ipv6[0]");
+    expect_field(&(base() + "ipv4 = [\"198.19.1.1\"]\n"), "port[0].ipv4");
+    expect_field(&(base() + "ipv6 = [\"fd00::1\"]\n"), "port[0].ipv6");
+    expect_field(&vm("vlan = 0\n"), "port[0].vlan");
+    expect_field(&vm("vlan = 4095\n"), "port[0].vlan");
+    expect_field(&vm("vlan = 70000\n"), "port[0].vlan");
+    expect_field(&vm("trunk = [10]\n"), "port[0].trunk");
+    expect_field(&(base() + "trunk = [10, 4095]\n"), "port[0].trunk[1]");
+    expect_field(&(base() + "vlan = 10\ntrunk = [10]\n"), "port[0].trunk[0]");
+    expect_field(&vm("dhcp_server = \"no\"\n"), "port[0].dhcp_server");
+    expect_field(
+        &vm("router_advertisements = 1\n"),
+        "port[0].router_advertisements",
+    );
+    expect_field(&vm("arp_nd_rate = -1\n"), "port[0].arp_nd_rate");
+    expect_field(&vm("broadcast_rate = 20000000\n"), "port[0].broadcast_rate");
+    let second = base() + "[[port]]\nname = \"vm2\"\nmac = \"ff:ff:ff:ff:ff:ff\"\n";
+    expect_field(&second, "port[1].mac");
+}
+
+#[test]
+fn policy_spec_merge() {
+    let spec = PolicySpec {
+        mac: Some("02:00:00:00:00:01".parse().unwrap()),
+        ipv4: vec!["198.19.1.1".parse().unwrap()],
+        vlan: Some(10),
+        ..PolicySpec::default()
+    };
+    let change = PolicySpec {
+        ipv6: vec!["fd00::1".parse().unwrap()],
+        vlan: Some(0),
+        arp_nd_rate: Some(5),
+        ..PolicySpec::default()
+    };
+    let m = spec.merged(&change);
+    assert_eq!(m.ipv4, spec.ipv4, "not given: kept");
+    assert_eq!(m.ipv6, change.ipv6);
+    assert_eq!(m.vlan, None, "vlan 0 clears it");
+    assert_eq!(m.arp_nd_rate, Some(5));
+    assert_eq!(m.mac, spec.mac);
+}

@@ -89,6 +89,7 @@ impl Node {
             }
             .map_err(|e| format!("port {}: {e}", p.name))?;
             ports.set_udp_coalescing(id, p.udp_coalescing);
+            bridge.hooks.set_policy(id, p.policy());
             bridge.add_port(id, &p.name);
         }
         let node = Node {

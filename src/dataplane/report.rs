@@ -145,7 +145,7 @@ fn port_list(node: &Node, ports: &Ports) -> Value {
                 + c.tx_drop_busy
                 + c.tx_errors;
             let hooks = node.bridge.hooks.port_counters(p.id);
-            let drops = drops + hooks.drop_batman_from_port;
+            let drops = drops + hooks.drops();
             let mut v = to_value(p);
             if let Value::Object(m) = &mut v {
                 m.insert("policy".into(), to_value(&hooks));

@@ -245,6 +245,74 @@ impl Repr {
     }
 }
 
+/// Extension headers the upper-layer walk passes (RFC 8200 §4).
+pub mod ext {
+    pub const HOP_BY_HOP: u8 = 0;
+    pub const ROUTING: u8 = 43;
+    pub const FRAGMENT: u8 = 44;
+    pub const AUTH: u8 = 51;
+    pub const DEST_OPTS: u8 = 60;
+}
+
+/// Longest extension-header chain walked; longer ones are refused (RFC
+/// 7112: the chain must fit the first fragment, and hosts need no more).
+const MAX_EXT_HEADERS: usize = 8;
+
+/// Where an IPv6 packet's upper-layer header is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpperLayer {
+    /// The protocol (58 ICMPv6, 17 UDP, ...).
+    pub proto: u8,
+    /// Offset of its header in the packet (the IPv6 header included).
+    pub offset: usize,
+    /// A fragment after the first: the upper-layer header is elsewhere.
+    pub later_fragment: bool,
+}
+
+/// Walks the extension headers of a packet (the whole IPv6 packet, its
+/// fixed header first) to the upper-layer header. `Truncated` when the
+/// chain runs past the end, `Malformed` when it is longer than
+/// `MAX_EXT_HEADERS`: RA guard evasion hides an RA behind such chains (RFC
+/// 7113), so a caller that guards must drop what this refuses.
+pub fn upper_layer(packet: &[u8]) -> WireResult<UpperLayer> {
+    let p = Packet::new_checked(packet)?;
+    let end = HEADER_LEN + usize::from(p.payload_len());
+    let b = &packet[..end.min(packet.len())];
+    let (mut proto, mut off) = (p.next_header(), HEADER_LEN);
+    for _ in 0..MAX_EXT_HEADERS {
+        let len = match proto {
+            ext::HOP_BY_HOP | ext::ROUTING | ext::DEST_OPTS => {
+                (usize::from(*b.get(off + 1).ok_or(WireError::Truncated)?) + 1) * 8
+            }
+            ext::AUTH => (usize::from(*b.get(off + 1).ok_or(WireError::Truncated)?) + 2) * 4,
+            ext::FRAGMENT => {
+                let f = FragHeader::new_checked(b.get(off..).unwrap_or(&[]))?;
+                if f.frag_offset() != 0 {
+                    return Ok(UpperLayer {
+                        proto: f.next_header(),
+                        offset: off + FRAG_HEADER_LEN,
+                        later_fragment: true,
+                    });
+                }
+                FRAG_HEADER_LEN
+            }
+            _ => {
+                return Ok(UpperLayer {
+                    proto,
+                    offset: off,
+                    later_fragment: false,
+                })
+            }
+        };
+        proto = *b.get(off).ok_or(WireError::Truncated)?;
+        off += len;
+        if off > b.len() {
+            return Err(WireError::Truncated);
+        }
+    }
+    Err(WireError::Malformed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -334,5 +402,37 @@ mod tests {
             Packet::new_checked(&w[..]).err(),
             Some(WireError::Malformed)
         );
+    }
+
+    #[test]
+    fn upper_layer_walks_extension_headers() {
+        let mut v = ns_from_capture();
+        assert_eq!(
+            upper_layer(&v),
+            Ok(UpperLayer {
+                proto: 58,
+                offset: 40,
+                later_fragment: false
+            })
+        );
+        // A hop-by-hop header (8 bytes) in front of the ICMPv6 message.
+        v[6] = ext::HOP_BY_HOP;
+        let mut hbh = vec![58, 0, 5, 2, 0, 0, 1, 0];
+        hbh.extend_from_slice(&v[40..]);
+        v.truncate(40);
+        v.extend_from_slice(&hbh);
+        v[4..6].copy_from_slice(&(hbh.len() as u16).to_be_bytes());
+        assert_eq!(upper_layer(&v).unwrap().offset, 48);
+        assert_eq!(upper_layer(&v).unwrap().proto, 58);
+        for n in 0..v.len() {
+            let _ = upper_layer(&v[..n]);
+        }
+        // A chain of hop-by-hop headers that never ends.
+        let mut chain = v[..40].to_vec();
+        for _ in 0..20 {
+            chain.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0]);
+        }
+        chain[4..6].copy_from_slice(&160u16.to_be_bytes());
+        assert_eq!(upper_layer(&chain), Err(WireError::Malformed));
     }
 }

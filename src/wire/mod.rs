@@ -8,6 +8,7 @@ pub mod arp;
 pub mod batman;
 pub mod bytes;
 pub mod checksum;
+pub mod dhcp;
 pub mod ethernet;
 pub mod gre;
 pub mod ipv4;

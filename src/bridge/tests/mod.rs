@@ -14,6 +14,7 @@ use crate::wire::ethernet::ethertype;
 mod forwarding;
 mod hostile;
 mod migration;
+mod policy;
 
 const STEP: Duration = Duration::from_millis(50);
 /// Ports per node in every simulation.
