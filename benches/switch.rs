@@ -185,6 +185,64 @@ fn per_frame(c: &mut Criterion) {
             black_box(sw.from_mesh(now, f, Some(*o)))
         })
     });
+    // A new MAC into the full table: one eviction each (issue 11: this was
+    // a scan of the whole table, 0.76 ms).
+    let mut n = 0u32;
+    g.bench_function("new_mac_full_table", |b| {
+        b.iter(|| {
+            n = n.wrapping_add(1);
+            let f = frame(MacAddr::BROADCAST, client(ENTRIES + n));
+            black_box(sw.from_mesh(now, &f, Some(originator(n))))
+        })
+    });
+    g.finish();
+}
+
+/// The port policy's cost per frame at ingress (issue 11): a VM port with
+/// its addresses (spoof checks, guards, ARP/ND budget), an uplink (guards
+/// off, per-source budget), and a VM port in a VLAN (a tagged copy).
+fn policy(c: &mut Criterion) {
+    use meshwire::bridge::hooks::Admit;
+    use meshwire::bridge::{Hooks, PortPolicy};
+    let now = Instant::now();
+    let me = client(1);
+    let ip = Ipv4Addr::new(198, 19, 1, 5);
+    let mut f = frame(client(2), me);
+    f[14] = 0x45;
+    f[16..18].copy_from_slice(&50u16.to_be_bytes());
+    f[23] = 17;
+    f[26..30].copy_from_slice(&ip.octets());
+    let vm = PortPolicy {
+        ipv4: vec![ip],
+        ..PortPolicy::vm(me)
+    };
+    let cases = [
+        ("vm_port_udp", vm.clone()),
+        ("uplink_udp", PortPolicy::default()),
+        (
+            "vm_port_vlan_udp",
+            PortPolicy {
+                vlan: Some(10),
+                ..vm
+            },
+        ),
+    ];
+    let mut g = c.benchmark_group("policy_ingress");
+    g.throughput(Throughput::Elements(1));
+    g.warm_up_time(Duration::from_millis(500));
+    g.measurement_time(Duration::from_secs(2));
+    g.sample_size(20);
+    for (name, p) in cases {
+        let mut h = Hooks::default();
+        h.set_policy(0, p);
+        g.bench_function(name, |b| {
+            b.iter(|| match h.port_ingress(now, 0, black_box(&f)) {
+                Admit::Rewritten(c) => h.done_with(c),
+                Admit::Pass => {}
+                Admit::Drop => panic!("dropped"),
+            })
+        });
+    }
     g.finish();
 }
 
@@ -220,5 +278,5 @@ fn mss_clamp(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, fdb_lookup, per_frame, mss_clamp);
+criterion_group!(benches, policy, fdb_lookup, per_frame, mss_clamp);
 criterion_main!(benches);

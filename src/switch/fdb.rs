@@ -5,12 +5,20 @@
 //!
 //! MACs are attacker-controlled (any VM picks its source address), so the
 //! table is a std `HashMap` with `RandomState`: SipHash keyed with a random
-//! per-process seed, no predictable collisions. It is bounded twice: a total
-//! number of entries and a number of MACs per local port, so one VM spraying
-//! random source addresses can neither grow memory nor push out the rest of
-//! the segment.
+//! per-process seed, no predictable collisions. It is bounded three times: a
+//! total number of entries, a number of MACs per local port and a number of
+//! MACs per remote originator, so neither a VM nor a node spraying random
+//! source addresses can grow memory or push out the rest of the segment.
+//!
+//! A full table makes room by evicting a remote entry in O(1) (amortised):
+//! remote keys queue in the order they were learned, the front one goes
+//! unless it was heard again since it was queued (then it gets a second
+//! chance at the back, CLOCK style, a few times at most per eviction). Entries that moved or went leave
+//! stale records in the queue, which are skipped when met and compacted
+//! away when they outnumber the live ones. Nothing on the frame path
+//! scans the table.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -24,9 +32,12 @@ pub const DEFAULT_MAX_PER_PORT: usize = 4096;
 /// Like the Linux bridge's default ageing time.
 pub const DEFAULT_LOCAL_AGEING: Duration = Duration::from_secs(300);
 pub const DEFAULT_REMOTE_AGEING: Duration = Duration::from_secs(300);
-/// After a full table found nothing to evict, don't rescan it for this long:
-/// a flood of new source MACs must not turn every frame into an O(n) scan.
-const FULL_RESCAN_BACKOFF: Duration = Duration::from_secs(1);
+/// Remote MACs one originator may hold here: a node with a big bridge
+/// behind it fits, a node (or its VM) spraying random sources does not
+/// fill the table.
+pub const DEFAULT_MAX_PER_ORIGINATOR: usize = 8192;
+/// Second chances one eviction gives at most (bounds its cost).
+const MAX_SECOND_CHANCES: usize = 2;
 
 /// Where a client lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -68,12 +79,15 @@ pub struct FdbEntry {
     /// For a local client: when this node last claimed it in the mesh (new,
     /// moved here, or re-announced), to damp re-announcement bursts.
     pub claimed: Option<Instant>,
+    /// Which record of the eviction queue is this entry's.
+    generation: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
 pub struct FdbConfig {
     pub max_entries: usize,
     pub max_per_port: usize,
+    pub max_per_originator: usize,
     pub local_ageing: Duration,
     pub remote_ageing: Duration,
 }
@@ -83,6 +97,7 @@ impl Default for FdbConfig {
         FdbConfig {
             max_entries: DEFAULT_MAX_ENTRIES,
             max_per_port: DEFAULT_MAX_PER_PORT,
+            max_per_originator: DEFAULT_MAX_PER_ORIGINATOR,
             local_ageing: DEFAULT_LOCAL_AGEING,
             remote_ageing: DEFAULT_REMOTE_AGEING,
         }
@@ -95,6 +110,9 @@ pub struct FdbCounters {
     pub refused_full: u64,
     /// A new MAC was not learned: its port already has `max_per_port`.
     pub refused_port_limit: u64,
+    /// A remote MAC was not learned: its originator already has
+    /// `max_per_originator` here.
+    pub refused_originator_limit: u64,
     /// Remote entries evicted to make room.
     pub evicted_remote: u64,
     pub aged_local: u64,
@@ -122,8 +140,12 @@ pub struct Fdb {
     map: HashMap<FdbKey, FdbEntry>,
     /// MACs per local port, for `max_per_port`.
     per_port: HashMap<PortId, usize>,
-    /// When a full-table scan last found nothing to evict.
-    full_since: Option<Instant>,
+    /// MACs per remote originator, for `max_per_originator`.
+    per_orig: HashMap<MacAddr, usize>,
+    /// Remote keys in learning order, with the generation they were
+    /// queued at (see the module comment).
+    order: VecDeque<(FdbKey, u64, Instant)>,
+    next_generation: u64,
     counters: FdbCounters,
 }
 
@@ -133,7 +155,9 @@ impl Fdb {
             cfg,
             map: HashMap::new(),
             per_port: HashMap::new(),
-            full_since: None,
+            per_orig: HashMap::new(),
+            order: VecDeque::new(),
+            next_generation: 0,
             counters: FdbCounters::default(),
         }
     }
@@ -204,11 +228,12 @@ impl Fdb {
                 return Learn::Refused;
             }
         }
-        if let Location::Port(p) = location {
-            if self.port_count(p) >= self.cfg.max_per_port {
-                self.counters.refused_port_limit += 1;
-                return Learn::Refused;
+        if self.over_limit(location) {
+            if !old.location.is_local() {
+                // The mesh says it left where we had it: that much is true.
+                self.remove(key, old.location);
             }
+            return Learn::Refused;
         }
         let departed = match (old.location, location) {
             (Location::Port(_), Location::Originator(_)) => Some(now),
@@ -224,6 +249,7 @@ impl Fdb {
                 learned,
                 departed,
                 claimed: location.is_local().then_some(now),
+                generation: 0,
             },
         );
         Learn::Moved { from: old.location }
@@ -236,11 +262,8 @@ impl Fdb {
         location: Location,
         learned: Source,
     ) -> Learn {
-        if let Location::Port(p) = location {
-            if self.port_count(p) >= self.cfg.max_per_port {
-                self.counters.refused_port_limit += 1;
-                return Learn::Refused;
-            }
+        if self.over_limit(location) {
+            return Learn::Refused;
         }
         if self.map.len() >= self.cfg.max_entries && !self.make_room(now) {
             self.counters.refused_full += 1;
@@ -254,47 +277,75 @@ impl Fdb {
                 learned,
                 departed: None,
                 claimed: location.is_local().then_some(now),
+                generation: 0,
             },
         );
         Learn::New
     }
 
-    /// Frees one slot: an aged entry if any, else the oldest remote one.
-    /// Local entries are never evicted: they are the clients we announce.
-    fn make_room(&mut self, now: Instant) -> bool {
-        if let Some(t) = self.full_since {
-            if now.saturating_duration_since(t) < FULL_RESCAN_BACKOFF {
-                return false;
+    /// Whether `location` already holds its share (counted as refused).
+    fn over_limit(&mut self, location: Location) -> bool {
+        match location {
+            Location::Port(p) if self.port_count(p) >= self.cfg.max_per_port => {
+                self.counters.refused_port_limit += 1;
+                true
             }
+            Location::Originator(o)
+                if self.per_orig.get(&o).copied().unwrap_or(0) >= self.cfg.max_per_originator =>
+            {
+                self.counters.refused_originator_limit += 1;
+                true
+            }
+            _ => false,
         }
-        // Only remote entries are candidates: an aged one at once, else the
-        // oldest. Aged local entries wait for `expire`, which withdraws them
-        // from the TT.
-        let mut victim: Option<(FdbKey, FdbEntry)> = None;
-        for (k, e) in &self.map {
-            if e.location.is_local() {
+    }
+
+    /// Frees one slot by evicting a remote entry: the first in learning
+    /// order that is aged or was not heard since it was queued (after at
+    /// most `MAX_SECOND_CHANCES` others went to the back). Local entries
+    /// are never evicted: they are the clients we announce (aged ones wait
+    /// for `expire`, which withdraws them from the TT).
+    fn make_room(&mut self, now: Instant) -> bool {
+        let mut chances = MAX_SECOND_CHANCES;
+        while let Some((key, generation, queued)) = self.order.pop_front() {
+            let Some(e) = self.map.get(&key).copied() else {
+                continue;
+            };
+            if e.generation != generation || e.location.is_local() {
                 continue;
             }
-            if !self.is_live(e, now) {
-                victim = Some((*k, *e));
-                break;
+            let live = self.is_live(&e, now);
+            if live && chances > 0 && e.last_seen > queued {
+                chances -= 1;
+                self.enqueue(key, now);
+                continue;
             }
-            if victim.is_none_or(|(_, v)| e.last_seen < v.last_seen) {
-                victim = Some((*k, *e));
+            if live {
+                self.counters.evicted_remote += 1;
+            } else {
+                self.counters.aged_remote += 1;
             }
+            self.remove(key, e.location);
+            return true;
         }
-        let Some((k, e)) = victim else {
-            self.full_since = Some(now);
-            return false;
-        };
-        if self.is_live(&e, now) {
-            self.counters.evicted_remote += 1;
-        } else {
-            self.counters.aged_remote += 1;
+        false
+    }
+
+    /// Queues a remote key at the back of the eviction order.
+    fn enqueue(&mut self, key: FdbKey, now: Instant) {
+        let g = self.next_generation;
+        self.next_generation += 1;
+        if let Some(e) = self.map.get_mut(&key) {
+            e.generation = g;
         }
-        self.remove(k, e.location);
-        self.full_since = None;
-        true
+        self.order.push_back((key, g, now));
+        // Stale records (moved, forgotten, re-queued) outnumber live ones:
+        // drop them all at once, amortised O(1) per record.
+        if self.order.len() > 2 * self.map.len() + 64 {
+            let map = &self.map;
+            self.order
+                .retain(|(k, g, _)| map.get(k).is_some_and(|e| e.generation == *g));
+        }
     }
 
     fn port_count(&self, p: PortId) -> usize {
@@ -302,22 +353,27 @@ impl Fdb {
     }
 
     fn put(&mut self, key: FdbKey, e: FdbEntry) {
-        if let Location::Port(p) = e.location {
-            *self.per_port.entry(p).or_insert(0) += 1;
-        }
         self.map.insert(key, e);
+        match e.location {
+            Location::Port(p) => *self.per_port.entry(p).or_insert(0) += 1,
+            Location::Originator(o) => {
+                *self.per_orig.entry(o).or_insert(0) += 1;
+                self.enqueue(key, e.last_seen);
+            }
+        }
     }
 
     fn remove(&mut self, key: FdbKey, loc: Location) {
         self.map.remove(&key);
-        if let Location::Port(p) = loc {
-            if let Some(n) = self.per_port.get_mut(&p) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    self.per_port.remove(&p);
-                }
-            }
+        match loc {
+            Location::Port(p) => decrement(&mut self.per_port, p),
+            Location::Originator(o) => decrement(&mut self.per_orig, o),
         }
+    }
+
+    /// Remote MACs held for `orig`.
+    pub fn originator_count(&self, orig: MacAddr) -> usize {
+        self.per_orig.get(&orig).copied().unwrap_or(0)
     }
 
     /// A local client re-announced itself: true (and the claim time
@@ -380,5 +436,14 @@ impl Fdb {
 
     pub fn iter(&self) -> impl Iterator<Item = (&FdbKey, &FdbEntry)> {
         self.map.iter()
+    }
+}
+
+fn decrement<K: std::hash::Hash + Eq>(counts: &mut HashMap<K, usize>, k: K) {
+    if let Some(n) = counts.get_mut(&k) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            counts.remove(&k);
+        }
     }
 }

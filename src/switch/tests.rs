@@ -442,3 +442,66 @@ fn port_removal_and_ctl_view() {
     let json = serde_json::to_string(sw.counters()).unwrap();
     assert!(json.contains("\"learned_new\":2"), "{json}");
 }
+
+#[test]
+fn remote_macs_are_capped_per_originator() {
+    let mut cfg = SwitchConfig::default();
+    cfg.fdb.max_per_originator = 100;
+    let mut sw = Switch::new(cfg);
+    let t = Instant::now();
+    let (spray, honest) = (mac(ORIG), MacAddr([2, 0, 0, 0, 0x99, 2]));
+    let m = |i: u32| {
+        let b = i.to_be_bytes();
+        MacAddr([2, 1, b[0], b[1], b[2], b[3]])
+    };
+    sw.from_mesh(t, &frame(MacAddr::BROADCAST, mac(B), None), Some(honest));
+    // One originator sprays random sources: it gets its share, no more.
+    for i in 0..10_000 {
+        sw.from_mesh(t, &frame(MacAddr::BROADCAST, m(i), None), Some(spray));
+    }
+    assert_eq!(sw.fdb_len(), 101);
+    assert_eq!(sw.counters().fdb.refused_originator_limit, 9_900);
+    assert_eq!(
+        sw.lookup(t, mac(B), 0).map(|e| e.location),
+        Some(Location::Originator(honest)),
+        "another originator's client pushed out"
+    );
+    // A sprayed MAC that moves to the honest originator leaves the count.
+    sw.from_mesh(t, &frame(MacAddr::BROADCAST, m(0), None), Some(honest));
+    sw.from_mesh(t, &frame(MacAddr::BROADCAST, m(20_000), None), Some(spray));
+    assert!(sw.lookup(t, m(20_000), 0).is_some());
+}
+
+#[test]
+fn a_full_table_evicts_the_oldest_idle_remote_entry() {
+    let mut sw = small(1000, 10);
+    let t = Instant::now();
+    let m = |i: u32| {
+        let b = i.to_be_bytes();
+        MacAddr([2, 1, b[0], b[1], b[2], b[3]])
+    };
+    for i in 0..1000 {
+        sw.from_mesh(t, &frame(MacAddr::BROADCAST, m(i), None), Some(mac(ORIG)));
+    }
+    // m(0) keeps talking; the rest go quiet.
+    let later = t + Duration::from_secs(5);
+    sw.from_mesh(
+        later,
+        &frame(MacAddr::BROADCAST, m(0), None),
+        Some(mac(ORIG)),
+    );
+    // Every new MAC costs one eviction, in learning order, m(0) spared.
+    for i in 1000..1500 {
+        sw.from_mesh(
+            later,
+            &frame(MacAddr::BROADCAST, m(i), None),
+            Some(mac(ORIG)),
+        );
+    }
+    assert_eq!(sw.fdb_len(), 1000);
+    assert_eq!(sw.counters().fdb.evicted_remote, 500);
+    assert!(sw.lookup(later, m(0), 0).is_some(), "the busy one went");
+    assert!(sw.lookup(later, m(1), 0).is_none());
+    assert!(sw.lookup(later, m(501), 0).is_some());
+    assert!(sw.lookup(later, m(1499), 0).is_some());
+}
