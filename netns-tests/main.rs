@@ -6,5 +6,7 @@ mod common;
 mod migration;
 mod mtu;
 mod node;
+mod policy;
+mod policy_guard;
 mod reroute;
 mod workers;

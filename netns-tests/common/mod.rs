@@ -17,6 +17,7 @@
 #![allow(dead_code)]
 
 pub mod migration;
+pub mod raw;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -131,6 +132,9 @@ pub struct Opts {
     pub port_mtu: Option<u16>,
     /// `node.workers` of hypervisor i+1 (missing: the default, one per CPU).
     pub workers: Vec<usize>,
+    /// Every TAP-NIC VM's port gets its policy: its MAC and addresses
+    /// (`Topology::vm_policy`).
+    pub vm_policy: bool,
 }
 
 pub struct Topology {
@@ -141,6 +145,8 @@ pub struct Topology {
     pub dir: PathBuf,
     namespaces: Vec<String>,
     pub ogm_ms: u64,
+    /// TOML lines added to a `[[port]]` section, by port name.
+    pub port_config: Vec<(String, String)>,
 }
 
 pub fn genkey() -> (String, String) {
@@ -190,6 +196,7 @@ impl Topology {
             dir,
             namespaces: Vec::new(),
             ogm_ms,
+            port_config: Vec::new(),
         };
         // Leftovers of an earlier run of this test that crashed.
         remove_crashed_runs(prefix);
@@ -374,6 +381,14 @@ impl Topology {
             if let Some(m) = self.opts.port_mtu {
                 c += &format!("mtu = {m}\n");
             }
+            if self.opts.vm_policy {
+                if let Some(vm) = self.vms.iter().find(|v| format!("t-{}", v.name) == *p) {
+                    c += &Topology::vm_policy(vm);
+                }
+            }
+            for (_, extra) in self.port_config.iter().filter(|(n, _)| n == p) {
+                c += extra;
+            }
         }
         c += &h.extra_config;
         fs::write(self.config_path(hv), c).unwrap();
@@ -450,6 +465,14 @@ impl Topology {
             }
             sleep(Duration::from_millis(50));
         }
+    }
+
+    /// A VM port's policy keys: its MAC and its two addresses.
+    pub fn vm_policy(vm: &Vm) -> String {
+        format!(
+            "mac = \"{}\"\nipv4 = [\"{}\"]\nipv6 = [\"{}\"]\n",
+            vm.mac, vm.ip4, vm.ip6
+        )
     }
 
     pub fn log(&self, hv: usize) -> String {

@@ -12,7 +12,7 @@ pub mod server;
 
 use std::net::IpAddr;
 
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use serde::{Deserialize, Serialize};
 
 use crate::wire::MacAddr;
@@ -66,9 +66,87 @@ pub enum PortAction {
         #[arg(long)]
         #[serde(default, skip_serializing_if = "Option::is_none")]
         attach: Option<String>,
+        /// The port's policy (`--mac` makes it a VM port).
+        #[command(flatten)]
+        #[serde(flatten)]
+        policy: PolicyArgs,
     },
     /// Stop switching a port; its MACs leave the FDB and the mesh.
     Del { name: String },
+    /// Change a port's policy; keys not given stay, other ports are not
+    /// touched. `--ip` replaces the addresses of each family given;
+    /// `--vlan 0` puts the port back in the untagged network.
+    Set {
+        name: String,
+        #[command(flatten)]
+        #[serde(flatten)]
+        policy: PolicyArgs,
+    },
+}
+
+/// A port's policy on the command line: the `[[port]]` keys of the same
+/// names (README, "Port policy").
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args, Serialize, Deserialize)]
+pub struct PolicyArgs {
+    /// The only source MAC the port may use (a VM port).
+    #[arg(long)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<MacAddr>,
+    /// The port's IPv4 and IPv6 addresses (allowed sources).
+    #[arg(long = "ip", num_args = 1..)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ip: Vec<IpAddr>,
+    /// The port's network (VLAN id), untagged toward the port.
+    #[arg(long)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
+    /// Uplinks: the VLANs carried tagged.
+    #[arg(long, num_args = 1..)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trunk: Vec<u16>,
+    /// DHCP server messages from the port pass (true/false).
+    #[arg(long)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dhcp_server: Option<bool>,
+    /// Router advertisements from the port pass (true/false).
+    #[arg(long)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router_advertisements: Option<bool>,
+    /// ARP + NS/NA per second (0: no limit).
+    #[arg(long)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arp_nd_rate: Option<u32>,
+    /// Broadcast + multicast + unknown unicast per second (0: no limit).
+    #[arg(long)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broadcast_rate: Option<u32>,
+}
+
+impl PolicyArgs {
+    /// The config keys these arguments stand for.
+    pub fn spec(&self) -> crate::config::PolicySpec {
+        crate::config::PolicySpec {
+            mac: self.mac,
+            ipv4: (self.ip.iter())
+                .filter_map(|a| match a {
+                    IpAddr::V4(a) => Some(*a),
+                    IpAddr::V6(_) => None,
+                })
+                .collect(),
+            ipv6: (self.ip.iter())
+                .filter_map(|a| match a {
+                    IpAddr::V6(a) => Some(*a),
+                    IpAddr::V4(_) => None,
+                })
+                .collect(),
+            vlan: self.vlan,
+            trunk: self.trunk.clone(),
+            dhcp_server: self.dhcp_server,
+            router_advertisements: self.router_advertisements,
+            arp_nd_rate: self.arp_nd_rate,
+            broadcast_rate: self.broadcast_rate,
+        }
+    }
 }
 
 /// One answer on the wire.
@@ -83,3 +161,53 @@ pub struct Reply {
 
 /// Requests larger than this are refused: a request is one short line.
 pub const MAX_REQUEST: usize = 4096;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_requests_with_and_without_policy() {
+        // What clients from before the policy keys send still parses.
+        let old: CtlCommand =
+            serde_json::from_str(r#"{"cmd":"port","action":{"action":"add","name":"vm1"}}"#)
+                .unwrap();
+        let CtlCommand::Port {
+            action: PortAction::Add { policy, .. },
+        } = old
+        else {
+            panic!("not a port add")
+        };
+        assert_eq!(policy, PolicyArgs::default());
+        let set = CtlCommand::Port {
+            action: PortAction::Set {
+                name: "vm1".into(),
+                policy: PolicyArgs {
+                    mac: Some("52:54:00:00:00:01".parse().unwrap()),
+                    ip: vec!["198.19.1.5".parse().unwrap(), "fd00::5".parse().unwrap()],
+                    vlan: Some(10),
+                    arp_nd_rate: Some(5),
+                    ..PolicyArgs::default()
+                },
+            },
+        };
+        let text = serde_json::to_string(&set).unwrap();
+        assert_eq!(serde_json::from_str::<CtlCommand>(&text).unwrap(), set);
+        let CtlCommand::Port {
+            action: PortAction::Set { policy, .. },
+        } = set
+        else {
+            unreachable!()
+        };
+        let spec = policy.spec();
+        assert_eq!(
+            spec.ipv4,
+            vec!["198.19.1.5".parse::<std::net::Ipv4Addr>().unwrap()]
+        );
+        assert_eq!(
+            spec.ipv6,
+            vec!["fd00::5".parse::<std::net::Ipv6Addr>().unwrap()]
+        );
+        assert_eq!((spec.vlan, spec.arp_nd_rate), (Some(10), Some(5)));
+    }
+}

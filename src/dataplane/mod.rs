@@ -16,7 +16,7 @@ mod report;
 mod tests;
 mod worker;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tracing::{info, warn};
 
-use crate::config::{self, Validated};
+use crate::config::{self, PolicySpec, Validated};
 use crate::control::server::ControlServer;
 use crate::control::{CtlCommand, PortAction};
 use crate::port::{PortId, Ports};
@@ -74,6 +74,13 @@ struct State {
     /// Ports added or removed while worker 0 held the node, for the other
     /// workers once it let go.
     port_events: Vec<PortEvent>,
+    /// Each port's policy keys as last set (file or `ctl port`), for
+    /// `ctl port set` to change some of them.
+    specs: HashMap<String, PolicySpec>,
+    /// The config file's policy keys of its ports: a reload applies a
+    /// port's keys when they changed in the file, and leaves what `ctl
+    /// port set` changed alone otherwise.
+    file_specs: HashMap<String, PolicySpec>,
 }
 
 /// A port to open: from the config or from `ctl port add`.
@@ -85,6 +92,7 @@ struct NewPort<'a> {
     udp_coalescing: bool,
     /// An existing device to attach to instead of a TAP `name`.
     attach: Option<&'a str>,
+    policy: PolicySpec,
 }
 
 enum PortEvent {
@@ -150,8 +158,14 @@ pub fn run(cfg: Validated, config_path: &Path) -> Result<(), String> {
             cfg,
             config_path: config_path.to_path_buf(),
             port_events: Vec::new(),
+            specs: HashMap::new(),
+            file_specs: HashMap::new(),
         },
     };
+    for p in &d.st.cfg.raw.ports {
+        d.st.specs.insert(p.name.clone(), p.policy_spec());
+        d.st.file_specs.insert(p.name.clone(), p.policy_spec());
+    }
     let ids: Vec<PortId> = d.io.out.ports.ids().collect();
     for id in ids {
         d.st.watch_port(&d.io.out.ports, id)?;
@@ -277,7 +291,13 @@ impl State {
         p: &NewPort<'_>,
     ) -> Result<PortId, String> {
         let (name, mtu) = (p.name, p.mtu.unwrap_or_else(|| self.cfg.default_port_mtu()));
+        let policy = p
+            .policy
+            .resolve(&format!("port {name}"))
+            .map_err(|e| e.to_string())?;
         let id = node.add_port(ports, name, mtu, p.offload, p.attach)?;
+        node.bridge.hooks.set_policy(id, policy);
+        self.specs.insert(name.to_string(), p.policy.clone());
         ports.set_udp_coalescing(id, p.udp_coalescing);
         if let Err(e) = self.watch_port(ports, id) {
             let _ = node.remove_port(ports, name);
@@ -298,9 +318,27 @@ impl State {
             self.ep.del(fd);
         }
         let id = node.remove_port(ports, name)?;
+        self.specs.remove(name);
         self.port_events.push(PortEvent::Removed(id));
         info!(port = name, "port removed");
         Ok(id)
+    }
+
+    /// Checks and applies a port's policy keys (nothing changes on error).
+    fn set_policy(
+        &mut self,
+        node: &mut Node,
+        id: PortId,
+        name: &str,
+        spec: PolicySpec,
+    ) -> Result<(), String> {
+        let policy = spec
+            .resolve(&format!("port {name}"))
+            .map_err(|e| e.to_string())?;
+        node.bridge.hooks.set_policy(id, policy);
+        self.specs.insert(name.to_string(), spec);
+        info!(port = name, "port policy set");
+        Ok(())
     }
 
     /// A port whose TAP failed for good leaves the switch and the mesh.
@@ -323,13 +361,19 @@ impl State {
     ) -> Result<Value, String> {
         match cmd {
             CtlCommand::Port { action } => match action {
-                PortAction::Add { name, mtu, attach } => {
+                PortAction::Add {
+                    name,
+                    mtu,
+                    attach,
+                    policy,
+                } => {
                     let p = NewPort {
                         name,
                         mtu: *mtu,
                         offload: true,
                         udp_coalescing: false,
                         attach: attach.as_deref(),
+                        policy: policy.spec(),
                     };
                     self.add_port(node, &mut out.ports, &p)
                 }
@@ -337,6 +381,15 @@ impl State {
                 PortAction::Del { name } => self
                     .del_port(node, &mut out.ports, name)
                     .map(|_| json!(format!("port {name} removed"))),
+                PortAction::Set { name, policy } => {
+                    let id = out
+                        .ports
+                        .id_by_name(name)
+                        .ok_or_else(|| format!("no port {name}"))?;
+                    let spec = self.specs.get(name).cloned().unwrap_or_default();
+                    self.set_policy(node, id, name, spec.merged(&policy.spec()))
+                        .map(|()| json!(format!("port {name}: policy set")))
+                }
             },
             CtlCommand::Announce { port, mac, ip } => {
                 let id = out
@@ -374,19 +427,36 @@ impl State {
             }
         }
         for p in &cfg.raw.ports {
-            if ports.id_by_name(&p.name).is_none() {
-                let new = NewPort {
-                    name: &p.name,
-                    mtu: Some(cfg.port_mtu(p)),
-                    offload: p.offload,
-                    udp_coalescing: p.udp_coalescing,
-                    attach: p.attach.as_deref(),
-                };
-                if let Err(e) = self.add_port(node, ports, &new) {
-                    warn!("reload: {e}");
+            let spec = p.policy_spec();
+            match ports.id_by_name(&p.name) {
+                None => {
+                    let new = NewPort {
+                        name: &p.name,
+                        mtu: Some(cfg.port_mtu(p)),
+                        offload: p.offload,
+                        udp_coalescing: p.udp_coalescing,
+                        attach: p.attach.as_deref(),
+                        policy: spec.clone(),
+                    };
+                    if let Err(e) = self.add_port(node, ports, &new) {
+                        warn!("reload: {e}");
+                    }
                 }
+                // A port of the file whose policy keys changed there.
+                Some(id) if self.file_specs.get(&p.name) != Some(&spec) => {
+                    if let Err(e) = self.set_policy(node, id, &p.name, spec.clone()) {
+                        warn!("reload: {e}");
+                    }
+                }
+                Some(_) => {}
             }
         }
+        self.file_specs = cfg
+            .raw
+            .ports
+            .iter()
+            .map(|p| (p.name.clone(), p.policy_spec()))
+            .collect();
         self.config_ports = wanted;
         self.cfg = cfg;
         info!("config reloaded");

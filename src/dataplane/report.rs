@@ -149,6 +149,12 @@ fn port_list(node: &Node, ports: &Ports) -> Value {
             let mut v = to_value(p);
             if let Value::Object(m) = &mut v {
                 m.insert("policy".into(), to_value(&hooks));
+                // The port's policy settings, and an address its DHCP ACK
+                // taught it.
+                let settings = node.bridge.hooks.policy(p.id);
+                m.insert("settings".into(), to_value(&settings));
+                let learned = node.bridge.hooks.learned_v4(p.id);
+                m.insert("learned_ipv4".into(), json!(learned));
                 m.insert("rx_frames".into(), json!(c.rx_frames));
                 m.insert("tx_frames".into(), json!(c.tx_frames));
                 m.insert("rx_bytes".into(), json!(c.rx_bytes));
