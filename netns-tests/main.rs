@@ -8,5 +8,7 @@ mod mtu;
 mod node;
 mod policy;
 mod policy_guard;
+mod policy_storm;
+mod policy_vlan;
 mod reroute;
 mod workers;
