@@ -122,6 +122,14 @@ fn type_errors_name_the_field() {
 }
 
 #[test]
+fn peers_past_the_peer_table_are_refused() {
+    let one = "[[peer]]\npublic_key = \"x\"\naddress = \"198.19.0.9\"\n";
+    let text = base() + &one.repeat(crate::tunnel::MAX_PEERS);
+    let e = parse(&text, Path::new(".")).unwrap_err().to_string();
+    assert!(e.starts_with("peer: 4097 peers; at most 4096"), "{e}");
+}
+
+#[test]
 fn peer_mtu() {
     let c = parse(&base(), Path::new(".")).unwrap();
     assert_eq!(c.peer_hardif_mtu(0), 1402);

@@ -60,8 +60,9 @@ impl Node {
         let tunnels = Tunnels::with_reuse_port(cfg.tunnel_config(), workers > 1)
             .map_err(|e| format!("node.listen_port {}: {e}", cfg.raw.node.listen_port))?;
         let mut peers = Vec::with_capacity(cfg.peers.len());
-        for (i, p) in cfg.peers.iter().enumerate() {
-            let id = i as PeerId;
+        // The tunnels' ids for the config's peers, in config order.
+        let ids = tunnels.peer_ids();
+        for (i, (p, &id)) in cfg.peers.iter().zip(&ids).enumerate() {
             let mac = keys::hardif_mac(&public_key, &p.public_key);
             let mtu = cfg
                 .raw

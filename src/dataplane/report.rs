@@ -36,10 +36,9 @@ fn peers(node: &Node) -> Value {
         .tunnels
         .peer_stats()
         .iter()
-        .enumerate()
-        .map(|(i, s)| {
+        .map(|s| {
             let mut v = to_value(s);
-            let peer = node.peers.get(i);
+            let peer = node.peers.iter().find(|p| p.0 == s.peer);
             let link = peer.and_then(|(id, _)| node.bridge.link(*id));
             if let Value::Object(m) = &mut v {
                 m.insert("address".into(), json!(peer.map(|p| p.1)));

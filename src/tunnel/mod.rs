@@ -5,6 +5,8 @@
 //! Files, one concern each (like the kernel module's):
 //! - `core.rs`: what workers share (`TunnelCore`) and own (`TunnelIo`).
 //! - `peer.rs`: a peer's Tunn, endpoint, inner address, stats.
+//! - `peer_table.rs`: the peers by stable id (slot + generation), each slot
+//!   behind its own lock; peers are added and removed while workers run.
 //! - `noise.rs`: demultiplexing messages to peers (receiver index, initiator
 //!   key) and the shared handshake rate limiter.
 //! - `send.rs` / `receive.rs`: the two data paths.
@@ -20,7 +22,9 @@
 //! - `counters.rs`: drop, event and batch-size counters.
 //!
 //! Threads: the peers live in a [`TunnelCore`], each behind its own lock
-//! (a boringtun `Tunn` takes `&mut self` per message); everything a thread
+//! (a boringtun `Tunn` takes `&mut self` per message) and none behind a
+//! lock over all of them, so [`Tunnels::add_peer`] and
+//! [`Tunnels::remove_peer`] run beside the workers; everything a thread
 //! needs for I/O (socket, batches, scratch buffers, counters) is its own
 //! [`TunnelIo`]. Dataplane workers call the core with their `TunnelIo`
 //! (`process_received`, `send_frames`, `tick`); [`Tunnels`] bundles the
@@ -195,6 +199,29 @@ impl fmt::Display for TunnelError {
 
 impl std::error::Error for TunnelError {}
 
+/// Why [`Tunnels::add_peer`] refused a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddPeerError {
+    /// Its inner address is not of our inner address's family.
+    InnerFamily,
+    /// Its public key is already that of this peer.
+    DuplicateKey(PeerId),
+    /// Every one of the MAX_PEERS slots holds a peer.
+    Full,
+}
+
+impl fmt::Display for AddPeerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AddPeerError::InnerFamily => f.write_str("inner address family differs from ours"),
+            AddPeerError::DuplicateKey(p) => write!(f, "public key already that of peer {p}"),
+            AddPeerError::Full => write!(f, "{MAX_PEERS} peers already, the most a node has"),
+        }
+    }
+}
+
+impl std::error::Error for AddPeerError {}
+
 pub struct Tunnels {
     core: Arc<TunnelCore>,
     /// The first socket's path, used by the `Tunnels` methods below (one
@@ -269,36 +296,42 @@ impl Tunnels {
         })
     }
 
-    /// Adds a peer while the workers run; returns its id (a new slot, or a
-    /// freed one in its next generation). Steering needs nothing: the
-    /// reuseport program reads the peer from the receiver index.
-    pub fn add_peer(&self, spec: &PeerSpec) -> Result<PeerId, String> {
+    /// Adds a peer while the workers run; returns its id (the first free
+    /// slot, in its next generation if it held a peer before). The
+    /// reuseport steering needs nothing: it reads the id from the receiver
+    /// index, so the new peer's data reaches worker `id mod workers`.
+    /// boringtun fixes a peer's keys and persistent keepalive when its
+    /// `Tunn` is made: changing either is `remove_peer` + `add_peer`.
+    pub fn add_peer(&self, spec: &PeerSpec) -> Result<PeerId, AddPeerError> {
         if spec.inner.is_ipv4() != self.core.local_inner.is_ipv4() {
-            return Err("inner address family differs from ours".into());
+            return Err(AddPeerError::InnerFamily);
         }
-        if self.core.matcher.knows(&spec.public_key) {
-            return Err("public key already a peer".into());
+        let mut keys = self.core.matcher.keys_mut();
+        if let Some(&id) = keys.get(&spec.public_key) {
+            return Err(AddPeerError::DuplicateKey(id));
         }
         let id = self
             .core
             .peers
             .insert(|id| self.core.new_peer(spec, id))
-            .ok_or_else(|| format!("{MAX_PEERS} peers already"))?;
-        self.core.matcher.set_key(spec.public_key, Some(id));
+            .ok_or(AddPeerError::Full)?;
+        keys.insert(spec.public_key, id);
         Ok(id)
     }
 
-    /// Removes a peer: its session ends, datagrams with its indices are
-    /// dropped and counted, frames queued for it are refused.
+    /// Removes a peer: its sessions and the frames waiting for a handshake
+    /// end with it, datagrams with its receiver indices are counted
+    /// (`rx_unknown_index`) and dropped, frames for its id are refused
+    /// (`UnknownPeer`). False when `id` names no peer (any more).
     pub fn remove_peer(&self, id: PeerId) -> bool {
-        let key = match self.core.peer(id) {
-            Ok(p) => p.public_key,
-            Err(_) => return false,
-        };
-        if !self.core.peers.remove(id) {
+        let mut keys = self.core.matcher.keys_mut();
+        let Some(peer) = self.core.peers.remove(id) else {
             return false;
-        }
-        self.core.matcher.set_key(key, None);
+        };
+        keys.remove(&peer.public_key);
+        drop(keys);
+        // The Tunn and its queue are freed here, outside every lock.
+        drop(peer);
         true
     }
 
@@ -451,8 +484,9 @@ impl Tunnels {
         self.core.tick_inner(&mut self.io)
     }
 
-    /// Overrides a peer's endpoint (`wg set peer endpoint`).
-    pub fn set_endpoint(&mut self, peer: PeerId, endpoint: SocketAddr) -> Result<(), TunnelError> {
+    /// Overrides a peer's endpoint (`wg set peer endpoint`); the workers
+    /// may run meanwhile.
+    pub fn set_endpoint(&self, peer: PeerId, endpoint: SocketAddr) -> Result<(), TunnelError> {
         self.core.peer(peer)?.endpoint = Some(socket::normalise(endpoint));
         Ok(())
     }

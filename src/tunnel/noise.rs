@@ -6,6 +6,12 @@
 //!   counts sessions in the low 8 bits, so the top 24 bits name the peer: we
 //!   give peer `id` the index `(base + id) mod 2^24` with a random `base`
 //!   per process, so indices from before a restart do not land on a peer.
+//!   An id is a peer table slot and its generation (`peer_table.rs`), both
+//!   inside those 24 bits: the index of a removed peer names its old
+//!   generation, which the slot's next peer does not answer to, so its
+//!   datagrams are counted (`rx_unknown_index`) and dropped.
+//! * The reuseport steering (`steer.rs`) reads the same 24 bits, so it
+//!   needs no state for peers added at runtime.
 //! * Initiations carry the initiator's static key, encrypted to our key.
 //!   The shared `RateLimiter` checks mac1 first (and answers with a cookie
 //!   when we are under load) before `parse_handshake_anon` pays for the
@@ -13,7 +19,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock, RwLockWriteGuard};
 
 use boringtun::noise::handshake::parse_handshake_anon;
 use boringtun::noise::rate_limiter::RateLimiter;
@@ -76,7 +82,8 @@ pub(super) struct Matcher {
     secret: StaticSecret,
     public: PublicKey,
     pub(super) rate_limiter: Arc<RateLimiter>,
-    /// Public key -> peer, for initiations (peers come and go at runtime).
+    /// Public key -> peer, for initiations (peers come and go at runtime;
+    /// the data path never takes this lock).
     by_key: RwLock<HashMap<[u8; 32], PeerId>>,
 }
 
@@ -92,20 +99,12 @@ impl Matcher {
         }
     }
 
-    /// Who `key` is now (None: forget it).
-    pub(super) fn set_key(&self, key: [u8; 32], id: Option<PeerId>) {
-        let mut m = self.by_key.write().unwrap_or_else(PoisonError::into_inner);
-        match id {
-            Some(id) => m.insert(key, id),
-            None => m.remove(&key),
-        };
-    }
-
-    pub(super) fn knows(&self, key: &[u8; 32]) -> bool {
-        self.by_key
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .contains_key(key)
+    /// The key -> peer map, locked for a change. Adding and removing a
+    /// peer hold it across the peer table change, so a key is checked and
+    /// claimed at once, and an initiation never finds a key whose peer is
+    /// gone.
+    pub(super) fn keys_mut(&self) -> RwLockWriteGuard<'_, HashMap<[u8; 32], PeerId>> {
+        self.by_key.write().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub(super) fn secret(&self) -> &StaticSecret {

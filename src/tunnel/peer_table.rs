@@ -9,7 +9,12 @@
 //! gets the next generation: datagrams with the old receiver index, frames
 //! queued for the old peer and references in other tables all name an id
 //! that no longer resolves, and are refused, never delivered to the new
-//! peer.
+//! peer. A freed slot is taken again before a fresh one (the table stays
+//! dense, the config's ids stay small), so a slot's generation comes
+//! round again only after 256 peers have held it; by then a session of
+//! the peer 256 generations ago is long past WireGuard's 180 s reject
+//! time, and a datagram of it that still arrived would fail the new
+//! peer's authentication (other keys), so it is dropped either way.
 //!
 //! Each slot has its own lock (a boringtun `Tunn` takes `&mut self` per
 //! message); there is no lock over the table on the data path. Adding and
@@ -114,40 +119,39 @@ impl PeerTable {
             .occupied
             .write()
             .unwrap_or_else(PoisonError::into_inner);
-        for (i, slot) in self.slots.iter().enumerate() {
-            let mut s = lock(slot);
-            if s.peer.is_some() {
-                continue;
-            }
-            if s.used {
-                s.generation = s.generation.wrapping_add(1);
-            }
-            s.used = true;
-            let id = make_id(i as u16, s.generation);
-            s.peer = Some(Box::new(make(id)));
-            let at = occupied.partition_point(|&o| slot_of(o) < i);
-            occupied.insert(at, id);
-            return Some(id);
+        // The first gap in the sorted list of occupied slots: only the
+        // free slot's lock is taken, never one a worker holds.
+        let free = occupied
+            .iter()
+            .enumerate()
+            .find(|&(i, &o)| slot_of(o) != i)
+            .map_or(occupied.len(), |(i, _)| i);
+        let slot = self.slots.get(free)?;
+        let mut s = lock(slot);
+        if s.used {
+            s.generation = s.generation.wrapping_add(1);
         }
-        None
+        s.used = true;
+        let id = make_id(free as u16, s.generation);
+        s.peer = Some(Box::new(make(id)));
+        occupied.insert(free, id);
+        Some(id)
     }
 
-    /// Empties `id`'s slot; false when `id` names no peer.
-    pub(super) fn remove(&self, id: PeerId) -> bool {
+    /// Empties `id`'s slot and hands its peer back (to be dropped outside
+    /// the locks); None when `id` names no peer.
+    pub(super) fn remove(&self, id: PeerId) -> Option<Box<Peer>> {
         let mut occupied = self
             .occupied
             .write()
             .unwrap_or_else(PoisonError::into_inner);
-        let Some(slot) = self.slots.get(slot_of(id)) else {
-            return false;
-        };
-        let mut s = lock(slot);
-        if s.peer.is_none() || s.generation != generation_of(id) {
-            return false;
+        let mut s = lock(self.slots.get(slot_of(id))?);
+        if s.generation != generation_of(id) {
+            return None;
         }
-        s.peer = None;
+        let peer = s.peer.take()?;
         occupied.retain(|&o| o != id);
-        true
+        Some(peer)
     }
 
     /// The ids in use, in slot order.

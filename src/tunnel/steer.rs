@@ -7,9 +7,13 @@
 //! land on the same worker as often as not. With it the peers are dealt
 //! out evenly and predictably. The peer is read from the receiver index,
 //! which we chose (see `noise.rs`: the top 24 bits are `base + id`), so no
-//! state is needed in the kernel. Handshake messages and anything that is
-//! not a data message fall back to the hash (the program returns an index
-//! past the group, which the kernel treats as "no choice").
+//! state is needed in the kernel, and a peer added at runtime is steered
+//! from its first data message with no change to the program. Its `id`
+//! holds its peer table slot and generation (`peer_table.rs`), so a slot's
+//! next peer may land on another worker than the one before it; either way
+//! one peer's data reaches one worker. Handshake messages and anything
+//! that is not a data message fall back to the hash (the program returns
+//! an index past the group, which the kernel treats as "no choice").
 //!
 //! The program runs with the packet data starting at the UDP payload.
 

@@ -321,7 +321,7 @@ fn veth_pair() -> Option<(Tunnels, Tunnels)> {
     in_netns(|| {
         let ns_b = netns_fd();
         ip(&["link", "set", "lo", "up"]);
-        let mut b = node(2, &[1]);
+        let b = node(2, &[1]);
         // SAFETY: as in in_netns.
         assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
         let ns_b_path = format!("/proc/{}/fd/{}", std::process::id(), {
@@ -334,7 +334,7 @@ fn veth_pair() -> Option<(Tunnels, Tunnels)> {
         ]);
         ip(&["addr", "add", "198.18.0.1/24", "dev", "mwgsoa"]);
         ip(&["link", "set", "mwgsoa", "up"]);
-        let mut a = node(1, &[2]);
+        let a = node(1, &[2]);
         setns(&ns_b);
         ip(&["addr", "add", "198.18.0.2/24", "dev", "mwgsob"]);
         ip(&["link", "set", "mwgsob", "up"]);
