@@ -22,6 +22,8 @@ mod common;
 mod guest;
 #[path = "interop/migrate.rs"]
 mod migrate;
+#[path = "interop/migrate_qemu.rs"]
+mod migrate_qemu;
 #[path = "interop/refvm.rs"]
 mod refvm;
 #[path = "interop/relay.rs"]

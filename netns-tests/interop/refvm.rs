@@ -17,6 +17,35 @@ pub fn rv_build_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/refvm"))
 }
 
+/// Builds the reference VM's kernel and initramfs (idempotent, ~2 s when
+/// built) and returns the build dir. Fails, never skips, without them.
+pub fn build() -> PathBuf {
+    let dir = refvm_dir();
+    let build = rv_build_dir();
+    assert!(
+        dir.join("run-single.sh").exists(),
+        "reference VM scripts not found at {} (set MESHWIRE_REFVM): the interop test \
+         cannot run without them",
+        dir.display()
+    );
+    std::fs::create_dir_all(&build).expect("create the refvm build dir");
+    let t = Instant::now();
+    let out = Command::new("bash")
+        .arg(dir.join("build.sh"))
+        .env("RV_BUILD", &build)
+        .output()
+        .expect("run refvm build.sh");
+    assert!(
+        out.status.success(),
+        "the reference VM could not be built (RV_BUILD={}): {}\n{}",
+        build.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("refvm build.sh: {:.1}s", t.elapsed().as_secs_f64());
+    build
+}
+
 /// One reference kernel node, stopped (qemu killed, TAP removed) on drop.
 pub struct RefVm {
     /// run-single.sh's --name: at most 8 characters, distinct per test.
@@ -30,28 +59,7 @@ impl RefVm {
     /// Builds the reference VM (idempotent) and boots it.
     pub fn start(name: &'static str, args: &[String]) -> RefVm {
         let dir = refvm_dir();
-        let build = rv_build_dir();
-        assert!(
-            dir.join("run-single.sh").exists(),
-            "reference VM scripts not found at {} (set MESHWIRE_REFVM): the interop test \
-             cannot run without them",
-            dir.display()
-        );
-        std::fs::create_dir_all(&build).expect("create the refvm build dir");
-        let t = Instant::now();
-        let out = Command::new("bash")
-            .arg(dir.join("build.sh"))
-            .env("RV_BUILD", &build)
-            .output()
-            .expect("run refvm build.sh");
-        assert!(
-            out.status.success(),
-            "the reference VM could not be built (RV_BUILD={}): {}\n{}",
-            build.display(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        eprintln!("refvm build.sh: {:.1}s", t.elapsed().as_secs_f64());
+        let build = build();
         let mut vm = RefVm {
             name,
             script: dir.join("run-single.sh"),
