@@ -23,19 +23,9 @@ pub mod tap;
 pub mod tx;
 
 #[cfg(test)]
-mod attach_tests;
-#[cfg(test)]
-mod gro_udp_tests;
-#[cfg(test)]
-mod offload_tests;
-#[cfg(test)]
-mod segment_tests;
-#[cfg(test)]
 pub(crate) mod testnet;
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod uso_tests;
 
 pub use device::{Device, PortOptions, Queue};
 pub use ports::{max_frame_len, Port, PortCounters, PortInfo, Ports, PortsCounters, MAX_PORTS};

@@ -96,16 +96,6 @@ mod tx_batch;
 pub(crate) mod captures;
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod tests_batch;
-#[cfg(test)]
-mod tests_frag;
-#[cfg(test)]
-mod tests_peers;
-#[cfg(test)]
-mod tests_raw;
-#[cfg(test)]
-mod tests_threads;
 
 use std::collections::HashMap;
 use std::fmt;

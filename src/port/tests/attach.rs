@@ -15,9 +15,9 @@ use std::os::fd::RawFd;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::offload_tests::{finished, output, spawn_py, CLIENT, SERVER};
-use super::testnet::{unique_name, Netns};
-use super::*;
+use super::offload::{finished, output, spawn_py, CLIENT, SERVER};
+use crate::port::testnet::{unique_name, Netns};
+use crate::port::*;
 
 fn poll(fds: &[RawFd], ms: i32) {
     let mut p: Vec<libc::pollfd> = fds

@@ -3,8 +3,8 @@
 //! peer's datagrams are dropped and counted; a new peer in the freed slot
 //! has a new generation, and the old receiver indices never reach it.
 
-use super::tests::{frame, lo, node, port, private, pump, spec, Got};
-use super::*;
+use super::{frame, lo, node, port, private, pump, spec, Got};
+use crate::tunnel::*;
 
 #[test]
 fn a_peer_added_at_runtime_handshakes_and_carries_frames() {

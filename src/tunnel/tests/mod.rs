@@ -2,6 +2,12 @@
 //! ways, roaming, stats, timers. (`tests_raw.rs`: a bare WireGuard peer,
 //! junk and floods.)
 
+mod batch;
+mod frag;
+mod peers;
+mod raw;
+mod threads;
+
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket as StdUdp};
 use std::time::{Duration, Instant};
 

@@ -6,10 +6,10 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use super::gro::{self, Gro};
-use super::ports::{max_frame_len, PortCounters};
-use super::rx::PortRx;
-use super::segment::{self, Prepared, RxError};
+use crate::port::gro::{self, Gro};
+use crate::port::ports::{max_frame_len, PortCounters};
+use crate::port::rx::PortRx;
+use crate::port::segment::{self, Prepared, RxError};
 use crate::wire::ethernet::ethertype;
 use crate::wire::vnet::{self, gso};
 use crate::wire::{checksum, ipv4, ipv6, tcp, udp};

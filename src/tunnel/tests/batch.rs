@@ -6,8 +6,8 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::tests::{frame, lo, node, pair, pair_mtu, port, Got};
-use super::*;
+use super::{frame, lo, node, pair, pair_mtu, port, Got};
+use crate::tunnel::*;
 
 /// Frame sizes with runs of equal sizes (GSO material: bulk TCP looks like
 /// this) and odd sizes in between (OGMs, ACKs, ARP).
@@ -397,7 +397,7 @@ fn gso_refused_by_the_kernel_falls_back() {
         return;
     }
     let fd = a.io.net.socket.raw_fd();
-    super::socket::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_NO_CHECK, 1).unwrap();
+    crate::tunnel::socket::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_NO_CHECK, 1).unwrap();
     let frames: Got = (0..150).map(|i| (0, frame(1200, i as u8))).collect();
     two_bursts(&mut a, &mut b, &frames);
     let k = a.counters();

@@ -5,9 +5,9 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use super::gro_udp::{self, UdpGro, MAX_SEGMENTS};
-use super::ports::PortCounters;
-use super::rx::PortRx;
+use crate::port::gro_udp::{self, UdpGro, MAX_SEGMENTS};
+use crate::port::ports::PortCounters;
+use crate::port::rx::PortRx;
 use crate::wire::ethernet::ethertype;
 use crate::wire::vnet::{self, gso};
 use crate::wire::{checksum, ipv4, ipv6, udp};

@@ -10,10 +10,10 @@ use std::process::{Child, Command, Stdio};
 
 use std::time::{Duration, Instant};
 
-use super::segment_tests::{refix_checksums, super_frame, Spec};
-use super::testnet::{tap_in_netns, unique_name, Netns};
-use super::tests::make_persistent;
-use super::*;
+use super::segment::{refix_checksums, super_frame, Spec};
+use crate::port::testnet::{tap_in_netns, unique_name, Netns};
+use super::make_persistent;
+use crate::port::*;
 
 /// Sends `bytes` from a seeded PRNG and prints their SHA-256.
 pub(super) const CLIENT: &str = r#"
@@ -468,7 +468,7 @@ fn gro_pool_evicts_the_oldest_flow() {
     rx.load(&read, true, &mut c, 1518);
     let mut base = Vec::new();
     rx.for_each_frame(|f| base.push(f.to_vec()));
-    let flows = super::tx::GRO_SLOTS + 4;
+    let flows = crate::port::tx::GRO_SLOTS + 4;
     let flow = |k: usize, i: usize| {
         let mut f = base[i].clone();
         f[35] = k as u8; // source port low byte

@@ -3,6 +3,12 @@
 //! Every device is named `mwt-<pid>-<n>` and removed at the end; the only
 //! addressed traffic runs in a namespace the test creates and deletes.
 
+mod attach;
+mod gro_udp;
+mod offload;
+mod segment;
+mod uso;
+
 use std::io;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -10,7 +16,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::testnet::{tap_in_netns, unique_name};
+use crate::port::testnet::{tap_in_netns, unique_name};
 use super::*;
 use crate::wire::arp;
 use crate::wire::ethernet::{ethertype, Frame};

@@ -6,12 +6,12 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use super::counters::TunnelCounters;
-use super::fragment::Fragmenter;
-use super::gretap::{self, Inner, Link};
-use super::reassembly::{Reassembly, Verdict, REASM_MAX_BYTES, REASM_MAX_DATAGRAMS};
-use super::reassembly::{REASM_MAX_LEN, REASM_TIMEOUT};
-use super::tests::frame;
+use crate::tunnel::counters::TunnelCounters;
+use crate::tunnel::fragment::Fragmenter;
+use crate::tunnel::gretap::{self, Inner, Link};
+use crate::tunnel::reassembly::{Reassembly, Verdict, REASM_MAX_BYTES, REASM_MAX_DATAGRAMS};
+use crate::tunnel::reassembly::{REASM_MAX_LEN, REASM_TIMEOUT};
+use super::frame;
 use crate::wire::{ipv4, ipv6};
 
 fn link(v6: bool) -> (Link, Link) {
@@ -430,8 +430,8 @@ impl Relay {
 /// longer than 1280 - 28 bytes. IPv4 and IPv6 inner headers.
 #[test]
 fn large_frames_over_a_small_underlay_mtu() {
-    use super::tests::{lo, port, private, spec, Got};
-    use super::{PeerSpec, TunnelConfig, Tunnels};
+    use super::{lo, port, private, spec, Got};
+    use crate::tunnel::{PeerSpec, TunnelConfig, Tunnels};
     for v6 in [false, true] {
         let inner = |n: u8| -> IpAddr {
             if v6 {

@@ -8,10 +8,10 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, ChildStdout, Command, Stdio};
 
-use super::gro_udp_tests::{dgram, payload, Dg};
-use super::segment_tests::{super_frame, Spec};
-use super::testnet::{unique_name, Netns};
-use super::*;
+use super::gro_udp::{dgram, payload, Dg};
+use super::segment::{super_frame, Spec};
+use crate::port::testnet::{unique_name, Netns};
+use crate::port::*;
 
 /// Binds UDP 5001 on argv[1], says "ready", then prints "sport:hex" of
 /// each datagram until argv[2] came (and a short while more, to catch

@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use super::tests::{frame, lo, node, port, pump, Got};
-use super::*;
+use super::{frame, lo, node, port, pump, Got};
+use crate::tunnel::*;
 
 /// Frames per sending thread.
 const N: u32 = 1500;

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
 
-use super::tests::{frame, lo, node, pair, port, private, pump, Got};
-use super::*;
+use super::{frame, lo, node, pair, port, private, pump, Got};
+use crate::tunnel::*;
 use crate::keys::public_from_private;
 
 /// A bare boringtun peer on a std socket: the test decides every inner byte.
