@@ -20,5 +20,6 @@ pub mod log;
 pub mod mesh;
 pub mod port;
 pub mod switch;
+pub mod sys;
 pub mod tunnel;
 pub mod wire;

@@ -7,7 +7,8 @@
 //! Every decision is the bridge's (`crate::bridge`, sans I/O); this module
 //! only moves packets and holds the node (`held.rs`).
 
-mod epoll;
+#![forbid(unsafe_code)]
+
 mod frames;
 mod held;
 mod node;
@@ -35,7 +36,7 @@ pub use worker::{Board, WorkerReport};
 
 use worker::{Crew, WorkerIo};
 
-use epoll::{Epoll, Signals};
+use crate::sys::epoll::{Epoll, Signals};
 
 const TOKEN_SIGNAL: u64 = 1;
 const TOKEN_CONTROL: u64 = 2;

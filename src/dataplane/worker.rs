@@ -38,7 +38,7 @@
 //! come and go through their inboxes.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::RawFd;
 use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -46,11 +46,12 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tracing::warn;
 
-use super::epoll::Epoll;
 use super::frames::Frames;
 use super::held::{Held, Outbox};
 use super::{Node, PORT_BATCHES, TOKEN_PORT, TOKEN_TUNNEL};
 use crate::port::{PortCounters, PortId, PortRx, Ports, Queue};
+use crate::sys::epoll::Epoll;
+use crate::sys::eventfd::EventFd;
 use crate::tunnel::{TunnelCore, TunnelCounters, TunnelIo, MAX_BATCHES_PER_CALL, RX_BATCH};
 
 const TOKEN_INBOX: u64 = 3;
@@ -135,20 +136,14 @@ pub enum Command {
 /// A worker's mailbox: commands plus an eventfd its epoll watches.
 pub struct Inbox {
     cmds: Mutex<Vec<Command>>,
-    efd: OwnedFd,
+    wake: EventFd,
 }
 
 impl Inbox {
     pub fn new() -> io::Result<Inbox> {
-        // SAFETY: eventfd returns a new fd or -1.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
         Ok(Inbox {
             cmds: Mutex::new(Vec::new()),
-            // SAFETY: fd is a fresh descriptor nobody else owns.
-            efd: unsafe { OwnedFd::from_raw_fd(fd) },
+            wake: EventFd::new()?,
         })
     }
 
@@ -157,20 +152,16 @@ impl Inbox {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(cmd);
-        let one: u64 = 1;
-        // SAFETY: writing 8 bytes from a live u64 to our eventfd.
-        unsafe { libc::write(self.efd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        self.wake.notify();
     }
 
     fn drain(&self) -> Vec<Command> {
-        let mut v: u64 = 0;
-        // SAFETY: reading 8 bytes into a live u64 from our eventfd.
-        unsafe { libc::read(self.efd.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
+        self.wake.drain();
         std::mem::take(&mut *self.cmds.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     fn fd(&self) -> RawFd {
-        self.efd.as_raw_fd()
+        self.wake.fd()
     }
 }
 

@@ -21,13 +21,14 @@
 //! stays, and [`PacketDev::reattach`] binds it again to whatever netdev
 //! has the name now (AF_PACKET sockets may be bound again).
 
-use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use super::tap::Offloads;
+use crate::sys::ifreq::{ifindex_of, mtu_of};
+use crate::sys::sockopt;
 use crate::wire::vnet;
 
 /// `ETH_P_ALL` in network order, as `socket(2)` and `sockaddr_ll` want it.
@@ -64,10 +65,15 @@ impl PacketDev {
         // SAFETY: fd is a fresh descriptor nobody else owns.
         let sock = unsafe { OwnedFd::from_raw_fd(fd) };
         let raw = sock.as_raw_fd();
-        setsockopt_int(raw, libc::PACKET_VNET_HDR, 1)?;
-        setsockopt_int(raw, libc::PACKET_VNET_HDR_SZ, vnet::HEADER_LEN as i32)?;
-        setsockopt_int(raw, libc::PACKET_IGNORE_OUTGOING, 1)?;
-        setsockopt_int(raw, libc::PACKET_QDISC_BYPASS, 1)?;
+        sockopt::set_int(raw, libc::SOL_PACKET, libc::PACKET_VNET_HDR, 1)?;
+        sockopt::set_int(
+            raw,
+            libc::SOL_PACKET,
+            libc::PACKET_VNET_HDR_SZ,
+            vnet::HEADER_LEN as i32,
+        )?;
+        sockopt::set_int(raw, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, 1)?;
+        sockopt::set_int(raw, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1)?;
         if ifindex != 0 {
             bind(raw, ifindex)?;
         } else {
@@ -204,23 +210,6 @@ fn detached(e: io::Error) -> io::Error {
     }
 }
 
-fn setsockopt_int(fd: RawFd, opt: libc::c_int, v: libc::c_int) -> io::Result<()> {
-    // SAFETY: passes a live c_int and its size.
-    let r = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_PACKET,
-            opt,
-            (&v as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 fn bind(fd: RawFd, ifindex: u32) -> io::Result<()> {
     // SAFETY: sockaddr_ll is plain data; all-zero is a valid start.
     let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
@@ -239,39 +228,4 @@ fn bind(fd: RawFd, ifindex: u32) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
-}
-
-/// The ifindex of `name` in our namespace, None when there is no such device.
-fn ifindex_of(name: &str) -> io::Result<Option<u32>> {
-    let c = CString::new(name).map_err(|_| io::ErrorKind::InvalidInput)?;
-    // SAFETY: c is a valid NUL-terminated string.
-    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    Ok((i != 0).then_some(i))
-}
-
-/// The MTU of `name` (SIOCGIFMTU through a throwaway socket).
-fn mtu_of(name: &str) -> Option<u16> {
-    let bytes = name.as_bytes();
-    if bytes.len() >= libc::IFNAMSIZ {
-        return None;
-    }
-    // SAFETY: socket(2) returns a new fd or -1.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: fd is a fresh descriptor nobody else owns.
-    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: ifreq is plain data; all-zero is valid.
-    let mut r: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (d, s) in r.ifr_name.iter_mut().zip(bytes) {
-        *d = *s as libc::c_char;
-    }
-    // SAFETY: SIOCGIFMTU writes an int into the live ifreq.
-    let ok = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFMTU as libc::Ioctl, &mut r) };
-    if ok < 0 {
-        return None;
-    }
-    // SAFETY: SIOCGIFMTU filled the ifru_mtu member.
-    u16::try_from(unsafe { r.ifr_ifru.ifru_mtu }).ok()
 }

@@ -12,62 +12,13 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 
 use serde::Serialize;
 
-/// Interface names are at most 15 bytes plus the terminating NUL.
-pub const IFNAMSIZ: usize = 16;
-
-/// `struct ifreq`: the name, then a 24-byte union of which we use the
-/// short (flags) and int (mtu, ifindex) members at its start.
-#[repr(C)]
-struct IfReq {
-    name: [u8; IFNAMSIZ],
-    data: [u8; 24],
-}
-
-impl IfReq {
-    fn new(name: &str) -> IfReq {
-        let mut r = IfReq {
-            name: [0; IFNAMSIZ],
-            data: [0; 24],
-        };
-        // `check_name` bounded the length already.
-        for (d, s) in r.name.iter_mut().zip(name.bytes()) {
-            *d = s;
-        }
-        r
-    }
-
-    fn set_short(&mut self, v: i16) {
-        self.data[..2].copy_from_slice(&v.to_ne_bytes());
-    }
-
-    fn short(&self) -> i16 {
-        i16::from_ne_bytes([self.data[0], self.data[1]])
-    }
-
-    fn set_int(&mut self, v: i32) {
-        self.data[..4].copy_from_slice(&v.to_ne_bytes());
-    }
-
-    fn int(&self) -> i32 {
-        i32::from_ne_bytes([self.data[0], self.data[1], self.data[2], self.data[3]])
-    }
-}
-
-fn ioctl(fd: RawFd, req: libc::Ioctl, ifr: &mut IfReq) -> io::Result<()> {
-    // SAFETY: every request used here reads/writes at most a `struct ifreq`,
-    // which `IfReq` matches in size and layout.
-    let r = unsafe { libc::ioctl(fd, req, ifr as *mut IfReq) };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
+pub use crate::sys::ifreq::IFNAMSIZ;
+use crate::sys::ifreq::{ctl_socket, ioctl, IfReq};
 
 /// A valid Linux interface name: 1..=15 bytes, no '/', NUL, or whitespace.
 fn check_name(name: &str) -> io::Result<()> {
@@ -86,17 +37,6 @@ fn check_name(name: &str) -> io::Result<()> {
             format!("invalid interface name {name:?}"),
         ))
     }
-}
-
-/// An AF_INET datagram socket: the handle the SIOC*IF* ioctls need.
-fn ctl_socket() -> io::Result<OwnedFd> {
-    // SAFETY: plain socket(2); the fd is wrapped at once.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` is a fresh descriptor that nothing else owns.
-    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
 }
 
 /// How a TAP is opened.

@@ -39,24 +39,7 @@ pub(super) fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
-pub(super) fn setsockopt_int(
-    fd: RawFd,
-    level: libc::c_int,
-    name: libc::c_int,
-    v: libc::c_int,
-) -> io::Result<()> {
-    // SAFETY: v lives for the call and its size is passed.
-    let r = unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            (&v as *const libc::c_int).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    cvt(r).map(|_| ())
-}
+pub(super) use crate::sys::sockopt::set_int as setsockopt_int;
 
 /// DF on every datagram, whatever the kernel learnt about the path: a
 /// datagram over the route's MTU fails with EMSGSIZE instead of leaving in

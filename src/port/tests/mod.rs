@@ -16,8 +16,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::port::testnet::{tap_in_netns, unique_name};
 use super::*;
+use crate::port::testnet::{tap_in_netns, unique_name};
 use crate::wire::arp;
 use crate::wire::ethernet::{ethertype, Frame};
 use crate::wire::MacAddr;

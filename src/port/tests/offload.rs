@@ -10,9 +10,9 @@ use std::process::{Child, Command, Stdio};
 
 use std::time::{Duration, Instant};
 
+use super::make_persistent;
 use super::segment::{refix_checksums, super_frame, Spec};
 use crate::port::testnet::{tap_in_netns, unique_name, Netns};
-use super::make_persistent;
 use crate::port::*;
 
 /// Sends `bytes` from a seeded PRNG and prints their SHA-256.

@@ -6,12 +6,12 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use super::frame;
 use crate::tunnel::counters::TunnelCounters;
 use crate::tunnel::fragment::Fragmenter;
 use crate::tunnel::gretap::{self, Inner, Link};
 use crate::tunnel::reassembly::{Reassembly, Verdict, REASM_MAX_BYTES, REASM_MAX_DATAGRAMS};
 use crate::tunnel::reassembly::{REASM_MAX_LEN, REASM_TIMEOUT};
-use super::frame;
 use crate::wire::{ipv4, ipv6};
 
 fn link(v6: bool) -> (Link, Link) {

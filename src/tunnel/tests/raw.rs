@@ -9,8 +9,8 @@ use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
 
 use super::{frame, lo, node, pair, port, private, pump, Got};
-use crate::tunnel::*;
 use crate::keys::public_from_private;
+use crate::tunnel::*;
 
 /// A bare boringtun peer on a std socket: the test decides every inner byte.
 struct RawPeer {
