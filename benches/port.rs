@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, Criterion, Throughput};
 
 use meshwire::port::{max_frame_len, PortCounters, PortRx, Ports, TapOptions};
+use meshwire::sys::fd;
 use meshwire::wire::vnet::{self, gso};
 use meshwire::wire::{checksum, ipv4};
 
@@ -185,13 +186,7 @@ fn two_tap_loop(offload: bool, secs: u32) -> io::Result<(f64, PortCounters, Port
             {
                 break;
             }
-            let mut p = [fa, fb].map(|fd| libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
-            });
-            // SAFETY: two valid pollfds.
-            unsafe { libc::poll(p.as_mut_ptr(), 2, 10) };
+            let _ = fd::poll(&mut [fd::pollin(fa), fd::pollin(fb)], 10);
             for (from, to) in [(a, b), (b, a)] {
                 for _ in 0..8 {
                     match ports.recv_batch(from, &mut rx) {

@@ -10,6 +10,9 @@
 //! - [`control`]: the Unix-socket API behind `meshwire ctl`.
 //! - [`dataplane`]: the loop that moves packets between the above.
 //! - [`wire`]: packet formats only, zero-copy views that never panic.
+//! - [`sys`]: the system calls std does not wrap; the only `unsafe` code.
+
+#![deny(unsafe_code)]
 
 pub mod bridge;
 pub mod config;
@@ -20,6 +23,7 @@ pub mod log;
 pub mod mesh;
 pub mod port;
 pub mod switch;
+#[allow(unsafe_code)]
 pub mod sys;
 pub mod tunnel;
 pub mod wire;

@@ -180,7 +180,7 @@ impl Topology {
 
     pub fn with_opts(prefix: &str, layout: &[&[Attach]], ogm_ms: u64, opts: Opts) -> Topology {
         assert!(
-            unsafe_is_root(),
+            meshwire::sys::ns::is_root(),
             "netns tests need root (CI runs as root); refusing to skip"
         );
         let dir = std::env::temp_dir().join(format!("meshwire-{prefix}-{}", std::process::id()));
@@ -629,11 +629,6 @@ fn configure_vm_if(vm: &Vm) {
         ],
     );
     ns_exec(&vm.ns, &["ip", "link", "set", "eth0", "up"]);
-}
-
-fn unsafe_is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
 }
 
 impl Drop for Topology {

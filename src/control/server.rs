@@ -5,7 +5,7 @@
 //! wake its epoll; the dataplane answers on a per-request channel.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::RawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -13,6 +13,7 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::Duration;
 
 use super::{CtlCommand, Reply, MAX_REQUEST};
+use crate::sys::eventfd::EventFd;
 
 /// A request waiting for the dataplane's answer.
 pub struct Pending {
@@ -41,7 +42,7 @@ impl Pending {
 
 /// The dataplane's end: an fd for epoll and the queue of requests.
 pub struct ControlServer {
-    wake: OwnedFd,
+    wake: EventFd,
     requests: Receiver<Pending>,
     path: PathBuf,
 }
@@ -58,13 +59,7 @@ impl ControlServer {
         let listener = UnixListener::bind(path)?;
         // Root and the owner only: the tables show keys' peers and topology.
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
-        // SAFETY: eventfd returns a new fd or -1.
-        let efd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-        if efd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: efd is a fresh fd that we own.
-        let wake = unsafe { OwnedFd::from_raw_fd(efd) };
+        let wake = EventFd::new()?;
         let wake_writer = wake.try_clone()?;
         let (tx, rx) = mpsc::channel();
         std::thread::Builder::new()
@@ -78,14 +73,12 @@ impl ControlServer {
     }
 
     pub fn fd(&self) -> RawFd {
-        self.wake.as_raw_fd()
+        self.wake.fd()
     }
 
     /// Clears the wake-up and returns every request that is waiting.
     pub fn drain(&self) -> Vec<Pending> {
-        let mut b = [0u8; 8];
-        // SAFETY: reading 8 bytes into a stack buffer from our eventfd.
-        unsafe { libc::read(self.wake.as_raw_fd(), b.as_mut_ptr().cast(), 8) };
+        self.wake.drain();
         self.requests.try_iter().collect()
     }
 }
@@ -111,7 +104,7 @@ fn remove_stale(path: &Path) -> std::io::Result<()> {
     std::fs::remove_file(path)
 }
 
-fn accept_loop(listener: UnixListener, tx: Sender<Pending>, wake: OwnedFd) {
+fn accept_loop(listener: UnixListener, tx: Sender<Pending>, wake: EventFd) {
     for conn in listener.incoming() {
         let Ok(conn) = conn else { continue };
         if serve(conn, &tx, &wake).is_err() {
@@ -120,7 +113,7 @@ fn accept_loop(listener: UnixListener, tx: Sender<Pending>, wake: OwnedFd) {
     }
 }
 
-fn serve(conn: UnixStream, tx: &Sender<Pending>, wake: &OwnedFd) -> std::io::Result<()> {
+fn serve(conn: UnixStream, tx: &Sender<Pending>, wake: &EventFd) -> std::io::Result<()> {
     conn.set_read_timeout(Some(Duration::from_secs(2)))?;
     conn.set_write_timeout(Some(Duration::from_secs(5)))?;
     let mut line = String::new();
@@ -136,9 +129,7 @@ fn serve(conn: UnixStream, tx: &Sender<Pending>, wake: &OwnedFd) -> std::io::Res
             if tx.send(Pending { cmd, answer: atx }).is_err() {
                 return Ok(()); // dataplane gone: shutting down
             }
-            let one: u64 = 1;
-            // SAFETY: writing 8 bytes to our eventfd.
-            unsafe { libc::write(wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
+            wake.notify();
             match arx.recv_timeout(Duration::from_secs(5)) {
                 Ok(r) => r,
                 Err(_) => Reply {

@@ -22,13 +22,13 @@
 //! has the name now (AF_PACKET sockets may be bound again).
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use super::tap::Offloads;
 use crate::sys::ifreq::{ifindex_of, mtu_of};
-use crate::sys::sockopt;
+use crate::sys::{fd, socket, sockopt};
 use crate::wire::vnet;
 
 /// `ETH_P_ALL` in network order, as `socket(2)` and `sockaddr_ll` want it.
@@ -51,31 +51,21 @@ impl PacketDev {
     /// [`PacketDev::reattach`] binds it when the device appears.
     pub fn open(ifname: &str) -> io::Result<PacketDev> {
         let ifindex = ifindex_of(ifname)?.unwrap_or(0);
-        // SAFETY: socket(2) returns a new fd or -1.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_PACKET,
-                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                i32::from(ALL),
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: fd is a fresh descriptor nobody else owns.
-        let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-        let raw = sock.as_raw_fd();
-        sockopt::set_int(raw, libc::SOL_PACKET, libc::PACKET_VNET_HDR, 1)?;
-        sockopt::set_int(
-            raw,
-            libc::SOL_PACKET,
-            libc::PACKET_VNET_HDR_SZ,
-            vnet::HEADER_LEN as i32,
+        let sock = socket::socket(
+            libc::AF_PACKET,
+            libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            i32::from(ALL),
         )?;
-        sockopt::set_int(raw, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, 1)?;
-        sockopt::set_int(raw, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1)?;
+        for (opt, v) in [
+            (libc::PACKET_VNET_HDR, 1),
+            (libc::PACKET_VNET_HDR_SZ, vnet::HEADER_LEN as i32),
+            (libc::PACKET_IGNORE_OUTGOING, 1),
+            (libc::PACKET_QDISC_BYPASS, 1),
+        ] {
+            sockopt::set_int(&sock, libc::SOL_PACKET, opt, v)?;
+        }
         if ifindex != 0 {
-            bind(raw, ifindex)?;
+            socket::bind_packet(&sock, ifindex, ALL)?;
         } else {
             tracing::warn!(device = %ifname, "no such device yet: the port waits for it");
         }
@@ -94,7 +84,7 @@ impl PacketDev {
         let bound = self.bound.load(Ordering::Relaxed);
         match now {
             Some(i) if i == bound => true,
-            Some(i) => match bind(self.sock.as_raw_fd(), i) {
+            Some(i) => match socket::bind_packet(&*self.sock, i, ALL) {
                 Ok(()) => {
                     self.bound.store(i, Ordering::Relaxed);
                     tracing::info!(device = %self.ifname, ifindex = i, "attached again");
@@ -117,46 +107,23 @@ impl PacketDev {
     /// `WouldBlock` here: the port stays and [`PacketDev::reattach`] binds
     /// it again when the netdev is back.
     pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`.
-        let n = unsafe {
-            libc::recv(
-                self.sock.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                libc::MSG_TRUNC,
-            )
-        };
-        match usize::try_from(n) {
+        match fd::recv(&*self.sock, buf, libc::MSG_TRUNC) {
             // MSG_TRUNC: the real length, so a cut frame shows as too long.
             Ok(n) => Ok(n.min(buf.len())),
-            Err(_) => Err(detached(io::Error::last_os_error())),
+            Err(e) => Err(detached(e)),
         }
     }
 
     /// Writes a virtio header and a frame as one datagram.
     pub fn write_vnet(&self, hdr: &[u8], frame: &[u8]) -> io::Result<usize> {
-        let iov = [
-            libc::iovec {
-                iov_base: hdr.as_ptr() as *mut libc::c_void,
-                iov_len: hdr.len(),
-            },
-            libc::iovec {
-                iov_base: frame.as_ptr() as *mut libc::c_void,
-                iov_len: frame.len(),
-            },
-        ];
-        // SAFETY: both iovecs describe live slices the kernel only reads;
-        // the socket is bound, so no address is needed.
-        let n = unsafe { libc::writev(self.sock.as_raw_fd(), iov.as_ptr(), 2) };
-        usize::try_from(n).map_err(|_| detached(io::Error::last_os_error()))
+        // The socket is bound, so no address is needed.
+        fd::write2(&*self.sock, hdr, frame).map_err(detached)
     }
 
     /// Writes one datagram as it is: a virtio header and a frame already
     /// joined (as a write to a TAP with IFF_VNET_HDR takes them).
     pub fn write(&self, bytes: &[u8]) -> io::Result<usize> {
-        // SAFETY: the kernel reads at most `bytes.len()` bytes from `bytes`.
-        let n = unsafe { libc::send(self.sock.as_raw_fd(), bytes.as_ptr().cast(), bytes.len(), 0) };
-        usize::try_from(n).map_err(|_| detached(io::Error::last_os_error()))
+        fd::send(&*self.sock, bytes, 0).map_err(detached)
     }
 
     pub fn fd(&self) -> RawFd {
@@ -208,24 +175,4 @@ fn detached(e: io::Error) -> io::Error {
         Some(libc::ENETDOWN | libc::ENXIO | libc::ENODEV) => io::ErrorKind::WouldBlock.into(),
         _ => e,
     }
-}
-
-fn bind(fd: RawFd, ifindex: u32) -> io::Result<()> {
-    // SAFETY: sockaddr_ll is plain data; all-zero is a valid start.
-    let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    sa.sll_family = libc::AF_PACKET as u16;
-    sa.sll_protocol = ALL;
-    sa.sll_ifindex = i32::try_from(ifindex).map_err(|_| io::ErrorKind::InvalidInput)?;
-    // SAFETY: passes a live sockaddr_ll and its size.
-    let r = unsafe {
-        libc::bind(
-            fd,
-            (&sa as *const libc::sockaddr_ll).cast(),
-            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }

@@ -17,8 +17,10 @@ use std::os::unix::fs::OpenOptionsExt;
 
 use serde::Serialize;
 
+use crate::sys::fd;
+
 pub use crate::sys::ifreq::IFNAMSIZ;
-use crate::sys::ifreq::{ctl_socket, ioctl, IfReq};
+use crate::sys::ifreq::{self, ctl_socket, IfReq, IfReqOp};
 
 /// A valid Linux interface name: 1..=15 bytes, no '/', NUL, or whitespace.
 fn check_name(name: &str) -> io::Result<()> {
@@ -109,7 +111,7 @@ impl Tap {
     pub fn open_with(name: &str, mtu: u16, opts: TapOptions) -> io::Result<Tap> {
         check_name(name)?;
         let file = open_clone_dev()?;
-        let fd = file.as_raw_fd();
+        let fd = file.as_fd();
         let a = attach(fd, name, opts)?;
         let offloads = if a.vnet_hdr {
             offload::enable(fd)?
@@ -142,12 +144,12 @@ impl Tap {
         if self.offloads.vnet_hdr {
             flags |= libc::IFF_VNET_HDR as i16;
         }
-        attach_existing(file.as_raw_fd(), &self.name, flags)?;
+        attach_existing(file.as_fd(), &self.name, flags)?;
         // Header size and offloads are the device's, set by the first queue;
         // setting them again per fd is harmless and keeps this fd's view
         // (and a reader's assumptions) explicit.
         let offloads = if self.offloads.vnet_hdr {
-            offload::enable(file.as_raw_fd())?
+            offload::enable(file.as_fd())?
         } else {
             Offloads::default()
         };
@@ -197,19 +199,18 @@ impl Tap {
     /// MTU, IFF_UP and the ifindex, through a socket in our namespace.
     fn configure(&mut self) -> io::Result<()> {
         let sock = ctl_socket()?;
-        let fd = sock.as_raw_fd();
         let mut r = IfReq::new(&self.name);
         r.set_int(i32::from(self.mtu));
-        ioctl(fd, libc::SIOCSIFMTU as libc::Ioctl, &mut r)?;
+        ifreq::ifreq(&sock, IfReqOp::SetMtu, &mut r)?;
 
         let mut r = IfReq::new(&self.name);
-        ioctl(fd, libc::SIOCGIFFLAGS as libc::Ioctl, &mut r)?;
+        ifreq::ifreq(&sock, IfReqOp::GetFlags, &mut r)?;
         let flags = r.short() | libc::IFF_UP as i16;
         r.set_short(flags);
-        ioctl(fd, libc::SIOCSIFFLAGS as libc::Ioctl, &mut r)?;
+        ifreq::ifreq(&sock, IfReqOp::SetFlags, &mut r)?;
 
         let mut r = IfReq::new(&self.name);
-        ioctl(fd, libc::SIOCGIFINDEX as libc::Ioctl, &mut r)?;
+        ifreq::ifreq(&sock, IfReqOp::GetIndex, &mut r)?;
         self.ifindex = u32::try_from(r.int()).ok();
         Ok(())
     }
@@ -218,34 +219,18 @@ impl Tap {
     /// `buf` is cut to `buf.len()` by the kernel without telling us, so give a
     /// buffer larger than any valid frame and treat a full one as cut.
     pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`.
-        let n = unsafe { libc::read(self.file.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-        usize::try_from(n).map_err(|_| io::Error::last_os_error())
+        fd::read(&self.file, buf)
     }
 
     /// Writes one frame to the kernel side; `WouldBlock` when its queue is full.
     pub fn write(&self, frame: &[u8]) -> io::Result<usize> {
-        // SAFETY: the kernel reads at most `frame.len()` bytes from `frame`.
-        let n = unsafe { libc::write(self.file.as_raw_fd(), frame.as_ptr().cast(), frame.len()) };
-        usize::try_from(n).map_err(|_| io::Error::last_os_error())
+        fd::write(&self.file, frame)
     }
 
     /// Writes a virtio header and a frame in one writev(2): no copy to glue
     /// them. Only for a TAP with [`Offloads::vnet_hdr`].
     pub fn write_vnet(&self, hdr: &[u8], frame: &[u8]) -> io::Result<usize> {
-        let iov = [
-            libc::iovec {
-                iov_base: hdr.as_ptr() as *mut libc::c_void,
-                iov_len: hdr.len(),
-            },
-            libc::iovec {
-                iov_base: frame.as_ptr() as *mut libc::c_void,
-                iov_len: frame.len(),
-            },
-        ];
-        // SAFETY: both iovecs describe live slices the kernel only reads.
-        let n = unsafe { libc::writev(self.file.as_raw_fd(), iov.as_ptr(), 2) };
-        usize::try_from(n).map_err(|_| io::Error::last_os_error())
+        fd::write2(&self.file, hdr, frame)
     }
 
     pub fn fd(&self) -> RawFd {
@@ -295,7 +280,7 @@ struct Attached {
 /// An existing device must be attached with the flags it was made with, so
 /// the ones we asked for are dropped step by step (multi-queue first, then
 /// the vnet header) until the kernel takes the fd.
-fn attach(fd: RawFd, name: &str, opts: TapOptions) -> io::Result<Attached> {
+fn attach(fd: BorrowedFd<'_>, name: &str, opts: TapOptions) -> io::Result<Attached> {
     let plain = (libc::IFF_TAP | libc::IFF_NO_PI) as i16;
     let vnet = if opts.offload {
         libc::IFF_VNET_HDR as i16
@@ -310,7 +295,7 @@ fn attach(fd: RawFd, name: &str, opts: TapOptions) -> io::Result<Attached> {
     let base = plain | vnet | mq;
     let mut r = IfReq::new(name);
     r.set_short(base | libc::IFF_TUN_EXCL as i16);
-    let created = match ioctl(fd, libc::TUNSETIFF, &mut r) {
+    let created = match ifreq::ifreq(fd, IfReqOp::TunSetIff, &mut r) {
         Ok(()) => true,
         Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
             let mut tries = vec![base];
@@ -345,7 +330,7 @@ fn attach(fd: RawFd, name: &str, opts: TapOptions) -> io::Result<Attached> {
         Err(e) => return Err(e),
     };
     let mut r = IfReq::new(name);
-    ioctl(fd, libc::TUNGETIFF, &mut r)?;
+    ifreq::ifreq(fd, IfReqOp::TunGetIff, &mut r)?;
     let got = r.short();
     Ok(Attached {
         created,
@@ -354,7 +339,7 @@ fn attach(fd: RawFd, name: &str, opts: TapOptions) -> io::Result<Attached> {
     })
 }
 
-fn attach_existing(fd: RawFd, name: &str, flags: i16) -> io::Result<()> {
+fn attach_existing(fd: BorrowedFd<'_>, name: &str, flags: i16) -> io::Result<()> {
     // A queue its last holder just closed is released asynchronously (the
     // kernel frees it after an RCU grace period): EBUSY for a moment, longer
     // on a loaded machine, as when meshwire restarts onto a persistent TAP.
@@ -364,7 +349,7 @@ fn attach_existing(fd: RawFd, name: &str, flags: i16) -> io::Result<()> {
     loop {
         let mut r = IfReq::new(name);
         r.set_short(flags);
-        match ioctl(fd, libc::TUNSETIFF, &mut r) {
+        match ifreq::ifreq(fd, IfReqOp::TunSetIff, &mut r) {
             Err(e)
                 if e.raw_os_error() == Some(libc::EBUSY)
                     && std::time::Instant::now() < deadline =>
@@ -382,36 +367,17 @@ const ATTACH_BUSY_WAIT: std::time::Duration = std::time::Duration::from_millis(5
 /// The vnet header size, byte order and offload ioctls.
 mod offload {
     use super::*;
+    use crate::sys::tun::{self, IntOp};
     use crate::wire::vnet;
-
-    fn set_int(fd: RawFd, req: libc::Ioctl, v: libc::c_int) -> io::Result<()> {
-        // SAFETY: these requests read one int through the pointer.
-        let r = unsafe { libc::ioctl(fd, req, &v as *const libc::c_int) };
-        if r < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(())
-        }
-    }
-
-    fn set_offload(fd: RawFd, flags: libc::c_uint) -> io::Result<()> {
-        // SAFETY: TUNSETOFFLOAD takes its flags by value, not by pointer.
-        let r = unsafe { libc::ioctl(fd, libc::TUNSETOFFLOAD, libc::c_ulong::from(flags)) };
-        if r < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(())
-        }
-    }
 
     /// 12-byte little-endian headers, then the widest offload set the
     /// kernel takes: USO needs 6.2, TSO needs CSUM. Falls back step by
     /// step and reports what stuck.
-    pub(super) fn enable(fd: RawFd) -> io::Result<Offloads> {
-        set_int(fd, libc::TUNSETVNETHDRSZ, vnet::HEADER_LEN as libc::c_int)?;
+    pub(super) fn enable(fd: BorrowedFd<'_>) -> io::Result<Offloads> {
+        tun::set_int(fd, IntOp::VnetHdrSz, vnet::HEADER_LEN as libc::c_int)?;
         // Little-endian is the virtio 1.x order and what the kernel uses
         // on LE hosts anyway; on a BE host it must be set or we misread.
-        if let Err(e) = set_int(fd, libc::TUNSETVNETLE, 1) {
+        if let Err(e) = tun::set_int(fd, IntOp::VnetLe, 1) {
             if cfg!(target_endian = "big") {
                 return Err(e);
             }
@@ -427,7 +393,7 @@ mod offload {
         ];
         let mut last = None;
         for (flags, (c, t, u)) in tries {
-            match set_offload(fd, flags) {
+            match tun::set_offload(fd, flags) {
                 Ok(()) => {
                     return Ok(Offloads {
                         vnet_hdr: true,

@@ -1,13 +1,42 @@
-//! The system calls meshwire makes, wrapped once, each `unsafe` block with
-//! the reason it is sound. The layers above the I/O (`wire`, `mesh`,
-//! `switch`, `bridge`) forbid unsafe code; the device and socket code in
-//! `port/` and `tunnel/` call these wrappers. What is not here yet: the
-//! batched UDP I/O (`tunnel/rx_batch.rs`, `tx_batch.rs`: recvmmsg/sendmmsg
-//! over their own preallocated message arrays), the UDP socket setup and
-//! its reuseport BPF program (`tunnel/socket.rs`, `steer.rs`), the TUN
-//! ioctls of `port/tap.rs` and the control socket's peer credentials.
+//! The system calls std does not wrap, behind safe functions: the only
+//! module with `unsafe` (lib.rs denies it everywhere else; `wire`, `mesh`,
+//! `switch`, `bridge` and `dataplane` forbid it outright). Each `unsafe`
+//! block says why it is sound; callers hand over slices and fds, never raw
+//! pointers, and nothing here copies or allocates per packet.
+//!
+//! - [`fd`]: read/write/writev/recv/send/poll on a descriptor.
+//! - [`eventfd`]: the counter the workers and the control server are
+//!   woken by.
+//! - [`epoll`]: the event loops' epoll set and the signalfd.
+//! - [`socket`]: socket(2), bind, `sockaddr` <-> std, AF_PACKET binding.
+//! - [`sockopt`]: socket options, the reuseport steering program.
+//! - [`mmsg`]: recvmmsg/sendmmsg with the UDP GRO/GSO control messages.
+//! - [`ifreq`]: `struct ifreq` ioctls (TAP creation, MTU, flags, ifindex).
+//! - [`tun`]: the TAP fd's vnet header, offload and persistence ioctls.
+//! - [`ns`]: network namespaces and the effective uid (tests).
 
 pub mod epoll;
 pub mod eventfd;
+pub mod fd;
 pub mod ifreq;
+pub mod mmsg;
+pub mod ns;
+pub mod socket;
 pub mod sockopt;
+pub mod tun;
+
+use std::io;
+
+/// A libc return value: negative means `errno` says what went wrong.
+pub(crate) fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+/// A byte count from read(2) and its kin; -1 means `errno`.
+pub(crate) fn cvt_len(r: libc::ssize_t) -> io::Result<usize> {
+    usize::try_from(r).map_err(|_| io::Error::last_os_error())
+}

@@ -1,22 +1,66 @@
-//! Socket options that take an int.
+//! Socket options: the int ones, and the classic BPF program that steers
+//! a reuseport group's datagrams.
 
 use std::io;
 use std::mem::size_of;
-use std::os::fd::RawFd;
+use std::os::fd::{AsFd, AsRawFd};
 
-pub fn set_int(fd: RawFd, level: libc::c_int, name: libc::c_int, v: libc::c_int) -> io::Result<()> {
-    // SAFETY: v lives for the call and its size is passed.
-    let r = unsafe {
+use super::cvt;
+
+/// setsockopt(2) of an int option.
+pub fn set_int(
+    fd: impl AsFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    v: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: `v` lives for the call and its size is passed.
+    cvt(unsafe {
         libc::setsockopt(
-            fd,
+            fd.as_fd().as_raw_fd(),
             level,
             name,
             (&v as *const libc::c_int).cast(),
             size_of::<libc::c_int>() as libc::socklen_t,
         )
+    })
+    .map(drop)
+}
+
+/// getsockopt(2) of an int option.
+pub fn get_int(fd: impl AsFd, level: libc::c_int, name: libc::c_int) -> io::Result<libc::c_int> {
+    let mut v: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `v` and `len` are live for the call; `len` says `v`'s size.
+    cvt(unsafe {
+        libc::getsockopt(
+            fd.as_fd().as_raw_fd(),
+            level,
+            name,
+            (&mut v as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(v)
+}
+
+/// SO_ATTACH_REUSEPORT_CBPF: `prog` steers the datagrams of `fd`'s
+/// reuseport group (the kernel copies it).
+pub fn attach_reuseport_cbpf(fd: impl AsFd, prog: &[libc::sock_filter]) -> io::Result<()> {
+    let fprog = libc::sock_fprog {
+        len: u16::try_from(prog.len()).map_err(|_| io::ErrorKind::InvalidInput)?,
+        // The kernel only reads the program.
+        filter: prog.as_ptr() as *mut libc::sock_filter,
     };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    // SAFETY: `fprog` points at `len` live instructions for the call.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd.as_fd().as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_REUSEPORT_CBPF,
+            (&fprog as *const libc::sock_fprog).cast(),
+            size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
 }

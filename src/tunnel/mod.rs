@@ -354,7 +354,7 @@ impl Tunnels {
     /// `steer.rs`; without it the kernel's 4-tuple hash decides.
     pub fn steer_peers(&self, workers: usize) -> io::Result<()> {
         steer::attach(
-            self.io.net.socket.raw_fd(),
+            self.io.net.socket.fd(),
             self.core.index.base(),
             workers.min(u32::MAX as usize) as u32,
         )

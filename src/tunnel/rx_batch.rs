@@ -8,29 +8,24 @@
 //! owner; pages the kernel never writes to are never touched.
 
 use std::io;
-use std::mem::{size_of, zeroed};
 use std::net::SocketAddr;
 
-use super::socket::{from_sockaddr, UdpSocket, RX_DATAGRAM_MAX};
+use super::socket::{UdpSocket, RX_DATAGRAM_MAX};
+use crate::sys::mmsg::{self, Received, RecvCmsg};
+use crate::sys::socket::SockAddr;
 
 /// recvmmsg entries per call.
 pub const RX_BATCH: usize = 32;
 /// One entry's buffer: a GRO train is at most 64 KiB (the largest IP
 /// packet the kernel builds); smaller, and a train would arrive truncated.
 pub const RX_SLOT: usize = 1 << 16;
-/// Control buffer per entry, in u64 for cmsghdr alignment: room for the
-/// UDP_GRO cmsg (16-byte header + int) with slack for one more.
-const CTRL_WORDS: usize = 8;
-
 /// Receive buffers for one recvmmsg call.
 pub struct RxBatch {
     bufs: Box<[u8]>,
-    addrs: Box<[libc::sockaddr_storage]>,
-    ctrl: Box<[[u64; CTRL_WORDS]]>,
-    lens: [usize; RX_BATCH],
-    /// GRO segment size of each entry; 0 when it holds one datagram.
-    segs: [usize; RX_BATCH],
-    truncated: [bool; RX_BATCH],
+    addrs: Box<[SockAddr]>,
+    ctrl: Box<[RecvCmsg]>,
+    /// Length, truncation and GRO segment size of each entry.
+    got: [Received; RX_BATCH],
     count: usize,
 }
 
@@ -55,12 +50,9 @@ impl RxBatch {
     pub fn new() -> RxBatch {
         RxBatch {
             bufs: vec![0u8; RX_BATCH * RX_SLOT].into_boxed_slice(),
-            // SAFETY: all-zero sockaddr_storage is valid (AF_UNSPEC).
-            addrs: (0..RX_BATCH).map(|_| unsafe { zeroed() }).collect(),
-            ctrl: vec![[0u64; CTRL_WORDS]; RX_BATCH].into_boxed_slice(),
-            lens: [0; RX_BATCH],
-            segs: [0; RX_BATCH],
-            truncated: [false; RX_BATCH],
+            addrs: vec![SockAddr::default(); RX_BATCH].into_boxed_slice(),
+            ctrl: vec![RecvCmsg::default(); RX_BATCH].into_boxed_slice(),
+            got: [Received::default(); RX_BATCH],
             count: 0,
         }
     }
@@ -78,7 +70,7 @@ impl RxBatch {
     /// GRO segment size of entry `i` (0: a single datagram).
     pub fn segment_size(&self, i: usize) -> usize {
         if i < self.count {
-            self.segs[i]
+            self.got[i].segment_size
         } else {
             0
         }
@@ -91,13 +83,14 @@ impl RxBatch {
             return Datagrams::empty();
         }
         let start = i * RX_SLOT;
-        let len = self.lens[i].min(RX_SLOT);
+        let got = self.got[i];
+        let len = got.len.min(RX_SLOT);
         let data = self.bufs.get(start..start + len).unwrap_or(&[]);
         Datagrams {
             data,
-            seg: self.segs[i],
-            from: self.addrs.get(i).and_then(from_sockaddr),
-            truncated: self.truncated[i],
+            seg: got.segment_size,
+            from: self.addrs.get(i).and_then(SockAddr::to_std),
+            truncated: got.truncated,
             done: false,
         }
     }
@@ -158,77 +151,21 @@ impl UdpSocket {
         // Stale datagrams must never be seen twice, whatever happens below.
         batch.count = 0;
         let max = max.clamp(1, RX_BATCH);
-        // SAFETY: all-zero is a valid iovec/mmsghdr; the arrays are filled
-        // with pointers into `batch`, which outlives the call.
-        let mut iov: [libc::iovec; RX_BATCH] = unsafe { zeroed() };
-        let mut msgs: [libc::mmsghdr; RX_BATCH] = unsafe { zeroed() };
-        for (i, (((buf, addr), ctrl), m)) in batch
-            .bufs
-            .chunks_exact_mut(RX_SLOT)
-            .zip(batch.addrs.iter_mut())
-            .zip(batch.ctrl.iter_mut())
-            .zip(msgs.iter_mut())
-            .enumerate()
-        {
-            iov[i] = libc::iovec {
-                iov_base: buf.as_mut_ptr().cast(),
-                iov_len: buf.len(),
-            };
-            m.msg_hdr.msg_name = (addr as *mut libc::sockaddr_storage).cast();
-            m.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            m.msg_hdr.msg_iov = &mut iov[i];
-            m.msg_hdr.msg_iovlen = 1;
-            m.msg_hdr.msg_control = ctrl.as_mut_ptr().cast();
-            m.msg_hdr.msg_controllen = size_of::<[u64; CTRL_WORDS]>() as _;
-        }
-        // SAFETY: msgs points at `max` initialised headers.
-        let n = unsafe {
-            libc::recvmmsg(
-                self.raw_fd(),
-                msgs.as_mut_ptr(),
-                max as libc::c_uint,
-                libc::MSG_DONTWAIT,
-                std::ptr::null_mut(),
-            )
+        let n = match mmsg::recv::<RX_BATCH>(
+            self.fd(),
+            &mut batch.bufs,
+            RX_SLOT,
+            &mut batch.addrs,
+            &mut batch.ctrl,
+            &mut batch.got[..max],
+        ) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(e) => return Err(e),
         };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            return if e.kind() == io::ErrorKind::WouldBlock {
-                Ok(0)
-            } else {
-                Err(e)
-            };
-        }
-        let n = (n as usize).min(max);
-        for (i, m) in msgs.iter().take(n).enumerate() {
-            batch.lens[i] = m.msg_len as usize;
-            batch.truncated[i] = m.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
-            batch.segs[i] = gro_segment_size(&m.msg_hdr);
-        }
         batch.count = n;
         Ok(n)
     }
-}
-
-/// The UDP_GRO control message's segment size, 0 if there is none.
-fn gro_segment_size(hdr: &libc::msghdr) -> usize {
-    // SAFETY: the kernel filled msg_control up to msg_controllen (it lowers
-    // it to what it wrote); the CMSG_* macros stay inside that range.
-    unsafe {
-        let mut c = libc::CMSG_FIRSTHDR(hdr);
-        while !c.is_null() {
-            if (*c).cmsg_level == libc::SOL_UDP
-                && (*c).cmsg_type == libc::UDP_GRO
-                && (*c).cmsg_len as usize
-                    >= libc::CMSG_LEN(size_of::<libc::c_int>() as u32) as usize
-            {
-                let v = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
-                return usize::try_from(v).unwrap_or(0);
-            }
-            c = libc::CMSG_NXTHDR(hdr, c);
-        }
-    }
-    0
 }
 
 #[cfg(test)]
@@ -264,8 +201,7 @@ mod tests {
     fn loopback_batch() {
         let a = UdpSocket::bind(0).unwrap();
         let b = UdpSocket::bind(0).unwrap();
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } == 0 {
+        if crate::sys::ns::is_root() {
             // FORCE lets root pass rmem_max; Linux reports double the request.
             assert!(a.rcvbuf().unwrap() >= SOCKET_BUFFER_BYTES as usize);
         }
@@ -336,9 +272,11 @@ mod tests {
             (RX_SLOT + 7, 3, true),
         ];
         for (i, &(len, seg, cut)) in shapes.iter().enumerate() {
-            b.lens[i] = len;
-            b.segs[i] = seg;
-            b.truncated[i] = cut;
+            b.got[i] = Received {
+                len,
+                truncated: cut,
+                segment_size: seg,
+            };
         }
         b.count = shapes.len();
         let split = |i: usize| -> Vec<(usize, bool)> {
@@ -354,28 +292,21 @@ mod tests {
         assert_eq!(split(6).len(), 0, "past count: nothing");
     }
 
+    /// One UDP GSO message: `payload` cut by the kernel into datagrams of
+    /// `seg` bytes (the last may be shorter).
     fn send_gso(a: &UdpSocket, payload: &[u8], seg: u16, to: SocketAddr) {
-        let (mut sa, salen) = crate::tunnel::socket::to_sockaddr(to, a.v6).unwrap();
-        let mut iov = libc::iovec {
-            iov_base: payload.as_ptr() as *mut _,
-            iov_len: payload.len(),
-        };
-        let mut ctrl = [0u64; CTRL_WORDS];
-        // SAFETY: every pointer refers to a local that outlives sendmsg.
-        unsafe {
-            let mut m: libc::msghdr = zeroed();
-            m.msg_name = (&mut sa as *mut libc::sockaddr_storage).cast();
-            m.msg_namelen = salen;
-            m.msg_iov = &mut iov;
-            m.msg_iovlen = 1;
-            m.msg_control = ctrl.as_mut_ptr().cast();
-            m.msg_controllen = libc::CMSG_SPACE(2) as _;
-            let c = libc::CMSG_FIRSTHDR(&m);
-            (*c).cmsg_level = libc::SOL_UDP;
-            (*c).cmsg_type = libc::UDP_SEGMENT;
-            (*c).cmsg_len = libc::CMSG_LEN(2) as _;
-            std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), seg);
-            assert_eq!(libc::sendmsg(a.raw_fd(), &m, 0), payload.len() as isize);
-        }
+        let seg = usize::from(seg);
+        let lens: Vec<usize> = payload.chunks(seg).map(<[u8]>::len).collect();
+        let plan = [mmsg::Planned {
+            first: 0,
+            count: lens.len(),
+        }];
+        let names = [SockAddr::from_std(to, a.v6).unwrap()];
+        let mut sent = None;
+        mmsg::send::<64>(a.fd(), payload, seg, &lens, &plan, &names, |_, r| {
+            sent = Some(r.map_err(|e| e.to_string()));
+            None
+        });
+        assert_eq!(sent, Some(Ok(1)));
     }
 }

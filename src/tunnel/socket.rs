@@ -1,4 +1,4 @@
-//! The underlay UDP socket, straight on libc: one nonblocking socket bound to
+//! The underlay UDP socket, on the `sys` wrappers: one nonblocking socket bound to
 //! `[::]:port` with IPV6_V6ONLY off, so IPv4 and IPv6 peers share it (IPv4
 //! peers appear as `::ffff:a.b.c.d` and are normalised back to IPv4). Hosts
 //! without IPv6 get a plain IPv4 socket.
@@ -7,9 +7,12 @@
 //! `tx_batch.rs` (sendmmsg + UDP GSO).
 
 use std::io;
-use std::mem::{size_of, zeroed};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+
+pub use crate::sys::socket::normalise;
+use crate::sys::socket::{self as sock, SockAddr};
+use crate::sys::sockopt::{self, set_int as setsockopt_int};
 
 /// Socket buffers we ask for: at ~1.5 KB per datagram this absorbs a few
 /// thousand packets of burst, which the 208 KiB default does not (see the
@@ -31,16 +34,6 @@ pub struct UdpSocket {
     pub(super) gso: bool,
 }
 
-pub(super) fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(r)
-    }
-}
-
-pub(super) use crate::sys::sockopt::set_int as setsockopt_int;
-
 /// DF on every datagram, whatever the kernel learnt about the path: a
 /// datagram over the route's MTU fails with EMSGSIZE instead of leaving in
 /// IP fragments (which lose everything when one piece is lost and which
@@ -48,7 +41,7 @@ pub(super) use crate::sys::sockopt::set_int as setsockopt_int;
 /// MTU (inner fragmentation), so only a path narrower than configured
 /// makes sends fail, and those are counted. On a dual-stack socket the
 /// IPv4 option covers the IPv4 (mapped) peers.
-fn forbid_fragmentation(fd: RawFd, v6: bool) -> io::Result<()> {
+fn forbid_fragmentation(fd: BorrowedFd<'_>, v6: bool) -> io::Result<()> {
     setsockopt_int(
         fd,
         libc::IPPROTO_IP,
@@ -102,16 +95,12 @@ impl UdpSocket {
 
     fn bind_family(port: u16, v6: bool, reuse_port: bool) -> io::Result<UdpSocket> {
         let family = if v6 { libc::AF_INET6 } else { libc::AF_INET };
-        // SAFETY: plain syscall; the fd is owned right after.
-        let raw = cvt(unsafe {
-            libc::socket(
-                family,
-                libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                0,
-            )
-        })?;
-        // SAFETY: raw is a fresh fd nobody else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let fd = sock::socket(
+            family,
+            libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )?;
+        let raw = fd.as_fd();
         if v6 {
             setsockopt_int(raw, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 0)?;
         }
@@ -125,10 +114,8 @@ impl UdpSocket {
         } else {
             SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port))
         };
-        let (sa, len) =
-            to_sockaddr(any, v6).ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
-        // SAFETY: sa is a valid sockaddr of length len.
-        cvt(unsafe { libc::bind(raw, (&sa as *const libc::sockaddr_storage).cast(), len) })?;
+        let sa = SockAddr::from_std(any, v6).ok_or(io::ErrorKind::InvalidInput)?;
+        sock::bind(raw, &sa)?;
         let mut s = UdpSocket {
             fd,
             v6,
@@ -142,37 +129,20 @@ impl UdpSocket {
 
     /// Kernels before 4.18 know no UDP_SEGMENT: reading it fails there.
     fn probe_gso(&self) -> bool {
-        let mut v: libc::c_int = 0;
-        let mut len = size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: v and len are valid for the call.
-        let r = unsafe {
-            libc::getsockopt(
-                self.raw_fd(),
-                libc::SOL_UDP,
-                libc::UDP_SEGMENT,
-                (&mut v as *mut libc::c_int).cast(),
-                &mut len,
-            )
-        };
-        r == 0
+        sockopt::get_int(&self.fd, libc::SOL_UDP, libc::UDP_SEGMENT).is_ok()
     }
 
     /// Turns UDP GRO on or off; stays off where the kernel (before 5.0)
     /// refuses it. Returns whether it is on.
     pub fn set_gro(&mut self, on: bool) -> bool {
-        let ok = setsockopt_int(
-            self.raw_fd(),
-            libc::SOL_UDP,
-            libc::UDP_GRO,
-            on as libc::c_int,
-        );
+        let ok = setsockopt_int(&self.fd, libc::SOL_UDP, libc::UDP_GRO, on as libc::c_int);
         self.gro = on && ok.is_ok();
         self.gro
     }
 
     /// FORCE variants pass net.core.{r,w}mem_max (needs CAP_NET_ADMIN, which
     /// works even inside a child netns); without it take what the limit allows.
-    fn size_buffers(fd: RawFd) {
+    fn size_buffers(fd: BorrowedFd<'_>) {
         for (force, plain) in [
             (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
             (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
@@ -187,40 +157,24 @@ impl UdpSocket {
         self.fd.as_raw_fd()
     }
 
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
     pub fn is_dual_stack(&self) -> bool {
         self.v6
     }
 
     pub fn local_port(&self) -> io::Result<u16> {
-        // SAFETY: storage is large enough for any address; len tells its size.
-        let mut ss: libc::sockaddr_storage = unsafe { zeroed() };
-        let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        cvt(unsafe {
-            libc::getsockname(
-                self.raw_fd(),
-                (&mut ss as *mut libc::sockaddr_storage).cast(),
-                &mut len,
-            )
-        })?;
-        from_sockaddr(&ss)
+        sock::local_addr(&self.fd)?
+            .to_std()
             .map(|a| a.port())
             .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidData))
     }
 
     /// The kernel's receive buffer size after our request (doubled by Linux).
     pub fn rcvbuf(&self) -> io::Result<usize> {
-        let mut v: libc::c_int = 0;
-        let mut len = size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: v and len are valid for the call.
-        cvt(unsafe {
-            libc::getsockopt(
-                self.raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUF,
-                (&mut v as *mut libc::c_int).cast(),
-                &mut len,
-            )
-        })?;
+        let v = sockopt::get_int(&self.fd, libc::SOL_SOCKET, libc::SO_RCVBUF)?;
         Ok(usize::try_from(v).unwrap_or(0))
     }
 
@@ -228,118 +182,7 @@ impl UdpSocket {
     /// the node sends through the batch).
     #[cfg(test)]
     pub fn send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize> {
-        let (sa, len) = to_sockaddr(to, self.v6)
-            .ok_or_else(|| io::Error::from(io::ErrorKind::AddrNotAvailable))?;
-        // SAFETY: buf and sa are valid for the duration of the call.
-        let r = unsafe {
-            libc::sendto(
-                self.raw_fd(),
-                buf.as_ptr().cast(),
-                buf.len(),
-                0,
-                (&sa as *const libc::sockaddr_storage).cast(),
-                len,
-            )
-        };
-        if r < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(r as usize)
-        }
-    }
-}
-
-/// IPv4-mapped IPv6 addresses become IPv4, so endpoints compare and display
-/// the same however the socket saw them.
-pub fn normalise(a: SocketAddr) -> SocketAddr {
-    match a {
-        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
-            Some(v4) => SocketAddr::V4(SocketAddrV4::new(v4, v6.port())),
-            None => a,
-        },
-        v4 => v4,
-    }
-}
-
-pub(super) fn from_sockaddr(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
-    match libc::c_int::from(ss.ss_family) {
-        libc::AF_INET => {
-            // SAFETY: the family says this storage holds a sockaddr_in.
-            let sin: &libc::sockaddr_in = unsafe { &*(ss as *const libc::sockaddr_storage).cast() };
-            let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
-            Some(SocketAddr::V4(SocketAddrV4::new(
-                ip,
-                u16::from_be(sin.sin_port),
-            )))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: the family says this storage holds a sockaddr_in6.
-            let sin6: &libc::sockaddr_in6 =
-                unsafe { &*(ss as *const libc::sockaddr_storage).cast() };
-            let a = SocketAddr::V6(SocketAddrV6::new(
-                Ipv6Addr::from(sin6.sin6_addr.s6_addr),
-                u16::from_be(sin6.sin6_port),
-                sin6.sin6_flowinfo,
-                sin6.sin6_scope_id,
-            ));
-            Some(normalise(a))
-        }
-        _ => None,
-    }
-}
-
-/// The sockaddr to pass for `a` on a dual-stack (`v6`) or IPv4-only socket;
-/// None for an IPv6 destination on an IPv4-only socket.
-pub(super) fn to_sockaddr(
-    a: SocketAddr,
-    v6: bool,
-) -> Option<(libc::sockaddr_storage, libc::socklen_t)> {
-    // SAFETY: all-zero is a valid sockaddr_storage.
-    let mut ss: libc::sockaddr_storage = unsafe { zeroed() };
-    let a6 = match (a, v6) {
-        (SocketAddr::V4(a4), false) => {
-            // SAFETY: storage is larger than and aligned for sockaddr_in.
-            let sin: &mut libc::sockaddr_in =
-                unsafe { &mut *(&mut ss as *mut libc::sockaddr_storage).cast() };
-            sin.sin_family = libc::AF_INET as libc::sa_family_t;
-            sin.sin_port = a4.port().to_be();
-            sin.sin_addr.s_addr = u32::from(*a4.ip()).to_be();
-            return Some((ss, size_of::<libc::sockaddr_in>() as libc::socklen_t));
-        }
-        (SocketAddr::V6(_), false) => return None,
-        (SocketAddr::V4(a4), true) => SocketAddrV6::new(a4.ip().to_ipv6_mapped(), a4.port(), 0, 0),
-        (SocketAddr::V6(a6), true) => a6,
-    };
-    // SAFETY: storage is larger than and aligned for sockaddr_in6.
-    let sin6: &mut libc::sockaddr_in6 =
-        unsafe { &mut *(&mut ss as *mut libc::sockaddr_storage).cast() };
-    sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-    sin6.sin6_port = a6.port().to_be();
-    sin6.sin6_addr.s6_addr = a6.ip().octets();
-    sin6.sin6_flowinfo = a6.flowinfo();
-    sin6.sin6_scope_id = a6.scope_id();
-    Some((ss, size_of::<libc::sockaddr_in6>() as libc::socklen_t))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sockaddr_roundtrip_and_mapping() {
-        let v4: SocketAddr = "127.0.0.1:51820".parse().unwrap();
-        let v6: SocketAddr = "[fd00::1]:51820".parse().unwrap();
-        for dual in [true, false] {
-            let (ss, _) = to_sockaddr(v4, dual).unwrap();
-            assert_eq!(from_sockaddr(&ss), Some(v4), "dual {dual}");
-        }
-        let (ss, _) = to_sockaddr(v6, true).unwrap();
-        assert_eq!(from_sockaddr(&ss), Some(v6));
-        assert!(to_sockaddr(v6, false).is_none());
-        let mapped: SocketAddr = "[::ffff:127.0.0.1]:9".parse().unwrap();
-        assert_eq!(
-            normalise(mapped),
-            "127.0.0.1:9".parse::<SocketAddr>().unwrap()
-        );
+        let sa = SockAddr::from_std(to, self.v6).ok_or(io::ErrorKind::AddrNotAvailable)?;
+        sock::send_to(&self.fd, buf, &sa)
     }
 }

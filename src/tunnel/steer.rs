@@ -18,7 +18,7 @@
 //! The program runs with the packet data starting at the UDP payload.
 
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::BorrowedFd;
 
 /// Classic BPF opcodes (linux/filter.h, linux/bpf_common.h): class |
 /// size or operation | mode or source.
@@ -72,28 +72,8 @@ pub(super) fn program(base: u32, workers: u32) -> Vec<libc::sock_filter> {
 
 /// Attaches the program to the reuseport group of `fd`'s socket. The
 /// socket at group index i is the i-th socket bound to the port.
-pub(super) fn attach(fd: RawFd, base: u32, workers: u32) -> io::Result<()> {
-    let mut prog = program(base, workers);
-    let fprog = libc::sock_fprog {
-        len: prog.len() as u16,
-        filter: prog.as_mut_ptr(),
-    };
-    // SAFETY: fprog points at `len` valid instructions for the call; the
-    // kernel copies them.
-    let r = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_ATTACH_REUSEPORT_CBPF,
-            (&fprog as *const libc::sock_fprog).cast(),
-            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
-        )
-    };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+pub(super) fn attach(fd: BorrowedFd<'_>, base: u32, workers: u32) -> io::Result<()> {
+    crate::sys::sockopt::attach_reuseport_cbpf(fd, &program(base, workers))
 }
 
 #[cfg(test)]
@@ -150,7 +130,7 @@ mod tests {
         for _ in 1..3 {
             socks.push(UdpSocket::bind_shared(port, true).unwrap());
         }
-        attach(socks[0].raw_fd(), base, 3).unwrap();
+        attach(socks[0].fd(), base, 3).unwrap();
         let sender = UdpSocket::bind(0).unwrap();
         let to: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         for id in 0..7u32 {

@@ -11,11 +11,11 @@
 //! path MTU) resends that run one by one but keeps GSO for the others;
 //! a single datagram over the path MTU is dropped (the socket sets DF).
 
-use std::io;
-use std::mem::{size_of, zeroed};
 use std::net::SocketAddr;
 
-use super::socket::{to_sockaddr, UdpSocket, RX_DATAGRAM_MAX};
+use super::socket::{UdpSocket, RX_DATAGRAM_MAX};
+use crate::sys::mmsg::{self, Planned};
+use crate::sys::socket::SockAddr;
 
 /// Datagrams one flush carries; a full batch flushes by itself.
 pub const TX_BATCH: usize = 64;
@@ -26,7 +26,6 @@ const GSO_MAX_SEGMENTS: usize = 64;
 /// A GSO message is one IP packet before segmentation: under 64 KiB with
 /// room for IPv6 + UDP headers.
 const GSO_MAX_BYTES: usize = 65_000;
-const CTRL_WORDS: usize = 4;
 
 /// Queued datagrams and their destinations. Holds no pointers (the
 /// sendmmsg headers are built on the stack per flush), so it is Send.
@@ -35,8 +34,7 @@ pub struct TxBatch {
     lens: [usize; TX_BATCH],
     dsts: [SocketAddr; TX_BATCH],
     /// Socket addresses of one flush's messages.
-    names: Box<[libc::sockaddr_storage]>,
-    ctrl: Box<[[u64; CTRL_WORDS]]>,
+    names: Box<[SockAddr]>,
     count: usize,
 }
 
@@ -77,9 +75,7 @@ impl TxBatch {
             bufs: vec![0u8; TX_BATCH * TX_SLOT].into_boxed_slice(),
             lens: [0; TX_BATCH],
             dsts: [SocketAddr::from(([0, 0, 0, 0], 0)); TX_BATCH],
-            // SAFETY: all-zero sockaddr_storage is valid (AF_UNSPEC).
-            names: (0..TX_BATCH).map(|_| unsafe { zeroed() }).collect(),
-            ctrl: vec![[0u64; CTRL_WORDS]; TX_BATCH].into_boxed_slice(),
+            names: vec![SockAddr::default(); TX_BATCH].into_boxed_slice(),
             count: 0,
         }
     }
@@ -215,8 +211,7 @@ impl UdpSocket {
         stats: &mut FlushStats,
         report: &mut dyn FnMut(&[u8], Outcome),
     ) -> Refused {
-        // (first datagram, datagrams) per message.
-        let mut plan = [(0usize, 0usize); TX_BATCH];
+        let mut plan = [Planned::default(); TX_BATCH];
         let mut planned = 0;
         let mut i = from;
         while i < tx.count {
@@ -225,98 +220,72 @@ impl UdpSocket {
             } else {
                 1
             };
-            plan[planned] = (i, n);
+            plan[planned] = Planned { first: i, count: n };
+            // An IPv6 endpoint on an IPv4-only socket: an empty name, which
+            // the kernel refuses for that message alone.
+            tx.names[planned] = SockAddr::from_std(tx.dsts[i], self.v6).unwrap_or_default();
             planned += 1;
             i += n;
         }
-        // SAFETY: all-zero is a valid iovec/mmsghdr.
-        let mut iov: [libc::iovec; TX_BATCH] = unsafe { zeroed() };
-        let mut msgs: [libc::mmsghdr; TX_BATCH] = unsafe { zeroed() };
-        for (k, v) in iov.iter_mut().enumerate().take(tx.count).skip(from) {
-            *v = libc::iovec {
-                iov_base: tx.bufs[k * TX_SLOT..].as_mut_ptr().cast(),
-                iov_len: tx.lens[k],
-            };
-        }
-        for (m, &(first, n)) in plan.iter().take(planned).enumerate() {
-            let Some((sa, salen)) = to_sockaddr(tx.dsts[first], self.v6) else {
-                // An IPv6 endpoint on an IPv4-only socket: the kernel would
-                // refuse it; leave the message empty so it fails there.
-                continue;
-            };
-            tx.names[m] = sa;
-            let h = &mut msgs[m].msg_hdr;
-            h.msg_name = (&mut tx.names[m] as *mut libc::sockaddr_storage).cast();
-            h.msg_namelen = salen;
-            h.msg_iov = &mut iov[first];
-            h.msg_iovlen = n as _;
-            if n > 1 {
-                set_segment_size(h, &mut tx.ctrl[m], tx.lens[first]);
-            }
-        }
         let tx = &*tx;
+        let plan = &plan[..planned];
         let fate = |m: usize, o: Outcome, report: &mut dyn FnMut(&[u8], Outcome)| {
-            let (first, n) = plan[m];
-            for k in first..first + n {
+            let p = plan[m];
+            for k in p.first..p.first + p.count {
                 report(tx.datagram(k), o);
             }
         };
-        let mut m = 0;
-        while m < planned {
-            // SAFETY: msgs[m..planned] are initialised headers whose
-            // pointers refer to iov, tx.names, tx.ctrl and tx.bufs, all alive
-            // and unmoved for the call.
-            let r = unsafe {
-                libc::sendmmsg(
-                    self.raw_fd(),
-                    msgs[m..].as_mut_ptr(),
-                    (planned - m) as libc::c_uint,
-                    0,
-                )
-            };
+        let mut refused = Refused::None;
+        let lens = &tx.lens[..tx.count];
+        let names = &tx.names[..planned];
+        mmsg::send::<TX_BATCH>(self.fd(), &tx.bufs, TX_SLOT, lens, plan, names, |m, r| {
             stats.sendmmsg_calls += 1;
-            if r > 0 {
-                let r = (r as usize).min(planned - m);
-                stats.most_messages_per_call = stats.most_messages_per_call.max(r as u64);
-                for (k, &(_, n)) in plan.iter().enumerate().skip(m).take(r) {
-                    stats.messages += 1;
-                    if n > 1 {
-                        stats.gso_messages += 1;
-                        stats.gso_segments += n as u64;
+            let err = match r {
+                Ok(r) if r > 0 => {
+                    stats.most_messages_per_call = stats.most_messages_per_call.max(r as u64);
+                    for (k, p) in plan.iter().enumerate().skip(m).take(r) {
+                        stats.messages += 1;
+                        if p.count > 1 {
+                            stats.gso_messages += 1;
+                            stats.gso_segments += p.count as u64;
+                        }
+                        fate(k, Outcome::Sent, report);
                     }
-                    fate(k, Outcome::Sent, report);
+                    return Some(m + r);
                 }
-                m += r;
-                continue;
-            }
-            let err = io::Error::last_os_error();
-            match err.raw_os_error() {
-                Some(libc::EINTR) if r < 0 => {}
-                Some(libc::EAGAIN) if r < 0 => {
+                Ok(_) => None,
+                Err(e) => e.raw_os_error(),
+            };
+            let gso_msg = plan[m].count > 1;
+            match err {
+                Some(libc::EINTR) => Some(m),
+                Some(libc::EAGAIN) => {
                     // Socket buffer full: what is left is dropped, as a
                     // single sendto would have dropped it.
                     for k in m..planned {
                         fate(k, Outcome::WouldBlock, report);
                     }
-                    return Refused::None;
+                    None
                 }
-                Some(libc::EIO) | Some(libc::EINVAL) if r < 0 && plan[m].1 > 1 => {
-                    return Refused::Offload(plan[m].0);
+                Some(libc::EIO) | Some(libc::EINVAL) if gso_msg => {
+                    refused = Refused::Offload(plan[m].first);
+                    None
                 }
-                Some(libc::EMSGSIZE) if r < 0 && plan[m].1 > 1 => {
-                    return Refused::TooBig(plan[m].0, plan[m].1);
+                Some(libc::EMSGSIZE) if gso_msg => {
+                    refused = Refused::TooBig(plan[m].first, plan[m].count);
+                    None
                 }
                 Some(libc::EMSGSIZE) => {
                     fate(m, Outcome::TooBig, report);
-                    m += 1;
+                    Some(m + 1)
                 }
                 _ => {
                     fate(m, Outcome::Failed, report);
-                    m += 1;
+                    Some(m + 1)
                 }
             }
-        }
-        Refused::None
+        });
+        refused
     }
 }
 
@@ -327,26 +296,6 @@ enum Refused {
     Offload(usize),
     /// EMSGSIZE: a segment exceeds the path MTU; (first, datagrams).
     TooBig(usize, usize),
-}
-
-/// Puts a UDP_SEGMENT control message with `seg` into `h`, using `ctrl`.
-fn set_segment_size(h: &mut libc::msghdr, ctrl: &mut [u64; CTRL_WORDS], seg: usize) {
-    *ctrl = [0; CTRL_WORDS];
-    h.msg_control = ctrl.as_mut_ptr().cast();
-    // SAFETY: CMSG_SPACE(2) (24) fits in ctrl (32 bytes); CMSG_FIRSTHDR is
-    // then non-null and its data lies inside ctrl.
-    unsafe {
-        h.msg_controllen = libc::CMSG_SPACE(size_of::<u16>() as u32) as _;
-        let c = libc::CMSG_FIRSTHDR(h);
-        if c.is_null() {
-            h.msg_controllen = 0;
-            return;
-        }
-        (*c).cmsg_level = libc::SOL_UDP;
-        (*c).cmsg_type = libc::UDP_SEGMENT;
-        (*c).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as _;
-        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), seg as u16);
-    }
 }
 
 #[cfg(test)]

@@ -20,16 +20,8 @@ use crate::port::testnet::{unique_name, Netns};
 use crate::port::*;
 
 fn poll(fds: &[RawFd], ms: i32) {
-    let mut p: Vec<libc::pollfd> = fds
-        .iter()
-        .map(|&fd| libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        })
-        .collect();
-    // SAFETY: a valid array of pollfds.
-    unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, ms) };
+    let mut p: Vec<libc::pollfd> = fds.iter().map(|&fd| crate::sys::fd::pollin(fd)).collect();
+    let _ = crate::sys::fd::poll(&mut p, ms);
 }
 
 /// qemu's part: whatever one TAP file side has goes to the other, as is
@@ -164,12 +156,7 @@ impl World {
 
 fn in_own_netns(f: impl FnOnce() + Send + 'static) {
     std::thread::spawn(move || {
-        // SAFETY: unshare only changes this thread's namespaces.
-        assert_eq!(
-            unsafe { libc::unshare(libc::CLONE_NEWNET) },
-            0,
-            "unshare (root?)"
-        );
+        crate::sys::ns::unshare_net().expect("unshare (root?)");
         let ok = Command::new("ip")
             .args(["link", "set", "lo", "up"])
             .status()

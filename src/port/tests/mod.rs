@@ -11,13 +11,14 @@ mod uso;
 
 use std::io;
 use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use super::*;
 use crate::port::testnet::{tap_in_netns, unique_name};
+use crate::sys;
 use crate::wire::arp;
 use crate::wire::ethernet::{ethertype, Frame};
 use crate::wire::MacAddr;
@@ -58,49 +59,25 @@ fn test_frame(len: usize, marker: u8) -> Vec<u8> {
 /// A raw AF_PACKET socket bound to `ifindex`: the kernel side of the TAP.
 fn packet_socket(ifindex: u32) -> OwnedFd {
     let proto = (libc::ETH_P_ALL as u16).to_be();
-    // SAFETY: plain socket(2), wrapped at once.
-    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto)) };
-    assert!(fd >= 0, "socket: {}", io::Error::last_os_error());
-    // SAFETY: fresh fd owned by nobody else.
-    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: zeroed sockaddr_ll is valid; fields set below.
-    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    sll.sll_family = libc::AF_PACKET as u16;
-    sll.sll_protocol = proto;
-    sll.sll_ifindex = ifindex as i32;
-    // SAFETY: sll is a valid sockaddr_ll of the given size.
-    let r = unsafe {
-        libc::bind(
-            fd,
-            (&sll as *const libc::sockaddr_ll).cast(),
-            std::mem::size_of::<libc::sockaddr_ll>() as u32,
-        )
-    };
-    assert_eq!(r, 0, "bind: {}", io::Error::last_os_error());
+    let sock = sys::socket::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto))
+        .expect("AF_PACKET socket");
+    sys::socket::bind_packet(&sock, ifindex, proto).expect("bind");
     sock
 }
 
 fn poll_in(fd: RawFd, ms: i32) -> bool {
-    let mut p = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd.
-    unsafe { libc::poll(&mut p, 1, ms) > 0 }
+    sys::fd::poll(&mut [sys::fd::pollin(fd)], ms).is_ok_and(|n| n > 0)
 }
 
 /// Receives frames on `fd` until `want` matches one, for at most 3 s.
-fn recv_matching(fd: RawFd, want: impl Fn(&[u8]) -> bool) -> Option<Vec<u8>> {
+fn recv_matching(fd: &OwnedFd, want: impl Fn(&[u8]) -> bool) -> Option<Vec<u8>> {
     let deadline = Instant::now() + Duration::from_secs(3);
     let mut buf = vec![0u8; 65536];
     while Instant::now() < deadline {
-        if !poll_in(fd, 100) {
+        if !poll_in(fd.as_raw_fd(), 100) {
             continue;
         }
-        // SAFETY: buf is writable for its length.
-        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
-        if let Ok(n) = usize::try_from(n) {
+        if let Ok(n) = sys::fd::recv(fd, &mut buf, libc::MSG_DONTWAIT) {
             if want(&buf[..n]) {
                 return Some(buf[..n].to_vec());
             }
@@ -132,10 +109,8 @@ fn port_recv_matching(
     None
 }
 
-fn send_raw(fd: RawFd, frame: &[u8]) -> io::Result<usize> {
-    // SAFETY: frame is readable for its length.
-    let n = unsafe { libc::send(fd, frame.as_ptr().cast(), frame.len(), 0) };
-    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+fn send_raw(fd: &OwnedFd, frame: &[u8]) -> io::Result<usize> {
+    sys::fd::send(fd, frame, 0)
 }
 
 fn set_mtu(name: &str, mtu: u16) {
@@ -186,12 +161,12 @@ fn frames_cross_in_both_directions_byte_identical() {
     // Ours -> kernel: a full-size frame (MTU + header).
     let out = test_frame(1514, 0xa5);
     assert!(ports.send(id, &out));
-    let seen = recv_matching(sock.as_raw_fd(), |f| f == &out[..]);
+    let seen = recv_matching(&sock, |f| f == &out[..]);
     assert!(seen.is_some(), "kernel never saw our frame");
 
     // Kernel -> ours.
     let inj = test_frame(60, 0x5a);
-    assert_eq!(send_raw(sock.as_raw_fd(), &inj).unwrap(), inj.len());
+    assert_eq!(send_raw(&sock, &inj).unwrap(), inj.len());
     let got = port_recv_matching(&mut ports, id, |f| {
         Frame::new_unchecked(f).ethertype() == TEST_ETHERTYPE
     });
@@ -232,16 +207,16 @@ fn size_limits_drop_and_count() {
     // what we configured must be dropped and counted, not passed on.
     set_mtu(&name, 1600);
     let big = test_frame(1600 + 14, 0x77);
-    assert_eq!(send_raw(sock.as_raw_fd(), &big).unwrap(), big.len());
+    assert_eq!(send_raw(&sock, &big).unwrap(), big.len());
     let ok = test_frame(100, 0x78);
-    assert_eq!(send_raw(sock.as_raw_fd(), &ok).unwrap(), ok.len());
+    assert_eq!(send_raw(&sock, &ok).unwrap(), ok.len());
     let got = port_recv_matching(&mut ports, id, |f| f == &ok[..]);
     assert!(got.is_some());
     let c = ports.get(id).unwrap().counters;
     assert_eq!(c.rx_drop_oversize, 1);
 
     // A buffer too small for a frame is also an oversize drop, never a cut frame.
-    assert_eq!(send_raw(sock.as_raw_fd(), &ok).unwrap(), ok.len());
+    assert_eq!(send_raw(&sock, &ok).unwrap(), ok.len());
     let mut small = [0u8; 50];
     let deadline = Instant::now() + Duration::from_secs(3);
     let fd = ports.get(id).unwrap().dev.fd();
@@ -271,31 +246,20 @@ fn make_persistent_kind(name: &str, kind: libc::c_int, persist: bool) {
         .write(true)
         .open("/dev/net/tun")
         .unwrap();
-    let mut ifr = [0u8; 40];
-    ifr[..name.len()].copy_from_slice(name.as_bytes());
-    let flags = (kind | libc::IFF_NO_PI) as i16;
-    ifr[16..18].copy_from_slice(&flags.to_ne_bytes());
+    let mut ifr = sys::ifreq::IfReq::new(name);
+    ifr.set_short((kind | libc::IFF_NO_PI) as i16);
     // A queue closed a moment ago is released asynchronously: EBUSY for a
     // while on a loaded machine.
-    let mut r = -1;
+    let mut r = Ok(());
     for _ in 0..100 {
-        // SAFETY: ifr is a 40-byte struct ifreq.
-        r = unsafe { libc::ioctl(f.as_raw_fd(), libc::TUNSETIFF, ifr.as_mut_ptr()) };
-        if r == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EBUSY) {
+        r = sys::ifreq::ifreq(&f, sys::ifreq::IfReqOp::TunSetIff, &mut ifr);
+        if !matches!(&r, Err(e) if e.raw_os_error() == Some(libc::EBUSY)) {
             break;
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert_eq!(r, 0, "TUNSETIFF: {}", io::Error::last_os_error());
-    // SAFETY: TUNSETPERSIST takes an integer argument.
-    let r = unsafe {
-        libc::ioctl(
-            f.as_raw_fd(),
-            libc::TUNSETPERSIST,
-            libc::c_ulong::from(persist),
-        )
-    };
-    assert_eq!(r, 0, "TUNSETPERSIST: {}", io::Error::last_os_error());
+    r.expect("TUNSETIFF");
+    sys::tun::set_persist(&f, persist).expect("TUNSETPERSIST");
 }
 
 #[test]
@@ -310,7 +274,7 @@ fn preexisting_persistent_tap_is_attached_and_left_in_place() {
     let sock = packet_socket(tap.ifindex().unwrap());
     let f = test_frame(64, 0x33);
     assert_eq!(tap.write(&f).unwrap(), 64);
-    assert!(recv_matching(sock.as_raw_fd(), |g| g == &f[..]).is_some());
+    assert!(recv_matching(&sock, |g| g == &f[..]).is_some());
     drop(tap);
     std::thread::sleep(Duration::from_millis(50));
     let survived = exists(&name);
@@ -474,7 +438,7 @@ fn multi_queue_tap_spreads_flows_and_keeps_each_flow_on_one_queue_in_order() {
     for seq in 0..ROUNDS {
         for flow in 0..FLOWS {
             let f = udp_flow_frame(20000 + flow, seq);
-            assert_eq!(send_raw(sock.as_raw_fd(), &f).unwrap(), f.len());
+            assert_eq!(send_raw(&sock, &f).unwrap(), f.len());
         }
     }
     let a = drain_flows(&mut first, id);
@@ -498,7 +462,7 @@ fn multi_queue_tap_spreads_flows_and_keeps_each_flow_on_one_queue_in_order() {
     // Frames written through either queue reach the kernel side.
     let out = test_frame(200, 0x77);
     assert!(second.send(id, &out));
-    assert!(recv_matching(sock.as_raw_fd(), |f| f == &out[..]).is_some());
+    assert!(recv_matching(&sock, |f| f == &out[..]).is_some());
 
     // The device lives until its last queue closes.
     drop(first.remove(id));
@@ -520,7 +484,7 @@ fn single_queue_tap_gives_further_workers_a_write_only_handle() {
     let sock = packet_socket(ifindex);
     let out = test_frame(120, 0x33);
     assert!(second.send(id, &out));
-    assert!(recv_matching(sock.as_raw_fd(), |f| f == &out[..]).is_some());
+    assert!(recv_matching(&sock, |f| f == &out[..]).is_some());
     drop(second);
     drop(first.remove(id));
     assert!(wait_exists(&name, false));

@@ -55,20 +55,8 @@ struct Run {
 }
 
 fn poll2(a: RawFd, b: RawFd, ms: i32) {
-    let mut p = [
-        libc::pollfd {
-            fd: a,
-            events: libc::POLLIN,
-            revents: 0,
-        },
-        libc::pollfd {
-            fd: b,
-            events: libc::POLLIN,
-            revents: 0,
-        },
-    ];
-    // SAFETY: two valid pollfds.
-    unsafe { libc::poll(p.as_mut_ptr(), 2, ms) };
+    let mut p = [crate::sys::fd::pollin(a), crate::sys::fd::pollin(b)];
+    let _ = crate::sys::fd::poll(&mut p, ms);
 }
 
 /// Forwards between ports `a` and `b` until `done` says so or `limit`.

@@ -404,13 +404,7 @@ fn read_udp(ports: &mut Ports, id: PortId, n: usize) -> Vec<Vec<u8>> {
     let mut got = Vec::new();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
     while got.len() < n && std::time::Instant::now() < deadline {
-        let mut p = libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        unsafe { libc::poll(&mut p, 1, 50) };
+        let _ = crate::sys::fd::poll(&mut [crate::sys::fd::pollin(fd)], 50);
         while let Ok(r) = ports.recv(id, &mut buf) {
             let Some(len) = r else { continue };
             let f = &buf[..len];

@@ -170,8 +170,7 @@ fn send_frame_queues_until_flush() {
 /// thread ends). None when we may not create one (not root).
 fn in_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
     std::thread::spawn(move || {
-        // SAFETY: unshare only changes this thread's namespaces.
-        if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+        if crate::sys::ns::unshare_net().is_err() {
             return None;
         }
         Some(f())
@@ -310,9 +309,7 @@ fn netns_fd() -> std::fs::File {
 }
 
 fn setns(f: &std::fs::File) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: switches this thread only; f is a netns file.
-    assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+    crate::sys::ns::setns_net(f).unwrap();
 }
 
 /// Node A (198.18.0.1) and node B (198.18.0.2) in two fresh namespaces
@@ -322,8 +319,7 @@ fn veth_pair() -> Option<(Tunnels, Tunnels)> {
         let ns_b = netns_fd();
         ip(&["link", "set", "lo", "up"]);
         let b = node(2, &[1]);
-        // SAFETY: as in in_netns.
-        assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
+        crate::sys::ns::unshare_net().unwrap();
         let ns_b_path = format!("/proc/{}/fd/{}", std::process::id(), {
             use std::os::fd::AsRawFd;
             ns_b.as_raw_fd()
@@ -396,8 +392,8 @@ fn gso_refused_by_the_kernel_falls_back() {
         eprintln!("kernel without UDP GSO: not testable here");
         return;
     }
-    let fd = a.io.net.socket.raw_fd();
-    crate::tunnel::socket::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_NO_CHECK, 1).unwrap();
+    let fd = a.io.net.socket.fd();
+    crate::sys::sockopt::set_int(fd, libc::SOL_SOCKET, libc::SO_NO_CHECK, 1).unwrap();
     let frames: Got = (0..150).map(|i| (0, frame(1200, i as u8))).collect();
     two_bursts(&mut a, &mut b, &frames);
     let k = a.counters();

@@ -164,8 +164,7 @@ fn handshake_then_frames_cross_both_ways() {
     assert_eq!(a.counters().handshake_initiations_sent, 1);
     assert!(a.peer_alive(0, Duration::from_secs(5)));
     // SO_RCVBUFFORCE needs CAP_NET_ADMIN; without it rmem_max caps the size.
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
+    if crate::sys::ns::is_root() {
         assert!(a.socket_rcvbuf().unwrap() >= SOCKET_BUFFER_BYTES as usize);
     }
     let json = serde_json::to_value(a.peer_stats()).unwrap();
