@@ -43,6 +43,9 @@ const RV_BAT_IP6: &str = "fd00:198:19:1::64";
 /// gretap MAC = the kernel node's originator; bat0 MAC = its client.
 const RV_ORIG: &str = "02:00:00:00:0a:01";
 const RV_BAT_MAC: &str = "02:00:00:00:0a:00";
+/// The kernel's bat0.10 and meshwire's VLAN 10 VM (step 5c).
+const RV_VLAN_IP: &str = "198.19.10.100";
+const VLAN_IP: &str = "198.19.10.12";
 /// OGM interval on both sides: short, so that the test converges fast.
 const OGM_MS: u64 = 250;
 
@@ -114,9 +117,24 @@ fn kernel_node_args(t: &Topology, rv_priv: &str, peers: &[(&str, usize)]) -> Vec
 #[test]
 fn kernel_node_and_meshwire_form_one_mesh() {
     let t0 = Instant::now();
-    let mut t = Topology::new("mwI", &[&[Attach::TapNic]], OGM_MS);
+    let mut t = Topology::new("mwI", &[&[Attach::TapNic, Attach::TapNic]], OGM_MS);
     // The kernel node's bat0 has MTU 1500 and fragments; so may our VM.
     t.opts.port_mtu = Some(1500);
+    // Policies on (issue 11). vm1a's port carries more clients (a macvlan,
+    // 400 more MACs, the migrating client): a policed uplink, no server
+    // roles, rate limits. vm1b is a VM port in VLAN 10 (step 5c).
+    t.port_config.push((
+        "t-vm1a".into(),
+        "dhcp_server = false\nrouter_advertisements = false\narp_nd_rate = 50\nbroadcast_rate = 500\n".into(),
+    ));
+    let vm_b = t.vm("vm1b").clone();
+    t.port_config.push((
+        "t-vm1b".into(),
+        format!(
+            "mac = \"{}\"\nipv4 = [\"{}\", \"{VLAN_IP}\"]\nipv6 = [\"{}\"]\nvlan = 10\n",
+            vm_b.mac, vm_b.ip4, vm_b.ip6
+        ),
+    ));
     let (rv_priv, rv_pub) = genkey();
     t.hvs[0].extra_config = kernel_peer_config(&rv_pub);
     let mw_orig = t.originator_of(1);
@@ -376,6 +394,7 @@ fn kernel_node_and_meshwire_form_one_mesh() {
     }
 
     migrate::migrate_both_ways(&t, &rv, &vm, &mw_orig);
+    vlan_meets_kernel_bridge(&t, &rv, &vm_b, &mw_orig);
 
     eprintln!("--- kernel node: batctl o ---\n{o}\n--- batctl tg ---\n{tg}");
     eprintln!(
@@ -432,6 +451,72 @@ fn kernel_node_and_meshwire_form_one_mesh() {
         t0.elapsed().as_secs_f64()
     );
     drop(rv);
+}
+
+/// meshwire's VLAN 10 meets the kernel's: the kernel hypervisor's VM
+/// bridge br0 (over bat0, made by the migration test) turns VLAN-aware and
+/// its own address moves into VLAN 10, so its frames leave bat0 tagged 10
+/// (the bridge registers VID 10 with batman, as `bat0.10` would; the
+/// reference VM has no 8021q module). The kernel lists meshwire's VLAN 10
+/// client with VID 10 and meshwire the kernel's bridge in VLAN 10, and
+/// neither side keeps asking for tables (the per-VLAN CRCs agree).
+fn vlan_meets_kernel_bridge(t: &Topology, rv: &RefVm, vm_b: &Vm, mw_orig: &str) {
+    rv.cmd(&format!(
+        "ip link set br0 type bridge vlan_filtering 1 && bridge vlan add dev bat0 vid 10 && \
+         bridge vlan add dev br0 vid 10 pvid untagged self && ip addr add {RV_VLAN_IP}/24 dev br0"
+    ));
+    ns_exec(
+        &vm_b.ns,
+        &["ip", "addr", "add", &format!("{VLAN_IP}/24"), "dev", "eth0"],
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || ns_try(
+            &vm_b.ns,
+            &["ping", "-c", "1", "-W", "1", RV_VLAN_IP]
+        )),
+        "VLAN 10 port -> the kernel's VLAN 10 failed\n{}",
+        t.dump_logs()
+    );
+    assert!(
+        rv.try_cmd(&format!("ping -c 2 -W 2 {VLAN_IP}")).0,
+        "the kernel's VLAN 10 -> VLAN 10 port"
+    );
+    let tg = rv.cmd("batctl tg -H");
+    assert!(
+        tg.lines().any(|l| l.contains(&vm_b.mac)
+            && l.split_whitespace().any(|w| w == "10")
+            && l.contains(mw_orig)),
+        "the kernel has no VLAN 10 entry for {}:\n{tg}",
+        vm_b.mac
+    );
+    let fdb = t.ctl(1, "fdb");
+    assert!(
+        fdb.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["mac"] == "02:00:00:00:0a:05" && e["vlan"] == 10),
+        "meshwire has no VLAN 10 entry for the kernel's bridge: {fdb}"
+    );
+    let ok = wait_until(Duration::from_secs(10), || {
+        find(&t.ctl(1, "originators"), "originator", RV_ORIG)
+            .is_some_and(|o| o["tt_crc_ok"] == true)
+    });
+    assert!(
+        ok,
+        "meshwire's copy of the kernel's VLAN 10 TT has the wrong CRC"
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    let k = rv.stat("tt_request_tx");
+    let m = mesh_counter(t, "tt_requests_sent");
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(
+        (
+            rv.stat("tt_request_tx"),
+            mesh_counter(t, "tt_requests_sent")
+        ),
+        (k, m),
+        "TT requests (kernel, meshwire) kept coming with two VLANs"
+    );
 }
 
 /// Sends one broadcast frame from each of `n` source MACs

@@ -16,6 +16,8 @@ fn kernel_node_relays_between_two_meshwire_nodes() {
     let t0 = Instant::now();
     let opts = Opts {
         links: Some(Vec::new()),
+        // Policies on (issue 11): each VM port with its MAC and addresses.
+        vm_policy: true,
         ..Opts::default()
     };
     let mut t = Topology::with_opts("mwJ", &[&[Attach::TapNic], &[Attach::TapNic]], OGM_MS, opts);

@@ -10,6 +10,10 @@
 # underlay, see README "MTU arithmetic"), MESHWIRE_LOG (RUST_LOG, default warn),
 # MESHWIRE_WORKERS (node.workers, default 0: one per CPU).
 #
+# cand_meshwire_policy (id meshwire-policy) is the same binary with a port
+# policy on each port (issue 11): the VM's MAC and address, no DHCP/RA
+# server roles, the default rate limits: the cost of the policy checks.
+#
 # cand_meshwire_base (id meshwire-base) is the same with MESHWIRE_BASE_BIN
 # and MESHWIRE_BASE_COMMIT: an older build measured in the same run, for
 # before/after comparisons (scripts/bench BASE=<rev>).
@@ -18,13 +22,17 @@ cand_meshwire() {
     meshwire_candidate meshwire "0. meshwire (TAP port bridged)" "${MESHWIRE_BIN:-}" "${MESHWIRE_COMMIT:-?}"
 }
 
+cand_meshwire_policy() {
+    meshwire_candidate meshwire-policy "0. meshwire, port policy on" "${MESHWIRE_BIN:-}" "${MESHWIRE_COMMIT:-?}" policy
+}
+
 cand_meshwire_base() {
     meshwire_candidate meshwire-base "0. meshwire at ${MESHWIRE_BASE_COMMIT:-base} (before)" \
         "${MESHWIRE_BASE_BIN:-}" "${MESHWIRE_BASE_COMMIT:-?}"
 }
 
 meshwire_candidate() {
-    local id=$1 label=$2 bin=$3 commit=$4 mtu=${MESHWIRE_MTU:-1378}
+    local id=$1 label=$2 bin=$3 commit=$4 policy=${5:-} mtu=${MESHWIRE_MTU:-1378}
     local d=$CDIR c=$ST/$1 i o
     if [ ! -x "$bin" ]; then fail $id "$label" yes yes "binary for $id not set or not executable"; return; fi
     topo_base; topo_l2 "$mtu"
@@ -56,6 +64,14 @@ address = "198.19.254.$o"
 name = "pbmw$i"
 mtu = $mtu
 EOF
+        if [ "$policy" = policy ]; then
+            # The one VM behind br0: its MAC and address (the bridge's own
+            # frames are dropped as spoofed, as they should be).
+            cat >>"$c/n$i.toml" <<EOF
+mac = "$(ip -n pb-vm$i -br link show eth0 | awk '{print $3}')"
+ipv4 = ["198.19.0.$i"]
+EOF
+        fi
         "$bin" check --config "$c/n$i.toml" >"$d/check-n$i.log" 2>&1 \
             || { fail $id "$label" yes yes "config rejected: $(head -c 200 "$d/check-n$i.log")"; return; }
     done

@@ -34,6 +34,7 @@
 #![forbid(unsafe_code)]
 
 mod announce;
+mod flap;
 mod forward;
 pub mod hooks;
 mod links;
@@ -95,6 +96,9 @@ pub struct BridgeCounters {
     pub tt_claims_applied: u64,
     /// VM moves: a MAC that changed place (port <-> port, port <-> mesh).
     pub moves: u64,
+    /// MACs that moved 5 times within 180 s (logged: a duplicate MAC or a
+    /// loop).
+    pub mac_flaps: u64,
 }
 
 /// The hub: the mesh and the switch, the links and the local ports, and
@@ -111,6 +115,7 @@ pub struct Bridge {
     /// The mesh's output for the call in progress, kept for its allocation.
     out: Vec<MeshOutput>,
     moves_log: sync::MoveLog,
+    flaps: flap::Flaps,
 }
 
 impl Bridge {
@@ -124,6 +129,7 @@ impl Bridge {
             counters: BridgeCounters::default(),
             out: Vec::with_capacity(64),
             moves_log: sync::MoveLog::new(),
+            flaps: flap::Flaps::new(),
         }
     }
 

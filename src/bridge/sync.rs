@@ -66,6 +66,9 @@ impl Bridge {
             self.counters.moves += 1;
             let from = self.place(m.from);
             let to = self.place(m.to);
+            if self.flaps.moved(now, m.mac, m.vid, &to) {
+                self.counters.mac_flaps += 1;
+            }
             self.moves_log.moved(now, m.mac, m.vid, &from, &to);
         }
     }

@@ -119,3 +119,16 @@ fn the_mesh_carries_at_most_the_broadcast_rate() {
     assert_eq!(net.count(0, 1, &b), 10, "the local port too");
     assert_eq!(net.nodes[0].hooks.port_counters(0).drop_broadcast_rate, 190);
 }
+
+#[test]
+fn a_mac_moving_five_times_in_three_minutes_is_a_flap() {
+    let mut net = Net::new(1);
+    // Two uplinks (no policy): a loop or a duplicate MAC between them.
+    let f = frame(MacAddr::BROADCAST, vm(0xd), 1);
+    for i in 0..6 {
+        net.send(0, i % 2, &f);
+        net.now += Duration::from_secs(10);
+    }
+    assert_eq!(net.nodes[0].counters().moves, 5);
+    assert_eq!(net.nodes[0].counters().mac_flaps, 1);
+}
