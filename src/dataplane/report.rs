@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 use super::Node;
 use crate::control::CtlCommand;
 use crate::port::Ports;
+use crate::wire::MacAddr;
 
 /// `ports` are worker 0's queues (the others' counts come from the board).
 pub fn answer(node: &Node, ports: &Ports, cmd: &CtlCommand, now: Instant) -> Result<Value, String> {
@@ -84,10 +85,13 @@ fn originators(node: &Node) -> Value {
 }
 
 fn fdb(node: &Node, now: Instant) -> Value {
-    let mut list: Vec<Value> = node
-        .bridge
-        .switch
-        .fdb_entries(now)
+    let entries = node.bridge.switch.fdb_entries(now);
+    // Clients known only from the translation table are part of the picture:
+    // that is where unicast to them goes. (A set, not a scan per entry: the
+    // node is held while this runs, and both tables can hold thousands.)
+    let known: std::collections::HashSet<(MacAddr, u16)> =
+        entries.iter().map(|e| (e.mac, e.vid & 0x0fff)).collect();
+    let mut list: Vec<Value> = entries
         .iter()
         .map(|e| {
             json!({
@@ -99,22 +103,14 @@ fn fdb(node: &Node, now: Instant) -> Value {
             })
         })
         .collect();
-    // Clients known only from the translation table are part of the picture:
-    // that is where unicast to them goes.
     for g in node.bridge.mesh.tt_global_entries() {
-        let v = to_value(&g);
-        let mac = v.get("mac").cloned().unwrap_or(Value::Null);
-        let vid = v.get("vid").and_then(Value::as_u64).unwrap_or(0);
-        if list.iter().any(|e| {
-            e.get("mac") == Some(&mac)
-                && e.get("vlan").and_then(Value::as_u64) == Some(vid & 0x0fff)
-        }) {
+        if known.contains(&(g.mac, g.vid & 0x0fff)) {
             continue;
         }
         list.push(json!({
-            "mac": mac,
-            "vlan": vid & 0x0fff,
-            "location": format!("originator {}", v.get("orig").and_then(Value::as_str).unwrap_or("?")),
+            "mac": g.mac,
+            "vlan": g.vid & 0x0fff,
+            "location": format!("originator {}", g.orig),
             "source": "translation-table",
             "age_ms": null,
         }));
