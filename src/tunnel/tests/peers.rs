@@ -177,6 +177,9 @@ fn added_peers_are_steered_to_worker_id_mod_workers() {
     assert!(a.remove_peer(1));
     let id = a.add_peer(&spec(5, Some(lo(port(&e))))).unwrap();
     assert_eq!(id, make_id(1, 1));
+    // The gap is filled: the next peer takes the first slot never used.
+    assert_eq!(a.add_peer(&spec(6, None)), Ok(3));
+    assert_eq!(a.peer_ids(), [0, id, 2, 3]);
     e.set_endpoint(0, lo(port(&a))).unwrap();
     e.send_frame(0, &frame(160, 5)).unwrap();
     let dropped = ios[1].counters().rx_unknown_index;
