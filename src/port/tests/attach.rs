@@ -137,7 +137,7 @@ impl World {
         };
         let mut server = spawn_py(to, SERVER, &[ip]);
         let mut client = spawn_py(from, CLIENT, &[ip, &n]);
-        self.run(Duration::from_secs(90), || {
+        self.run(Duration::from_secs(240), || {
             finished(&mut client) && finished(&mut server)
         });
         for c in [&mut client, &mut server] {
@@ -177,10 +177,10 @@ fn an_attached_tap_carries_tcp_with_super_frames_and_survives_a_vm_restart() {
         let a = info.iter().find(|p| p.id == w.a).unwrap();
         assert_eq!((a.name.as_str(), a.created), ("vm1", false));
         assert_eq!(a.device, w.vnet_name);
-        w.transfer(20_000_000, false);
+        w.transfer(6_000_000, false);
         let c = w.ports.get(w.a).unwrap().counters;
         assert!(c.rx_gso > 0, "no super-frame came through AF_PACKET: {c:?}");
-        w.transfer(20_000_000, true);
+        w.transfer(6_000_000, true);
         let c = w.ports.get(w.a).unwrap().counters;
         assert!(
             c.tx_gro > 0,
