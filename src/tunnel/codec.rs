@@ -1,15 +1,19 @@
 //! One frame's work without any I/O: Ethernet frame -> inner IP + GRE ->
 //! WireGuard padding -> encrypted data message, and back. The send path
-//! (`send.rs`) is [`encap_frame`] then [`seal_packet`] (into a send-batch
-//! slot; inner fragments between the two when the packet does not fit),
-//! which is exactly [`seal_frame`]; the receive path's data case
-//! (`receive.rs`) is boringtun's `decapsulate` then `gretap::classify`,
-//! which is exactly [`open_frame`]. Public so the benches measure the CPU
-//! cost of the production code without sockets.
+//! (`send.rs`) calls [`encap_frame`] then [`seal_packet`] (into a
+//! send-batch slot; inner fragments between the two when the packet does
+//! not fit the underlay); the receive path (`receive.rs`) calls
+//! [`open_datagram`], then `gretap::decap_gre` on a whole inner packet (or
+//! reassembles fragments first). Public so that the benches time these
+//! very functions without sockets (`benches/tunnel.rs`): there is no twin
+//! of the production path to drift from it.
 
+use std::net::IpAddr;
+
+use boringtun::noise::errors::WireGuardError;
 use boringtun::noise::{Tunn, TunnResult};
 
-use super::gretap::{self, Link};
+use super::gretap::{self, Inner, Link};
 use crate::wire::wireguard::{
     message_type::HANDSHAKE_INITIATION as MSG_INITIATION, DATA_OVERHEAD,
     HANDSHAKE_INITIATION_LEN as HANDSHAKE_INIT_LEN, PADDING_MULTIPLE,
@@ -34,7 +38,7 @@ pub(super) fn padded_len(len: usize, mtu: usize) -> usize {
 
 use super::{InnerDrop, TunnelError, MAX_FRAME_LEN};
 
-/// What `seal_frame` left at the start of `out`.
+/// What `seal_packet` left at the start of `out`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sealed {
     /// A data message of this many bytes.
@@ -46,43 +50,25 @@ pub enum Sealed {
     Queued,
 }
 
-/// Why `open_frame` produced no frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OpenError {
-    /// Authenticated but no frame: a keepalive, or a handshake message that
-    /// wants a reply (the receive path handles those).
-    NotData,
+/// What one datagram did to a peer's session, as the receive path acts
+/// on it.
+#[derive(Debug)]
+pub enum Opened<'o> {
+    /// A message for the sender: a handshake response, our keepalive after
+    /// their response, or the Tunn's own cookie reply under load.
+    Reply(&'o [u8]),
+    /// A data message: its inner packet through the IP checks for the
+    /// link (whole, or a fragment to reassemble), or why it was dropped.
+    Data(Result<Inner<'o>, InnerDrop>),
+    /// Nothing to do: a keepalive, or a cookie reply taken in.
+    Done,
     /// Refused by WireGuard (not authentic, replayed, no session...).
-    Noise,
-    /// Decrypted but not a gretap frame for this link.
-    Inner(InnerDrop),
-    /// `out` is shorter than the datagram.
-    ShortBuffer,
-}
-
-/// Encapsulates and encrypts one Ethernet frame for `link` (IPv4
-/// identification `ident`), using `plain` as scratch. The message lands at
-/// the start of `out`, which must hold the padded plaintext + 32 bytes
-/// (and at least 148).
-pub fn seal_frame(
-    tunn: &mut Tunn,
-    link: Link,
-    ident: u16,
-    frame: &[u8],
-    plain: &mut [u8],
-    out: &mut [u8],
-) -> Result<Sealed, TunnelError> {
-    let too_long = TunnelError::FrameTooLong(frame.len());
-    let len = encap_frame(plain, link, ident, frame)?;
-    seal_packet(tunn, plain, len, usize::MAX, out).map_err(|e| match e {
-        TunnelError::Noise => e,
-        _ => too_long,
-    })
+    Refused(WireGuardError),
 }
 
 /// Writes the inner IP + GRE headers for `link` and the frame into
 /// `plain`; returns the inner packet's length.
-pub(super) fn encap_frame(
+pub fn encap_frame(
     plain: &mut [u8],
     link: Link,
     ident: u16,
@@ -107,7 +93,7 @@ pub(super) fn encap_frame(
 /// Pads and encrypts the inner packet in `plain[..len]` (`plain` has room
 /// for the padding) into the start of `out`. Padding never takes the
 /// plaintext past `mtu` (nor past the kernel's 1420 when it fits there).
-pub(super) fn seal_packet(
+pub fn seal_packet(
     tunn: &mut Tunn,
     plain: &mut [u8],
     len: usize,
@@ -147,29 +133,29 @@ pub(super) fn seal_packet(
     })
 }
 
-/// Decrypts one data message and returns the Ethernet frame inside, after
-/// the checks a kernel gretap + wg allowed-ips would make for `link`.
-/// Stateless: an inner IP fragment is `Inner(Drop::Fragment)` here (the
-/// receive path reassembles them).
-///
-/// `seal_frame` likewise makes one message whatever the frame's length; the
-/// send path cuts what does not fit the underlay into inner fragments.
-pub fn open_frame<'o>(
+/// Decrypts (or takes in the handshake of) one datagram from `from` with
+/// `tunn`, into `out`; a data message's inner packet is checked as a
+/// kernel gretap + wg allowed-ips would for `link`. Stateless: fragments
+/// come back as `Inner::Fragment` for the caller to reassemble.
+pub fn open_datagram<'o>(
     tunn: &mut Tunn,
+    from: IpAddr,
     datagram: &[u8],
     link: Link,
     out: &'o mut [u8],
-) -> Result<&'o [u8], OpenError> {
-    // boringtun panics when the plaintext cannot fit.
+) -> Opened<'o> {
+    // boringtun panics when the plaintext cannot fit (the receive path's
+    // buffer always fits: see send.rs OUT_BUF).
     if out.len() < datagram.len() {
-        return Err(OpenError::ShortBuffer);
+        return Opened::Refused(WireGuardError::DestinationBufferTooSmall);
     }
-    match tunn.decapsulate(None, datagram, out) {
+    match tunn.decapsulate(Some(from), datagram, out) {
+        TunnResult::WriteToNetwork(reply) => Opened::Reply(reply),
         TunnResult::WriteToTunnelV4(inner, _) | TunnResult::WriteToTunnelV6(inner, _) => {
-            gretap::decap(inner, link).map_err(OpenError::Inner)
+            Opened::Data(gretap::classify(inner, link))
         }
-        TunnResult::Err(_) => Err(OpenError::Noise),
-        TunnResult::Done | TunnResult::WriteToNetwork(_) => Err(OpenError::NotData),
+        TunnResult::Done => Opened::Done,
+        TunnResult::Err(e) => Opened::Refused(e),
     }
 }
 

@@ -43,7 +43,7 @@ pub enum Drop {
     /// IPv4 header checksum wrong.
     BadIpChecksum,
     /// A piece of a fragmented datagram where nothing reassembles
-    /// (`decap`, `open_frame`); the receive path reassembles instead.
+    /// (`decap`); the receive path reassembles instead.
     Fragment,
     /// Another IP protocol (ICMP "protocol unreachable" from a GRE-less
     /// host, IPv6 extension headers, anything but 47).

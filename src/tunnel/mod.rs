@@ -107,7 +107,7 @@ use std::time::{Duration, Instant};
 use boringtun::x25519::StaticSecret;
 
 pub use self::core::{TunnelCore, TunnelIo};
-pub use codec::{open_frame, seal_frame, OpenError, Sealed};
+pub use codec::{encap_frame, open_datagram, seal_packet, Opened, Sealed};
 pub use counters::TunnelCounters;
 pub use gretap::{Drop as InnerDrop, Link, INNER_TTL};
 pub use noise::HANDSHAKE_RATE_LIMIT;

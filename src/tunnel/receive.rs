@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use boringtun::noise::errors::WireGuardError;
 use boringtun::noise::{Packet, Tunn, TunnResult};
 
+use super::codec::{open_datagram, Opened};
 use super::counters::TunnelCounters;
 use super::gretap::Inner;
 use super::noise::{IndexMap, InitMatch, Matcher};
@@ -265,8 +266,8 @@ impl Rx<'_> {
         let net: &mut Output = net;
         let now = *now;
         let counters: &mut TunnelCounters = counters;
-        let authenticated = match peer.tunn.decapsulate(Some(from.ip()), data, out) {
-            TunnResult::WriteToNetwork(reply) => {
+        let authenticated = match open_datagram(&mut peer.tunn, from.ip(), data, peer.link, out) {
+            Opened::Reply(reply) => {
                 if reply.first() == Some(&MSG_COOKIE) {
                     // The Tunn's own load check answered with a cookie:
                     // nothing authenticated yet, so no roaming.
@@ -285,11 +286,11 @@ impl Rx<'_> {
                 net.queue(counters, Some(&mut *peer), reply, from);
                 true
             }
-            TunnResult::WriteToTunnelV4(inner, _) | TunnResult::WriteToTunnelV6(inner, _) => {
+            Opened::Data(inner) => {
                 if peer.authenticated(from, data.len(), now) {
                     counters.endpoint_changes += 1;
                 }
-                match gretap::classify(inner, peer.link) {
+                match inner {
                     Ok(Inner::Whole(gre)) => {
                         deliver_gre(gre, id, &mut peer.stats, counters, deliver)
                     }
@@ -303,18 +304,18 @@ impl Rx<'_> {
                 }
                 true
             }
-            TunnResult::Done if msg_type == MSG_DATA => {
+            Opened::Done if msg_type == MSG_DATA => {
                 counters.rx_keepalives += 1;
                 if peer.authenticated(from, data.len(), now) {
                     counters.endpoint_changes += 1;
                 }
                 true
             }
-            TunnResult::Done => {
+            Opened::Done => {
                 counters.rx_cookie_replies += 1;
                 false
             }
-            TunnResult::Err(e) => {
+            Opened::Refused(e) => {
                 count_error(counters, &e);
                 false
             }
