@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::bridge::policy::mcast::McastKind;
 use crate::keys;
 use crate::wire::MacAddr;
 
@@ -159,6 +160,8 @@ pub struct PortConfig {
     pub arp_nd_rate: Option<u32>,
     /// Broadcast + multicast + unknown unicast per second; 0: no limit.
     pub broadcast_rate: Option<u32>,
+    /// The broadcast and multicast kinds the port may send (absent: all).
+    pub multicast: Option<Vec<McastKind>>,
 }
 
 fn default_true() -> bool {

@@ -12,6 +12,7 @@
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
+use meshwire::bridge::policy::mcast::McastKind;
 use meshwire::bridge::{Bridge, Egress, PortPolicy};
 use meshwire::mesh::{Mesh, MeshConfig};
 use meshwire::switch::{Switch, SwitchConfig};
@@ -47,6 +48,7 @@ fuzz_target!(|data: &[u8]| {
             vlan: Some(10),
             arp_nd_rate: 5,
             broadcast_rate: 5,
+            multicast: Some(vec![McastKind::Arp, McastKind::Nd, McastKind::Dhcp]),
             ..PortPolicy::vm(VM)
         },
         PortPolicy {

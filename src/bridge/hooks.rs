@@ -66,6 +66,8 @@ pub struct HooksCounters {
     pub drop_broadcast_rate: u64,
     /// Tagged frames from a VM port, or of a VLAN an uplink does not carry.
     pub drop_vlan: u64,
+    /// Broadcast or multicast of a kind the port's `multicast` list lacks.
+    pub drop_multicast_not_allowed: u64,
     /// Frames of another network not written to the port (isolation at
     /// egress; not a loss).
     pub egress_other_network: u64,
@@ -89,6 +91,7 @@ impl HooksCounters {
             + self.drop_arp_nd_rate
             + self.drop_broadcast_rate
             + self.drop_vlan
+            + self.drop_multicast_not_allowed
     }
 }
 

@@ -8,6 +8,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use serde::{Deserialize, Serialize};
 
 use super::{err, ConfigError, PortConfig};
+use crate::bridge::policy::mcast::McastKind;
 use crate::bridge::policy::{DEFAULT_ARP_ND_RATE, DEFAULT_BROADCAST_RATE};
 use crate::bridge::PortPolicy;
 use crate::wire::MacAddr;
@@ -31,6 +32,7 @@ pub struct PolicySpec {
     pub router_advertisements: Option<bool>,
     pub arp_nd_rate: Option<u32>,
     pub broadcast_rate: Option<u32>,
+    pub multicast: Option<Vec<McastKind>>,
 }
 
 impl PolicySpec {
@@ -96,6 +98,7 @@ impl PolicySpec {
             router_advertisements: self.router_advertisements.unwrap_or(!vm),
             arp_nd_rate: self.arp_nd_rate.unwrap_or(DEFAULT_ARP_ND_RATE),
             broadcast_rate: self.broadcast_rate.unwrap_or(DEFAULT_BROADCAST_RATE),
+            multicast: self.multicast.clone(),
         })
     }
 
@@ -124,6 +127,9 @@ impl PolicySpec {
         s.router_advertisements = change.router_advertisements.or(s.router_advertisements);
         s.arp_nd_rate = change.arp_nd_rate.or(s.arp_nd_rate);
         s.broadcast_rate = change.broadcast_rate.or(s.broadcast_rate);
+        if change.multicast.is_some() {
+            s.multicast = change.multicast.clone();
+        }
         s
     }
 }
@@ -141,6 +147,7 @@ impl PortConfig {
             router_advertisements: self.router_advertisements,
             arp_nd_rate: self.arp_nd_rate,
             broadcast_rate: self.broadcast_rate,
+            multicast: self.multicast.clone(),
         }
     }
 

@@ -269,3 +269,24 @@ fn policy_spec_merge() {
     assert_eq!(m.arp_nd_rate, Some(5));
     assert_eq!(m.mac, spec.mac);
 }
+
+#[test]
+fn multicast_allowlist_key() {
+    use crate::bridge::policy::mcast::McastKind;
+    let t =
+        base() + "mac = \"52:54:00:12:34:56\"\nmulticast = [\"arp\", \"dhcp\", \"nd\", \"mld\"]\n";
+    let c = parse(&t, Path::new(".")).unwrap();
+    assert_eq!(
+        c.raw.ports[0].policy().multicast,
+        Some(vec![
+            McastKind::Arp,
+            McastKind::Dhcp,
+            McastKind::Nd,
+            McastKind::Mld
+        ])
+    );
+    expect_field(
+        &(base() + "multicast = [\"bonjour\"]\n"),
+        "port[0].multicast",
+    );
+}

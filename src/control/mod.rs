@@ -120,6 +120,10 @@ pub struct PolicyArgs {
     #[arg(long)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub broadcast_rate: Option<u32>,
+    /// The broadcast and multicast kinds the port may send.
+    #[arg(long, num_args = 1.., value_enum)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub multicast: Vec<crate::bridge::policy::mcast::McastKind>,
 }
 
 impl PolicyArgs {
@@ -145,6 +149,7 @@ impl PolicyArgs {
             router_advertisements: self.router_advertisements,
             arp_nd_rate: self.arp_nd_rate,
             broadcast_rate: self.broadcast_rate,
+            multicast: (!self.multicast.is_empty()).then(|| self.multicast.clone()),
         }
     }
 }

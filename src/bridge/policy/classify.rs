@@ -40,7 +40,8 @@ pub(super) enum Upper<'a> {
     /// A first fragment or packet too short for its UDP or ICMPv6 header
     /// (tiny-fragment evasion of the guards).
     Truncated,
-    Other,
+    /// Another protocol (its number).
+    Other(u8),
 }
 
 /// Classifies the L3 part `l3` of a frame with ethertype `et`.
@@ -99,13 +100,14 @@ fn upper(proto: u8, body: &[u8]) -> Upper<'_> {
         // Type, code and checksum at least.
         ndisc::IPPROTO_ICMPV6 if body.len() >= 4 => Upper::Icmpv6(body),
         ndisc::IPPROTO_ICMPV6 => Upper::Truncated,
-        _ => Upper::Other,
+        p => Upper::Other(p),
     }
 }
 
 /// ICMPv6 types the policy knows.
 pub(super) mod icmpv6 {
     pub const MLD_REPORT: u8 = 131;
+    pub const ROUTER_SOLICIT: u8 = 133;
     pub const ROUTER_ADVERT: u8 = 134;
     pub const NEIGHBOR_SOLICIT: u8 = 135;
     pub const NEIGHBOR_ADVERT: u8 = 136;

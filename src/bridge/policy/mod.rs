@@ -8,6 +8,7 @@
 //! - `spoof.rs`: the port's own MAC, IPv4/IPv6 sources, ARP sender, ND;
 //! - `guard.rs`: DHCP server and router advertisement guard;
 //! - `storm.rs`: token buckets (per port, per source MAC on uplinks);
+//! - `mcast.rs`: the multicast allowlist;
 //! - `vlan.rs`: isolated networks (tag at ingress, untag at egress).
 //!
 //! ARP/ND suppression and batman's distributed ARP table belong at the
@@ -20,6 +21,7 @@
 
 mod classify;
 mod guard;
+pub mod mcast;
 mod spoof;
 pub mod storm;
 mod vlan;
@@ -66,6 +68,8 @@ pub struct PortPolicy {
     /// Per second; 0 is no limit.
     pub arp_nd_rate: u32,
     pub broadcast_rate: u32,
+    /// The broadcast and multicast kinds the port may send (None: all).
+    pub multicast: Option<Vec<mcast::McastKind>>,
 }
 
 impl Default for PortPolicy {
@@ -81,6 +85,7 @@ impl Default for PortPolicy {
             router_advertisements: true,
             arp_nd_rate: DEFAULT_ARP_ND_RATE,
             broadcast_rate: DEFAULT_BROADCAST_RATE,
+            multicast: None,
         }
     }
 }
@@ -113,6 +118,7 @@ pub enum Reason {
     BroadcastRate,
     Vlan,
     OtherNetwork,
+    Multicast,
 }
 
 impl Reason {
@@ -131,6 +137,7 @@ impl Reason {
             Reason::BroadcastRate => &mut c.drop_broadcast_rate,
             Reason::Vlan => &mut c.drop_vlan,
             Reason::OtherNetwork => &mut c.egress_other_network,
+            Reason::Multicast => &mut c.drop_multicast_not_allowed,
         };
         *n += 1;
     }
@@ -225,6 +232,12 @@ impl PortState {
         };
         if g.active() {
             g.check(&l3)?;
+        }
+        if let Some(allow) = &self.policy.multicast {
+            if f.dst_addr().is_multicast() && !mcast::kind(&l3).is_some_and(|k| allow.contains(&k))
+            {
+                return Err(Reason::Multicast);
+            }
         }
         if classify::is_arp_nd(&l3)
             && !self

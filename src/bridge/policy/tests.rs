@@ -453,3 +453,60 @@ fn a_new_policy_changes_one_port_and_keeps_its_counters() {
     assert_eq!(h.port_counters(P).drop_spoofed_ipv4, 1, "counters kept");
     assert_eq!(h.policy(P + 1), Some(&vm_policy()), "other port untouched");
 }
+
+#[test]
+fn a_multicast_allowlist_passes_only_its_kinds() {
+    use super::mcast::McastKind::*;
+    let now = Instant::now();
+    let mut h = hooks(PortPolicy {
+        multicast: Some(vec![Arp, Dhcp, Nd, Mld]),
+        ..vm_policy()
+    });
+    let ll = link_local(ME);
+    let mdns_dst: Ipv4Addr = "224.0.0.251".parse().unwrap();
+    let mdns_mac = MacAddr([1, 0, 0x5e, 0, 0, 0xfb]);
+    let mdns = ipv4(ME, mdns_mac, my_v4(), mdns_dst, 17, &udp(5353, 5353, b"q"));
+    let igmp = ipv4(
+        ME,
+        MacAddr([1, 0, 0x5e, 0, 0, 0x16]),
+        my_v4(),
+        "224.0.0.22".parse().unwrap(),
+        2,
+        &[0x22; 8],
+    );
+    let dip: Ipv6Addr = "ff02::16".parse().unwrap();
+    let mld = ipv6(
+        ME,
+        MacAddr([0x33, 0x33, 0, 0, 0, 0x16]),
+        ll,
+        dip,
+        58,
+        &icmpv6(ll, dip, vec![143, 0, 0, 0, 0, 0, 0, 0]),
+    );
+    for f in [
+        gratuitous_arp(ME, my_v4()),
+        dhcp_discover(ME),
+        ns(ME, ll, other_v6(), Some(ME)),
+        mld,
+        // Unicast is not the list's business.
+        udp4(ME, my_v4()),
+    ] {
+        assert!(admits(&mut h, now, &f));
+    }
+    for f in [
+        mdns,
+        igmp,
+        udp4(ME, my_v4())
+            .iter()
+            .enumerate()
+            .map(|(i, &b)| if i == 0 { 0xff } else { b })
+            .collect(),
+    ] {
+        assert!(!admits(&mut h, now, &f));
+    }
+    assert_eq!(h.port_counters(P).drop_multicast_not_allowed, 3);
+    // Without the key, every kind passes.
+    let mut open = hooks(vm_policy());
+    let mdns = ipv4(ME, mdns_mac, my_v4(), mdns_dst, 17, &udp(5353, 5353, b"q"));
+    assert!(admits(&mut open, now, &mdns));
+}
