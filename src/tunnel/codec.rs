@@ -14,10 +14,26 @@ use boringtun::noise::errors::WireGuardError;
 use boringtun::noise::{Tunn, TunnResult};
 
 use super::gretap::{self, Inner, Link};
+use super::socket::RX_DATAGRAM_MAX;
+use super::{InnerDrop, TunnelError};
 use crate::wire::wireguard::{
     message_type::HANDSHAKE_INITIATION as MSG_INITIATION, DATA_OVERHEAD,
     HANDSHAKE_INITIATION_LEN as HANDSHAKE_INIT_LEN, PADDING_MULTIPLE,
 };
+
+/// Largest Ethernet frame we send: its datagram must fit what any meshwire
+/// peer receives (RX_DATAGRAM_MAX), with IPv6 inner headers and padding.
+pub const MAX_FRAME_LEN: usize =
+    RX_DATAGRAM_MAX - DATA_OVERHEAD - gretap::header_len(true) - (PADDING_MULTIPLE - 1);
+
+/// Scratch buffer sizes: plaintext, and boringtun's output (>= src + 32 and
+/// >= 148, or encapsulate panics).
+pub(super) const PLAIN_BUF: usize = RX_DATAGRAM_MAX;
+pub(super) const OUT_BUF: usize = RX_DATAGRAM_MAX + DATA_OVERHEAD + HANDSHAKE_INIT_LEN;
+// boringtun panics when decapsulate's dst is shorter than the ciphertext;
+// every datagram we hand it is at most RX_DATAGRAM_MAX (longer ones are
+// dropped as truncated), and queued plaintexts are at most PLAIN_BUF.
+const _: () = assert!(OUT_BUF >= RX_DATAGRAM_MAX && OUT_BUF >= PLAIN_BUF + DATA_OVERHEAD);
 
 /// The kernel pads plaintext to a multiple of 16, but never past the
 /// device MTU; 1420 is wg0's default, the one the kernel peers use.
@@ -35,8 +51,6 @@ pub(super) fn padded_len(len: usize, mtu: usize) -> usize {
     };
     aligned.min(cap.max(len))
 }
-
-use super::{InnerDrop, TunnelError, MAX_FRAME_LEN};
 
 /// What `seal_packet` left at the start of `out`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,7 +176,6 @@ pub fn open_datagram<'o>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tunnel::socket::RX_DATAGRAM_MAX;
 
     #[test]
     fn padding_rule() {

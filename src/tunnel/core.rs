@@ -11,7 +11,7 @@ use super::noise::{IndexMap, Matcher};
 use super::output::Output;
 use super::peer_table::{PeerGuard, PeerTable};
 use super::rx_batch::{RxBatch, RX_BATCH};
-use super::{send, PeerId, TunnelError};
+use super::{codec, PeerId, TunnelError};
 
 /// One dataplane worker's own path to the underlay: its socket (a member
 /// of the port's SO_REUSEPORT group, or a dup of the first socket), its send
@@ -36,9 +36,9 @@ impl TunnelIo {
         TunnelIo {
             net,
             rx: RxBatch::new(),
-            plain: vec![0u8; send::PLAIN_BUF].into_boxed_slice(),
-            out: vec![0u8; send::OUT_BUF].into_boxed_slice(),
-            frag: vec![0u8; send::PLAIN_BUF].into_boxed_slice(),
+            plain: vec![0u8; codec::PLAIN_BUF].into_boxed_slice(),
+            out: vec![0u8; codec::OUT_BUF].into_boxed_slice(),
+            frag: vec![0u8; codec::PLAIN_BUF].into_boxed_slice(),
             counters: TunnelCounters::default(),
         }
     }

@@ -107,7 +107,7 @@ use std::time::{Duration, Instant};
 use boringtun::x25519::StaticSecret;
 
 pub use self::core::{TunnelCore, TunnelIo};
-pub use codec::{encap_frame, open_datagram, seal_packet, Opened, Sealed};
+pub use codec::{encap_frame, open_datagram, seal_packet, Opened, Sealed, MAX_FRAME_LEN};
 pub use counters::TunnelCounters;
 pub use gretap::{Drop as InnerDrop, Link, INNER_TTL};
 pub use noise::HANDSHAKE_RATE_LIMIT;
@@ -116,7 +116,7 @@ pub use peer_table::{generation_of, make_id, slot_of, MAX_PEER_SLOTS as MAX_PEER
 pub use reassembly::{REASM_MAX_BYTES, REASM_MAX_DATAGRAMS, REASM_MAX_LEN, REASM_TIMEOUT};
 pub use receive::{MAX_BATCHES_PER_CALL, MAX_DATAGRAMS_PER_CALL};
 pub use rx_batch::{RX_BATCH, RX_SLOT};
-pub use send::{MAX_FRAME_LEN, MIN_UNDERLAY_MTU};
+pub use send::MIN_UNDERLAY_MTU;
 pub use socket::{RX_DATAGRAM_MAX, SOCKET_BUFFER_BYTES};
 pub use tx_batch::{TX_BATCH, TX_SLOT};
 

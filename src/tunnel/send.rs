@@ -7,7 +7,7 @@
 
 use std::net::SocketAddr;
 
-use super::codec::{encap_frame, seal_packet, Sealed};
+use super::codec::{encap_frame, seal_packet, Sealed, MAX_FRAME_LEN};
 use super::counters::TunnelCounters;
 use super::fragment::Fragmenter;
 use super::output::Output;
@@ -16,20 +16,8 @@ use super::socket::RX_DATAGRAM_MAX;
 use super::tx_batch::TX_SLOT;
 use super::{gretap, PeerId, TunnelCore, TunnelError, TunnelIo};
 use crate::wire::mtu;
-use crate::wire::wireguard::{DATA_OVERHEAD, HANDSHAKE_INITIATION_LEN, PADDING_MULTIPLE};
+use crate::wire::wireguard::{DATA_OVERHEAD, PADDING_MULTIPLE};
 
-/// Largest Ethernet frame we send: its datagram must fit what any meshwire
-/// peer receives (RX_DATAGRAM_MAX), with IPv6 inner headers and padding.
-pub const MAX_FRAME_LEN: usize =
-    RX_DATAGRAM_MAX - DATA_OVERHEAD - gretap::header_len(true) - (PADDING_MULTIPLE - 1);
-/// Scratch buffer sizes: plaintext, and boringtun's output (>= src + 32 and
-/// >= 148, or encapsulate panics).
-pub(super) const PLAIN_BUF: usize = RX_DATAGRAM_MAX;
-pub(super) const OUT_BUF: usize = RX_DATAGRAM_MAX + DATA_OVERHEAD + HANDSHAKE_INITIATION_LEN;
-// boringtun panics when decapsulate's dst is shorter than the ciphertext;
-// every datagram we hand it is at most RX_DATAGRAM_MAX (longer ones are
-// dropped as truncated), and queued plaintexts are at most PLAIN_BUF.
-const _: () = assert!(OUT_BUF >= RX_DATAGRAM_MAX && OUT_BUF >= PLAIN_BUF + DATA_OVERHEAD);
 // Frames are encrypted into send-batch slots, and boringtun re-encrypts
 // queued frames into them after a handshake: the largest must fit.
 const _: () = assert!(
