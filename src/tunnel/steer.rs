@@ -78,6 +78,8 @@ pub(super) fn attach(fd: BorrowedFd<'_>, base: u32, workers: u32) -> io::Result<
 
 #[cfg(test)]
 mod tests {
+    use super::super::noise::IndexMap;
+    use super::super::peer_table::{make_id, MAX_PEER_SLOTS};
     use super::super::rx_batch::RxBatch;
     use super::super::socket::UdpSocket;
     use super::*;
@@ -93,9 +95,10 @@ mod tests {
         m
     }
 
-    /// The index boringtun puts on the wire for peer `id`, session `s`.
+    /// The index boringtun puts on the wire for peer `id`, session `s`:
+    /// the one `noise.rs` hands to its `Tunn`, shifted past the session.
     fn wire_index(base: u32, id: u32, s: u32) -> u32 {
-        ((base.wrapping_add(id) & 0x00ff_ffff) << 8) | s
+        (IndexMap::new(base, MAX_PEER_SLOTS).index_of(id) << 8) | s
     }
 
     /// Which group member each (peer, counter) arrived on.
@@ -133,7 +136,11 @@ mod tests {
         attach(socks[0].fd(), base, 3).unwrap();
         let sender = UdpSocket::bind(0).unwrap();
         let to: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        for id in 0..7u32 {
+        // The config's peers 0..7, and peers added at runtime in a reused
+        // slot's later generation (the last one's index wraps past 2^24).
+        let added = [make_id(1, 1), make_id(2, 7), make_id(4095, 255)];
+        let ids: Vec<u32> = (0..7).chain(added).collect();
+        for &id in &ids {
             for (c, s) in [0u32, 1, 255].into_iter().enumerate() {
                 sender
                     .send_to(&data_msg(wire_index(base, id, s), c as u64), to)
@@ -141,7 +148,7 @@ mod tests {
             }
         }
         let got = arrivals(&socks);
-        assert_eq!(got.len(), 21, "{got:?}");
+        assert_eq!(got.len(), 3 * ids.len(), "{got:?}");
         for (sock, idx) in got {
             let id = ((idx >> 8).wrapping_sub(base)) & 0x00ff_ffff;
             assert_eq!(sock, (id % 3) as usize, "peer {id} on socket {sock}");
