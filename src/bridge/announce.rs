@@ -33,6 +33,15 @@ impl Bridge {
             return Err(format!("no port {port}"));
         }
         let own = self.hooks.policy(port).cloned().unwrap_or_default();
+        if let (Some(m), Some(o)) = (mac, own.mac) {
+            if m != o {
+                // The port's policy would drop them as spoofed.
+                return Err(format!(
+                    "port {} speaks only as {o}",
+                    self.switch.port_name(port)
+                ));
+            }
+        }
         let clients: Vec<(MacAddr, u16)> = match mac.or(own.mac) {
             Some(m) if m.is_unicast() && !m.is_zero() => vec![(m, self.hooks.port_vid(port))],
             Some(m) => return Err(format!("{m} is not a unicast MAC")),

@@ -132,3 +132,42 @@ fn a_mac_moving_five_times_in_three_minutes_is_a_flap() {
     assert_eq!(net.nodes[0].counters().moves, 5);
     assert_eq!(net.nodes[0].counters().mac_flaps, 1);
 }
+
+#[test]
+fn announce_uses_the_ports_own_mac_and_addresses() {
+    let mut net = Net::full_mesh(2);
+    let v6: std::net::Ipv6Addr = "fd00::a".parse().unwrap();
+    net.nodes[0].hooks.set_policy(
+        0,
+        PortPolicy {
+            ipv4: vec![ip(0xa)],
+            ipv6: vec![v6],
+            vlan: Some(10),
+            ..PortPolicy::vm(vm(0xa))
+        },
+    );
+    vm_port(&mut net, 1, 0, 0xb, Some(10));
+    net.converge();
+    net.clear();
+    let mut w = Wire::default();
+    let now = net.now;
+    let sent = net.nodes[0].announce(now, 0, None, &[], &mut w).unwrap();
+    net.carry(0, w);
+    assert_eq!(sent, 2, "a gratuitous ARP and an NA");
+    // Both reach VLAN 10 on the other node, untagged, from the VM's MAC.
+    let mut garp = Vec::new();
+    crate::switch::announce::build_gratuitous_arp(&mut garp, vm(0xa), ip(0xa), None);
+    assert_eq!(net.count(1, 0, &garp), 1);
+    assert_eq!(net.got[1].iter().filter(|(p, _)| *p == 0).count(), 2);
+    // The open uplink (port 1, no policy) carries VLAN 10 tagged, as bat0.
+    assert!(net.got[1]
+        .iter()
+        .filter(|(p, _)| *p == 1)
+        .all(|(_, f)| f[12..16] == [0x81, 0, 0, 10]));
+    assert_eq!(net.nodes[0].hooks.port_counters(0).drops(), 0);
+    // Another MAC would be dropped as spoofed: refused up front.
+    let mut w = Wire::default();
+    assert!(net.nodes[0]
+        .announce(now, 0, Some(vm(0xc)), &[], &mut w)
+        .is_err());
+}
