@@ -10,7 +10,7 @@ use crate::wire::batman::{
     packet_type, subtype, FragPacket, IcmpPacket, Unicast4AddrPacket, UnicastPacket,
     UnicastTvlvPacket, COMPAT_VERSION,
 };
-use crate::wire::MacAddr;
+use crate::wire::{ethernet, MacAddr};
 
 /// `enum batadv_icmp_packettype` values we act on.
 const ICMP_ECHO_REPLY: u8 = 0;
@@ -399,10 +399,25 @@ impl Mesh {
 }
 
 /// TT vid of a client frame: 0 untagged, 0x8000 | VLAN id when 802.1Q tagged
-/// (`batadv_get_vid`).
+/// (`batadv_get_vid`: 0 too when the tag is cut short).
 fn inner_vid(frame: &[u8]) -> u16 {
-    match (frame.get(12..14), frame.get(14..16)) {
-        (Some(&[0x81, 0x00]), Some(&[a, b])) => (u16::from_be_bytes([a, b]) & 0x0fff) | 0x8000,
-        _ => 0,
+    ethernet::Frame::new_checked(frame).map_or(0, |f| f.batman_vid())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::inner_vid;
+
+    #[test]
+    fn inner_vid_as_batadv_get_vid() {
+        let mut f = vec![0u8; 60];
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        assert_eq!(inner_vid(&f), 0);
+        f[12..16].copy_from_slice(&[0x81, 0x00, 0xa0, 0x2a]);
+        assert_eq!(inner_vid(&f), 0x8000 | 42, "PCP bits dropped");
+        assert_eq!(inner_vid(&f[..18]), 0x8000 | 42);
+        // The kernel pulls the whole 18-byte tagged header or says 0.
+        assert_eq!(inner_vid(&f[..17]), 0);
+        assert_eq!(inner_vid(&f[..13]), 0);
     }
 }
