@@ -5,15 +5,17 @@
 //! namespace's device afterwards.
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use meshwire::sys::{fd, ifreq, ns, socket, sockopt};
+
 /// An AF_PACKET socket on `dev` inside namespace `ns`.
 pub struct RawSock {
-    fd: i32,
+    fd: OwnedFd,
 }
 
 impl RawSock {
@@ -25,64 +27,31 @@ impl RawSock {
     }
 
     pub fn send(&self, frame: &[u8]) -> bool {
-        // SAFETY: fd is our open socket, the buffer outlives the call.
-        let n = unsafe { libc::send(self.fd, frame.as_ptr().cast(), frame.len(), 0) };
-        n == frame.len() as isize
+        fd::send(&self.fd, frame, 0).is_ok_and(|n| n == frame.len())
     }
 
     /// The next frame, or None after the receive timeout.
     pub fn recv(&self, buf: &mut [u8]) -> Option<usize> {
-        // SAFETY: fd is our open socket, buf is writable for its length.
-        let n = unsafe { libc::recv(self.fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
-        (n > 0).then_some(n as usize)
+        fd::recv(&self.fd, buf, 0).ok().filter(|&n| n > 0)
     }
 }
 
-impl Drop for RawSock {
-    fn drop(&mut self) {
-        // SAFETY: we own the fd.
-        unsafe { libc::close(self.fd) };
-    }
-}
-
-fn open_in(ns: &str, dev: &str) -> RawSock {
-    let f = File::open(format!("/var/run/netns/{ns}")).expect("open netns");
-    // SAFETY: plain syscalls on fds we own; this thread ends right after.
-    unsafe {
-        assert_eq!(
-            libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET),
-            0,
-            "setns {ns}"
-        );
-        let proto = (libc::ETH_P_ALL as u16).to_be();
-        let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto));
-        assert!(fd >= 0, "AF_PACKET socket in {ns}");
-        let name = std::ffi::CString::new(dev).unwrap();
-        let ifindex = libc::if_nametoindex(name.as_ptr());
-        assert!(ifindex > 0, "no {dev} in {ns}");
-        let mut sll: libc::sockaddr_ll = std::mem::zeroed();
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_protocol = proto;
-        sll.sll_ifindex = ifindex as i32;
-        let r = libc::bind(
-            fd,
-            (&sll as *const libc::sockaddr_ll).cast(),
-            std::mem::size_of::<libc::sockaddr_ll>() as u32,
-        );
-        assert_eq!(r, 0, "bind to {dev} in {ns}");
-        let tv = libc::timeval {
-            tv_sec: 0,
-            tv_usec: 100_000,
-        };
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&tv as *const libc::timeval).cast(),
-            std::mem::size_of::<libc::timeval>() as u32,
-        );
-        RawSock { fd }
-    }
+/// Runs on a thread of its own, which ends right after: setns affects
+/// that thread only.
+fn open_in(netns: &str, dev: &str) -> RawSock {
+    let f = File::open(format!("/var/run/netns/{netns}")).expect("open netns");
+    ns::setns_net(&f).unwrap_or_else(|e| panic!("setns {netns}: {e}"));
+    let proto = (libc::ETH_P_ALL as u16).to_be();
+    let fd = socket::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto))
+        .unwrap_or_else(|e| panic!("AF_PACKET socket in {netns}: {e}"));
+    let ifindex = ifreq::ifindex_of(dev)
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| panic!("no {dev} in {netns}"));
+    socket::bind_packet(&fd, ifindex, proto)
+        .unwrap_or_else(|e| panic!("bind to {dev} in {netns}: {e}"));
+    let _ = sockopt::set_recv_timeout(&fd, Duration::from_millis(100));
+    RawSock { fd }
 }
 
 /// Counts the frames arriving at a VM's NIC that `matches` picks, until

@@ -44,6 +44,25 @@ pub fn get_int(fd: impl AsFd, level: libc::c_int, name: libc::c_int) -> io::Resu
     Ok(v)
 }
 
+/// SO_RCVTIMEO: a blocking receive gives up (EAGAIN) after `t`.
+pub fn set_recv_timeout(fd: impl AsFd, t: std::time::Duration) -> io::Result<()> {
+    let tv = libc::timeval {
+        tv_sec: t.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
+        tv_usec: t.subsec_micros() as libc::suseconds_t,
+    };
+    // SAFETY: `tv` lives for the call and its size is passed.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd.as_fd().as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
 /// SO_ATTACH_REUSEPORT_CBPF: `prog` steers the datagrams of `fd`'s
 /// reuseport group (the kernel copies it).
 pub fn attach_reuseport_cbpf(fd: impl AsFd, prog: &[libc::sock_filter]) -> io::Result<()> {
