@@ -22,7 +22,7 @@ const BIDRECT_RECV_MIN: u8 = 1;
 /// `BATADV_TQ_TOTAL_BIDRECT_LIMIT`.
 const TOTAL_BIDRECT_LIMIT: u8 = 1;
 /// TTL of per-hardif secondary OGMs (`batadv_iv_ogm_iface_enable`).
-const SECONDARY_TTL: u8 = 2;
+pub(super) const SECONDARY_TTL: u8 = 2;
 
 /// `enum batadv_dup_status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,7 +101,8 @@ impl Mesh {
     /// per Ethernet source by echoing the secondary OGM back (DIRECTLINK).
     pub(crate) fn iv_ogm_schedule(&mut self, now: Instant, out: &mut Vec<MeshOutput>) {
         let originator = self.cfg.originator;
-        let tvlv = self.tt_ogm_tvlv();
+        let mut tvlv = self.tt_ogm_tvlv();
+        tvlv.extend_from_slice(&self.scope_tvlv(now));
         let mut primary = Vec::with_capacity(ogm::HEADER_LEN + tvlv.len());
         ogm::emit(
             &mut primary,
@@ -144,15 +145,18 @@ impl Mesh {
                 packet,
             });
             self.counters.tx_ogm += 1;
-            // batadv_iv_ogm_slide_own_bcast_window: one new (unechoed) slot.
-            for o in self.origs.map.values_mut() {
-                if let Some(b) = o.bcast_own.iter_mut().find(|b| b.hardif == id) {
+        }
+        // batadv_iv_ogm_slide_own_bcast_window: one new (unechoed) slot on
+        // every hardif, as each just sent an OGM (one pass over the table,
+        // not one per hardif: N² per interval in a big full mesh).
+        for o in self.origs.map.values_mut() {
+            for b in o.bcast_own.iter_mut() {
+                if self.hardifs.contains_key(&b.hardif) {
                     b.bits <<= 1;
                 }
             }
         }
         self.ogm_seqno = self.ogm_seqno.wrapping_add(1);
-        let _ = now;
     }
 
     /// Appends `more` to `packet` if the aggregate stays within the 512
@@ -257,6 +261,9 @@ impl Mesh {
                 self.counters.ogm_route_kept_direct += 1;
                 return;
             }
+            if if_in == own {
+                self.scope_receive(if_in, orig, p.tvlv());
+            }
         }
         if self.origs.get_or_create(orig, now).is_none() {
             self.counters.table_full += 1;
@@ -267,7 +274,7 @@ impl Mesh {
 
     /// Whether the link `hardif` heard its neighbour lately (three OGM
     /// intervals, at least 3 s: a lost OGM or two must not open the door).
-    fn direct_alive(&self, hardif: HardifId, now: Instant) -> bool {
+    pub(super) fn direct_alive(&self, hardif: HardifId, now: Instant) -> bool {
         let window = (self.cfg.ogm_interval * 3).max(Duration::from_secs(3));
         self.hardifs.get(&hardif).is_some_and(|h| {
             h.neighs
@@ -563,6 +570,18 @@ impl Mesh {
         }
     }
 
+    /// Whether a forwarded OGM of `orig` goes out on `id` (scope.rs): the
+    /// echo on the incoming link stays where it counts (a single-hop OGM,
+    /// flagged DIRECTLINK) or the neighbour is a kernel node.
+    fn ogm_relay_to(&self, id: HardifId, if_in: HardifId, orig: MacAddr, single_hop: bool) -> bool {
+        if id == if_in {
+            return single_hop
+                || !self.scope_peer(id)
+                || self.cfg.relay == super::RelayMode::EchoOnly;
+        }
+        self.scope_relay(id, if_in, orig)
+    }
+
     /// `batadv_iv_ogm_forward`, for every hardif (the kernel queues one
     /// copy per outgoing interface, including the incoming one: that copy,
     /// flagged DIRECTLINK, is the echo the neighbour counts).
@@ -596,6 +615,10 @@ impl Mesh {
         for id in ids {
             // secondary OGMs (TTL 2) of a neighbour go back on their own link only
             if single_hop && p.ttl() <= 2 && id != if_in {
+                continue;
+            }
+            if !self.ogm_relay_to(id, if_in, p.orig(), single_hop) {
+                self.counters.ogm_relay_scoped += 1;
                 continue;
             }
             let direct = single_hop && id == if_in;

@@ -42,27 +42,46 @@ impl Mesh {
             p.set_orig(self.cfg.originator);
         }
         packet[bcast::HEADER_LEN..].copy_from_slice(frame);
-        self.bcast_out(&packet, MacAddr::ZERO, self.cfg.originator, out);
+        self.bcast_out(&packet, MacAddr::ZERO, self.cfg.originator, None, out);
         self.counters.tx_bcast += 1;
     }
 
-    fn bcast_out(&mut self, packet: &[u8], src: MacAddr, orig: MacAddr, out: &mut Vec<MeshOutput>) {
+    /// Sends on every hardif that should get it; `if_in` is where a
+    /// rebroadcast came from (None: our own broadcast, which goes to all).
+    fn bcast_out(
+        &mut self,
+        packet: &[u8],
+        src: MacAddr,
+        orig: MacAddr,
+        if_in: Option<HardifId>,
+        out: &mut Vec<MeshOutput>,
+    ) {
         let ids: Vec<HardifId> = self.hardifs.keys().copied().collect();
         for id in ids {
-            if self.bcast_should_send(id, src, orig) {
-                out.push(MeshOutput::Transmit {
-                    hardif: id,
-                    dst: MacAddr::BROADCAST,
-                    packet: packet.to_vec(),
-                });
+            if !self.bcast_should_send(id, src, orig) {
+                continue;
             }
+            // meshwire neighbours that have it anyway are skipped (scope.rs)
+            let scoped = if_in.is_some_and(|i| {
+                (i == id && self.scope_peer(id)) || (i != id && !self.scope_relay(id, i, orig))
+            });
+            if scoped {
+                self.counters.bcast_relay_scoped += 1;
+                continue;
+            }
+            self.counters.tx_bcast_packets += 1;
+            out.push(MeshOutput::Transmit {
+                hardif: id,
+                dst: MacAddr::BROADCAST,
+                packet: packet.to_vec(),
+            });
         }
     }
 
     pub(crate) fn recv_bcast(
         &mut self,
         now: Instant,
-        _hardif: HardifId,
+        hardif: HardifId,
         eth_src: MacAddr,
         eth_dst: MacAddr,
         packet: &[u8],
@@ -103,7 +122,7 @@ impl Mesh {
         }
         let mut fwd = packet.to_vec();
         BcastPacket::new_unchecked(&mut fwd[..]).set_ttl(p.ttl() - 1);
-        self.bcast_out(&fwd, eth_src, orig, out);
+        self.bcast_out(&fwd, eth_src, orig, Some(hardif), out);
         self.counters.bcast_forwarded += 1;
         out.push(MeshOutput::Deliver {
             frame: p.payload().to_vec(),

@@ -52,6 +52,8 @@ pub(crate) mod fragmentation;
 mod originator;
 pub(crate) mod roaming;
 mod routing;
+mod scope;
+pub mod sim;
 pub(crate) mod translation_table;
 pub(crate) mod tt_tvlv;
 
@@ -66,6 +68,7 @@ use crate::wire::{MacAddr, WireError};
 
 pub use originator::{MAX_ORIGINATORS, PURGE_TIMEOUT};
 pub use routing::UnicastRoute;
+pub use scope::{RelayMode, MAX_MISSING};
 pub use translation_table::{TtGlobalInfo, TtLocalInfo, MAX_TT_GLOBAL, MAX_TT_LOCAL};
 
 pub type HardifId = u32;
@@ -88,6 +91,9 @@ pub struct MeshConfig {
     pub ogm_interval: Duration,
     /// `hop_penalty`, kernel default 30.
     pub hop_penalty: u8,
+    /// How OGMs and broadcasts are re-sent to meshwire neighbours
+    /// (scope.rs); kernel neighbours always get the kernel's rules.
+    pub relay: RelayMode,
 }
 
 impl MeshConfig {
@@ -96,6 +102,7 @@ impl MeshConfig {
             originator,
             ogm_interval: Duration::from_millis(1000),
             hop_penalty: 30,
+            relay: RelayMode::default(),
         }
     }
 }
@@ -136,6 +143,8 @@ pub(crate) struct Hardif {
     /// Largest batman packet the link carries; bigger unicasts are
     /// fragmented. `None`: never fragment.
     pub mtu: Option<usize>,
+    /// The originator at the other end ([`Mesh::hardif_set_owner`]).
+    pub owner: Option<MacAddr>,
 }
 
 /// Drop and event counters; every refused packet lands in one of them.
@@ -193,6 +202,14 @@ pub struct MeshCounters {
     pub roam_suppressed: u64,
     /// OGMs sent out of cycle to carry a claim at once.
     pub ogm_out_of_cycle: u64,
+    /// Broadcast datagrams sent (ours and rebroadcasts, one per link).
+    pub tx_bcast_packets: u64,
+    /// Rebroadcasts not sent to a meshwire neighbour that has the
+    /// broadcast anyway (scope.rs).
+    pub bcast_relay_scoped: u64,
+    /// Forwarded OGMs not queued for a meshwire neighbour that has them
+    /// anyway (scope.rs).
+    pub ogm_relay_scoped: u64,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -254,6 +271,8 @@ pub struct Mesh {
     /// Clients other originators announced, for [`Mesh::take_tt_claims`].
     /// Bounded by MAX_PENDING_OUT.
     pub(crate) tt_claims: Vec<(MacAddr, u16, MacAddr)>,
+    /// What our meshwire neighbours hear directly (scope.rs).
+    pub(crate) scope: scope::Scope,
 }
 
 impl Mesh {
@@ -290,6 +309,7 @@ impl Mesh {
             last_ooc_ogm: None,
             roamed_away: Vec::new(),
             tt_claims: Vec::new(),
+            scope: scope::Scope::default(),
         };
         m.ogm_seqno = m.random() as u32;
         m.frag_seqno = m.random() as u16;
@@ -323,6 +343,7 @@ impl Mesh {
                 seqno,
                 neighs: Vec::new(),
                 mtu: None,
+                owner: None,
             },
         );
         // A new link gets OGMs right away rather than up to an interval later.
@@ -343,7 +364,8 @@ impl Mesh {
     /// for it that arrives over another link cannot take its route while
     /// this link carries its OGMs.
     pub fn hardif_set_owner(&mut self, id: HardifId, orig: MacAddr) {
-        if self.hardifs.contains_key(&id) {
+        if let Some(h) = self.hardifs.get_mut(&id) {
+            h.owner = Some(orig);
             self.owners.retain(|_, h| *h != id);
             self.owners.insert(orig, id);
         }
@@ -359,6 +381,7 @@ impl Mesh {
     /// Drops neighbours learned on it.
     pub fn hardif_del(&mut self, id: HardifId) {
         let _ = self.ogm_fwd.take(id);
+        self.scope_forget(id);
         self.owners.retain(|_, h| *h != id);
         let Some(h) = self.hardifs.remove(&id) else {
             return;

@@ -123,7 +123,8 @@ impl OrigNode {
             .position(|n| n.addr == addr && n.hardif == hardif)
     }
 
-    /// Finds or adds a neighbour entry; `None` when the bound is reached.
+    /// Finds or adds a neighbour entry, in place of the weakest non-route
+    /// entry when the bound is reached; `None` only if nothing can go.
     pub fn neigh_get_or_create(
         &mut self,
         addr: MacAddr,
@@ -134,7 +135,19 @@ impl OrigNode {
             return Some(i);
         }
         if self.neighs.len() >= MAX_NEIGHS {
-            return None;
+            // Full (a big mesh relays one originator through many
+            // neighbours): the weakest path that is not the route makes
+            // room, so a returning direct link is never locked out. In
+            // place, so the router's index stays.
+            let victim = self
+                .neighs
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| Some(*i) != self.router)
+                .min_by_key(|(_, n)| (n.tq_avg, n.last_seen))
+                .map(|(i, _)| i)?;
+            self.neighs[victim] = NeighNode::new(addr, hardif, now);
+            return Some(victim);
         }
         self.neighs.push(NeighNode::new(addr, hardif, now));
         Some(self.neighs.len() - 1)

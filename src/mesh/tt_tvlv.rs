@@ -37,8 +37,9 @@ pub(crate) fn tt_container(flags: u8, ttvn: u8, vlans: &[TtVlan], changes: &[TtC
 
 /// Largest TT value in our OGM: a kernel ignores every OGM of an aggregate
 /// that ends past `BATADV_MAX_AGGREGATION_BYTES` (512), and ours carries the
-/// primary OGM (24 + 4 TVLV header + value) and a 24-byte secondary OGM.
-const MAX_OGM_TT_VALUE: usize = 512 - 24 - 4 - 24;
+/// primary OGM (24 + 4 TVLV header + value, then our scope container) and
+/// a 24-byte secondary OGM.
+const MAX_OGM_TT_VALUE: usize = 512 - 24 - 4 - 24 - super::scope::MAX_SCOPE_TVLV;
 
 /// How many changes fit next to `num_vlan` VLAN records in `max_value` bytes.
 fn max_changes(max_value: usize, num_vlan: usize) -> usize {
@@ -87,7 +88,10 @@ impl Mesh {
                     }
                     Err(_) => self.counters.malformed += 1,
                 },
-                (tvlv_type::MCAST, _) | (tvlv_type::DAT, _) | (tvlv_type::GW, _) => {}
+                (tvlv_type::MCAST, _)
+                | (tvlv_type::DAT, _)
+                | (tvlv_type::GW, _)
+                | (tvlv_type::MESHWIRE_SCOPE, _) => {}
                 _ => self.counters.tvlv_unknown += 1,
             }
         }

@@ -95,7 +95,12 @@ fn own_ogm_layout_is_what_a_kernel_parses() {
     let tv: Vec<_> = crate::wire::batman::TvlvIter::new(p.tvlv())
         .map(|t| t.unwrap())
         .collect();
-    assert_eq!(tv.len(), 1, "only TT: no DAT, no MCAST");
+    assert_eq!(tv.len(), 2, "TT and our scope container: no DAT, no MCAST");
+    assert_eq!(
+        (tv[1].tvlv_type, tv[1].version),
+        (crate::wire::batman::tvlv::tvlv_type::MESHWIRE_SCOPE, 1),
+        "the scope container comes after TT, which kernels read first"
+    );
     let tt = crate::wire::batman::TtData::new_checked(tv[0].value).unwrap();
     assert_eq!(
         (tt.flags(), tt.ttvn(), tt.num_vlan(), tt.num_changes()),

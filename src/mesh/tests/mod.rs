@@ -7,6 +7,7 @@ use super::*;
 
 mod kernel;
 mod roaming;
+mod scale;
 
 const STEP: Duration = Duration::from_millis(50);
 

@@ -14,6 +14,12 @@ pub mod tvlv_type {
     pub const ROAM: u8 = 0x05;
     pub const MCAST: u8 = 0x06;
     pub const MCAST_TRACKER: u8 = 0x07;
+    /// Not batman-adv's: meshwire's neighbour-scope container (see
+    /// [`super::ScopeData`]). Kernels skip TVLV types they have no handler
+    /// for (`batadv_tvlv_call_handler` returns success for a missing
+    /// handler; there is no "mandatory" bit), so it rides in OGMs they read
+    /// and relay unchanged. Chosen far above the types batman-adv assigns.
+    pub const MESHWIRE_SCOPE: u8 = 0xf0;
 }
 
 /// `enum batadv_tt_data_flags`.
@@ -272,5 +278,63 @@ impl RoamAdv {
             client: mac_at(value, 0),
             vid: be16_at(value, 6),
         })
+    }
+}
+
+/// Version of the [`tvlv_type::MESHWIRE_SCOPE`] container.
+pub const SCOPE_VERSION: u8 = 1;
+/// Fixed part of a scope value: flags, reserved, count (be16), hash (be64).
+pub const SCOPE_LEN: usize = 12;
+/// `ScopeData::flags`: the node knows more originators it does not hear
+/// directly than the list carries (the list is then empty).
+pub const SCOPE_OVERFLOW: u8 = 1 << 0;
+
+/// The value of a meshwire scope container: which originators the sender
+/// hears on their own direct link, as a count and an order-independent hash
+/// of that set, plus the originators it knows but does not hear directly
+/// ("missing"). 12 bytes + 6 per missing originator.
+#[derive(Debug, Clone)]
+pub struct ScopeData<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> ScopeData<T> {
+    pub fn new_unchecked(buffer: T) -> Self {
+        ScopeData { buffer }
+    }
+    /// The fixed part must fit and the list be whole MACs.
+    pub fn new_checked(buffer: T) -> WireResult<Self> {
+        let n = buffer.as_ref().len();
+        if n < SCOPE_LEN || (n - SCOPE_LEN) % 6 != 0 {
+            return Err(WireError::Truncated);
+        }
+        Ok(ScopeData { buffer })
+    }
+    pub fn flags(&self) -> u8 {
+        u8_at(self.buffer.as_ref(), 0)
+    }
+    pub fn count(&self) -> u16 {
+        be16_at(self.buffer.as_ref(), 2)
+    }
+    pub fn hash(&self) -> u64 {
+        let b = self.buffer.as_ref();
+        (u64::from(be32_at(b, 4)) << 32) | u64::from(be32_at(b, 8))
+    }
+    pub fn missing(&self) -> impl Iterator<Item = MacAddr> + '_ {
+        let b = self.buffer.as_ref().get(SCOPE_LEN..).unwrap_or(&[]);
+        (0..b.len() / 6).map(move |i| mac_at(b, i * 6))
+    }
+}
+
+/// Appends a scope container (header and value) to `out`.
+pub fn emit_scope(out: &mut Vec<u8>, flags: u8, count: u16, hash: u64, missing: &[MacAddr]) {
+    let len = (SCOPE_LEN + 6 * missing.len()) as u16;
+    out.extend_from_slice(&[tvlv_type::MESHWIRE_SCOPE, SCOPE_VERSION]);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&[flags, 0]);
+    out.extend_from_slice(&count.to_be_bytes());
+    out.extend_from_slice(&hash.to_be_bytes());
+    for m in missing {
+        out.extend_from_slice(m.as_bytes());
     }
 }
