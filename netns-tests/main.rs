@@ -11,4 +11,5 @@ mod policy_guard;
 mod policy_storm;
 mod policy_vlan;
 mod reroute;
+mod scale;
 mod workers;

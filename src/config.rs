@@ -77,6 +77,22 @@ pub struct MeshConfig {
     /// at least 3 s. Every live batman neighbour sends OGMs each interval,
     /// so set it above the slowest neighbour's interval.
     pub peer_timeout_ms: Option<u64>,
+    /// How OGMs and broadcasts are re-sent to other meshwire nodes:
+    /// "scoped" (default) skips neighbours that hear the originator
+    /// directly, so a full mesh sends N, not N², control packets per node;
+    /// "kernel" re-sends as batman-adv does. Links to kernel nodes always
+    /// follow the kernel's rules.
+    #[serde(default)]
+    pub relay: RelayConfig,
+}
+
+/// `mesh.relay`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RelayConfig {
+    #[default]
+    Scoped,
+    Kernel,
 }
 
 impl Default for MeshConfig {
@@ -85,6 +101,7 @@ impl Default for MeshConfig {
             originator_interval_ms: DEFAULT_OGM_INTERVAL_MS,
             fragmentation: true,
             peer_timeout_ms: None,
+            relay: RelayConfig::default(),
         }
     }
 }

@@ -41,6 +41,10 @@ fn good_config() {
     assert!(c.workers() >= 1);
     assert!(c.raw.ports[0].offload && !c.raw.ports[0].udp_coalescing);
     assert!(c.raw.node.mss_clamp, "MSS clamping is on by default");
+    // Scoped relaying by default; the kernel's rules on request.
+    assert_eq!(c.raw.mesh.relay, super::RelayConfig::Scoped);
+    let kernel = parse(&(base() + "[mesh]\nrelay = \"kernel\"\n"), Path::new(".")).unwrap();
+    assert_eq!(kernel.raw.mesh.relay, super::RelayConfig::Kernel);
 }
 
 #[test]
@@ -117,6 +121,7 @@ fn type_errors_name_the_field() {
         &base().replace("persistent_keepalive = 25", "persistent_keepalive = -1"),
         "peer[0].persistent_keepalive",
     );
+    expect_field(&(base() + "[mesh]\nrelay = \"echo\"\n"), "mesh.relay");
     let two = base() + &format!("[[peer]]\npublic_key = \"{}\"\naddress = 5\n", pubkey());
     expect_field(&two, "peer[1].address");
 }

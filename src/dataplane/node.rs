@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use super::worker::Board;
 
 use crate::bridge::{Bridge, Egress};
-use crate::config::Validated;
+use crate::config::{RelayConfig, Validated};
 use crate::keys;
-use crate::mesh::{Mesh, MeshConfig};
+use crate::mesh::{Mesh, MeshConfig, RelayMode};
 use crate::port::{PortId, PortOptions, Ports};
 use crate::switch::{Switch, SwitchConfig};
 use crate::tunnel::{PeerId, Tunnels};
@@ -53,6 +53,10 @@ impl Node {
         let originator = keys::originator_mac(&public_key);
         let mesh = Mesh::new(MeshConfig {
             ogm_interval: Duration::from_millis(cfg.raw.mesh.originator_interval_ms),
+            relay: match cfg.raw.mesh.relay {
+                RelayConfig::Scoped => RelayMode::Scoped,
+                RelayConfig::Kernel => RelayMode::Kernel,
+            },
             ..MeshConfig::new(originator)
         });
         let mut bridge = Bridge::new(mesh, Switch::new(SwitchConfig::default()));

@@ -49,6 +49,7 @@ mod bat_iv;
 mod bcast;
 mod bitarray;
 pub(crate) mod fragmentation;
+mod info;
 mod originator;
 pub(crate) mod roaming;
 mod routing;
@@ -66,6 +67,7 @@ use std::time::{Duration, Instant};
 use crate::wire::batman::{packet_type, CommonHeader};
 use crate::wire::{MacAddr, WireError};
 
+pub use info::{NeighbourInfo, OriginatorInfo};
 pub use originator::{MAX_ORIGINATORS, PURGE_TIMEOUT};
 pub use routing::UnicastRoute;
 pub use scope::{RelayMode, MAX_MISSING};
@@ -210,27 +212,10 @@ pub struct MeshCounters {
     /// Forwarded OGMs not queued for a meshwire neighbour that has them
     /// anyway (scope.rs).
     pub ogm_relay_scoped: u64,
-}
-
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct NeighbourInfo {
-    pub addr: MacAddr,
-    pub hardif: HardifId,
-    pub tq: u8,
-    pub real_packet_count: u8,
-    pub last_seen_ms: u64,
-}
-
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct OriginatorInfo {
-    pub orig: MacAddr,
-    pub next_hop: Option<MacAddr>,
-    pub hardif: Option<HardifId>,
-    pub tq: u8,
-    pub last_seen_ms: u64,
-    pub ttvn: u8,
-    pub tt_crc_ok: bool,
-    pub neighbours: Vec<NeighbourInfo>,
+    /// OGM datagrams sent (own and forwarded aggregates, one per link) and
+    /// their batman bytes: the control traffic a node costs its links.
+    pub tx_ogm_packets: u64,
+    pub tx_ogm_bytes: u64,
 }
 
 pub struct Mesh {
@@ -416,6 +401,20 @@ impl Mesh {
             self.counters.not_for_us += 1;
             return;
         }
+        let first = out.len();
+        self.receive_packet(now, hardif, eth_src, eth_dst, packet, out);
+        self.count_ogm_tx(&out[first..]);
+    }
+
+    fn receive_packet(
+        &mut self,
+        now: Instant,
+        hardif: HardifId,
+        eth_src: MacAddr,
+        eth_dst: MacAddr,
+        packet: &[u8],
+        out: &mut Vec<MeshOutput>,
+    ) {
         let hdr = match CommonHeader::parse(packet) {
             Ok(h) => h,
             Err(WireError::Unsupported) => {
@@ -477,8 +476,26 @@ impl Mesh {
         self.bcast_send(frame, out)
     }
 
+    /// Counts the OGM datagrams among fresh outputs.
+    fn count_ogm_tx(&mut self, fresh: &[MeshOutput]) {
+        for o in fresh {
+            if let MeshOutput::Transmit { packet, .. } = o {
+                if packet.first() == Some(&packet_type::IV_OGM) {
+                    self.counters.tx_ogm_packets += 1;
+                    self.counters.tx_ogm_bytes += packet.len() as u64;
+                }
+            }
+        }
+    }
+
     /// OGMs due, purges, TT housekeeping.
     pub fn tick(&mut self, now: Instant, out: &mut Vec<MeshOutput>) {
+        let first = out.len();
+        self.tick_inner(now, out);
+        self.count_ogm_tx(&out[first..]);
+    }
+
+    fn tick_inner(&mut self, now: Instant, out: &mut Vec<MeshOutput>) {
         self.now = Some(now);
         out.append(&mut self.pending_out);
         if self.next_ogm.is_none_or(|t| now >= t) {
@@ -579,41 +596,6 @@ impl Mesh {
                 .and_then(|n| n.router())
                 .map_or(0, |r| r.tq_avg)
         })
-    }
-
-    pub fn originators(&self) -> Vec<OriginatorInfo> {
-        let now = self.now;
-        let age = |t: Instant| now.map_or(0, |n| n.saturating_duration_since(t).as_millis() as u64);
-        let mut v: Vec<OriginatorInfo> = self
-            .origs
-            .map
-            .values()
-            .map(|o| {
-                let r = o.router();
-                OriginatorInfo {
-                    orig: o.orig,
-                    next_hop: r.map(|r| r.addr),
-                    hardif: r.map(|r| r.hardif),
-                    tq: r.map_or(0, |r| r.tq_avg),
-                    last_seen_ms: age(o.last_seen),
-                    ttvn: o.tt.last_ttvn,
-                    tt_crc_ok: o.tt.crc_ok,
-                    neighbours: o
-                        .neighs
-                        .iter()
-                        .map(|n| NeighbourInfo {
-                            addr: n.addr,
-                            hardif: n.hardif,
-                            tq: n.tq_avg,
-                            real_packet_count: n.real_packet_count,
-                            last_seen_ms: age(n.last_seen),
-                        })
-                        .collect(),
-                }
-            })
-            .collect();
-        v.sort_by_key(|o| o.orig);
-        v
     }
 
     pub fn tt_global_entries(&self) -> Vec<TtGlobalInfo> {
