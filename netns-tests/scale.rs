@@ -25,7 +25,9 @@ fn port_tx(t: &Topology, hv: usize) -> u64 {
 
 /// (broadcast datagrams sent mesh-wide, frames each VM port delivered).
 fn snapshot(t: &Topology) -> (u64, Vec<u64>) {
-    let sent = (1..=N).map(|hv| mesh_counter(t, hv, "tx_bcast_packets")).sum();
+    let sent = (1..=N)
+        .map(|hv| mesh_counter(t, hv, "tx_bcast_packets"))
+        .sum();
     (sent, (1..=N).map(|hv| port_tx(t, hv)).collect())
 }
 
@@ -79,7 +81,10 @@ fn full_mesh_of_twelve_broadcasts_once_and_reroutes() {
     t.start_all();
     // Quiet VMs: no IPv6 router/neighbour solicitations in the counts.
     for vm in &t.vms {
-        ns_exec(&vm.ns, &["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
+        ns_exec(
+            &vm.ns,
+            &["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"],
+        );
     }
     assert!(t.wait_routes(Duration::from_secs(120)), "{}", t.dump_logs());
     assert!(
@@ -92,7 +97,10 @@ fn full_mesh_of_twelve_broadcasts_once_and_reroutes() {
     let (cost, delivered) = one_broadcast(&t);
     eprintln!("healthy full mesh of {N}: one broadcast cost {cost} datagrams");
     assert_once_everywhere(&delivered, "healthy");
-    assert!(cost <= (N - 1) as u64, "one broadcast cost {cost} datagrams");
+    assert!(
+        cost <= (N - 1) as u64,
+        "one broadcast cost {cost} datagrams"
+    );
     assert!(mesh_counter(&t, 2, "ogm_relay_scoped") > 0);
 
     // Cut hv1-hv2: both route through a third node, unicast works, and a
