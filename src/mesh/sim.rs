@@ -84,13 +84,16 @@ pub struct SimNet {
     /// Whether to keep delivered frames (off in long runs).
     pub keep_delivered: bool,
     queue: VecDeque<(usize, MeshOutput)>,
+    /// When dead peers were last looked for (every 100 ms).
+    last_detect: Instant,
 }
 
 impl SimNet {
     /// `n` nodes with `cfg(i)` as config, no links.
     pub fn new(n: usize, cfg: impl Fn(usize) -> MeshConfig) -> SimNet {
+        let now = Instant::now();
         SimNet {
-            now: Instant::now(),
+            now,
             nodes: (0..n).map(|i| Mesh::new(cfg(i))).collect(),
             links: HashMap::new(),
             tx: vec![TxStats::default(); n],
@@ -99,6 +102,7 @@ impl SimNet {
             cpu_clock: None,
             keep_delivered: true,
             queue: VecDeque::new(),
+            last_detect: now,
         }
     }
 
@@ -256,6 +260,10 @@ impl SimNet {
             return;
         };
         let now = self.now;
+        if now.saturating_duration_since(self.last_detect) < Duration::from_millis(100) {
+            return;
+        }
+        self.last_detect = now;
         let mut resets = Vec::new();
         for (&(a, b), l) in self.links.iter_mut() {
             for (end, (me, peer)) in [(a, b), (b, a)].into_iter().enumerate() {
