@@ -87,11 +87,12 @@ impl SockAddr {
     }
 
     /// The address held, IPv4-mapped IPv6 made IPv4 ([`normalise`]); None
-    /// for another family (or nothing).
+    /// for another family, or a length too short for its own.
     pub fn to_std(&self) -> Option<SocketAddr> {
         let ss = &self.storage;
+        let len = self.len as usize;
         match libc::c_int::from(ss.ss_family) {
-            libc::AF_INET => {
+            libc::AF_INET if len >= size_of::<libc::sockaddr_in>() => {
                 // SAFETY: the family says the storage holds a sockaddr_in,
                 // and the storage is aligned for it.
                 let sin: &libc::sockaddr_in =
@@ -102,7 +103,7 @@ impl SockAddr {
                     u16::from_be(sin.sin_port),
                 )))
             }
-            libc::AF_INET6 => {
+            libc::AF_INET6 if len >= size_of::<libc::sockaddr_in6>() => {
                 // SAFETY: the family says the storage holds a sockaddr_in6.
                 let sin6: &libc::sockaddr_in6 =
                     unsafe { &*(ss as *const libc::sockaddr_storage).cast() };
@@ -229,6 +230,9 @@ mod tests {
         assert_eq!(s.to_std(), Some(v6));
         assert!(SockAddr::from_std(v6, false).is_none());
         assert_eq!(SockAddr::default().to_std(), None);
+        let mut cut = SockAddr::from_std(v6, true).unwrap();
+        cut.set_len(8);
+        assert_eq!(cut.to_std(), None, "the kernel's length counts");
         let mapped: SocketAddr = "[::ffff:127.0.0.1]:9".parse().unwrap();
         assert_eq!(
             normalise(mapped),
