@@ -9,7 +9,7 @@
 //! a VM moves, a node joins.
 //!
 //! `scripts/bench-scale` runs it. Environment: SCALE_N (default
-//! "10,50,100,250,500"), SCALE_TOPO (default "full,sites,ring,random"),
+//! "3,10,50,100,250,500"; 3 is the baseline), SCALE_TOPO (default "full,sites,ring,random"),
 //! SCALE_MODES (default "kernel,scoped"; also "echo"), SCALE_KERNEL_MAX
 //! (largest N run with kernel rules, default 250: beyond, the N² relaying
 //! makes the simulation itself take many minutes).
@@ -212,17 +212,17 @@ fn measure(topo: Topo, n: usize, mode: RelayMode, mode_name: &'static str) -> Ro
         });
         s.set_link(a, b, true);
     }
-    // A VM moves from node 2 to node 3: time until every node sends to 3.
-    let vm = vm_mac(2);
-    s.nodes[2].tt_local_del(vm, 0);
+    // A VM moves from node 2 to node 3 (1 to 2 in a mesh of 3, the
+    // baseline): time until every node sends to its new node.
+    let (from, to) = if n >= 4 { (2, 3) } else { (n - 2, n - 1) };
+    let vm = vm_mac(from);
+    s.nodes[from].tt_local_del(vm, 0);
     let mut out = Vec::new();
-    let now = s.now;
-    s.nodes[3].tt_local_add_announce(vm, 0, &mut out);
-    let _ = now;
-    s.run_outputs(3, out);
+    s.nodes[to].tt_local_add_announce(vm, 0, &mut out);
+    s.run_outputs(to, out);
     row.moved = until(&mut s, Duration::from_secs(30), |s| {
         (0..s.nodes.len())
-            .all(|x| x == 3 || s.nodes[x].tt_global_lookup(vm, 0) == Some(orig_mac(3)))
+            .all(|x| x == to || s.nodes[x].tt_global_lookup(vm, 0) == Some(orig_mac(to)))
     });
     // A node joins with links to the nodes it would have in this shape.
     if topo == Topo::Full {
@@ -299,7 +299,7 @@ fn chart(rows: &[Row]) -> String {
 
 fn main() {
     let env = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.into());
-    let ns: Vec<usize> = env("SCALE_N", "10,50,100,250,500")
+    let ns: Vec<usize> = env("SCALE_N", "3,10,50,100,250,500")
         .split(',')
         .filter_map(|v| v.trim().parse().ok())
         .collect();
@@ -326,8 +326,9 @@ fn main() {
     let mut rows = Vec::new();
     for &topo in &topos {
         for &n in &ns {
-            // partial shapes are run to 250: their cost is their full-mesh parts'
-            if topo != Topo::Full && n > 250 {
+            // partial shapes are run from 10 to 250: their cost is their
+            // full-mesh parts', and 3 nodes (the baseline) have no shape
+            if topo != Topo::Full && !(10..=250).contains(&n) {
                 continue;
             }
             for &(mode, name) in &modes {
