@@ -12,9 +12,11 @@ use crate::bridge::policy::mcast::McastKind;
 use crate::keys;
 use crate::wire::MacAddr;
 
+mod control;
 mod policy;
 use crate::tunnel::{PeerSpec, TunnelConfig};
 use crate::wire::mtu;
+pub use control::{ControlAccess, ControlConfig};
 pub use policy::PolicySpec;
 
 /// The MTU stock guests use (virtio-net, e1000: 1500).
@@ -108,21 +110,6 @@ impl Default for MeshConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ControlConfig {
-    #[serde(default = "default_socket")]
-    pub socket: PathBuf,
-}
-
-impl Default for ControlConfig {
-    fn default() -> Self {
-        ControlConfig {
-            socket: default_socket(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct PeerConfig {
     pub public_key: String,
     pub endpoint: Option<String>,
@@ -190,9 +177,6 @@ fn default_port() -> u16 {
 fn default_ogm_interval() -> u64 {
     DEFAULT_OGM_INTERVAL_MS
 }
-fn default_socket() -> PathBuf {
-    PathBuf::from(DEFAULT_SOCKET)
-}
 fn default_underlay_mtu() -> u16 {
     DEFAULT_UNDERLAY_MTU
 }
@@ -238,6 +222,22 @@ fn err(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError {
         field: field.into(),
         message: message.into(),
+    }
+}
+
+/// Our copies of the private key are wiped when dropped (a reload drops
+/// the previous config; boringtun's StaticSecret wipes its own).
+impl Drop for Validated {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.private_key);
+    }
+}
+
+impl Drop for NodeConfig {
+    fn drop(&mut self) {
+        if let Some(k) = &mut self.private_key {
+            zeroize::Zeroize::zeroize(k);
+        }
     }
 }
 
@@ -339,8 +339,11 @@ pub fn parse(text: &str, base_dir: &Path) -> Result<Validated, ConfigError> {
 
 /// Reads and checks a config file.
 pub fn load(path: &Path) -> Result<Validated, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| err("", format!("cannot read {}: {e}", path.display())))?;
+    // The text may hold the private key inline: wiped when done.
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(path)
+            .map_err(|e| err("", format!("cannot read {}: {e}", path.display())))?,
+    );
     let base = path.parent().unwrap_or(Path::new("."));
     parse(&text, base)
 }
@@ -425,9 +428,7 @@ fn validate(raw: Config, base_dir: &Path) -> Result<Validated, ConfigError> {
             ));
         }
     }
-    if raw.control.socket.as_os_str().is_empty() {
-        return Err(err("control.socket", "must not be empty"));
-    }
+    raw.control.access()?;
 
     let mut peers = Vec::with_capacity(raw.peers.len());
     if raw.peers.len() > crate::tunnel::MAX_PEERS {
@@ -532,6 +533,18 @@ fn validate(raw: Config, base_dir: &Path) -> Result<Validated, ConfigError> {
     })
 }
 
+/// Warnings about where the private key is kept (see
+/// `keys::file_mode_warning` for why these warn rather than refuse).
+pub fn key_warnings(cfg: &Validated, config_path: &Path) -> Vec<String> {
+    let base = config_path.parent().unwrap_or(Path::new("."));
+    let node = &cfg.raw.node;
+    let found = match &node.private_key_file {
+        Some(p) => keys::file_mode_warning(&base.join(p), "node.private_key_file"),
+        None => keys::file_mode_warning(config_path, "the config (it holds node.private_key)"),
+    };
+    found.into_iter().collect()
+}
+
 fn node_private_key(node: &NodeConfig, base_dir: &Path) -> Result<[u8; 32], ConfigError> {
     match (&node.private_key, &node.private_key_file) {
         (Some(_), Some(_)) => Err(err(
@@ -549,12 +562,12 @@ fn node_private_key(node: &NodeConfig, base_dir: &Path) -> Result<[u8; 32], Conf
             } else {
                 path.clone()
             };
-            let text = std::fs::read_to_string(&path).map_err(|e| {
+            let text = zeroize::Zeroizing::new(std::fs::read_to_string(&path).map_err(|e| {
                 err(
                     "node.private_key_file",
                     format!("cannot read {}: {e}", path.display()),
                 )
-            })?;
+            })?);
             keys::decode_key(&text).map_err(|m| err("node.private_key_file", m))
         }
     }

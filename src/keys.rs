@@ -9,17 +9,23 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use blake2::{Blake2s256, Digest};
 use boringtun::x25519::{PublicKey, StaticSecret};
+use zeroize::Zeroizing;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 
 use crate::wire::MacAddr;
 
 /// A 32-byte key as WireGuard writes it: standard base64, 44 characters.
 pub fn decode_key(s: &str) -> Result<[u8; 32], String> {
     let s = s.trim();
-    let raw = B64
-        .decode(s)
-        .map_err(|e| format!("not valid base64 ({e})"))?;
-    raw.try_into()
-        .map_err(|v: Vec<u8>| format!("a key is 32 bytes, this one is {}", v.len()))
+    // A private key passes here too: the decoded copy is wiped.
+    let raw = Zeroizing::new(
+        B64.decode(s)
+            .map_err(|e| format!("not valid base64 ({e})"))?,
+    );
+    <[u8; 32]>::try_from(raw.as_slice())
+        .map_err(|_| format!("a key is 32 bytes, this one is {}", raw.len()))
 }
 
 pub fn encode_key(k: &[u8; 32]) -> String {
@@ -37,8 +43,51 @@ pub fn generate_private() -> [u8; 32] {
 }
 
 pub fn public_from_private(private: &[u8; 32]) -> [u8; 32] {
+    // x25519-dalek's StaticSecret wipes itself on drop (its `zeroize`
+    // feature, on by default and so in boringtun's build).
     let secret = StaticSecret::from(*private);
     PublicKey::from(&secret).to_bytes()
+}
+
+/// What `check` and `run` say about a file that holds the private key
+/// (`private_key_file`, or the config itself with an inline key) when its
+/// mode lets others than its owner read or write it. A warning, not a
+/// refusal: as `wg` does, because the key is exposed already by the time
+/// we look (refusing would add an outage to the leak, on a node that ran
+/// yesterday), and because configuration management often makes the file
+/// before it sets the mode. The log line names the fix.
+pub fn file_mode_warning(path: &Path, what: &str) -> Option<String> {
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o7777;
+    let mut who = Vec::new();
+    if mode & 0o044 != 0 {
+        who.push(match mode & 0o044 {
+            0o004 => "readable by every user",
+            0o040 => "readable by its group",
+            _ => "readable by its group and every user",
+        });
+    }
+    if mode & 0o022 != 0 {
+        who.push("writable by others than its owner");
+    }
+    if who.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "{what} {} is {} (mode {mode:04o}): the private key should be the owner's alone \
+         (chmod 600 {})",
+        path.display(),
+        who.join(" and "),
+        path.display()
+    ))
+}
+
+/// `genkey`/`wg genkey`: stdout redirected to a regular file that every
+/// user may read. Same words as wg(8).
+pub fn genkey_output_warning() -> Option<&'static str> {
+    let m = std::fs::metadata("/proc/self/fd/1").ok()?;
+    (m.is_file() && m.permissions().mode() & 0o004 != 0).then_some(
+        "Warning: writing to world accessible file.\nConsider setting the umask to 077 and trying again.",
+    )
 }
 
 fn derive_mac(label: &[u8], parts: &[&[u8; 32]]) -> MacAddr {
@@ -98,6 +147,35 @@ mod tests {
         assert_eq!(decode_key(&encode_key(&k)).unwrap(), k);
         assert!(decode_key("abc").is_err());
         assert!(decode_key("AAAA").unwrap_err().contains("32 bytes"));
+    }
+
+    #[test]
+    fn key_file_modes() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("mw-keymode-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("key");
+        std::fs::write(&f, "x").unwrap();
+        let set = |m| std::fs::set_permissions(&f, std::fs::Permissions::from_mode(m)).unwrap();
+        for (mode, want) in [
+            (0o600, None),
+            (0o400, None),
+            (0o640, Some("readable by its group (mode 0640)")),
+            (0o604, Some("readable by every user")),
+            (0o644, Some("readable by its group and every user")),
+            (0o620, Some("writable by others")),
+        ] {
+            set(mode);
+            let w = file_mode_warning(&f, "node.private_key_file");
+            match want {
+                None => assert_eq!(w, None, "{mode:o}"),
+                Some(s) => {
+                    let w = w.unwrap();
+                    assert!(w.contains(s) && w.contains("chmod 600"), "{mode:o}: {w}");
+                }
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -57,12 +57,22 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Genkey => {
-            println!("{}", keys::encode_key(&keys::generate_private()));
+            if let Some(w) = keys::genkey_output_warning() {
+                eprintln!("{w}");
+            }
+            let key = zeroize::Zeroizing::new(keys::generate_private());
+            let text = zeroize::Zeroizing::new(keys::encode_key(&key));
+            println!("{}", *text);
             ExitCode::SUCCESS
         }
         Cmd::Pubkey => pubkey(),
         Cmd::Check { config } => match config::load(&config) {
-            Ok(_) => ExitCode::SUCCESS,
+            Ok(cfg) => {
+                for w in config::key_warnings(&cfg, &config) {
+                    eprintln!("{}: warning: {w}", config.display());
+                }
+                ExitCode::SUCCESS
+            }
             Err(e) => {
                 eprintln!("{}: {e}", config.display());
                 ExitCode::FAILURE
@@ -77,6 +87,9 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
+            for w in config::key_warnings(&cfg, &config) {
+                tracing::warn!("{w}");
+            }
             match dataplane::run(cfg, &config) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

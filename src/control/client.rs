@@ -10,19 +10,46 @@ use serde_json::Value;
 
 use super::{CtlCommand, Reply};
 
-/// Sends `cmd` and returns the daemon's `data`.
+/// Sends `cmd` and returns the daemon's `data`. A daemon serving its
+/// maximum of clients answers "busy" at once; that is retried for a few
+/// seconds (the others' deadlines free a place within two).
 pub fn request(socket: &Path, cmd: &CtlCommand) -> Result<Value, String> {
+    let give_up = std::time::Instant::now() + Duration::from_secs(6);
+    let mut wait = Duration::from_millis(20);
+    loop {
+        match request_once(socket, cmd) {
+            Err(e) if e.starts_with(BUSY) && std::time::Instant::now() < give_up => {
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(Duration::from_millis(500));
+            }
+            r => return r,
+        }
+    }
+}
+
+/// How the daemon's "too many clients" answer begins.
+pub const BUSY: &str = "busy:";
+
+fn request_once(socket: &Path, cmd: &CtlCommand) -> Result<Value, String> {
     let conn = UnixStream::connect(socket)
         .map_err(|e| format!("cannot connect to {}: {e}", socket.display()))?;
     conn.set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(|e| e.to_string())?;
     let mut line = serde_json::to_vec(cmd).map_err(|e| e.to_string())?;
     line.push(b'\n');
-    (&conn).write_all(&line).map_err(|e| e.to_string())?;
+    // A daemon that refuses at once (busy, credentials) may close before
+    // our request is written: its answer is still there to read.
+    let sent = (&conn).write_all(&line);
     let mut answer = String::new();
     BufReader::new(&conn)
         .read_line(&mut answer)
         .map_err(|e| format!("no answer: {e}"))?;
+    if answer.is_empty() {
+        return Err(match sent {
+            Err(e) => e.to_string(),
+            Ok(()) => "no answer: the daemon closed the connection".into(),
+        });
+    }
     let reply: Reply =
         serde_json::from_str(&answer).map_err(|e| format!("bad answer from the daemon: {e}"))?;
     if reply.ok {
@@ -33,6 +60,8 @@ pub fn request(socket: &Path, cmd: &CtlCommand) -> Result<Value, String> {
 }
 
 pub fn run(socket: &Path, cmd: CtlCommand, json: bool) -> Result<String, String> {
+    // The daemon checks the same; here the error comes without a daemon.
+    super::validate(&cmd)?;
     let data = request(socket, &cmd)?;
     if json {
         let mut s = serde_json::to_string_pretty(&data).map_err(|e| e.to_string())?;

@@ -3,12 +3,19 @@
 //!
 //! Protocol: the client connects, writes one JSON request on one line
 //! (`{"cmd":"peers"}`), and reads one JSON answer (`{"ok":true,"data":...}`
-//! or `{"ok":false,"error":"..."}`). The socket I/O runs on its own thread
-//! so a slow or hostile local client can never stall the dataplane; the
-//! dataplane only sees parsed requests through a channel.
+//! or `{"ok":false,"error":"..."}`). Each client is served on its own
+//! thread under deadlines, so a slow or hostile local client can stall
+//! neither the dataplane nor another client; the dataplane only sees
+//! parsed, checked requests through a channel (`server.rs`).
 
+mod args;
 pub mod client;
 pub mod server;
+#[cfg(test)]
+mod server_tests;
+mod session;
+
+pub use args::{parse_request, validate};
 
 use std::net::IpAddr;
 

@@ -105,8 +105,9 @@ pub fn run(cfg: Validated, config_path: &Path) -> Result<(), String> {
     // Before any thread exists, so that every thread inherits the mask.
     let signals = Signals::new().map_err(|e| format!("signalfd: {e}"))?;
     let (node, ports) = Node::new(&cfg)?;
-    let control = ControlServer::start(&cfg.raw.control.socket)
-        .map_err(|e| format!("control.socket {}: {e}", cfg.raw.control.socket.display()))?;
+    let access = cfg.raw.control.access().map_err(|e| e.to_string())?;
+    let control = ControlServer::start(&access)
+        .map_err(|e| format!("control.socket {}: {e}", access.socket.display()))?;
     let workers = node.workers;
     let board = Arc::clone(&node.board);
     // Worker 0 reads the first socket (through a second handle) and the
@@ -210,14 +211,29 @@ pub fn run(cfg: Validated, config_path: &Path) -> Result<(), String> {
                 },
                 TOKEN_CONTROL => {
                     let reqs = control.drain();
+                    // Big reports leave as a copy, rendered by the client's
+                    // thread after the node is let go.
                     let replies: Vec<_> = d.with_node(|st, n, out| {
                         reqs.iter()
-                            .map(|req| st.control(n, out, &req.cmd, now))
+                            .map(|req| match report::snapshot(n, &req.cmd, now) {
+                                Some(render) => Err(render),
+                                None => Ok(st.control(n, out, &req.cmd, now)),
+                            })
                             .collect()
                     });
                     // After the other workers caught up with port changes.
                     for (req, r) in reqs.into_iter().zip(replies) {
-                        req.reply(r);
+                        match r {
+                            Ok(mut r) => {
+                                if let (CtlCommand::Stats, Ok(Value::Object(m))) =
+                                    (&req.cmd, &mut r)
+                                {
+                                    m.insert("control".into(), json!(control.stats()));
+                                }
+                                req.reply(r)
+                            }
+                            Err(render) => req.reply_later(render),
+                        }
                     }
                 }
                 TOKEN_TUNNEL => d.io.tunnel_readable(&node, now),
@@ -274,6 +290,21 @@ impl Daemon {
             }
         }
         r
+    }
+}
+
+/// `ctl port add NAME` opens a TAP NAME: one another process holds (a
+/// running VM's) is taken only with `--attach`, from its network side.
+fn refuse_held_tap(name: &str) -> Result<(), String> {
+    use crate::port::held::{existing, Existing};
+    match existing(name) {
+        Ok(Existing::HeldTap) => Err(format!(
+            "port {name}: the TAP {name} exists and another process holds it (a VM's?): \
+             to switch that VM, attach to it from its network side with --attach {name} \
+             (and another port name); to make a TAP of our own, pick a free name"
+        )),
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!("port {name}: {e}")),
     }
 }
 
@@ -368,6 +399,9 @@ impl State {
                     attach,
                     policy,
                 } => {
+                    if attach.is_none() && out.ports.id_by_name(name).is_none() {
+                        refuse_held_tap(name)?;
+                    }
                     let p = NewPort {
                         name,
                         mtu: *mtu,

@@ -1,22 +1,57 @@
 //! Answers to control requests, built from the live tables of each layer.
 //! The keys of these JSON objects are what `meshwire ctl --json` prints and
 //! what scripts read: extend, never rename.
+//!
+//! The big tables (FDB and translation table: 100k + 65k entries at the
+//! caps; originators; peers) are answered in two steps: [`snapshot`]
+//! copies them while the node is held (plain structs, no strings), and
+//! the control client's thread formats, joins and sorts the copy after the
+//! node is let go, so the workers wait only for the copy.
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
 use super::Node;
+use crate::control::server::Render;
 use crate::control::CtlCommand;
+use crate::mesh::TtGlobalInfo;
 use crate::port::Ports;
+use crate::switch::FdbSnapshot;
 use crate::wire::MacAddr;
+
+/// The reports built outside the node lock: the copy is taken now, the
+/// returned function builds the JSON later on another thread. None: not
+/// one of them (see [`answer`]).
+pub fn snapshot(node: &Node, cmd: &CtlCommand, now: Instant) -> Option<Render> {
+    match cmd {
+        CtlCommand::Fdb => {
+            let fdb = node.bridge.switch.fdb_snapshot();
+            let tt = node.bridge.mesh.tt_global_copy();
+            Some(Box::new(move || Ok(fdb_json(&fdb, tt, now))))
+        }
+        CtlCommand::Originators => {
+            let list = originators_copy(node);
+            Some(Box::new(move || Ok(originators_json(list))))
+        }
+        CtlCommand::Peers => {
+            let list = peers_copy(node);
+            Some(Box::new(move || Ok(peers_json(list))))
+        }
+        _ => None,
+    }
+}
 
 /// `ports` are worker 0's queues (the others' counts come from the board).
 pub fn answer(node: &Node, ports: &Ports, cmd: &CtlCommand, now: Instant) -> Result<Value, String> {
     Ok(match cmd {
-        CtlCommand::Peers => peers(node),
-        CtlCommand::Originators => originators(node),
-        CtlCommand::Fdb => fdb(node, now),
+        CtlCommand::Peers => peers_json(peers_copy(node)),
+        CtlCommand::Originators => originators_json(originators_copy(node)),
+        CtlCommand::Fdb => fdb_json(
+            &node.bridge.switch.fdb_snapshot(),
+            node.bridge.mesh.tt_global_copy(),
+            now,
+        ),
         CtlCommand::Ports => port_list(node, ports),
         CtlCommand::Stats => stats(node, ports),
         // Commands that change state are the daemon's, not a report's.
@@ -28,23 +63,44 @@ fn to_value<T: serde::Serialize>(t: &T) -> Value {
     serde_json::to_value(t).unwrap_or(Value::Null)
 }
 
-fn peers(node: &Node) -> Value {
+/// A peer's stats with what the node knows of its link.
+struct PeerRow {
+    stats: crate::tunnel::PeerStats,
+    address: Option<std::net::IpAddr>,
+    hardif_mac: Option<MacAddr>,
+    link_up: bool,
+}
+
+fn peers_copy(node: &Node) -> Vec<PeerRow> {
+    node.tunnels
+        .peer_stats()
+        .into_iter()
+        .map(|stats| {
+            let peer = node.peers.iter().find(|p| p.0 == stats.peer);
+            let link = peer.and_then(|(id, _)| node.bridge.link(*id));
+            PeerRow {
+                address: peer.map(|p| p.1),
+                hardif_mac: link.map(|l| l.mac),
+                link_up: link.is_some_and(|l| l.up),
+                stats,
+            }
+        })
+        .collect()
+}
+
+fn peers_json(rows: Vec<PeerRow>) -> Value {
     let unix_now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let list: Vec<Value> = node
-        .tunnels
-        .peer_stats()
+    let list: Vec<Value> = rows
         .iter()
-        .map(|s| {
-            let mut v = to_value(s);
-            let peer = node.peers.iter().find(|p| p.0 == s.peer);
-            let link = peer.and_then(|(id, _)| node.bridge.link(*id));
+        .map(|r| {
+            let mut v = to_value(&r.stats);
             if let Value::Object(m) = &mut v {
-                m.insert("address".into(), json!(peer.map(|p| p.1)));
-                m.insert("hardif_mac".into(), json!(link.map(|l| l.mac)));
-                m.insert("link_up".into(), json!(link.is_some_and(|l| l.up)));
+                m.insert("address".into(), json!(r.address));
+                m.insert("hardif_mac".into(), json!(r.hardif_mac));
+                m.insert("link_up".into(), json!(r.link_up));
                 let ago = m
                     .get("last_handshake")
                     .and_then(Value::as_u64)
@@ -57,25 +113,31 @@ fn peers(node: &Node) -> Value {
     Value::Array(list)
 }
 
-fn originators(node: &Node) -> Value {
-    let list: Vec<Value> = node
-        .bridge
+/// Each originator with the name of the peer its next hop is reached through.
+fn originators_copy(node: &Node) -> Vec<(crate::mesh::OriginatorInfo, Option<String>)> {
+    node.bridge
         .mesh
         .originators()
-        .iter()
+        .into_iter()
         .map(|o| {
+            let via = o
+                .hardif
+                .and_then(|h| node.bridge.link_by_hardif(h))
+                .map(|l| l.name.clone());
+            (o, via)
+        })
+        .collect()
+}
+
+fn originators_json(list: Vec<(crate::mesh::OriginatorInfo, Option<String>)>) -> Value {
+    let list: Vec<Value> = list
+        .iter()
+        .map(|(o, via)| {
             let mut v = to_value(o);
             if let Value::Object(m) = &mut v {
                 if let Some(orig) = m.get("orig").cloned() {
                     m.insert("originator".into(), orig);
                 }
-                // Name the peer the next hop is reached through, for people.
-                let via = m
-                    .get("hardif")
-                    .and_then(Value::as_u64)
-                    .and_then(|h| u32::try_from(h).ok())
-                    .and_then(|h| node.bridge.link_by_hardif(h))
-                    .map(|l| l.name.clone());
                 m.insert("via".into(), json!(via));
             }
             v
@@ -84,26 +146,24 @@ fn originators(node: &Node) -> Value {
     Value::Array(list)
 }
 
-fn fdb(node: &Node, now: Instant) -> Value {
-    let entries = node.bridge.switch.fdb_entries(now);
-    // Clients known only from the translation table are part of the picture:
-    // that is where unicast to them goes. (A set, not a scan per entry: the
-    // node is held while this runs, and both tables can hold thousands.)
+/// The FDB, and the clients known only from the translation table (that
+/// is where unicast to them goes): one pass over each, joined by a set.
+fn fdb_json(fdb: &FdbSnapshot, mut tt: Vec<TtGlobalInfo>, now: Instant) -> Value {
+    let entries = fdb.entries(now);
+    tt.sort_by_key(|e| (e.mac, e.vid, e.orig));
     let known: std::collections::HashSet<(MacAddr, u16)> =
         entries.iter().map(|e| (e.mac, e.vid & 0x0fff)).collect();
-    let mut list: Vec<Value> = entries
-        .iter()
-        .map(|e| {
-            json!({
-                "mac": e.mac,
-                "vlan": e.vid & 0x0fff,
-                "location": e.location,
-                "source": to_value(&e.learned),
-                "age_ms": e.age_ms,
-            })
+    let mut list: Vec<Value> = Vec::with_capacity(entries.len() + tt.len());
+    list.extend(entries.iter().map(|e| {
+        json!({
+            "mac": e.mac,
+            "vlan": e.vid & 0x0fff,
+            "location": e.location,
+            "source": to_value(&e.learned),
+            "age_ms": e.age_ms,
         })
-        .collect();
-    for g in node.bridge.mesh.tt_global_entries() {
+    }));
+    for g in tt {
         if known.contains(&(g.mac, g.vid & 0x0fff)) {
             continue;
         }

@@ -602,6 +602,11 @@ impl Mesh {
         self.tt.global_entries()
     }
 
+    /// [`Mesh::tt_global_entries`] unsorted: the copy `ctl fdb` takes.
+    pub fn tt_global_copy(&self) -> Vec<TtGlobalInfo> {
+        self.tt.global_copy()
+    }
+
     pub fn tt_local_entries(&self) -> Vec<TtLocalInfo> {
         self.tt.local_entries()
     }

@@ -321,8 +321,15 @@ impl TranslationTable {
     }
 
     pub fn global_entries(&self) -> Vec<TtGlobalInfo> {
-        let mut v: Vec<TtGlobalInfo> = self
-            .global
+        let mut v = self.global_copy();
+        v.sort_by_key(|e| (e.mac, e.vid, e.orig));
+        v
+    }
+
+    /// The global entries unsorted: a copy cheap enough to take under the
+    /// node lock (`ctl fdb` sorts it after letting go).
+    pub fn global_copy(&self) -> Vec<TtGlobalInfo> {
+        self.global
             .iter()
             .flat_map(|((mac, vid), list)| {
                 list.iter().map(move |(o, f)| TtGlobalInfo {
@@ -332,9 +339,7 @@ impl TranslationTable {
                     flags: *f,
                 })
             })
-            .collect();
-        v.sort_by_key(|e| (e.mac, e.vid, e.orig));
-        v
+            .collect()
     }
 
     pub fn local_entries(&self) -> Vec<TtLocalInfo> {

@@ -3,6 +3,7 @@
 //! - [`device`]: the port backend interface: what the dataplane reads,
 //!   writes and polls, whatever the device is (a TAP today).
 //! - [`packet`]: the network side of a TAP another process holds (AF_PACKET).
+//! - [`held`]: whether an existing TAP is held by another process.
 //! - [`tap`]: one TAP device whose fd this process holds, with IFF_VNET_HDR
 //!   and checksum/TSO/USO offloads when asked (the default for ports).
 //! - [`ports`]: the registry PortId -> TAP with per-port counters.
@@ -15,6 +16,7 @@
 pub mod device;
 pub mod gro;
 pub mod gro_udp;
+pub mod held;
 pub mod packet;
 pub mod ports;
 pub mod rx;

@@ -14,7 +14,9 @@
 //! - [`ifreq`]: `struct ifreq` ioctls (TAP creation, MTU, flags, ifindex).
 //! - [`tun`]: the TAP fd's vnet header, offload and persistence ioctls.
 //! - [`ns`]: network namespaces and the effective uid (tests).
+//! - [`cred`]: a Unix socket peer's credentials, our ids, group names.
 
+pub mod cred;
 pub mod epoll;
 pub mod eventfd;
 pub mod fd;

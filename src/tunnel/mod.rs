@@ -140,6 +140,7 @@ pub struct PeerSpec {
     pub persistent_keepalive: Option<u16>,
 }
 
+/// Wipes its copy of the private key when dropped (see `impl Drop`).
 #[derive(Clone)]
 pub struct TunnelConfig {
     pub private_key: [u8; 32],
@@ -153,6 +154,12 @@ pub struct TunnelConfig {
     /// datagram we send is longer than fits it; longer inner packets go as
     /// inner IP fragments, and the socket forbids underlay fragmentation.
     pub underlay_mtu: u16,
+}
+
+impl Drop for TunnelConfig {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.private_key);
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -264,7 +271,7 @@ impl Tunnels {
             }
         }
         let socket = UdpSocket::bind_shared(cfg.listen_port, reuse_port)?;
-        let secret = StaticSecret::from(cfg.private_key);
+        let secret = StaticSecret::from(cfg.private_key); // wiped on drop
         let matcher = Matcher::new(secret, by_key);
         let peers = PeerTable::new(MAX_PEERS);
         let index = IndexMap::new(random_u32(), peers.capacity());

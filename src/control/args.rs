@@ -1,0 +1,249 @@
+//! The control request parser and the checks of ctl arguments.
+//!
+//! A request is hostile input (any local operator, any script, a fuzzer):
+//! it is parsed and every argument checked like the config key it stands
+//! for, before the dataplane sees it, and errors name the argument
+//! (`--mtu: must be between 576 and 65000`). `meshwire ctl` runs the same
+//! checks before it connects.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+
+use super::{CtlCommand, PolicyArgs, PortAction, MAX_REQUEST};
+use crate::config::{check_ifname, ConfigError, PolicySpec};
+use crate::wire::MacAddr;
+
+/// Port MTUs, as `[[port]] mtu`.
+pub const PORT_MTU: std::ops::RangeInclusive<u16> = 576..=65000;
+/// Addresses one `ctl announce` or `ctl port add/set` may name: announce
+/// work is done while the node is held, so it is bounded.
+pub const MAX_IPS: usize = 32;
+
+/// Parses one request line and checks its arguments.
+pub fn parse_request(line: &[u8]) -> Result<CtlCommand, String> {
+    if line.len() > MAX_REQUEST {
+        return Err(format!("bad request: longer than {MAX_REQUEST} bytes"));
+    }
+    let text = std::str::from_utf8(line).map_err(|_| "bad request: not UTF-8".to_string())?;
+    let cmd: CtlCommand =
+        serde_json::from_str(text.trim()).map_err(|e| format!("bad request: {e}"))?;
+    validate(&cmd)?;
+    Ok(cmd)
+}
+
+/// Checks a command's arguments like the config checks its keys.
+pub fn validate(cmd: &CtlCommand) -> Result<(), String> {
+    match cmd {
+        CtlCommand::Announce { port, mac, ip } => {
+            name("--port", port)?;
+            if let Some(m) = mac {
+                unicast("--mac", m)?;
+            }
+            ips(ip)
+        }
+        CtlCommand::Port { action } => match action {
+            PortAction::Add {
+                name: n,
+                mtu,
+                attach,
+                policy,
+            } => {
+                name("NAME", n)?;
+                if let Some(dev) = attach {
+                    name("--attach", dev)?;
+                    if mtu.is_some() {
+                        return Err(
+                            "--mtu: an attached device keeps its own MTU (libvirt's): leave it out"
+                                .into(),
+                        );
+                    }
+                }
+                if let Some(m) = mtu {
+                    if !PORT_MTU.contains(m) {
+                        return Err(format!(
+                            "--mtu: {m}: must be between {} and {}",
+                            PORT_MTU.start(),
+                            PORT_MTU.end()
+                        ));
+                    }
+                }
+                policy_args(policy, false)
+            }
+            PortAction::Del { name: n } => name("NAME", n),
+            PortAction::Set { name: n, policy } => {
+                name("NAME", n)?;
+                policy_args(policy, true)
+            }
+        },
+        _ => Ok(()),
+    }
+}
+
+fn name(arg: &str, n: &str) -> Result<(), String> {
+    check_ifname(n).map_err(|e| format!("{arg}: '{}': {e}", n.escape_debug()))
+}
+
+fn unicast(arg: &str, m: &MacAddr) -> Result<(), String> {
+    if !m.is_unicast() || m.is_zero() {
+        return Err(format!("{arg}: {m} is not a unicast MAC"));
+    }
+    Ok(())
+}
+
+fn ips(ip: &[IpAddr]) -> Result<(), String> {
+    if ip.len() > MAX_IPS {
+        return Err(format!("--ip: {} addresses; at most {MAX_IPS}", ip.len()));
+    }
+    let mut seen = HashSet::new();
+    for a in ip {
+        if a.is_unspecified() || a.is_multicast() || a == &IpAddr::V4(std::net::Ipv4Addr::BROADCAST)
+        {
+            return Err(format!("--ip: {a} is not a unicast address"));
+        }
+        if !seen.insert(a) {
+            return Err(format!("--ip: {a} appears twice"));
+        }
+    }
+    Ok(())
+}
+
+/// The policy keys as the config checks them. For `port set` the keys
+/// are a change to the port's current ones, so what only the merged
+/// policy can show (addresses without a mac) is left to the dataplane,
+/// which checks the merged policy the same way.
+fn policy_args(p: &PolicyArgs, set: bool) -> Result<(), String> {
+    ips(&p.ip)?;
+    let mut spec: PolicySpec = p.spec();
+    if set {
+        if spec.vlan == Some(0) {
+            spec.vlan = None; // `--vlan 0`: back to the untagged network
+        }
+        if spec.mac.is_none() && !p.ip.is_empty() {
+            spec.mac = Some(MacAddr::local_unicast([0, 0, 0, 0, 0, 1]));
+        }
+    }
+    spec.resolve("ctl").map(drop).map_err(arg_error)
+}
+
+/// `ctl.ipv4[1]: ...` -> `--ip: ...`.
+fn arg_error(e: ConfigError) -> String {
+    let key = e.field.strip_prefix("ctl.").unwrap_or(&e.field);
+    let key = key.split('[').next().unwrap_or(key);
+    let arg = match key {
+        "ipv4" | "ipv6" => "ip".to_string(),
+        k => k.replace('_', "-"),
+    };
+    format!("--{arg}: {}", e.message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(json: &str) -> Result<CtlCommand, String> {
+        parse_request(json.as_bytes())
+    }
+
+    #[test]
+    fn errors_name_the_argument() {
+        for (json, want) in [
+            (
+                r#"{"cmd":"port","action":{"action":"add","name":"vm1","mtu":10}}"#,
+                "--mtu: 10",
+            ),
+            (
+                r#"{"cmd":"port","action":{"action":"add","name":"vm1","mtu":65535}}"#,
+                "--mtu",
+            ),
+            (
+                r#"{"cmd":"port","action":{"action":"add","name":"vm1","mtu":1500,"attach":"vnet0"}}"#,
+                "--mtu: an attached",
+            ),
+            (
+                r#"{"cmd":"port","action":{"action":"add","name":"a/b"}}"#,
+                "NAME: 'a/b'",
+            ),
+            (
+                r#"{"cmd":"port","action":{"action":"add","name":"sixteen-chars-xx"}}"#,
+                "NAME",
+            ),
+            (
+                r#"{"cmd":"port","action":{"action":"add","name":"vm1","attach":""}}"#,
+                "--attach",
+            ),
+            (
+                r#"{"cmd":"port","action":{"action":"add","name":"vm1","vlan":4095}}"#,
+                "--vlan",
+            ),
+            (
+                r#"{"cmd":"port","action":{"action":"add","name":"vm1","vlan":0}}"#,
+                "--vlan",
+            ),
+            (
+                r#"{"cmd":"port","action":{"action":"add","name":"vm1","trunk":[0]}}"#,
+                "--trunk",
+            ),
+            (
+                r#"{"cmd":"port","action":{"action":"add","name":"vm1","arp_nd_rate":20000000}}"#,
+                "--arp-nd-rate",
+            ),
+            (
+                r#"{"cmd":"port","action":{"action":"add","name":"vm1","ip":["198.19.1.1"]}}"#,
+                "--ip: addresses belong to a VM port",
+            ),
+            (
+                r#"{"cmd":"port","action":{"action":"add","name":"vm1","mac":"ff:ff:ff:ff:ff:ff"}}"#,
+                "--mac",
+            ),
+            (
+                r#"{"cmd":"port","action":{"action":"set","name":"vm1","vlan":5000}}"#,
+                "--vlan",
+            ),
+            (
+                r#"{"cmd":"port","action":{"action":"del","name":""}}"#,
+                "NAME",
+            ),
+            (r#"{"cmd":"announce","port":"vm 1"}"#, "--port"),
+            (
+                r#"{"cmd":"announce","port":"vm1","ip":["224.0.0.1"]}"#,
+                "--ip",
+            ),
+            (
+                r#"{"cmd":"announce","port":"vm1","ip":["fd00::1","fd00::1"]}"#,
+                "twice",
+            ),
+            (
+                r#"{"cmd":"announce","port":"vm1","mac":"01:00:5e:00:00:01"}"#,
+                "--mac",
+            ),
+            (r#"{"cmd":"nosuch"}"#, "bad request"),
+            ("\u{0}", "bad request"),
+        ] {
+            let e = req(json).unwrap_err();
+            assert!(e.contains(want), "{json}: {e}");
+        }
+        let many: Vec<String> = (1..=33).map(|i| format!("\"fd00::{i:x}\"")).collect();
+        let e = req(&format!(
+            r#"{{"cmd":"announce","port":"vm1","ip":[{}]}}"#,
+            many.join(",")
+        ))
+        .unwrap_err();
+        assert!(e.contains("at most 32"), "{e}");
+        assert!(parse_request(&[0xff, 0xfe]).unwrap_err().contains("UTF-8"));
+    }
+
+    #[test]
+    fn good_requests_pass() {
+        for json in [
+            r#"{"cmd":"stats"}"#,
+            r#"{"cmd":"fdb"}"#,
+            r#"{"cmd":"port","action":{"action":"add","name":"vm1","mtu":1500,"mac":"52:54:00:00:00:01","ip":["198.19.1.5"],"vlan":10}}"#,
+            r#"{"cmd":"port","action":{"action":"add","name":"vm1","attach":"vnet3"}}"#,
+            r#"{"cmd":"port","action":{"action":"set","name":"vm1","vlan":0}}"#,
+            r#"{"cmd":"port","action":{"action":"set","name":"vm1","ip":["198.19.1.6"]}}"#,
+            r#"{"cmd":"announce","port":"vm1","mac":"52:54:00:00:00:01","ip":["198.19.1.5","fd00::5"]}"#,
+        ] {
+            req(json).unwrap_or_else(|e| panic!("{json}: {e}"));
+        }
+    }
+}

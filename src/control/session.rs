@@ -1,0 +1,239 @@
+//! One control client: who it is, and its request and answer under
+//! deadlines.
+//!
+//! Every limit is per client and counts from the accept: a client that
+//! trickles its request a byte at a time or stops reading its answer is
+//! cut off when its deadline passes, however often single reads succeed.
+
+use std::io::{ErrorKind, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use tracing::warn;
+
+use super::client::BUSY;
+use super::server::{error_reply, Answer, Pending, Shared, MAX_CLIENTS};
+use super::{parse_request, Reply, MAX_REQUEST};
+use crate::sys::cred;
+
+/// The whole request line must arrive within this (it is one short line).
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(2);
+/// The dataplane answers (or sends a copy to render) within this.
+pub const ANSWER_DEADLINE: Duration = Duration::from_secs(5);
+/// The whole answer must be taken within this (a full FDB is megabytes).
+pub const WRITE_DEADLINE: Duration = Duration::from_secs(10);
+/// A refusal is written without waiting for a client that does not read.
+const REFUSAL_WRITE: Duration = Duration::from_millis(200);
+
+/// Who may use the socket: root, the daemon's own user, and members of
+/// the socket's group (`control.group`, else the daemon's group).
+pub struct Admission {
+    uid: u32,
+    gid: u32,
+}
+
+impl Admission {
+    pub fn new(group: Option<u32>) -> Admission {
+        let (uid, egid) = cred::effective_ids();
+        Admission {
+            uid,
+            gid: group.unwrap_or(egid),
+        }
+    }
+
+    /// Ok, or why not.
+    pub fn check(&self, conn: &UnixStream) -> Result<(), String> {
+        let c = cred::peer_cred(conn).map_err(|e| format!("no peer credentials: {e}"))?;
+        if c.uid == 0 || c.uid == self.uid || c.gid == self.gid {
+            return Ok(());
+        }
+        let groups = cred::peer_groups(conn).unwrap_or_default();
+        if groups.contains(&self.gid) {
+            return Ok(());
+        }
+        Err(format!(
+            "uid {} (pid {}) is not root, the daemon's user or in group {}",
+            c.uid, c.pid, self.gid
+        ))
+    }
+}
+
+/// Checks a fresh connection and starts its thread, or answers it with a
+/// refusal at once.
+pub(super) fn admit(conn: UnixStream, shared: &Arc<Shared>) {
+    if let Err(why) = shared.admission.check(&conn) {
+        let n = shared
+            .counters
+            .refused_credentials
+            .fetch_add(1, Ordering::Relaxed)
+            + 1;
+        // A refused local user could fill the log: the first few, then
+        // the 8th, 16th, 32nd... (`ctl stats` counts them all).
+        if n <= 4 || n.is_power_of_two() {
+            warn!("control socket: refused {why} ({n} refusals so far)");
+        }
+        refuse(&conn, "permission denied: not an operator of this daemon");
+        return;
+    }
+    // Count first, so that a burst of connections cannot overshoot.
+    if shared.active.fetch_add(1, Ordering::AcqRel) >= MAX_CLIENTS {
+        shared.active.fetch_sub(1, Ordering::AcqRel);
+        shared.counters.refused_busy.fetch_add(1, Ordering::Relaxed);
+        refuse(
+            &conn,
+            &format!("{BUSY} too many control clients at once, try again"),
+        );
+        return;
+    }
+    let s = Arc::clone(shared);
+    let spawned = std::thread::Builder::new()
+        .name("ctl-client".into())
+        .spawn(move || {
+            serve(&conn, &s);
+            s.active.fetch_sub(1, Ordering::AcqRel);
+        });
+    if spawned.is_err() {
+        shared.active.fetch_sub(1, Ordering::AcqRel);
+        shared.counters.refused_busy.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn refuse(conn: &UnixStream, why: &str) {
+    let _ = conn.set_write_timeout(Some(REFUSAL_WRITE));
+    let _ = write_reply(conn, &error_reply(why), Instant::now() + REFUSAL_WRITE);
+}
+
+fn serve(conn: &UnixStream, shared: &Shared) {
+    let start = Instant::now();
+    let line = match read_request(conn, start + REQUEST_DEADLINE) {
+        Ok(l) => l,
+        Err(ReadFail::TimedOut) => {
+            shared.counters.timed_out.fetch_add(1, Ordering::Relaxed);
+            let _ = write_reply(
+                conn,
+                &error_reply("request not complete in time"),
+                Instant::now() + REFUSAL_WRITE,
+            );
+            return;
+        }
+        Err(ReadFail::TooLong) => {
+            shared.counters.bad_requests.fetch_add(1, Ordering::Relaxed);
+            let e = format!("bad request: longer than {MAX_REQUEST} bytes");
+            let _ = write_reply(conn, &error_reply(e), Instant::now() + REFUSAL_WRITE);
+            return;
+        }
+        Err(ReadFail::Gone) => return,
+    };
+    let reply = match parse_request(&line) {
+        Err(e) => {
+            shared.counters.bad_requests.fetch_add(1, Ordering::Relaxed);
+            error_reply(e)
+        }
+        Ok(cmd) => ask(shared, cmd),
+    };
+    match write_reply(conn, &reply, Instant::now() + WRITE_DEADLINE) {
+        Ok(()) => {
+            shared.counters.served.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(e) if is_timeout(&e) => {
+            shared.counters.timed_out.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(_) => {}
+    }
+}
+
+/// Hands the request to the dataplane and renders its answer here.
+fn ask(shared: &Shared, cmd: super::CtlCommand) -> Reply {
+    let (atx, arx) = mpsc::channel();
+    if shared.requests.send(Pending::new(cmd, atx)).is_err() {
+        return error_reply("the daemon is shutting down");
+    }
+    shared.wake.notify();
+    let r = match arx.recv_timeout(ANSWER_DEADLINE) {
+        Ok(Answer::Now(r)) => r,
+        Ok(Answer::Later(render)) => render(),
+        Err(_) => Err("the dataplane did not answer in time".into()),
+    };
+    match r {
+        Ok(data) => Reply {
+            ok: true,
+            data: Some(data),
+            error: None,
+        },
+        Err(e) => error_reply(e),
+    }
+}
+
+enum ReadFail {
+    TimedOut,
+    TooLong,
+    Gone,
+}
+
+/// One line (or what came before the client shut its side), at most
+/// MAX_REQUEST bytes, all of it before `deadline`.
+fn read_request(conn: &UnixStream, deadline: Instant) -> Result<Vec<u8>, ReadFail> {
+    let mut buf = Vec::with_capacity(256);
+    let mut chunk = [0u8; 1024];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(ReadFail::TimedOut);
+        }
+        conn.set_read_timeout(Some(left))
+            .map_err(|_| ReadFail::Gone)?;
+        let n = match (&*conn).read(&mut chunk) {
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) if is_timeout(&e) => return Err(ReadFail::TimedOut),
+            Err(_) => return Err(ReadFail::Gone),
+        };
+        if n == 0 {
+            return if buf.is_empty() {
+                Err(ReadFail::Gone)
+            } else {
+                Ok(buf)
+            };
+        }
+        let got = &chunk[..n];
+        if let Some(i) = got.iter().position(|&b| b == b'\n') {
+            buf.extend_from_slice(&got[..i]);
+            return if buf.len() > MAX_REQUEST {
+                Err(ReadFail::TooLong)
+            } else {
+                Ok(buf)
+            };
+        }
+        buf.extend_from_slice(got);
+        if buf.len() > MAX_REQUEST {
+            return Err(ReadFail::TooLong);
+        }
+    }
+}
+
+fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
+}
+
+/// Writes the reply and its newline, all of it before `deadline`.
+fn write_reply(conn: &UnixStream, reply: &Reply, deadline: Instant) -> std::io::Result<()> {
+    let mut out = serde_json::to_vec(reply).unwrap_or_default();
+    out.push(b'\n');
+    let mut rest = &out[..];
+    while !rest.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(ErrorKind::TimedOut.into());
+        }
+        conn.set_write_timeout(Some(left))?;
+        match (&*conn).write(rest) {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(n) => rest = &rest[n..],
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

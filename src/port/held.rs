@@ -1,0 +1,73 @@
+//! Whether a TAP that already exists is held by another process (a VM's
+//! TAP, made by libvirt or qemu), before `ctl port add` opens it.
+//!
+//! A TAP's carrier is on exactly while some fd is attached to one of its
+//! queues (the tun driver turns it on at attach and off when the last
+//! queue is closed). A multi-queue TAP would let us attach one more queue
+//! to a running VM's device and take part of its traffic, and rewrite its
+//! MTU and offloads; a single-queue one would be refused by the kernel
+//! (EBUSY) only after a wait. The carrier is read from sysfs's transition
+//! counts, which (unlike `carrier`) answer while the device is down: a
+//! device starts with carrier on and every change counts once, so the
+//! carrier is on iff the up and down counts are equal.
+
+use std::io;
+use std::path::Path;
+
+/// What is at a device name before we open a TAP of that name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Existing {
+    /// No device: we create the TAP.
+    None,
+    /// A TAP nobody holds (persistent, `ip tuntap add`): we attach to it.
+    FreeTap,
+    /// A TAP some process holds.
+    HeldTap,
+    /// A device that is not a TAP (TUNSETIFF will refuse it).
+    Other,
+}
+
+/// Looks at `/sys/class/net/NAME` (sysfs of our network namespace).
+pub fn existing(name: &str) -> io::Result<Existing> {
+    existing_in(Path::new("/sys/class/net"), name)
+}
+
+fn existing_in(sys: &Path, name: &str) -> io::Result<Existing> {
+    let dir = sys.join(name);
+    if crate::sys::ifreq::ifindex_of(name)?.is_none() {
+        return Ok(Existing::None);
+    }
+    if !dir.exists() {
+        // The device exists but this sysfs is another namespace's: we
+        // cannot tell, so say so rather than guess.
+        return Err(io::Error::other(format!(
+            "{name} exists but {} does not show it (sysfs of another network namespace?)",
+            dir.display()
+        )));
+    }
+    if !dir.join("tun_flags").exists() {
+        return Ok(Existing::Other);
+    }
+    let count = |f: &str| -> io::Result<u64> {
+        std::fs::read_to_string(dir.join(f))?
+            .trim()
+            .parse()
+            .map_err(|_| io::Error::other(format!("{name}: {f} is not a number")))
+    };
+    let (up, down) = (count("carrier_up_count")?, count("carrier_down_count")?);
+    Ok(if up == down {
+        Existing::HeldTap
+    } else {
+        Existing::FreeTap
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_device_is_none() {
+        assert_eq!(existing("mwnosuch0").unwrap(), Existing::None);
+    }
+}
