@@ -3,6 +3,7 @@
 
 mod attach;
 mod common;
+mod control;
 mod migration;
 mod mtu;
 mod node;

@@ -187,3 +187,82 @@ fn logs_to_a_file_carry_no_colour_and_json_is_one_object_per_line() {
     assert_eq!(v["level"], "INFO", "{v}");
     assert_eq!(v["fields"]["message"], "meshwire running", "{v}");
 }
+
+/// `genkey > file` warns when the file is world-readable (as `wg genkey`
+/// does); `check` warns about a private key file, or a config holding the
+/// key, that others may read, and still passes (why warn, not refuse: README).
+#[test]
+fn key_file_modes_are_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("mw-cli-keymode-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("key");
+    // genkey through a shell redirect, with the umask an operator has.
+    let genkey = |umask: &str| {
+        let _ = std::fs::remove_file(&key);
+        let o = Command::new("sh")
+            .arg("-c")
+            .arg(format!("umask {umask}; exec \"$0\" genkey > \"$1\""))
+            .arg(BIN)
+            .arg(&key)
+            .output()
+            .unwrap();
+        assert!(o.status.success());
+        String::from_utf8_lossy(&o.stderr).to_string()
+    };
+    let warned = genkey("022");
+    assert!(warned.contains("world accessible"), "{warned}");
+    assert_eq!(std::fs::read_to_string(&key).unwrap().trim().len(), 44);
+    assert_eq!(genkey("077"), "");
+    // Printed to a pipe (this test reads it): no warning.
+    let o = run(&["genkey"], "");
+    assert!(String::from_utf8_lossy(&o.stderr).is_empty());
+
+    let p = stdout(&run(&["pubkey"], &stdout(&run(&["genkey"], ""))));
+    let cfg = dir.join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!("[node]\nprivate_key_file = \"key\"\naddress = \"198.19.0.1\"\n[[peer]]\npublic_key = \"{p}\"\naddress = \"198.19.0.2\"\n"),
+    )
+    .unwrap();
+    let check = || run(&["check", "--config", cfg.to_str().unwrap()], "");
+    for (mode, warn) in [
+        (0o600, None),
+        (0o640, Some("readable by its group")),
+        (0o644, Some("every user")),
+    ] {
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
+        let o = check();
+        assert!(o.status.success(), "{mode:o}");
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        match warn {
+            None => assert!(err.is_empty(), "{mode:o}: {err}"),
+            Some(w) => assert!(
+                err.contains("node.private_key_file")
+                    && err.contains(w)
+                    && err.contains("chmod 600"),
+                "{mode:o}: {err}"
+            ),
+        }
+    }
+    // An inline key makes the config itself the file to keep private.
+    let k = std::fs::read_to_string(&key).unwrap();
+    std::fs::write(
+        &cfg,
+        format!(
+            "[node]\nprivate_key = \"{}\"\naddress = \"198.19.0.1\"\n",
+            k.trim()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = String::from_utf8_lossy(&check().stderr).to_string();
+    assert!(
+        err.contains("the config (it holds node.private_key)"),
+        "{err}"
+    );
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(String::from_utf8_lossy(&check().stderr).is_empty());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

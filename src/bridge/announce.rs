@@ -17,6 +17,11 @@ use crate::port::PortId;
 use crate::switch::announce;
 use crate::wire::MacAddr;
 
+/// Frames one `ctl announce` may send. They are built and switched while
+/// the node is held (every worker waits), so the work is bounded: an
+/// uplink with 4096 clients and 32 addresses would be 131,072 frames.
+pub const MAX_ANNOUNCE_FRAMES: usize = 1024;
+
 impl Bridge {
     /// Announces `mac` (or, with None, every live client of `port`) with
     /// each of `ips`, or with a RARP when there are none. Returns how many
@@ -59,6 +64,19 @@ impl Bridge {
             ips.extend(own.ipv4.iter().map(|&a| IpAddr::V4(a)));
             ips.extend(self.hooks.learned_v4(port).map(IpAddr::V4));
             ips.extend(own.ipv6.iter().map(|&a| IpAddr::V6(a)));
+        }
+        // Bounded (see MAX_ANNOUNCE_FRAMES): the first clients by MAC.
+        let per_client = ips.len().max(1);
+        let mut clients = clients;
+        let fits = (MAX_ANNOUNCE_FRAMES / per_client).max(1);
+        if clients.len() > fits {
+            tracing::warn!(
+                port = %self.switch.port_name(port),
+                announced = fits,
+                clients = clients.len(),
+                "ctl announce: too many frames for one request; give --mac for the others"
+            );
+            clients.truncate(fits);
         }
         let mut frame = Vec::with_capacity(128);
         let mut sent = 0;

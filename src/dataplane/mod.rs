@@ -104,10 +104,20 @@ enum PortEvent {
 pub fn run(cfg: Validated, config_path: &Path) -> Result<(), String> {
     // Before any thread exists, so that every thread inherits the mask.
     let signals = Signals::new().map_err(|e| format!("signalfd: {e}"))?;
-    let (node, ports) = Node::new(&cfg)?;
+    // The control socket first: a second daemon started by mistake on the
+    // same config stops here, before it joins our UDP port's reuseport
+    // group or touches our TAPs.
     let access = cfg.raw.control.access().map_err(|e| e.to_string())?;
     let control = ControlServer::start(&access)
         .map_err(|e| format!("control.socket {}: {e}", access.socket.display()))?;
+    let (mut node, ports) = Node::new(&cfg)?;
+    if let Ok(spec) = std::env::var("MESHWIRE_TEST_FILL") {
+        let (fdb, tt) = node.test_fill(&spec, Instant::now())?;
+        warn!(
+            fdb,
+            tt, "MESHWIRE_TEST_FILL: tables filled with made-up entries (a test hook)"
+        );
+    }
     let workers = node.workers;
     let board = Arc::clone(&node.board);
     // Worker 0 reads the first socket (through a second handle) and the
@@ -211,6 +221,7 @@ pub fn run(cfg: Validated, config_path: &Path) -> Result<(), String> {
                 },
                 TOKEN_CONTROL => {
                     let reqs = control.drain();
+                    let held_from = Instant::now();
                     // Big reports leave as a copy, rendered by the client's
                     // thread after the node is let go.
                     let replies: Vec<_> = d.with_node(|st, n, out| {
@@ -221,6 +232,13 @@ pub fn run(cfg: Validated, config_path: &Path) -> Result<(), String> {
                             })
                             .collect()
                     });
+                    let held = held_from.elapsed();
+                    // What a report costs the workers (`RUST_LOG=meshwire::dataplane=debug`).
+                    tracing::debug!(
+                        held_us = held.as_micros() as u64,
+                        requests = reqs.len(),
+                        "control: node held"
+                    );
                     // After the other workers caught up with port changes.
                     for (req, r) in reqs.into_iter().zip(replies) {
                         match r {

@@ -185,4 +185,35 @@ impl Node {
         ports.remove(id);
         Ok(id)
     }
+
+    /// Test hook, `MESHWIRE_TEST_FILL="fdb=N,tt=M"` in the daemon's
+    /// environment: N remote FDB entries (made-up MACs at made-up
+    /// originators, 8000 each, within every cap) and M global
+    /// translation-table entries, as a big mesh would leave, so tests and
+    /// benches can measure what `ctl fdb` and the lock cost at the caps
+    /// without 15 nodes. Logged loudly; never set it in production.
+    pub fn test_fill(&mut self, spec: &str, now: Instant) -> Result<(usize, usize), String> {
+        let (mut fdb, mut tt) = (0usize, 0usize);
+        for part in spec.split(',').filter(|p| !p.is_empty()) {
+            let (k, v) = part
+                .split_once('=')
+                .ok_or_else(|| format!("MESHWIRE_TEST_FILL: '{part}' is not KEY=N"))?;
+            let n: usize = v
+                .parse()
+                .map_err(|_| format!("MESHWIRE_TEST_FILL: '{v}' is not a number"))?;
+            match k {
+                "fdb" => fdb = n,
+                "tt" => tt = n,
+                _ => return Err(format!("MESHWIRE_TEST_FILL: unknown key '{k}'")),
+            }
+        }
+        for i in 0..fdb {
+            let orig = MacAddr::local_unicast([0x7c, 0, 0, 0, (i / 8000) as u8, 1]);
+            let b = (i as u32).to_be_bytes();
+            let mac = MacAddr::local_unicast([0x76, 0, b[0], b[1], b[2], b[3]]);
+            self.bridge.switch.learn_from_tt(now, mac, 0, orig);
+        }
+        let tt_added = self.bridge.mesh.test_fill_tt(tt);
+        Ok((self.bridge.switch.fdb_entries_len(), tt_added))
+    }
 }

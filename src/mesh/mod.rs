@@ -602,6 +602,27 @@ impl Mesh {
         self.tt.global_entries()
     }
 
+    /// Test hook (`MESHWIRE_TEST_FILL`, see `dataplane::test_fill`): `n`
+    /// global translation-table entries of made-up originators, as a big
+    /// mesh would give us, to measure what reports cost. Not for
+    /// production: the entries never age and count toward no originator.
+    #[doc(hidden)]
+    pub fn test_fill_tt(&mut self, n: usize) -> usize {
+        let mut added = 0;
+        for i in 0..n {
+            let orig = MacAddr::local_unicast([0x7e, 0, 0, 0, (i >> 12) as u8, 1]);
+            let b = (i as u32).to_be_bytes();
+            let c = crate::wire::batman::tvlv::TtChange {
+                flags: 0,
+                addr: MacAddr::local_unicast([0x7a, 0, b[0], b[1], b[2], b[3]]),
+                vid: 0,
+            };
+            let mut ott = translation_table::OrigTt::default();
+            added += usize::from(self.tt.global_add(&mut ott, orig, &c));
+        }
+        added
+    }
+
     /// [`Mesh::tt_global_entries`] unsorted: the copy `ctl fdb` takes.
     pub fn tt_global_copy(&self) -> Vec<TtGlobalInfo> {
         self.tt.global_copy()

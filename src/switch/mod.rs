@@ -619,6 +619,10 @@ impl Switch {
         self.fdb_snapshot().entries(now)
     }
 
+    pub fn fdb_entries_len(&self) -> usize {
+        self.fdb.len()
+    }
+
     /// A plain copy of the FDB (no strings, no sorting): what `ctl fdb`
     /// takes while the node is held, to format after letting go.
     pub fn fdb_snapshot(&self) -> FdbSnapshot {
