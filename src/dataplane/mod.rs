@@ -318,8 +318,8 @@ fn refuse_held_tap(name: &str) -> Result<(), String> {
     match existing(name) {
         Ok(Existing::HeldTap) => Err(format!(
             "port {name}: the TAP {name} exists and another process holds it (a VM's?): \
-             to switch that VM, attach to it from its network side with --attach {name} \
-             (and another port name); to make a TAP of our own, pick a free name"
+             switch that VM from the network side with `ctl port add PORT --attach {name}`, \
+             or pick a free name for a TAP of our own"
         )),
         Ok(_) => Ok(()),
         Err(e) => Err(format!("port {name}: {e}")),
