@@ -20,6 +20,8 @@ mod common;
 
 #[path = "interop/guest.rs"]
 mod guest;
+#[path = "interop/guest_policy.rs"]
+mod guest_policy;
 #[path = "interop/migrate.rs"]
 mod migrate;
 #[path = "interop/migrate_qemu.rs"]

@@ -14,6 +14,7 @@ use super::refvm::RefVm;
 
 const NAME: &str = "mwG";
 const GUEST_IP: &str = "198.19.1.11";
+const GUEST_IP6: &str = "fd00:198:19:1::11";
 
 fn boot(t: &Topology) -> RefVm {
     RefVm::start(
@@ -27,7 +28,7 @@ fn boot(t: &Topology) -> RefVm {
     )
 }
 
-fn guest_reaches(vm: &RefVm, ip: &str) -> bool {
+pub fn guest_reaches(vm: &RefVm, ip: &str) -> bool {
     wait_until(Duration::from_secs(40), || {
         vm.try_cmd(&format!("ping -c 1 -W 2 {ip}")).0
     })
@@ -76,6 +77,19 @@ fn a_real_qemu_guest_on_an_attached_tap_with_the_default_config() {
     );
     let mtu = vm.cmd("cat /sys/class/net/eth0/mtu");
     assert_eq!(mtu.trim(), "1500", "a stock guest");
+    // A full 1500-byte IPv4 packet with DF, and IPv6: the port's default
+    // MTU is the guest's, batman fragments what the link does not carry.
+    let (ok, out) = vm.try_cmd(&format!("ping -M do -s 1472 -c 3 -W 3 {far}"));
+    assert!(ok, "DF 1472-byte ping from the guest failed:\n{out}");
+    vm.cmd(&format!("ip -6 addr add {GUEST_IP6}/64 dev eth0 nodad"));
+    let far6 = t.vm("vm2a").ip6.clone();
+    assert!(
+        guest_reaches(&vm, &far6),
+        "the guest never reached vm2a over IPv6\n{}",
+        t.dump_logs()
+    );
+    let (ok, out) = vm.try_cmd(&format!("ping -M do -s 1452 -c 3 -W 3 {far6}"));
+    assert!(ok, "1500-byte IPv6 ping from the guest failed:\n{out}");
 
     // TCP with the guest's MTU 1500, both ways, default config.
     for reverse in [false, true] {
