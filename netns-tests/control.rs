@@ -245,6 +245,14 @@ fn port_add_refuses_a_held_tap_and_checks_its_arguments() {
         .unwrap()
         .iter()
         .all(|p| p["name"] != "vnet9"));
+    // A config port of that name: the daemon refuses to start.
+    let err = run_refused(&t, 1, |c| {
+        c.replace("ctl.sock", "ctl2.sock")
+            .replace("listen_port = 51820", "listen_port = 51821")
+            + "\n[[port]]\nname = \"vnet9\"\n"
+    });
+    assert!(err.contains("another process holds it"), "{err}");
+    assert!(err.contains("attach = \"vnet9\""), "{err}");
     // Told explicitly, it attaches from the network side.
     let (ok, out) = ctl(&["port", "add", "vm9", "--attach", "vnet9"]);
     assert!(ok, "{out}");

@@ -311,21 +311,6 @@ impl Daemon {
     }
 }
 
-/// `ctl port add NAME` opens a TAP NAME: one another process holds (a
-/// running VM's) is taken only with `--attach`, from its network side.
-fn refuse_held_tap(name: &str) -> Result<(), String> {
-    use crate::port::held::{existing, Existing};
-    match existing(name) {
-        Ok(Existing::HeldTap) => Err(format!(
-            "port {name}: the TAP {name} exists and another process holds it (a VM's?): \
-             switch that VM from the network side with `ctl port add PORT --attach {name}`, \
-             or pick a free name for a TAP of our own"
-        )),
-        Ok(_) => Ok(()),
-        Err(e) => Err(format!("port {name}: {e}")),
-    }
-}
-
 impl State {
     fn watch_port(&self, ports: &Ports, id: PortId) -> Result<(), String> {
         let fd = ports.poll_fd(id).ok_or("port vanished")?;
@@ -417,9 +402,6 @@ impl State {
                     attach,
                     policy,
                 } => {
-                    if attach.is_none() && out.ports.id_by_name(name).is_none() {
-                        refuse_held_tap(name)?;
-                    }
                     let p = NewPort {
                         name,
                         mtu: *mtu,

@@ -90,7 +90,11 @@ impl Node {
             };
             let id = match &p.attach {
                 Some(dev) => ports.attach(&p.name, dev),
-                None => ports.open_with(&p.name, cfg.port_mtu(p), opts),
+                None => {
+                    crate::port::held::refuse_held(&p.name)
+                        .map_err(|e| format!("port {}: {e}", p.name))?;
+                    ports.open_with(&p.name, cfg.port_mtu(p), opts)
+                }
             }
             .map_err(|e| format!("port {}: {e}", p.name))?;
             ports.set_udp_coalescing(id, p.udp_coalescing);
@@ -168,7 +172,11 @@ impl Node {
                 crate::config::check_ifname(dev).map_err(|e| format!("--attach {dev}: {e}"))?;
                 ports.attach(name, dev)
             }
-            None => ports.open_with(name, mtu, opts),
+            None => {
+                // A running VM's TAP is attached to only when asked.
+                crate::port::held::refuse_held(name).map_err(|e| format!("port {name}: {e}"))?;
+                ports.open_with(name, mtu, opts)
+            }
         }
         .map_err(|e| format!("port {name}: {e}"))?;
         self.bridge.add_port(id, name);

@@ -62,6 +62,20 @@ fn existing_in(sys: &Path, name: &str) -> io::Result<Existing> {
     })
 }
 
+/// Before opening a TAP of our own named `name`: Ok, or why not (a TAP
+/// another process holds: a running VM's).
+pub fn refuse_held(name: &str) -> Result<(), String> {
+    match existing(name) {
+        Ok(Existing::HeldTap) => Err(format!(
+            "the TAP {name} exists and another process holds it (a VM's?): switch that VM \
+             from the network side (`attach = \"{name}\"` in its [[port]], or \
+             `ctl port add PORT --attach {name}`), or give the port a free name"
+        )),
+        Ok(_) => Ok(()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
