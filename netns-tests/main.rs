@@ -4,6 +4,7 @@
 mod attach;
 mod common;
 mod control;
+mod flap;
 mod migration;
 mod mtu;
 mod node;

@@ -62,6 +62,10 @@ pub struct NodeConfig {
     /// every link whole (no batman fragments). On by default.
     #[serde(default = "default_true")]
     pub mss_clamp: bool,
+    /// A MAC that moves 5 times in 180 s is frozen where it is for this
+    /// long (0, the default: logged and counted only).
+    #[serde(default)]
+    pub mac_flap_freeze_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -397,11 +401,20 @@ fn field_at(text: &str, pos: usize) -> Option<String> {
 /// Upper bound on `node.workers` (and on the per-CPU default).
 pub const MAX_WORKERS: usize = 64;
 
+/// The longest MAC-flap freeze: past a day it is an outage, not a guard.
+const MAX_FLAP_FREEZE_MS: u64 = 86_400_000;
+
 fn validate(raw: Config, base_dir: &Path) -> Result<Validated, ConfigError> {
     let private_key = node_private_key(&raw.node, base_dir)?;
     let public_key = keys::public_from_private(&private_key);
     if raw.node.listen_port == 0 {
         return Err(err("node.listen_port", "must be 1-65535"));
+    }
+    if raw.node.mac_flap_freeze_ms > MAX_FLAP_FREEZE_MS {
+        return Err(err(
+            "node.mac_flap_freeze_ms",
+            "must be at most 86400000 (a day)",
+        ));
     }
     if raw.node.underlay_mtu < 1280 || raw.node.underlay_mtu > 65535 - 100 {
         return Err(err("node.underlay_mtu", "must be between 1280 and 65435"));

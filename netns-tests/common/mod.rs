@@ -128,6 +128,8 @@ pub struct Opts {
     pub links: Option<Vec<(usize, usize)>>,
     /// Extra lines for the [mesh] section.
     pub mesh_extra: String,
+    /// Extra lines for the [node] section.
+    pub node_extra: String,
     /// `mtu` of every port (default: meshwire's, fits the underlay).
     pub port_mtu: Option<u16>,
     /// `node.workers` of hypervisor i+1 (missing: the default, one per CPU).
@@ -362,6 +364,13 @@ impl Topology {
             self.opts.mesh_extra,
             self.socket(hv).display()
         );
+        if !self.opts.node_extra.is_empty() {
+            c = c.replacen(
+                "\n\n[mesh]",
+                &format!("\n{}\n[mesh]", self.opts.node_extra),
+                1,
+            );
+        }
         if let Some(w) = self.opts.workers.get(hv - 1) {
             c = c.replacen("\n\n[mesh]", &format!("\nworkers = {w}\n\n[mesh]"), 1);
         }

@@ -44,14 +44,15 @@ mod sync;
 #[cfg(test)]
 mod tests;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use crate::mesh::{HardifId, Mesh, MeshOutput};
 use crate::port::PortId;
-use crate::switch::Switch;
+use crate::switch::{Location, Switch};
 use crate::tunnel::PeerId;
+use crate::wire::ethernet::Frame;
 use crate::wire::MacAddr;
 
 pub use hooks::{Hooks, HooksCounters};
@@ -99,6 +100,9 @@ pub struct BridgeCounters {
     /// MACs that moved 5 times within 180 s (logged: a duplicate MAC or a
     /// loop).
     pub mac_flaps: u64,
+    /// Port frames from a frozen flapping MAC on a port other than where
+    /// it was frozen (`[node] mac_flap_freeze_ms`).
+    pub drop_mac_frozen: u64,
 }
 
 /// The hub: the mesh and the switch, the links and the local ports, and
@@ -162,6 +166,10 @@ impl Bridge {
         frame: &[u8],
         io: &mut impl Egress,
     ) {
+        if self.frozen_elsewhere(now, port, frame) {
+            self.counters.drop_mac_frozen += 1;
+            return;
+        }
         let (decision, learned) = self.switch.from_port(now, port, frame);
         if let Some(l) = learned {
             self.claim(l);
@@ -169,6 +177,25 @@ impl Bridge {
         self.log_moves(now);
         self.forward(now, Some(port), decision, frame, io);
         self.flush(now, io);
+    }
+
+    /// How long a flapping MAC stays frozen where it is (None or zero:
+    /// detection and logging only).
+    pub fn set_mac_flap_freeze(&mut self, freeze: Option<Duration>) {
+        self.flaps.set_freeze(freeze);
+    }
+
+    /// A frame whose source MAC is frozen at another place than `port`.
+    fn frozen_elsewhere(&mut self, now: Instant, port: PortId, frame: &[u8]) -> bool {
+        let Ok(f) = Frame::new_checked(frame) else {
+            return false;
+        };
+        let (src, vid) = (f.src_addr(), f.batman_vid());
+        self.flaps.is_frozen(now, src, vid)
+            && self
+                .switch
+                .lookup(now, src, vid)
+                .is_some_and(|e| e.location != Location::Port(port))
     }
 
     /// A frame a peer's tunnel delivered (Ethernet, batman inside): to the

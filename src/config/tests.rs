@@ -63,6 +63,26 @@ fn workers_and_udp_coalescing() {
     );
 }
 
+#[test]
+fn mac_flap_freeze() {
+    let c = parse(&base(), Path::new(".")).unwrap();
+    assert_eq!(
+        c.raw.node.mac_flap_freeze_ms, 0,
+        "detection only by default"
+    );
+    let on = base().replace("[node]\n", "[node]\nmac_flap_freeze_ms = 180000\n");
+    let c = parse(&on, Path::new(".")).unwrap();
+    assert_eq!(c.raw.node.mac_flap_freeze_ms, 180_000);
+    expect_field(
+        &base().replace("[node]\n", "[node]\nmac_flap_freeze_ms = 86400001\n"),
+        "node.mac_flap_freeze_ms",
+    );
+    expect_field(
+        &base().replace("[node]\n", "[node]\nmac_flap_freeze_ms = -1\n"),
+        "mac_flap_freeze_ms",
+    );
+}
+
 fn expect_field(text: &str, field: &str) {
     let e = parse(text, Path::new(".")).unwrap_err();
     assert!(

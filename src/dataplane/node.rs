@@ -60,6 +60,8 @@ impl Node {
             ..MeshConfig::new(originator)
         });
         let mut bridge = Bridge::new(mesh, Switch::new(SwitchConfig::default()));
+        let freeze = cfg.raw.node.mac_flap_freeze_ms;
+        bridge.set_mac_flap_freeze(Some(Duration::from_millis(freeze)));
         let workers = cfg.workers();
         let tunnels = Tunnels::with_reuse_port(cfg.tunnel_config(), workers > 1)
             .map_err(|e| format!("node.listen_port {}: {e}", cfg.raw.node.listen_port))?;

@@ -134,6 +134,33 @@ fn a_mac_moving_five_times_in_three_minutes_is_a_flap() {
 }
 
 #[test]
+fn a_flapping_mac_frozen_stays_where_it_is_until_the_freeze_ends() {
+    let mut net = Net::new(1);
+    net.nodes[0].set_mac_flap_freeze(Some(Duration::from_secs(60)));
+    let f = frame(MacAddr::BROADCAST, vm(0xd), 1);
+    // Five moves between the two uplinks: frozen on port 1 (the fifth
+    // move's destination: sends alternate 0, 1, 0, 1, 0, 1).
+    for i in 0..6 {
+        net.send(0, i % 2, &f);
+        net.now += Duration::from_secs(1);
+    }
+    assert_eq!(net.nodes[0].counters().mac_flaps, 1);
+    net.clear();
+    // From port 0 it is dropped, from port 1 it still flows.
+    net.send(0, 0, &f);
+    assert_eq!(net.nodes[0].counters().drop_mac_frozen, 1);
+    assert_eq!(net.count(0, 1, &f), 0, "a frozen MAC's frame got through");
+    net.send(0, 1, &f);
+    assert_eq!(net.count(0, 0, &f), 1, "its frozen port is blocked");
+    assert_eq!(net.nodes[0].counters().moves, 5, "no move while frozen");
+    // After the freeze, it may move again.
+    net.now += Duration::from_secs(61);
+    net.send(0, 0, &f);
+    assert_eq!(net.nodes[0].counters().moves, 6);
+    assert_eq!(net.nodes[0].counters().drop_mac_frozen, 1);
+}
+
+#[test]
 fn announce_uses_the_ports_own_mac_and_addresses() {
     let mut net = Net::full_mesh(2);
     let v6: std::net::Ipv6Addr = "fd00::a".parse().unwrap();
