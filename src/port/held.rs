@@ -34,16 +34,17 @@ pub fn existing(name: &str) -> io::Result<Existing> {
 
 fn existing_in(sys: &Path, name: &str) -> io::Result<Existing> {
     let dir = sys.join(name);
-    if crate::sys::ifreq::ifindex_of(name)?.is_none() {
+    let Some(index) = crate::sys::ifreq::ifindex_of(name)? else {
         return Ok(Existing::None);
-    }
-    if !dir.exists() {
-        // The device exists but this sysfs is another namespace's: we
-        // cannot tell, so say so rather than guess.
-        return Err(io::Error::other(format!(
-            "{name} exists but {} does not show it (sysfs of another network namespace?)",
-            dir.display()
-        )));
+    };
+    let sys_index = std::fs::read_to_string(dir.join("ifindex"))
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok());
+    if sys_index != Some(index) {
+        // This sysfs is another network namespace's (a daemon put in a
+        // namespace without remounting /sys): the device's flags, from
+        // our namespace, tell the carrier only while it is up.
+        return running(name);
     }
     if !dir.join("tun_flags").exists() {
         return Ok(Existing::Other);
@@ -56,6 +57,22 @@ fn existing_in(sys: &Path, name: &str) -> io::Result<Existing> {
     };
     let (up, down) = (count("carrier_up_count")?, count("carrier_down_count")?);
     Ok(if up == down {
+        Existing::HeldTap
+    } else {
+        Existing::FreeTap
+    })
+}
+
+/// Up with carrier: held (for a TAP). Down: we cannot tell, and leave it
+/// to TUNSETIFF (a held single-queue TAP is refused there).
+fn running(name: &str) -> io::Result<Existing> {
+    use crate::sys::ifreq::{ctl_socket, ifreq, IfReq, IfReqOp};
+    let sock = ctl_socket()?;
+    let mut r = IfReq::new(name);
+    ifreq(&sock, IfReqOp::GetFlags, &mut r)?;
+    let f = r.short() as libc::c_int;
+    let up_running = libc::IFF_UP | libc::IFF_RUNNING;
+    Ok(if f & up_running == up_running {
         Existing::HeldTap
     } else {
         Existing::FreeTap
@@ -83,5 +100,15 @@ mod tests {
     #[test]
     fn a_missing_device_is_none() {
         assert_eq!(existing("mwnosuch0").unwrap(), Existing::None);
+    }
+
+    #[test]
+    fn loopback_is_not_a_tap_and_a_foreign_sysfs_falls_back_to_flags() {
+        assert_eq!(existing("lo").unwrap(), Existing::Other);
+        // A sysfs that does not show our `lo`: lo is up and running.
+        let empty = std::env::temp_dir().join(format!("mw-nosys-{}", std::process::id()));
+        std::fs::create_dir_all(&empty).unwrap();
+        assert_eq!(existing_in(&empty, "lo").unwrap(), Existing::HeldTap);
+        std::fs::remove_dir_all(&empty).unwrap();
     }
 }
