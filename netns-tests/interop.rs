@@ -22,6 +22,8 @@ mod common;
 mod guest;
 #[path = "interop/guest_policy.rs"]
 mod guest_policy;
+#[path = "interop/libvirt.rs"]
+mod libvirt;
 #[path = "interop/migrate.rs"]
 mod migrate;
 #[path = "interop/migrate_qemu.rs"]
