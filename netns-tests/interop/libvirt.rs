@@ -45,8 +45,10 @@ const MOUNT_POINTS: [&str; 4] = [
 ];
 
 impl Libvirtd {
-    fn start(t: &Topology) -> Libvirtd {
-        let dir = t.dir.join("libvirt");
+    /// libvirtd in hypervisor `hv`'s namespace, listening on its underlay
+    /// address for migrations (TCP, no auth: the underlay is the test's).
+    fn start(t: &Topology, hv: usize) -> Libvirtd {
+        let dir = t.dir.join(format!("libvirt{hv}"));
         for d in ["etc/hooks", "run", "lib", "log", "cache", "sock"] {
             fs::create_dir_all(dir.join(d)).unwrap();
         }
@@ -54,7 +56,8 @@ impl Libvirtd {
             dir.join("etc/libvirtd.conf"),
             format!(
                 "unix_sock_dir = \"{}\"\nunix_sock_rw_perms = \"0700\"\nauth_unix_rw = \"none\"\n\
-                 auth_unix_ro = \"none\"\n",
+                 auth_unix_ro = \"none\"\nlisten_tls = 0\nlisten_tcp = 1\nauth_tcp = \"none\"\n\
+                 listen_addr = \"198.18.0.{hv}\"\n",
                 dir.join("sock").display()
             ),
         )
@@ -72,7 +75,7 @@ impl Libvirtd {
             dir.join("etc/hooks/qemu"),
             format!(
                 "#!/bin/sh\nMESHWIRE={BIN} MESHWIRE_SOCKET={} exec {} \"$@\"\n",
-                t.socket(1).display(),
+                t.socket(hv).display(),
                 hook.display()
             ),
         )
@@ -95,8 +98,8 @@ impl Libvirtd {
              mount --bind {d}/lib /var/lib/libvirt\n\
              mount --bind {d}/log /var/log/libvirt\n\
              mount --bind {d}/cache /var/cache/libvirt\n\
-             exec ip netns exec {ns} libvirtd -f /etc/libvirt/libvirtd.conf -p {d}/libvirtd.pid\n",
-            ns = t.hvs[0].ns
+             exec ip netns exec {ns} libvirtd --listen -f /etc/libvirt/libvirtd.conf -p {d}/libvirtd.pid\n",
+            ns = t.hvs[hv - 1].ns
         );
         // The mount points (empty; the test's own directories are mounted
         // on them in libvirtd's namespace): made if missing, removed after.
@@ -207,8 +210,8 @@ fn domain_xml(dir: &Path) -> PathBuf {
 
 /// The port the hook made for the guest: named after libvirt's TAP
 /// (`vnetN`, libvirt's choice), attached to it, with the guest's policy.
-fn guest_port(t: &Topology) -> Option<Value> {
-    t.ctl(1, "ports")
+fn guest_port(t: &Topology, hv: usize) -> Option<Value> {
+    t.ctl(hv, "ports")
         .as_array()?
         .iter()
         .find(|p| p["settings"]["mac"] == GUEST_MAC)
@@ -219,7 +222,7 @@ fn guest_port(t: &Topology) -> Option<Value> {
 fn a_libvirt_guest_on_its_own_tap_through_the_hook() {
     let mut t = Topology::new("mwL", &[&[Attach::External], &[Attach::TapNic]], 250);
     t.start_all();
-    let lv = Libvirtd::start(&t);
+    let lv = Libvirtd::start(&t, 1);
     let xml = domain_xml(&lv.dir);
     let far = t.vm("vm2a").clone();
     let reach = |what: &str| {
@@ -237,7 +240,7 @@ fn a_libvirt_guest_on_its_own_tap_through_the_hook() {
 
     lv.create(&xml);
     reach("first start");
-    let p = guest_port(&t).unwrap_or_else(|| {
+    let p = guest_port(&t, 1).unwrap_or_else(|| {
         panic!(
             "the hook added no port: {}\n{}",
             t.ctl(1, "ports"),
@@ -254,11 +257,86 @@ fn a_libvirt_guest_on_its_own_tap_through_the_hook() {
     // new TAP gets a new port and traffic resumes.
     lv.destroy();
     assert!(
-        wait_until(Duration::from_secs(30), || guest_port(&t).is_none()),
+        wait_until(Duration::from_secs(30), || guest_port(&t, 1).is_none()),
         "the port stayed after the VM was released\n{}",
         lv.log()
     );
     lv.create(&xml);
     reach("after a restart of the VM");
-    assert!(guest_port(&t).is_some());
+    assert!(guest_port(&t, 1).is_some());
+}
+
+/// A live migration between two libvirtds (`virsh migrate --live --p2p`
+/// over the underlay) while a VM on a third node pings the guest: the
+/// hook adds the port on the destination when its qemu starts (before the
+/// guest runs there) and removes it on the source once the guest left;
+/// qemu's announcement moves it in the mesh and the pings come back.
+#[test]
+fn a_libvirt_live_migration_moves_the_port_with_the_guest() {
+    let mut t = Topology::new(
+        "mwLM",
+        &[&[Attach::External], &[Attach::External], &[Attach::TapNic]],
+        250,
+    );
+    t.start_all();
+    let src = Libvirtd::start(&t, 1);
+    let dst = Libvirtd::start(&t, 2);
+    let xml = domain_xml(&src.dir);
+    let far = t.vm("vm3a").clone();
+    let reach = |what: &str| {
+        assert!(
+            wait_until(Duration::from_secs(90), || ns_try(
+                &far.ns,
+                &["ping", "-c", "1", "-W", "2", GUEST_IP]
+            )),
+            "{what}: vm3a never reached the libvirt guest\n{}\n{}\n{}",
+            src.log(),
+            dst.log(),
+            t.dump_logs()
+        );
+    };
+    src.create(&xml);
+    reach("before the migration");
+    assert!(guest_port(&t, 1).is_some(), "no port on the source");
+
+    let (ok, out) = src.virsh(&[
+        "migrate",
+        "--live",
+        "--p2p",
+        DOMAIN,
+        "qemu+tcp://198.18.0.2/system",
+        // the destination's own name would resolve outside the namespaces
+        "--migrateuri",
+        "tcp://198.18.0.2",
+    ]);
+    assert!(ok, "virsh migrate: {out}\n{}\n{}", src.log(), dst.log());
+    let (_, list) = dst.virsh(&["list", "--name"]);
+    assert!(
+        list.contains(DOMAIN),
+        "not running on the destination: {list}"
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || guest_port(&t, 2).is_some()),
+        "the hook added no port on the destination\n{}",
+        dst.log()
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || guest_port(&t, 1).is_none()),
+        "the source kept the port\n{}",
+        src.log()
+    );
+    reach("after the migration");
+    let fdb = t.ctl(3, "fdb");
+    let at = fdb
+        .as_array()
+        .and_then(|l| l.iter().find(|e| e["mac"] == GUEST_MAC))
+        .map(|e| e["location"].clone());
+    assert_eq!(
+        at,
+        Some(Value::from(format!("originator {}", t.originator_of(2)))),
+        "hv3 does not send to the destination: {fdb}"
+    );
+    // The source's Drop destroys nothing now; the destination's does.
+    drop(src);
+    drop(dst);
 }
