@@ -341,6 +341,15 @@ fn ctl_fdb_on_full_tables_while_a_vm_pings() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_secs(2));
+    let pid = t.hvs[0].daemon.as_ref().unwrap().id();
+    let hwm = || {
+        let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        st.lines()
+            .find(|l| l.starts_with("VmHWM"))
+            .map(|l| l.split_whitespace().nth(1).unwrap_or("?").to_string())
+            .unwrap_or_default()
+    };
+    let hwm_before = hwm();
     let mut sizes = Vec::new();
     let mut times = Vec::new();
     for _ in 0..3 {
@@ -364,6 +373,7 @@ fn ctl_fdb_on_full_tables_while_a_vm_pings() {
         .filter_map(|l| l.split("held_us=").nth(1)?.split(' ').next())
         .collect();
     eprintln!("node held per control request (us): {held:?}");
+    eprintln!("daemon VmHWM kB: {hwm_before} before, {} after", hwm());
     for n in &sizes {
         assert!(*n >= 160_000, "ctl fdb rows: {n}");
     }

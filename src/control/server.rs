@@ -31,8 +31,14 @@ use crate::sys::eventfd::EventFd;
 /// Clients served at once; more are answered "busy" at once and closed.
 pub const MAX_CLIENTS: usize = 32;
 
-/// Builds a report's JSON from a copy of the tables, on the client's thread.
-pub type Render = Box<dyn FnOnce() -> Result<Value, String> + Send>;
+/// Builds a report from a copy of the tables, on the client's thread: the
+/// JSON text of the answer's `data`, serialized straight from typed rows
+/// (a `serde_json::Value` tree of a full FDB took 190 MB).
+pub type Render = Box<dyn FnOnce() -> Result<String, String> + Send>;
+
+/// Reports rendered at once; more wait their turn, so memory stays
+/// bounded however many clients ask for `ctl fdb` together.
+pub const MAX_RENDERS: usize = 2;
 
 /// What the dataplane sends back for one request.
 pub(super) enum Answer {
@@ -95,6 +101,8 @@ pub(super) struct Shared {
     pub counters: ControlCounters,
     pub active: AtomicUsize,
     pub admission: Admission,
+    /// Renders running now (at most MAX_RENDERS).
+    pub renders: (std::sync::Mutex<usize>, std::sync::Condvar),
 }
 
 /// The dataplane's end: an fd for epoll and the queue of requests.
@@ -134,6 +142,7 @@ impl ControlServer {
             counters: ControlCounters::default(),
             active: AtomicUsize::new(0),
             admission: Admission::new(access.gid),
+            renders: Default::default(),
         });
         let s = Arc::clone(&shared);
         std::thread::Builder::new()

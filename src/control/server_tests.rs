@@ -61,7 +61,9 @@ impl FakeWorker {
                     match req.cmd {
                         CtlCommand::Fdb => {
                             let copy: Vec<u32> = (0..1000).collect();
-                            req.reply_later(Box::new(move || Ok(json!(copy))))
+                            req.reply_later(Box::new(move || {
+                                serde_json::to_string(&copy).map_err(|e| e.to_string())
+                            }))
                         }
                         _ => req.reply(Ok(json!({"control": server.stats()}))),
                     }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tracing::warn;
 
 use super::client::BUSY;
-use super::server::{error_reply, Answer, Pending, Shared, MAX_CLIENTS};
+use super::server::{error_reply, Answer, Pending, Shared, MAX_CLIENTS, MAX_RENDERS};
 use super::{parse_request, Reply, MAX_REQUEST};
 use crate::sys::cred;
 
@@ -126,14 +126,24 @@ fn serve(conn: &UnixStream, shared: &Shared) {
         }
         Err(ReadFail::Gone) => return,
     };
-    let reply = match parse_request(&line) {
+    let answer = match parse_request(&line) {
         Err(e) => {
             shared.counters.bad_requests.fetch_add(1, Ordering::Relaxed);
-            error_reply(e)
+            Out::Reply(error_reply(e))
         }
         Ok(cmd) => ask(shared, cmd),
     };
-    match write_reply(conn, &reply, Instant::now() + WRITE_DEADLINE) {
+    let deadline = Instant::now() + WRITE_DEADLINE;
+    let written = match &answer {
+        Out::Reply(r) => write_reply(conn, r, deadline),
+        // The rendered data, wrapped as a Reply would be.
+        Out::Data(text) => write_parts(
+            conn,
+            &[b"{\"ok\":true,\"data\":", text.as_bytes(), b"}\n"],
+            deadline,
+        ),
+    };
+    match written {
         Ok(()) => {
             shared.counters.served.fetch_add(1, Ordering::Relaxed);
         }
@@ -144,26 +154,48 @@ fn serve(conn: &UnixStream, shared: &Shared) {
     }
 }
 
+/// An answer: a Reply, or a rendered report's data as JSON text.
+enum Out {
+    Reply(Reply),
+    Data(String),
+}
+
 /// Hands the request to the dataplane and renders its answer here.
-fn ask(shared: &Shared, cmd: super::CtlCommand) -> Reply {
+fn ask(shared: &Shared, cmd: super::CtlCommand) -> Out {
     let (atx, arx) = mpsc::channel();
     if shared.requests.send(Pending::new(cmd, atx)).is_err() {
-        return error_reply("the daemon is shutting down");
+        return Out::Reply(error_reply("the daemon is shutting down"));
     }
     shared.wake.notify();
-    let r = match arx.recv_timeout(ANSWER_DEADLINE) {
-        Ok(Answer::Now(r)) => r,
-        Ok(Answer::Later(render)) => render(),
-        Err(_) => Err("the dataplane did not answer in time".into()),
-    };
-    match r {
-        Ok(data) => Reply {
+    match arx.recv_timeout(ANSWER_DEADLINE) {
+        Ok(Answer::Now(Ok(data))) => Out::Reply(Reply {
             ok: true,
             data: Some(data),
             error: None,
+        }),
+        Ok(Answer::Now(Err(e))) => Out::Reply(error_reply(e)),
+        Ok(Answer::Later(render)) => match with_render_permit(shared, render) {
+            Ok(text) => Out::Data(text),
+            Err(e) => Out::Reply(error_reply(e)),
         },
-        Err(e) => error_reply(e),
+        Err(_) => Out::Reply(error_reply("the dataplane did not answer in time")),
     }
+}
+
+/// Runs `render` once fewer than MAX_RENDERS others run.
+fn with_render_permit(shared: &Shared, render: super::server::Render) -> Result<String, String> {
+    let (count, turn) = &shared.renders;
+    {
+        let mut n = count.lock().unwrap_or_else(|e| e.into_inner());
+        while *n >= MAX_RENDERS {
+            n = turn.wait(n).unwrap_or_else(|e| e.into_inner());
+        }
+        *n += 1;
+    }
+    let r = render();
+    *count.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+    turn.notify_one();
+    r
 }
 
 enum ReadFail {
@@ -219,20 +251,26 @@ fn is_timeout(e: &std::io::Error) -> bool {
 
 /// Writes the reply and its newline, all of it before `deadline`.
 fn write_reply(conn: &UnixStream, reply: &Reply, deadline: Instant) -> std::io::Result<()> {
-    let mut out = serde_json::to_vec(reply).unwrap_or_default();
-    out.push(b'\n');
-    let mut rest = &out[..];
-    while !rest.is_empty() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(ErrorKind::TimedOut.into());
-        }
-        conn.set_write_timeout(Some(left))?;
-        match (&*conn).write(rest) {
-            Ok(0) => return Err(ErrorKind::WriteZero.into()),
-            Ok(n) => rest = &rest[n..],
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+    let out = serde_json::to_vec(reply).unwrap_or_default();
+    write_parts(conn, &[&out, b"\n"], deadline)
+}
+
+/// Writes `parts` one after the other, all of it before `deadline`.
+fn write_parts(conn: &UnixStream, parts: &[&[u8]], deadline: Instant) -> std::io::Result<()> {
+    for part in parts {
+        let mut rest = *part;
+        while !rest.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(ErrorKind::TimedOut.into());
+            }
+            conn.set_write_timeout(Some(left))?;
+            match (&*conn).write(rest) {
+                Ok(0) => return Err(ErrorKind::WriteZero.into()),
+                Ok(n) => rest = &rest[n..],
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
         }
     }
     Ok(())

@@ -17,7 +17,6 @@ use crate::control::server::Render;
 use crate::control::CtlCommand;
 use crate::mesh::TtGlobalInfo;
 use crate::port::Ports;
-use crate::switch::FdbSnapshot;
 use crate::wire::MacAddr;
 
 /// The reports built outside the node lock: the copy is taken now, the
@@ -28,15 +27,15 @@ pub fn snapshot(node: &Node, cmd: &CtlCommand, now: Instant) -> Option<Render> {
         CtlCommand::Fdb => {
             let fdb = node.bridge.switch.fdb_snapshot();
             let tt = node.bridge.mesh.tt_global_copy();
-            Some(Box::new(move || Ok(fdb_json(&fdb, tt, now))))
+            Some(Box::new(move || text(&fdb_rows(&fdb.entries(now), tt))))
         }
         CtlCommand::Originators => {
             let list = originators_copy(node);
-            Some(Box::new(move || Ok(originators_json(list))))
+            Some(Box::new(move || text(&originators_json(list))))
         }
         CtlCommand::Peers => {
             let list = peers_copy(node);
-            Some(Box::new(move || Ok(peers_json(list))))
+            Some(Box::new(move || text(&peers_json(list))))
         }
         _ => None,
     }
@@ -47,11 +46,10 @@ pub fn answer(node: &Node, ports: &Ports, cmd: &CtlCommand, now: Instant) -> Res
     Ok(match cmd {
         CtlCommand::Peers => peers_json(peers_copy(node)),
         CtlCommand::Originators => originators_json(originators_copy(node)),
-        CtlCommand::Fdb => fdb_json(
-            &node.bridge.switch.fdb_snapshot(),
-            node.bridge.mesh.tt_global_copy(),
-            now,
-        ),
+        CtlCommand::Fdb => {
+            let entries = node.bridge.switch.fdb_entries(now);
+            to_value(&fdb_rows(&entries, node.bridge.mesh.tt_global_copy()))
+        }
         CtlCommand::Ports => port_list(node, ports),
         CtlCommand::Stats => stats(node, ports),
         // Commands that change state are the daemon's, not a report's.
@@ -146,36 +144,55 @@ fn originators_json(list: Vec<(crate::mesh::OriginatorInfo, Option<String>)>) ->
     Value::Array(list)
 }
 
+/// The JSON text of a report's data.
+fn text<T: serde::Serialize>(t: &T) -> Result<String, String> {
+    serde_json::to_string(t).map_err(|e| e.to_string())
+}
+
+/// One row of `ctl fdb` (fields in the order `json!` gave them).
+#[derive(serde::Serialize)]
+struct FdbRow<'a> {
+    age_ms: Option<u64>,
+    location: std::borrow::Cow<'a, str>,
+    mac: MacAddr,
+    source: FdbSource,
+    vlan: u16,
+}
+
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum FdbSource {
+    Learned(crate::switch::Source),
+    Named(&'static str),
+}
+
 /// The FDB, and the clients known only from the translation table (that
 /// is where unicast to them goes): one pass over each, joined by a set.
-fn fdb_json(fdb: &FdbSnapshot, mut tt: Vec<TtGlobalInfo>, now: Instant) -> Value {
-    let entries = fdb.entries(now);
+fn fdb_rows(entries: &[crate::switch::FdbInfo], mut tt: Vec<TtGlobalInfo>) -> Vec<FdbRow<'_>> {
     tt.sort_by_key(|e| (e.mac, e.vid, e.orig));
     let known: std::collections::HashSet<(MacAddr, u16)> =
         entries.iter().map(|e| (e.mac, e.vid & 0x0fff)).collect();
-    let mut list: Vec<Value> = Vec::with_capacity(entries.len() + tt.len());
-    list.extend(entries.iter().map(|e| {
-        json!({
-            "mac": e.mac,
-            "vlan": e.vid & 0x0fff,
-            "location": e.location,
-            "source": to_value(&e.learned),
-            "age_ms": e.age_ms,
-        })
+    let mut rows: Vec<FdbRow<'_>> = Vec::with_capacity(entries.len() + tt.len());
+    rows.extend(entries.iter().map(|e| FdbRow {
+        age_ms: Some(e.age_ms),
+        location: std::borrow::Cow::Borrowed(&e.location),
+        mac: e.mac,
+        source: FdbSource::Learned(e.learned),
+        vlan: e.vid & 0x0fff,
     }));
     for g in tt {
         if known.contains(&(g.mac, g.vid & 0x0fff)) {
             continue;
         }
-        list.push(json!({
-            "mac": g.mac,
-            "vlan": g.vid & 0x0fff,
-            "location": format!("originator {}", g.orig),
-            "source": "translation-table",
-            "age_ms": null,
-        }));
+        rows.push(FdbRow {
+            age_ms: None,
+            location: std::borrow::Cow::Owned(format!("originator {}", g.orig)),
+            mac: g.mac,
+            source: FdbSource::Named("translation-table"),
+            vlan: g.vid & 0x0fff,
+        });
     }
-    Value::Array(list)
+    rows
 }
 
 fn port_list(node: &Node, ports: &Ports) -> Value {
@@ -243,4 +260,58 @@ fn stats(node: &Node, ports: &Ports) -> Value {
         "ports": to_value(ports.counters()),
         "workers": to_value(&workers),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::switch::{FdbInfo, Source};
+
+    /// The rows keep the keys and values scripts read (`ctl fdb --json`),
+    /// and a TT entry the FDB also holds is listed once.
+    #[test]
+    fn fdb_rows_keep_their_json_shape() {
+        let mac = |b: u8| MacAddr([2, 0, 0, 0, 0, b]);
+        let entries = vec![FdbInfo {
+            mac: mac(1),
+            vid: 0x8000 | 10,
+            location: "port vm1".into(),
+            port: Some(0),
+            originator: None,
+            age_ms: 7,
+            learned: Source::Port,
+        }];
+        let tt = vec![
+            TtGlobalInfo {
+                mac: mac(1),
+                vid: 0x8000 | 10,
+                orig: mac(9),
+                flags: 0,
+            },
+            TtGlobalInfo {
+                mac: mac(2),
+                vid: 0,
+                orig: mac(9),
+                flags: 0,
+            },
+        ];
+        let v = to_value(&fdb_rows(&entries, tt));
+        assert_eq!(
+            v,
+            json!([
+                {"mac": mac(1), "vlan": 10, "location": "port vm1", "source": "port", "age_ms": 7},
+                {"mac": mac(2), "vlan": 0, "location": format!("originator {}", mac(9)),
+                 "source": "translation-table", "age_ms": null},
+            ])
+        );
+        // The text a client receives is that, key for key.
+        let text = text(&fdb_rows(&entries, Vec::new())).unwrap();
+        assert_eq!(
+            text,
+            format!(
+                r#"[{{"age_ms":7,"location":"port vm1","mac":"{}","source":"port","vlan":10}}]"#,
+                mac(1)
+            )
+        );
+    }
 }
