@@ -31,14 +31,15 @@ use crate::sys::eventfd::EventFd;
 /// Clients served at once; more are answered "busy" at once and closed.
 pub const MAX_CLIENTS: usize = 32;
 
-/// Builds a report from a copy of the tables, on the client's thread: the
-/// JSON text of the answer's `data`, serialized straight from typed rows
-/// (a `serde_json::Value` tree of a full FDB took 190 MB).
-pub type Render = Box<dyn FnOnce() -> Result<String, String> + Send>;
+/// Builds a report from a copy of the tables, on the client's thread: it
+/// streams the JSON of the answer's `data` into the connection, row by
+/// row (a `serde_json::Value` tree of a full FDB took 190 MB, its text
+/// 30 MB more).
+pub type Render = Box<dyn FnOnce(&mut dyn std::io::Write) -> std::io::Result<()> + Send>;
 
 /// Reports rendered at once; more wait their turn, so memory stays
 /// bounded however many clients ask for `ctl fdb` together.
-pub const MAX_RENDERS: usize = 2;
+pub const MAX_RENDERS: usize = 4;
 
 /// What the dataplane sends back for one request.
 pub(super) enum Answer {

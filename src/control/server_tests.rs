@@ -61,8 +61,8 @@ impl FakeWorker {
                     match req.cmd {
                         CtlCommand::Fdb => {
                             let copy: Vec<u32> = (0..1000).collect();
-                            req.reply_later(Box::new(move || {
-                                serde_json::to_string(&copy).map_err(|e| e.to_string())
+                            req.reply_later(Box::new(move |out| {
+                                serde_json::to_writer(out, &copy).map_err(std::io::Error::other)
                             }))
                         }
                         _ => req.reply(Ok(json!({"control": server.stats()}))),

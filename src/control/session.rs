@@ -134,14 +134,9 @@ fn serve(conn: &UnixStream, shared: &Shared) {
         Ok(cmd) => ask(shared, cmd),
     };
     let deadline = Instant::now() + WRITE_DEADLINE;
-    let written = match &answer {
-        Out::Reply(r) => write_reply(conn, r, deadline),
-        // The rendered data, wrapped as a Reply would be.
-        Out::Data(text) => write_parts(
-            conn,
-            &[b"{\"ok\":true,\"data\":", text.as_bytes(), b"}\n"],
-            deadline,
-        ),
+    let written = match answer {
+        Out::Reply(r) => write_reply(conn, &r, deadline),
+        Out::Render(render) => with_render_permit(shared, || stream(conn, render, deadline)),
     };
     match written {
         Ok(()) => {
@@ -154,10 +149,10 @@ fn serve(conn: &UnixStream, shared: &Shared) {
     }
 }
 
-/// An answer: a Reply, or a rendered report's data as JSON text.
+/// An answer: a Reply, or a report to render into the connection.
 enum Out {
     Reply(Reply),
-    Data(String),
+    Render(super::server::Render),
 }
 
 /// Hands the request to the dataplane and renders its answer here.
@@ -174,16 +169,48 @@ fn ask(shared: &Shared, cmd: super::CtlCommand) -> Out {
             error: None,
         }),
         Ok(Answer::Now(Err(e))) => Out::Reply(error_reply(e)),
-        Ok(Answer::Later(render)) => match with_render_permit(shared, render) {
-            Ok(text) => Out::Data(text),
-            Err(e) => Out::Reply(error_reply(e)),
-        },
+        Ok(Answer::Later(render)) => Out::Render(render),
         Err(_) => Out::Reply(error_reply("the dataplane did not answer in time")),
     }
 }
 
+/// The report's data streamed into the connection, wrapped as a Reply
+/// would be (`{"ok":true,"data":...}`), all of it before `deadline`.
+fn stream(
+    conn: &UnixStream,
+    render: super::server::Render,
+    deadline: Instant,
+) -> std::io::Result<()> {
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, Deadlined { conn, deadline });
+    out.write_all(b"{\"ok\":true,\"data\":")?;
+    render(&mut out)?;
+    out.write_all(b"}\n")?;
+    out.flush()
+}
+
+/// Writes to a connection, each write within what is left of a deadline.
+struct Deadlined<'a> {
+    conn: &'a UnixStream,
+    deadline: Instant,
+}
+
+impl Write for Deadlined<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(ErrorKind::TimedOut.into());
+        }
+        self.conn.set_write_timeout(Some(left))?;
+        (&*self.conn).write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Runs `render` once fewer than MAX_RENDERS others run.
-fn with_render_permit(shared: &Shared, render: super::server::Render) -> Result<String, String> {
+fn with_render_permit<R>(shared: &Shared, render: impl FnOnce() -> R) -> R {
     let (count, turn) = &shared.renders;
     {
         let mut n = count.lock().unwrap_or_else(|e| e.into_inner());

@@ -27,15 +27,18 @@ pub fn snapshot(node: &Node, cmd: &CtlCommand, now: Instant) -> Option<Render> {
         CtlCommand::Fdb => {
             let fdb = node.bridge.switch.fdb_snapshot();
             let tt = node.bridge.mesh.tt_global_copy();
-            Some(Box::new(move || text(&fdb_rows(&fdb.entries(now), tt))))
+            Some(Box::new(move |out| {
+                let entries = fdb.entries(now);
+                write(out, &FdbRows::new(&entries, tt))
+            }))
         }
         CtlCommand::Originators => {
             let list = originators_copy(node);
-            Some(Box::new(move || text(&originators_json(list))))
+            Some(Box::new(move |out| write(out, &originators_json(list))))
         }
         CtlCommand::Peers => {
             let list = peers_copy(node);
-            Some(Box::new(move || text(&peers_json(list))))
+            Some(Box::new(move |out| write(out, &peers_json(list))))
         }
         _ => None,
     }
@@ -48,7 +51,7 @@ pub fn answer(node: &Node, ports: &Ports, cmd: &CtlCommand, now: Instant) -> Res
         CtlCommand::Originators => originators_json(originators_copy(node)),
         CtlCommand::Fdb => {
             let entries = node.bridge.switch.fdb_entries(now);
-            to_value(&fdb_rows(&entries, node.bridge.mesh.tt_global_copy()))
+            to_value(&FdbRows::new(&entries, node.bridge.mesh.tt_global_copy()))
         }
         CtlCommand::Ports => port_list(node, ports),
         CtlCommand::Stats => stats(node, ports),
@@ -144,9 +147,9 @@ fn originators_json(list: Vec<(crate::mesh::OriginatorInfo, Option<String>)>) ->
     Value::Array(list)
 }
 
-/// The JSON text of a report's data.
-fn text<T: serde::Serialize>(t: &T) -> Result<String, String> {
-    serde_json::to_string(t).map_err(|e| e.to_string())
+/// Streams a report's data as JSON into the client's connection.
+fn write<T: serde::Serialize>(out: &mut dyn std::io::Write, t: &T) -> std::io::Result<()> {
+    serde_json::to_writer(out, t).map_err(std::io::Error::other)
 }
 
 /// One row of `ctl fdb` (fields in the order `json!` gave them).
@@ -167,32 +170,43 @@ enum FdbSource {
 }
 
 /// The FDB, and the clients known only from the translation table (that
-/// is where unicast to them goes): one pass over each, joined by a set.
-fn fdb_rows(entries: &[crate::switch::FdbInfo], mut tt: Vec<TtGlobalInfo>) -> Vec<FdbRow<'_>> {
-    tt.sort_by_key(|e| (e.mac, e.vid, e.orig));
-    let known: std::collections::HashSet<(MacAddr, u16)> =
-        entries.iter().map(|e| (e.mac, e.vid & 0x0fff)).collect();
-    let mut rows: Vec<FdbRow<'_>> = Vec::with_capacity(entries.len() + tt.len());
-    rows.extend(entries.iter().map(|e| FdbRow {
-        age_ms: Some(e.age_ms),
-        location: std::borrow::Cow::Borrowed(&e.location),
-        mac: e.mac,
-        source: FdbSource::Learned(e.learned),
-        vlan: e.vid & 0x0fff,
-    }));
-    for g in tt {
-        if known.contains(&(g.mac, g.vid & 0x0fff)) {
-            continue;
-        }
-        rows.push(FdbRow {
-            age_ms: None,
-            location: std::borrow::Cow::Owned(format!("originator {}", g.orig)),
-            mac: g.mac,
-            source: FdbSource::Named("translation-table"),
-            vlan: g.vid & 0x0fff,
-        });
+/// is where unicast to them goes): one pass over each, joined by a set,
+/// serialized row by row as they are made (no table of rows, no text of
+/// the whole answer in memory).
+struct FdbRows<'a> {
+    entries: &'a [crate::switch::FdbInfo],
+    tt: Vec<TtGlobalInfo>,
+    known: std::collections::HashSet<(MacAddr, u16)>,
+}
+
+impl<'a> FdbRows<'a> {
+    fn new(entries: &'a [crate::switch::FdbInfo], mut tt: Vec<TtGlobalInfo>) -> FdbRows<'a> {
+        tt.sort_by_key(|e| (e.mac, e.vid, e.orig));
+        let known = entries.iter().map(|e| (e.mac, e.vid & 0x0fff)).collect();
+        FdbRows { entries, tt, known }
     }
-    rows
+}
+
+impl serde::Serialize for FdbRows<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let fdb = self.entries.iter().map(|e| FdbRow {
+            age_ms: Some(e.age_ms),
+            location: std::borrow::Cow::Borrowed(&e.location),
+            mac: e.mac,
+            source: FdbSource::Learned(e.learned),
+            vlan: e.vid & 0x0fff,
+        });
+        let tt = (self.tt.iter())
+            .filter(|g| !self.known.contains(&(g.mac, g.vid & 0x0fff)))
+            .map(|g| FdbRow {
+                age_ms: None,
+                location: std::borrow::Cow::Owned(format!("originator {}", g.orig)),
+                mac: g.mac,
+                source: FdbSource::Named("translation-table"),
+                vlan: g.vid & 0x0fff,
+            });
+        s.collect_seq(fdb.chain(tt))
+    }
 }
 
 fn port_list(node: &Node, ports: &Ports) -> Value {
@@ -295,7 +309,7 @@ mod tests {
                 flags: 0,
             },
         ];
-        let v = to_value(&fdb_rows(&entries, tt));
+        let v = to_value(&FdbRows::new(&entries, tt));
         assert_eq!(
             v,
             json!([
@@ -305,7 +319,9 @@ mod tests {
             ])
         );
         // The text a client receives is that, key for key.
-        let text = text(&fdb_rows(&entries, Vec::new())).unwrap();
+        let mut text = Vec::new();
+        write(&mut text, &FdbRows::new(&entries, Vec::new())).unwrap();
+        let text = String::from_utf8(text).unwrap();
         assert_eq!(
             text,
             format!(
