@@ -112,12 +112,13 @@ fn main() -> ExitCode {
 }
 
 fn pubkey() -> ExitCode {
-    let mut s = String::new();
+    // The private key passes through here: both copies are wiped.
+    let mut s = zeroize::Zeroizing::new(String::new());
     if std::io::stdin().read_to_string(&mut s).is_err() {
         eprintln!("meshwire pubkey: cannot read stdin");
         return ExitCode::FAILURE;
     }
-    match keys::decode_key(&s) {
+    match keys::decode_key(&s).map(zeroize::Zeroizing::new) {
         Ok(k) => {
             println!("{}", keys::encode_key(&keys::public_from_private(&k)));
             ExitCode::SUCCESS
