@@ -336,7 +336,7 @@ fn a_libvirt_live_migration_moves_the_port_with_the_guest() {
         Some(Value::from(format!("originator {}", t.originator_of(2)))),
         "hv3 does not send to the destination: {fdb}"
     );
-    // The source's Drop destroys nothing now; the destination's does.
-    drop(src);
-    drop(dst);
+    // Dropped in reverse order: the destination's libvirtd (and its mount
+    // namespace) goes first, so the source can remove the mount points it
+    // made.
 }
