@@ -66,6 +66,7 @@
 
 pub mod announce;
 pub mod fdb;
+mod info;
 
 #[cfg(test)]
 mod tests;
@@ -81,6 +82,7 @@ use crate::wire::MacAddr;
 pub use announce::Announce;
 use fdb::{Fdb, FdbKey};
 pub use fdb::{FdbConfig, FdbCounters, FdbEntry, Learn, Location, Source};
+pub use info::{FdbInfo, FdbSnapshot};
 
 /// Bounds the queue of MACs that moved from a local port to the mesh.
 pub const MAX_PENDING_WITHDRAWALS: usize = 4096;
@@ -201,69 +203,6 @@ pub struct Move {
     pub vid: u16,
     pub from: Location,
     pub to: Location,
-}
-
-/// One FDB entry for `meshwire ctl`.
-#[derive(Debug, Clone, Serialize)]
-pub struct FdbInfo {
-    pub mac: MacAddr,
-    pub vid: u16,
-    /// "port NAME" (or "port ID" before a name is known) / "originator MAC".
-    pub location: String,
-    pub port: Option<PortId>,
-    pub originator: Option<MacAddr>,
-    pub age_ms: u64,
-    pub learned: Source,
-}
-
-/// A copy of the FDB taken under the node lock (see [`Switch::fdb_snapshot`]).
-#[derive(Debug, Clone)]
-pub struct FdbSnapshot {
-    entries: Vec<(FdbKey, FdbEntry)>,
-    port_names: HashMap<PortId, String>,
-}
-
-impl FdbSnapshot {
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
-    /// The entries for people and scripts, sorted by VLAN and MAC.
-    pub fn entries(&self, now: Instant) -> Vec<FdbInfo> {
-        let mut v: Vec<FdbInfo> = self
-            .entries
-            .iter()
-            .map(|&((mac, vid), e)| {
-                let (location, port, originator) = match e.location {
-                    Location::Port(p) => {
-                        let name = self
-                            .port_names
-                            .get(&p)
-                            .cloned()
-                            .unwrap_or_else(|| p.to_string());
-                        (format!("port {name}"), Some(p), None)
-                    }
-                    Location::Originator(o) => (format!("originator {o}"), None, Some(o)),
-                };
-                let age = now.saturating_duration_since(e.last_seen);
-                FdbInfo {
-                    mac,
-                    vid,
-                    location,
-                    port,
-                    originator,
-                    age_ms: u64::try_from(age.as_millis()).unwrap_or(u64::MAX),
-                    learned: e.learned,
-                }
-            })
-            .collect();
-        v.sort_by_key(|i| (i.vid, i.mac));
-        v
-    }
 }
 
 #[derive(Debug)]
@@ -612,24 +551,6 @@ impl Switch {
 
     pub fn fdb_len(&self) -> usize {
         self.fdb.len()
-    }
-
-    /// The FDB for `meshwire ctl`, sorted by (vid, mac).
-    pub fn fdb_entries(&self, now: Instant) -> Vec<FdbInfo> {
-        self.fdb_snapshot().entries(now)
-    }
-
-    pub fn fdb_entries_len(&self) -> usize {
-        self.fdb.len()
-    }
-
-    /// A plain copy of the FDB (no strings, no sorting): what `ctl fdb`
-    /// takes while the node is held, to format after letting go.
-    pub fn fdb_snapshot(&self) -> FdbSnapshot {
-        FdbSnapshot {
-            entries: self.fdb.iter().map(|(k, e)| (*k, *e)).collect(),
-            port_names: self.port_names.clone(),
-        }
     }
 
     /// Counters, with the FDB's own folded in.
