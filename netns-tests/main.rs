@@ -14,4 +14,5 @@ mod policy_storm;
 mod policy_vlan;
 mod reroute;
 mod scale;
+mod service;
 mod workers;

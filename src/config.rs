@@ -13,10 +13,12 @@ use crate::keys;
 use crate::wire::MacAddr;
 
 mod control;
+mod metrics;
 mod policy;
 use crate::tunnel::{PeerSpec, TunnelConfig};
 use crate::wire::mtu;
 pub use control::{ControlAccess, ControlConfig};
+pub use metrics::MetricsConfig;
 pub use policy::PolicySpec;
 
 /// The MTU stock guests use (virtio-net, e1000: 1500).
@@ -35,6 +37,8 @@ pub struct Config {
     pub mesh: MeshConfig,
     #[serde(default)]
     pub control: ControlConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     #[serde(default, rename = "peer")]
     pub peers: Vec<PeerConfig>,
     #[serde(default, rename = "port")]
@@ -442,6 +446,7 @@ fn validate(raw: Config, base_dir: &Path) -> Result<Validated, ConfigError> {
         }
     }
     raw.control.access()?;
+    raw.metrics.listen_addr()?;
 
     let mut peers = Vec::with_capacity(raw.peers.len());
     if raw.peers.len() > crate::tunnel::MAX_PEERS {

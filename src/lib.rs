@@ -21,7 +21,9 @@ pub mod dataplane;
 pub mod keys;
 pub mod log;
 pub mod mesh;
+pub mod metrics;
 pub mod port;
+pub mod service;
 pub mod switch;
 #[allow(unsafe_code)]
 pub mod sys;

@@ -137,6 +137,9 @@ pub struct Opts {
     /// Every TAP-NIC VM's port gets its policy: its MAC and addresses
     /// (`Topology::vm_policy`).
     pub vm_policy: bool,
+    /// A command line the daemon runs under, between `ip netns exec NS`
+    /// and `meshwire run` (e.g. setpriv to drop root); it must exec.
+    pub wrap: Vec<String>,
 }
 
 pub struct Topology {
@@ -410,7 +413,9 @@ impl Topology {
         let cfg = self.config_path(hv);
         let h = &mut self.hvs[hv - 1];
         let child = Command::new("ip")
-            .args(["netns", "exec", &h.ns, BIN, "run", "--config"])
+            .args(["netns", "exec", &h.ns])
+            .args(&self.opts.wrap)
+            .args([BIN, "run", "--config"])
             .arg(&cfg)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())

@@ -14,8 +14,9 @@ _apt_install() {
 
 need_test_deps() {
     # dnsmasq-base, radvd, busybox (udhcpc): the rogue servers and the client of the policy tests.
+    # curl, prometheus (promtool), systemd (systemd-analyze): the service tests.
     _apt_install iproute2 iputils-ping iputils-arping iperf3 procps wireguard-tools kmod bc \
-        dnsmasq-base radvd busybox
+        dnsmasq-base radvd busybox curl prometheus systemd
     command -v cargo >/dev/null || { echo "cargo is missing (the machine's Rust toolchain)" >&2; exit 1; }
     rustup component list --installed 2>/dev/null | grep -q clippy || rustup component add clippy rustfmt
 }

@@ -11,6 +11,7 @@
 
 mod frames;
 mod held;
+mod metrics;
 mod node;
 mod report;
 #[cfg(test)]
@@ -110,6 +111,9 @@ pub fn run(cfg: Validated, config_path: &Path) -> Result<(), String> {
     let access = cfg.raw.control.access().map_err(|e| e.to_string())?;
     let control = ControlServer::start(&access)
         .map_err(|e| format!("control.socket {}: {e}", access.socket.display()))?;
+    // The metrics port next, for the same reason (a port in use stops us
+    // before any TAP exists).
+    let exporter = start_metrics(&cfg)?;
     let (mut node, ports) = Node::new(&cfg)?;
     if let Ok(spec) = std::env::var("MESHWIRE_TEST_FILL") {
         let (fdb, tt) = node.test_fill(&spec, Instant::now())?;
@@ -190,6 +194,18 @@ pub fn run(cfg: Validated, config_path: &Path) -> Result<(), String> {
         listen_port = d.st.cfg.raw.node.listen_port,
         "meshwire running"
     );
+    if let Some(e) = &exporter {
+        let mut h = d.io.hold(&d.node);
+        let (n, out) = h.parts();
+        e.publish(metrics::snapshot(n, &out.ports));
+    }
+    // Ports, sockets, workers and the metrics endpoint are up.
+    crate::service::ready(&format!(
+        "{} peers, {} ports, {workers} workers",
+        d.st.cfg.peers.len(),
+        d.st.cfg.raw.ports.len()
+    ));
+    let mut watchdog = crate::service::Watchdog::from_env(Instant::now());
 
     let mut ready = Vec::with_capacity(64);
     let start = Instant::now();
@@ -199,7 +215,10 @@ pub fn run(cfg: Validated, config_path: &Path) -> Result<(), String> {
     let node = Arc::clone(&d.node);
     loop {
         let now = Instant::now();
-        let deadline = mesh_deadline.min(next_tunnel_tick).min(next_fdb_tick);
+        let mut deadline = mesh_deadline.min(next_tunnel_tick).min(next_fdb_tick);
+        if let Some(w) = watchdog.deadline() {
+            deadline = deadline.min(w);
+        }
         d.st.ep
             .wait(deadline.saturating_duration_since(now), &mut ready)
             .map_err(|e| format!("epoll_wait: {e}"))?;
@@ -210,9 +229,14 @@ pub fn run(cfg: Validated, config_path: &Path) -> Result<(), String> {
         for &token in &ready {
             match token {
                 TOKEN_SIGNAL => match signals.read() {
-                    Some(libc::SIGHUP) => d.with_node(|st, n, out| st.reload(n, out)),
+                    Some(libc::SIGHUP) => {
+                        crate::service::reloading();
+                        d.with_node(|st, n, out| st.reload(n, out));
+                        crate::service::reloaded();
+                    }
                     Some(sig) => {
                         info!(signal = sig, "shutting down");
+                        crate::service::stopping();
                         d.st.crew.stop();
                         d.io.flush();
                         return Ok(());
@@ -282,6 +306,9 @@ pub fn run(cfg: Validated, config_path: &Path) -> Result<(), String> {
             let (n, out) = h.parts();
             n.on_tick(now, tunnel_due, fdb_due, out);
             mesh_deadline = n.bridge.next_deadline();
+            if let (true, Some(e)) = (fdb_due, &exporter) {
+                e.publish(metrics::snapshot(n, &out.ports));
+            }
         } else {
             // Frames sent from the data path can move the mesh's next
             // deadline (an out-of-cycle OGM after a claim).
@@ -289,7 +316,20 @@ pub fn run(cfg: Validated, config_path: &Path) -> Result<(), String> {
         }
         d.io.flush();
         d.io.publish(&d.st.board, now, false);
+        watchdog.tick(now);
     }
+}
+
+/// Binds `[metrics] listen` and starts its thread; None when absent.
+fn start_metrics(cfg: &Validated) -> Result<Option<Arc<crate::metrics::Exporter>>, String> {
+    let Some(addr) = cfg.raw.metrics.listen_addr().map_err(|e| e.to_string())? else {
+        return Ok(None);
+    };
+    let exporter = Arc::new(crate::metrics::Exporter::default());
+    let bound = crate::metrics::http::start(addr, Arc::clone(&exporter))
+        .map_err(|e| format!("metrics.listen {addr}: {e}"))?;
+    info!(%bound, "metrics at http://{bound}/metrics");
+    Ok(Some(exporter))
 }
 
 impl Daemon {

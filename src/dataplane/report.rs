@@ -65,14 +65,14 @@ fn to_value<T: serde::Serialize>(t: &T) -> Value {
 }
 
 /// A peer's stats with what the node knows of its link.
-struct PeerRow {
+pub(super) struct PeerRow {
     stats: crate::tunnel::PeerStats,
     address: Option<std::net::IpAddr>,
     hardif_mac: Option<MacAddr>,
     link_up: bool,
 }
 
-fn peers_copy(node: &Node) -> Vec<PeerRow> {
+pub(super) fn peers_copy(node: &Node) -> Vec<PeerRow> {
     node.tunnels
         .peer_stats()
         .into_iter()
@@ -89,7 +89,7 @@ fn peers_copy(node: &Node) -> Vec<PeerRow> {
         .collect()
 }
 
-fn peers_json(rows: Vec<PeerRow>) -> Value {
+pub(super) fn peers_json(rows: Vec<PeerRow>) -> Value {
     let unix_now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -209,7 +209,7 @@ impl serde::Serialize for FdbRows<'_> {
     }
 }
 
-fn port_list(node: &Node, ports: &Ports) -> Value {
+pub(super) fn port_list(node: &Node, ports: &Ports) -> Value {
     // Worker 0's queues are at hand; the others' counts are what they last
     // published.
     let others = node.board.reports();
@@ -253,7 +253,7 @@ fn port_list(node: &Node, ports: &Ports) -> Value {
     Value::Array(list)
 }
 
-fn stats(node: &Node, ports: &Ports) -> Value {
+pub(super) fn stats(node: &Node, ports: &Ports) -> Value {
     // The node's own path (timers, control) plus every worker's.
     let workers = node.board.reports();
     let mut tunnel = node.tunnels.counters().clone();

@@ -63,3 +63,19 @@ impl Mesh {
         v
     }
 }
+
+/// Table sizes for the metrics endpoint: counts, no copies.
+impl Mesh {
+    pub fn originator_count(&self) -> usize {
+        self.origs.map.len()
+    }
+
+    pub fn tt_local_len(&self) -> usize {
+        self.tt.local.len()
+    }
+
+    /// Entries of the global table: one per (client, announcing originator).
+    pub fn tt_global_len(&self) -> usize {
+        self.tt.global.values().map(Vec::len).sum()
+    }
+}
