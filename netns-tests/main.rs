@@ -4,6 +4,7 @@
 mod attach;
 mod common;
 mod control;
+mod ctl_mesh;
 mod flap;
 mod migration;
 mod mtu;

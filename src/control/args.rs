@@ -75,6 +75,10 @@ pub fn validate(cmd: &CtlCommand) -> Result<(), String> {
                 policy_args(policy, true)
             }
         },
+        CtlCommand::Translate { vlan, .. } => match vlan {
+            Some(v) if *v > 4094 => Err(format!("--vlan: {v}: must be between 0 and 4094")),
+            _ => Ok(()),
+        },
         _ => Ok(()),
     }
 }

@@ -114,6 +114,39 @@ pub fn run(socket: &Path, cmd: CtlCommand, json: bool) -> Result<String, String>
                 ("DROPS", "drops"),
             ],
         ),
+        CtlCommand::Tt => {
+            let local = table(
+                &data["local"],
+                &[
+                    ("CLIENT", "mac"),
+                    ("VLAN", "vlan"),
+                    ("NEW", "new"),
+                    ("PENDING-DELETE", "pending_delete"),
+                ],
+            );
+            let global = table(
+                &data["global"],
+                &[
+                    ("CLIENT", "mac"),
+                    ("VLAN", "vlan"),
+                    ("ORIGINATOR", "originator"),
+                    ("FLAGS", "flags"),
+                ],
+            );
+            let own = cell(data.get("originator"));
+            format!("local (announced by {own}):\n{local}\nglobal:\n{global}")
+        }
+        CtlCommand::Translate { .. } => {
+            let hop = match data.get("next_hop") {
+                Some(Value::String(h)) => format!(" (next hop {h}, TQ {})", cell(data.get("tq"))),
+                _ => String::new(),
+            };
+            match data.get("served_by") {
+                Some(Value::String(s)) => format!("{} -> {s}{hop}\n", cell(data.get("mac"))),
+                _ => format!("{}: unknown\n", cell(data.get("mac"))),
+            }
+        }
+        CtlCommand::Graph => data["dot"].as_str().unwrap_or_default().to_string(),
         CtlCommand::Announce { .. } | CtlCommand::Port { .. } => {
             format!("{}\n", data.as_str().unwrap_or("done"))
         }

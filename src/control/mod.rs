@@ -51,6 +51,22 @@ pub enum CtlCommand {
         #[serde(default)]
         ip: Vec<IpAddr>,
     },
+    /// The translation table: the clients this node announces (local) and
+    /// those the mesh announces (global), like `batctl tl` / `batctl tg`.
+    Tt,
+    /// Which node serves a MAC (like `batctl translate`): one of our
+    /// ports, an originator, or nobody known.
+    Translate {
+        mac: MacAddr,
+        /// The client's VLAN (default: untagged).
+        #[arg(long)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        vlan: Option<u16>,
+    },
+    /// The mesh as this node sees it, as Graphviz DOT: its links with
+    /// their TQ, and each originator behind the neighbour it is routed
+    /// through (like batadv-vis).
+    Graph,
     /// Add or remove a port (TAP) at runtime.
     Port {
         #[command(subcommand)]

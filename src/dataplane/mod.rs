@@ -11,6 +11,7 @@
 
 mod frames;
 mod held;
+mod mesh_report;
 mod metrics;
 mod node;
 mod report;

@@ -12,7 +12,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
-use super::Node;
+use super::{mesh_report, Node};
 use crate::control::server::Render;
 use crate::control::CtlCommand;
 use crate::mesh::TtGlobalInfo;
@@ -40,6 +40,16 @@ pub fn snapshot(node: &Node, cmd: &CtlCommand, now: Instant) -> Option<Render> {
             let list = peers_copy(node);
             Some(Box::new(move |out| write(out, &peers_json(list))))
         }
+        CtlCommand::Tt => {
+            let tt = mesh_report::tt_copy(node);
+            Some(Box::new(move |out| write(out, &mesh_report::tt_json(tt))))
+        }
+        CtlCommand::Graph => {
+            let g = mesh_report::graph_copy(node);
+            Some(Box::new(move |out| {
+                write(out, &json!({ "dot": mesh_report::graph_dot(g) }))
+            }))
+        }
         _ => None,
     }
 }
@@ -55,6 +65,11 @@ pub fn answer(node: &Node, ports: &Ports, cmd: &CtlCommand, now: Instant) -> Res
         }
         CtlCommand::Ports => port_list(node, ports),
         CtlCommand::Stats => stats(node, ports),
+        CtlCommand::Tt => mesh_report::tt_json(mesh_report::tt_copy(node)),
+        CtlCommand::Translate { mac, vlan } => mesh_report::translate(node, *mac, *vlan, now),
+        CtlCommand::Graph => {
+            json!({ "dot": mesh_report::graph_dot(mesh_report::graph_copy(node)) })
+        }
         // Commands that change state are the daemon's, not a report's.
         CtlCommand::Announce { .. } | CtlCommand::Port { .. } => return Err("not a report".into()),
     })

@@ -1,0 +1,124 @@
+//! `meshwire ctl tt`, `translate` and `graph` (issue 14) against a running
+//! mesh of three nodes, checked against the topology: each VM is a local
+//! client where it lives and a global one at its node's originator
+//! elsewhere; translate names the port or the originator; the graph has an
+//! edge to each neighbour, and after a cut the far node hangs behind the
+//! neighbour that relays it.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::common::*;
+
+fn ctl_args(t: &Topology, hv: usize, args: &[&str]) -> String {
+    let sock = t.socket(hv);
+    let mut a = vec![BIN, "ctl", "--socket", sock.to_str().unwrap()];
+    a.extend_from_slice(args);
+    sh(&a)
+}
+
+fn translate(t: &Topology, hv: usize, mac: &str) -> Value {
+    let out = ctl_args(t, hv, &["translate", mac, "--json"]);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("translate {mac}: {e}: {out}"))
+}
+
+fn has(list: &Value, f: impl Fn(&Value) -> bool) -> bool {
+    list.as_array().is_some_and(|l| l.iter().any(f))
+}
+
+#[test]
+fn tt_translate_and_graph_match_the_topology() {
+    let mut t = Topology::new(
+        "mwCm",
+        &[&[Attach::TapNic], &[Attach::TapNic], &[Attach::TapNic]],
+        250,
+    );
+    t.start_all();
+    assert!(t.wait_routes(Duration::from_secs(30)), "{}", t.dump_logs());
+    let vms: Vec<Vm> = ["vm1a", "vm2a", "vm3a"]
+        .iter()
+        .map(|n| t.vm(n).clone())
+        .collect();
+    // Every VM speaks, so every node announces its VM.
+    for a in &vms {
+        for b in &vms {
+            if a.name != b.name {
+                assert!(t.ping_until(&a.name, &b.ip4, Duration::from_secs(30)));
+            }
+        }
+    }
+
+    // tt: local here, global at the right originator elsewhere.
+    let settled = wait_until(Duration::from_secs(30), || {
+        (1..=3).all(|hv| {
+            let tt = t.ctl(hv, "tt");
+            vms.iter().all(|vm| {
+                if vm.hv == hv {
+                    has(&tt["local"], |e| e["mac"] == vm.mac.as_str())
+                } else {
+                    let o = t.originator_of(vm.hv);
+                    has(&tt["global"], |e| {
+                        e["mac"] == vm.mac.as_str() && e["originator"] == o.as_str()
+                    })
+                }
+            })
+        })
+    });
+    assert!(
+        settled,
+        "tt does not match the topology: {}",
+        t.ctl(1, "tt")
+    );
+    assert_eq!(t.ctl(1, "tt")["originator"], t.originator_of(1).as_str());
+    let human = ctl_args(&t, 1, &["tt"]);
+    assert!(
+        human.contains("global:") && human.contains(&vms[1].mac),
+        "{human}"
+    );
+
+    // translate: our port, another node's originator, nobody.
+    let here = translate(&t, 1, &vms[0].mac);
+    assert_eq!(here["served_by"], "port t-vm1a", "{here}");
+    let there = translate(&t, 1, &vms[1].mac);
+    assert_eq!(there["originator"], t.originator_of(2).as_str(), "{there}");
+    assert_eq!(there["next_hop"], t.hardif_of(2, 1).as_str(), "{there}");
+    let nobody = translate(&t, 1, "02:00:00:77:77:77");
+    assert_eq!(nobody["served_by"], Value::Null, "{nobody}");
+    assert!(ctl_args(&t, 1, &["translate", &vms[2].mac]).contains("-> originator"));
+    // A bad VLAN is refused before it reaches the daemon.
+    let sock = t.socket(1);
+    assert!(!try_sh(&[
+        BIN,
+        "ctl",
+        "--socket",
+        sock.to_str().unwrap(),
+        "translate",
+        &vms[1].mac,
+        "--vlan",
+        "5000"
+    ]));
+
+    // graph: this node, an edge to each neighbour.
+    let me = t.originator_of(1);
+    let dot = t.ctl(1, "graph")["dot"].as_str().unwrap_or("").to_string();
+    assert!(dot.starts_with("digraph meshwire {"), "{dot}");
+    for hv in [2, 3] {
+        let edge = format!("\"{me}\" -> \"{}\"", t.hardif_of(hv, 1));
+        assert!(dot.contains(&edge), "no edge to hv{hv}: {dot}");
+    }
+
+    // After a cut of 1-2, hv2 hangs behind hv3 in hv1's graph.
+    t.cut_path(1, 2, true);
+    let via3 = t.hardif_of(3, 1);
+    let relayed = format!("\"{via3}\" -> \"{}\"", t.originator_of(2));
+    assert!(
+        wait_until(Duration::from_secs(60), || t.ctl(1, "graph")["dot"]
+            .as_str()
+            .is_some_and(|d| d.contains(&relayed))),
+        "hv2 never showed behind hv3: {}",
+        t.ctl(1, "graph")["dot"]
+    );
+    let human = ctl_args(&t, 1, &["graph"]);
+    assert!(human.contains(&relayed), "{human}");
+}
