@@ -1,4 +1,4 @@
-//! `meshwire ctl tt`, `translate` and `graph` (issue 14) against a running
+//! `meshwire ctl tt`, `translate`, `graph` and `log-level` (issue 14) against a running
 //! mesh of three nodes, checked against the topology: each VM is a local
 //! client where it lives and a global one at its node's originator
 //! elsewhere; translate names the port or the originator; the graph has an
@@ -121,4 +121,51 @@ fn tt_translate_and_graph_match_the_topology() {
     );
     let human = ctl_args(&t, 1, &["graph"]);
     assert!(human.contains(&relayed), "{human}");
+}
+
+/// `ctl log-level`: shows the filter, changes it while the daemon runs
+/// (debug lines appear, then stop again), and refuses a bad one.
+#[test]
+fn log_level_changes_the_running_filter() {
+    let mut t = Topology::new("mwCl", &[&[Attach::TapNic]], 1000);
+    t.start_all();
+    let level = |args: &[&str]| -> Value {
+        let mut a = vec!["log-level"];
+        a.extend_from_slice(args);
+        a.push("--json");
+        let out = ctl_args(&t, 1, &a);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+    };
+    assert_eq!(level(&[])["filter"], "info");
+    // Every control request logs how long it held the node, at debug.
+    let held = |t: &Topology| t.log(1).matches("control: node held").count();
+    t.ctl(1, "stats");
+    assert_eq!(held(&t), 0, "debug lines at info");
+    assert_eq!(
+        level(&["info,meshwire=debug"])["filter"],
+        "info,meshwire=debug"
+    );
+    t.ctl(1, "stats");
+    assert!(
+        wait_until(Duration::from_secs(10), || held(&t) > 0),
+        "no debug line after the change:\n{}",
+        t.log(1)
+    );
+    assert!(t.log(1).contains("log filter changed"));
+    assert_eq!(level(&["warn"])["filter"], "warn");
+    let before = held(&t);
+    t.ctl(1, "stats");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(held(&t), before, "debug lines after going back to warn");
+    // A bad filter is refused by ctl itself, and the daemon keeps its own.
+    let sock = t.socket(1);
+    assert!(!try_sh(&[
+        BIN,
+        "ctl",
+        "--socket",
+        sock.to_str().unwrap(),
+        "log-level",
+        "meshwire=loud"
+    ]));
+    assert_eq!(level(&[])["filter"], "warn");
 }

@@ -3,7 +3,65 @@
 //! [`RateLimit`] lets a few lines a second through per key (a port, the
 //! move log) and counts what it held back, for the next line to say.
 
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{reload, EnvFilter, Registry};
+
+/// The running daemon's log filter, changed by `meshwire ctl log-level`.
+static FILTER: OnceLock<(
+    reload::Handle<EnvFilter, Registry>,
+    std::sync::Mutex<String>,
+)> = OnceLock::new();
+
+/// The longest filter `ctl log-level` takes (a RUST_LOG-style directive
+/// list is a few dozen bytes).
+pub const MAX_FILTER: usize = 512;
+
+/// Logs to stderr: RUST_LOG as usual (default info), JSON lines or plain
+/// text, colour only when stderr is a terminal (a log file or journald
+/// must not carry escape codes). The filter can be changed while running.
+pub fn init(json: bool) {
+    use std::io::IsTerminal;
+    let spec = std::env::var("RUST_LOG").unwrap_or_default();
+    let filter = EnvFilter::try_new(&spec).unwrap_or_else(|_| EnvFilter::new("info"));
+    let shown = if spec.is_empty() { "info".into() } else { spec };
+    let (filter, handle) = reload::Layer::new(filter);
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let registry = tracing_subscriber::registry().with(filter);
+    let _ = if json {
+        registry.with(fmt.json()).try_init()
+    } else {
+        registry
+            .with(fmt.with_ansi(std::io::stderr().is_terminal()))
+            .try_init()
+    };
+    let _ = FILTER.set((handle, std::sync::Mutex::new(shown)));
+}
+
+/// The filter in force (None: logging was not set up by [`init`]).
+pub fn filter() -> Option<String> {
+    let (_, shown) = FILTER.get()?;
+    Some(shown.lock().map(|s| s.clone()).unwrap_or_default())
+}
+
+/// Replaces the filter (RUST_LOG syntax: `debug`,
+/// `info,meshwire::dataplane=debug`); a bad one changes nothing.
+pub fn set_filter(spec: &str) -> Result<String, String> {
+    if spec.len() > MAX_FILTER {
+        return Err(format!("filter: longer than {MAX_FILTER} bytes"));
+    }
+    let f = EnvFilter::try_new(spec).map_err(|e| format!("filter '{spec}': {e}"))?;
+    let (handle, shown) = FILTER.get().ok_or("logging is not set up")?;
+    handle.reload(f).map_err(|e| e.to_string())?;
+    let mut s = shown.lock().map_err(|e| e.to_string())?;
+    *s = spec.to_string();
+    Ok(s.clone())
+}
 
 #[derive(Debug, Clone)]
 pub struct RateLimit {

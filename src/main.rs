@@ -136,18 +136,8 @@ enum LogFormat {
     Json,
 }
 
-/// RUST_LOG as usual (default info). Colour only when stderr is a
-/// terminal: a log file or journald must not carry escape codes.
+/// RUST_LOG as usual (default info), changed at runtime with `ctl
+/// log-level`. Colour only when stderr is a terminal.
 fn init_logging(format: LogFormat) {
-    use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false);
-    match format {
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    meshwire::log::init(format == LogFormat::Json);
 }

@@ -75,6 +75,17 @@ pub fn validate(cmd: &CtlCommand) -> Result<(), String> {
                 policy_args(policy, true)
             }
         },
+        CtlCommand::LogLevel { filter: Some(f) } => {
+            if f.len() > crate::log::MAX_FILTER {
+                return Err(format!(
+                    "FILTER: longer than {} bytes",
+                    crate::log::MAX_FILTER
+                ));
+            }
+            tracing_subscriber::EnvFilter::try_new(f)
+                .map(drop)
+                .map_err(|e| format!("FILTER: '{}': {e}", f.escape_debug()))
+        }
         CtlCommand::Translate { vlan, .. } => match vlan {
             Some(v) if *v > 4094 => Err(format!("--vlan: {v}: must be between 0 and 4094")),
             _ => Ok(()),

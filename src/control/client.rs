@@ -147,6 +147,7 @@ pub fn run(socket: &Path, cmd: CtlCommand, json: bool) -> Result<String, String>
             }
         }
         CtlCommand::Graph => data["dot"].as_str().unwrap_or_default().to_string(),
+        CtlCommand::LogLevel { .. } => format!("{}\n", cell(data.get("filter"))),
         CtlCommand::Announce { .. } | CtlCommand::Port { .. } => {
             format!("{}\n", data.as_str().unwrap_or("done"))
         }

@@ -67,6 +67,14 @@ pub enum CtlCommand {
     /// their TQ, and each originator behind the neighbour it is routed
     /// through (like batadv-vis).
     Graph,
+    /// The daemon's log filter: shown, or replaced (RUST_LOG syntax:
+    /// `debug`, `info,meshwire::dataplane=debug`) until the next restart.
+    #[command(name = "log-level")]
+    #[serde(rename = "log-level")]
+    LogLevel {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        filter: Option<String>,
+    },
     /// Add or remove a port (TAP) at runtime.
     Port {
         #[command(subcommand)]

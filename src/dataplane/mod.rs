@@ -475,6 +475,17 @@ impl State {
                 let sent = node.bridge.announce(now, id, *mac, ip, out)?;
                 Ok(json!(format!("{sent} announcement(s) sent from {port}")))
             }
+            CtlCommand::LogLevel { filter } => {
+                let now_in_force = match filter {
+                    Some(f) => {
+                        let f = crate::log::set_filter(f)?;
+                        info!(filter = %f, "log filter changed");
+                        f
+                    }
+                    None => crate::log::filter().ok_or("logging is not set up")?,
+                };
+                Ok(json!({ "filter": now_in_force }))
+            }
             other => report::answer(node, &out.ports, other, now),
         }
     }
