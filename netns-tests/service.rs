@@ -152,6 +152,9 @@ fn service_metrics_scraped_and_checked() {
     assert!(get(&s, &rx_key) <= after as f64);
     assert!(get(&s, &peer_tx_key) >= ptx0 + 20.0 * 1000.0);
     assert!(get(&s, "meshwire_snapshot_age_seconds") < 60.0);
+    // Worker 0 holds the node for every timer round at least.
+    assert!(get(&s, "meshwire_worker_node_held_seconds_total{worker=\"0\"}") > 0.0);
+    assert!(get(&s, "meshwire_worker_node_locks_total{worker=\"0\"}") > 0.0);
     promtool_check(&last, &t.dir);
 
     // The endpoint refuses what it does not serve, and goes on serving.

@@ -10,6 +10,7 @@
 
 use std::ops::Deref;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
 
 use super::frames::Frames;
 use super::Node;
@@ -31,6 +32,10 @@ pub struct Outbox {
     pending: Frames,
     /// Frames the tunnels refused (no endpoint yet, too long...).
     pub send_errors: u64,
+    /// Nanoseconds spent waiting for the node lock, and holding it: what
+    /// the one shared lock costs this worker (two clock reads per batch).
+    pub node_wait_ns: u64,
+    pub node_held_ns: u64,
 }
 
 impl Outbox {
@@ -41,6 +46,8 @@ impl Outbox {
             core,
             pending: Frames::default(),
             send_errors: 0,
+            node_wait_ns: 0,
+            node_held_ns: 0,
         }
     }
 
@@ -86,6 +93,7 @@ impl Egress for Outbox {
 pub struct Held<'a> {
     node: Option<MutexGuard<'a, Node>>,
     out: &'a mut Outbox,
+    since: Instant,
 }
 
 impl<'a> Held<'a> {
@@ -93,10 +101,14 @@ impl<'a> Held<'a> {
     /// panicking worker ends the process (see `worker.rs`), so the data is
     /// whole.
     pub fn new(node: &'a Mutex<Node>, out: &'a mut Outbox) -> Held<'a> {
+        let asked = Instant::now();
         let guard = node.lock().unwrap_or_else(PoisonError::into_inner);
+        let since = Instant::now();
+        out.node_wait_ns += since.duration_since(asked).as_nanos() as u64;
         Held {
             node: Some(guard),
             out,
+            since,
         }
     }
 
@@ -123,7 +135,9 @@ impl Deref for Held<'_> {
 impl Drop for Held<'_> {
     /// Releases the node, then encrypts what it queued.
     fn drop(&mut self) {
+        let held = self.since.elapsed();
         drop(self.node.take());
+        self.out.node_held_ns += held.as_nanos() as u64;
         self.out.encrypt();
     }
 }

@@ -74,6 +74,9 @@ pub struct WorkerReport {
     pub tunnel_datagrams: u64,
     /// Times it took the node lock (about once per batch).
     pub node_locks: u64,
+    /// Microseconds it waited for the node lock, and held it.
+    pub node_wait_us: u64,
+    pub node_held_us: u64,
     /// Frames the tunnels refused (no endpoint yet, too long...).
     pub tunnel_send_errors: u64,
     #[serde(skip)]
@@ -288,6 +291,8 @@ impl WorkerIo {
         self.published = now;
         self.dirty = false;
         self.report.tunnel_send_errors = self.out.send_errors;
+        self.report.node_wait_us = self.out.node_wait_ns / 1000;
+        self.report.node_held_us = self.out.node_held_ns / 1000;
         self.report.ports.clear();
         self.report.ports.extend(self.out.ports.port_counters());
         self.report.tunnel = self.out.tunnel.counters().clone();

@@ -17,6 +17,7 @@ type Labels = Vec<(String, String)>;
 type Counters = Family<Labels, Counter>;
 type Gauges = Family<Labels, Gauge>;
 type FGauges = Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>;
+type FCounters = Family<Labels, Counter<f64, std::sync::atomic::AtomicU64>>;
 
 /// Every metric name this module can export, with its type: the Grafana
 /// dashboard and the operations guide are checked against this list.
@@ -53,6 +54,8 @@ pub const NAMES: &[(&str, &str)] = &[
     ("meshwire_worker_node_locks_total", "counter"),
     ("meshwire_worker_port_frames_total", "counter"),
     ("meshwire_worker_tunnel_datagrams_total", "counter"),
+    ("meshwire_worker_node_wait_seconds_total", "counter"),
+    ("meshwire_worker_node_held_seconds_total", "counter"),
     ("meshwire_stat", "gauge"),
 ];
 
@@ -83,6 +86,11 @@ struct Reg {
 impl Reg {
     fn counter(&mut self, name: &str, help: &str) -> Counters {
         let f = Counters::default();
+        self.r.register(base(name), help, f.clone());
+        f
+    }
+    fn fcounter(&mut self, name: &str, help: &str) -> FCounters {
+        let f = FCounters::default();
         self.r.register(base(name), help, f.clone());
         f
     }
@@ -369,6 +377,22 @@ fn stats(reg: &mut Reg, stats: &Value) {
             ),
         ),
     ];
+    let times = [
+        (
+            "node_wait_us",
+            reg.fcounter(
+                "meshwire_worker_node_wait_seconds_total",
+                "Time the worker waited for the node lock",
+            ),
+        ),
+        (
+            "node_held_us",
+            reg.fcounter(
+                "meshwire_worker_node_held_seconds_total",
+                "Time the worker held the node lock",
+            ),
+        ),
+    ];
     for w in stats
         .get("workers")
         .and_then(Value::as_array)
@@ -379,6 +403,10 @@ fn stats(reg: &mut Reg, stats: &Value) {
         for (k, f) in &workers {
             f.get_or_create(&labels(&[("worker", &id)]))
                 .inc_by(u(w.get(*k)));
+        }
+        for (k, f) in &times {
+            f.get_or_create(&labels(&[("worker", &id)]))
+                .inc_by(u(w.get(*k)) as f64 / 1e6);
         }
     }
     // Everything else `ctl stats` counts, by section and name, so no

@@ -18,7 +18,7 @@ fn sample() -> Snapshot {
             "mesh": {"tx_ogm": 10, "rx_ogm": 20, "frag_sent": 4, "frag_reassembled": 2, "frag_dropped": 1},
             "tunnel": {"rx_datagrams": 7, "nested": {"x": 1}},
             "workers": [{"worker": 0, "node_locks": 5, "port_frames": 6, "tunnel_datagrams": 7},
-                        {"worker": 1, "node_locks": 8, "port_frames": 9, "tunnel_datagrams": 10}],
+                        {"worker": 1, "node_locks": 8, "port_frames": 9, "tunnel_datagrams": 10, "node_wait_us": 1500000, "node_held_us": 250}],
         }),
         peers: json!([
             {"public_key": "k1=", "address": "198.19.0.2", "link_up": true, "session_up": true,
@@ -94,6 +94,14 @@ fn render_names_values_and_labels() {
     assert_eq!(
         value(&t, "meshwire_worker_node_locks_total{worker=\"1\"}"),
         Some(8.0)
+    );
+    assert_eq!(
+        value(&t, "meshwire_worker_node_wait_seconds_total{worker=\"1\"}"),
+        Some(1.5)
+    );
+    assert_eq!(
+        value(&t, "meshwire_worker_node_held_seconds_total{worker=\"1\"}"),
+        Some(0.00025)
     );
     assert_eq!(value(&t, "meshwire_tt_global_entries"), Some(3.0));
     assert_eq!(
