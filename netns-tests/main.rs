@@ -13,6 +13,7 @@ mod policy;
 mod policy_guard;
 mod policy_storm;
 mod policy_vlan;
+mod reload;
 mod reroute;
 mod scale;
 mod service;

@@ -148,6 +148,30 @@ pub fn run(socket: &Path, cmd: CtlCommand, json: bool) -> Result<String, String>
         }
         CtlCommand::Graph => data["dot"].as_str().unwrap_or_default().to_string(),
         CtlCommand::LogLevel { .. } => format!("{}\n", cell(data.get("filter"))),
+        CtlCommand::Reload { .. } => {
+            let list = |k: &str| -> String {
+                let v: Vec<String> = (data[k].as_array().into_iter().flatten())
+                    .map(|x| cell(Some(x)))
+                    .collect();
+                if v.is_empty() {
+                    "-".into()
+                } else {
+                    v.join(", ")
+                }
+            };
+            format!(
+                "{}\nports added: {}\nports removed: {}\npolicies changed: {}\nneeds a restart (not applied): {}\n",
+                if data["applied"] == Value::Bool(true) {
+                    "applied"
+                } else {
+                    "dry run: nothing changed"
+                },
+                list("ports_added"),
+                list("ports_removed"),
+                list("policies_changed"),
+                list("needs_restart")
+            )
+        }
         CtlCommand::Announce { .. } | CtlCommand::Port { .. } => {
             format!("{}\n", data.as_str().unwrap_or("done"))
         }

@@ -67,6 +67,14 @@ pub enum CtlCommand {
     /// their TQ, and each originator behind the neighbour it is routed
     /// through (like batadv-vis).
     Graph,
+    /// Re-read the config file and apply what can change while running
+    /// (ports and their policies), as SIGHUP does; what needs a restart is
+    /// listed and refused. `--dry-run`: the plan only.
+    Reload {
+        #[arg(long)]
+        #[serde(default)]
+        dry_run: bool,
+    },
     /// The daemon's log filter: shown, or replaced (RUST_LOG syntax:
     /// `debug`, `info,meshwire::dataplane=debug`) until the next restart.
     #[command(name = "log-level")]

@@ -14,6 +14,7 @@ mod held;
 mod mesh_report;
 mod metrics;
 mod node;
+mod reload;
 mod report;
 #[cfg(test)]
 mod tests;
@@ -27,7 +28,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tracing::{info, warn};
 
-use crate::config::{self, PolicySpec, Validated};
+use crate::config::{PolicySpec, Validated};
 use crate::control::server::ControlServer;
 use crate::control::{CtlCommand, PortAction};
 use crate::port::{PortId, Ports};
@@ -475,6 +476,22 @@ impl State {
                 let sent = node.bridge.announce(now, id, *mac, ip, out)?;
                 Ok(json!(format!("{sent} announcement(s) sent from {port}")))
             }
+            CtlCommand::Reload { dry_run } => {
+                if !dry_run {
+                    crate::service::reloading();
+                }
+                let plan = self.reload_from_file(node, out, *dry_run);
+                if !dry_run {
+                    crate::service::reloaded();
+                }
+                let plan = plan?;
+                for key in &plan.needs_restart {
+                    if !dry_run {
+                        warn!(key = %key, "reload: changed, needs a restart (not applied)");
+                    }
+                }
+                Ok(serde_json::to_value(&plan).unwrap_or(Value::Null))
+            }
             CtlCommand::LogLevel { filter } => {
                 let now_in_force = match filter {
                     Some(f) => {
@@ -488,64 +505,5 @@ impl State {
             }
             other => report::answer(node, &out.ports, other, now),
         }
-    }
-
-    /// SIGHUP: re-reads the config and brings the config's ports in line.
-    /// Other sections need a restart (peers, keys, addresses, workers); a
-    /// bad file is reported and changes nothing.
-    fn reload(&mut self, node: &mut Node, out: &mut Outbox) {
-        let cfg = match config::load(&self.config_path) {
-            Ok(c) => c,
-            Err(e) => {
-                warn!("reload refused: {}: {e}", self.config_path.display());
-                return;
-            }
-        };
-        let ports = &mut out.ports;
-        let wanted: BTreeSet<String> = cfg.raw.ports.iter().map(|p| p.name.clone()).collect();
-        for gone in self
-            .config_ports
-            .difference(&wanted)
-            .cloned()
-            .collect::<Vec<_>>()
-        {
-            if let Err(e) = self.del_port(node, ports, &gone) {
-                warn!("reload: {e}");
-            }
-        }
-        for p in &cfg.raw.ports {
-            let spec = p.policy_spec();
-            match ports.id_by_name(&p.name) {
-                None => {
-                    let new = NewPort {
-                        name: &p.name,
-                        mtu: Some(cfg.port_mtu(p)),
-                        offload: p.offload,
-                        udp_coalescing: p.udp_coalescing,
-                        attach: p.attach.as_deref(),
-                        policy: spec.clone(),
-                    };
-                    if let Err(e) = self.add_port(node, ports, &new) {
-                        warn!("reload: {e}");
-                    }
-                }
-                // A port of the file whose policy keys changed there.
-                Some(id) if self.file_specs.get(&p.name) != Some(&spec) => {
-                    if let Err(e) = self.set_policy(node, id, &p.name, spec.clone()) {
-                        warn!("reload: {e}");
-                    }
-                }
-                Some(_) => {}
-            }
-        }
-        self.file_specs = cfg
-            .raw
-            .ports
-            .iter()
-            .map(|p| (p.name.clone(), p.policy_spec()))
-            .collect();
-        self.config_ports = wanted;
-        self.cfg = cfg;
-        info!("config reloaded");
     }
 }

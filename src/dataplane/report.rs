@@ -71,9 +71,10 @@ pub fn answer(node: &Node, ports: &Ports, cmd: &CtlCommand, now: Instant) -> Res
             json!({ "dot": mesh_report::graph_dot(mesh_report::graph_copy(node)) })
         }
         // Commands that change state are the daemon's, not a report's.
-        CtlCommand::Announce { .. } | CtlCommand::Port { .. } | CtlCommand::LogLevel { .. } => {
-            return Err("not a report".into())
-        }
+        CtlCommand::Announce { .. }
+        | CtlCommand::Port { .. }
+        | CtlCommand::LogLevel { .. }
+        | CtlCommand::Reload { .. } => return Err("not a report".into()),
     })
 }
 

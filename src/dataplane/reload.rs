@@ -1,0 +1,225 @@
+//! Reloading the config (SIGHUP, `meshwire ctl reload [--dry-run]`): the
+//! file's ports are brought in line (added, removed, their policy keys
+//! applied); every other change is named and refused, never ignored. An
+//! invalid file changes nothing and says which field is wrong.
+//!
+//! What a reload cannot apply yet (it needs a restart): the node's key,
+//! addresses, port and workers; the mesh, control and metrics sections;
+//! peers added, removed or changed; a port's MTU, offloads, coalescing or
+//! attached device. Those are listed under `needs_restart`, logged as
+//! warnings, and the running values stay.
+
+use std::collections::{BTreeSet, HashMap};
+
+use serde::Serialize;
+use tracing::{info, warn};
+
+use super::{NewPort, Node, Outbox, State};
+use crate::config::{self, PortConfig, Validated};
+
+/// What a reload does (or, dry, would do).
+#[derive(Debug, Default, Serialize)]
+pub(super) struct Plan {
+    pub ports_added: Vec<String>,
+    pub ports_removed: Vec<String>,
+    pub policies_changed: Vec<String>,
+    /// Changed keys a reload does not apply: `peer[KEY].endpoint`,
+    /// `node.listen_port`, ...
+    pub needs_restart: Vec<String>,
+    pub applied: bool,
+}
+
+impl State {
+    /// SIGHUP: plan and apply; the outcome goes to the log.
+    pub(super) fn reload(&mut self, node: &mut Node, out: &mut Outbox) {
+        match self.reload_from_file(node, out, false) {
+            Ok(plan) => {
+                for key in &plan.needs_restart {
+                    warn!(key = %key, "reload: changed, needs a restart (not applied)");
+                }
+                info!(
+                    ports_added = plan.ports_added.len(),
+                    ports_removed = plan.ports_removed.len(),
+                    policies_changed = plan.policies_changed.len(),
+                    needs_restart = plan.needs_restart.len(),
+                    "config reloaded"
+                );
+            }
+            Err(e) => warn!("reload refused: {e}"),
+        }
+    }
+
+    /// Reads the file, plans, and applies unless `dry`.
+    pub(super) fn reload_from_file(
+        &mut self,
+        node: &mut Node,
+        out: &mut Outbox,
+        dry: bool,
+    ) -> Result<Plan, String> {
+        let cfg = config::load(&self.config_path)
+            .map_err(|e| format!("{}: {e}", self.config_path.display()))?;
+        let mut plan = self.plan(&cfg);
+        if !dry {
+            self.apply(node, out, cfg, &plan);
+            plan.applied = true;
+        }
+        Ok(plan)
+    }
+
+    fn plan(&self, cfg: &Validated) -> Plan {
+        let wanted: BTreeSet<String> = cfg.raw.ports.iter().map(|p| p.name.clone()).collect();
+        let mut plan = Plan {
+            ports_removed: self.config_ports.difference(&wanted).cloned().collect(),
+            needs_restart: needs_restart(&self.cfg, cfg),
+            ..Plan::default()
+        };
+        let running: HashMap<&str, &PortConfig> = (self.cfg.raw.ports.iter())
+            .map(|p| (p.name.as_str(), p))
+            .collect();
+        for p in &cfg.raw.ports {
+            if !self.config_ports.contains(&p.name) {
+                plan.ports_added.push(p.name.clone());
+                continue;
+            }
+            if self.file_specs.get(&p.name) != Some(&p.policy_spec()) {
+                plan.policies_changed.push(p.name.clone());
+            }
+            if let Some(old) = running.get(p.name.as_str()) {
+                port_restart_keys(old, p, &self.cfg, cfg, &mut plan.needs_restart);
+            }
+        }
+        plan
+    }
+
+    fn apply(&mut self, node: &mut Node, out: &mut Outbox, mut cfg: Validated, plan: &Plan) {
+        let ports = &mut out.ports;
+        for gone in &plan.ports_removed {
+            if let Err(e) = self.del_port(node, ports, gone) {
+                warn!("reload: {e}");
+            }
+        }
+        for p in &cfg.raw.ports {
+            let spec = p.policy_spec();
+            if plan.ports_added.contains(&p.name) || ports.id_by_name(&p.name).is_none() {
+                let new = NewPort {
+                    name: &p.name,
+                    mtu: Some(cfg.port_mtu(p)),
+                    offload: p.offload,
+                    udp_coalescing: p.udp_coalescing,
+                    attach: p.attach.as_deref(),
+                    policy: spec,
+                };
+                if let Err(e) = self.add_port(node, ports, &new) {
+                    warn!("reload: {e}");
+                }
+            } else if plan.policies_changed.contains(&p.name) {
+                if let Some(id) = ports.id_by_name(&p.name) {
+                    if let Err(e) = self.set_policy(node, id, &p.name, spec) {
+                        warn!("reload: {e}");
+                    }
+                }
+            }
+        }
+        self.file_specs = (cfg.raw.ports.iter())
+            .map(|p| (p.name.clone(), p.policy_spec()))
+            .collect();
+        self.config_ports = cfg.raw.ports.iter().map(|p| p.name.clone()).collect();
+        // What was not applied keeps its running value, so that the next
+        // reload names it again.
+        keep_running(&self.cfg, &mut cfg);
+        self.cfg = cfg;
+    }
+}
+
+/// The keys outside `[[port]]` whose change a reload does not apply.
+fn needs_restart(old: &Validated, new: &Validated) -> Vec<String> {
+    let mut v = Vec::new();
+    let (o, n) = (&old.raw.node, &new.raw.node);
+    let mut key = |changed: bool, name: &str| {
+        if changed {
+            v.push(name.to_string());
+        }
+    };
+    key(old.public_key != new.public_key, "node.private_key");
+    key(o.listen_port != n.listen_port, "node.listen_port");
+    key(o.address != n.address, "node.address");
+    key(o.underlay_mtu != n.underlay_mtu, "node.underlay_mtu");
+    key(o.workers != n.workers, "node.workers");
+    key(o.mss_clamp != n.mss_clamp, "node.mss_clamp");
+    key(
+        o.mac_flap_freeze_ms != n.mac_flap_freeze_ms,
+        "node.mac_flap_freeze_ms",
+    );
+    // Whole sections, compared as parsed.
+    let dbg =
+        |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
+    key(dbg(&old.raw.mesh, &new.raw.mesh), "mesh");
+    key(dbg(&old.raw.control, &new.raw.control), "control");
+    key(dbg(&old.raw.metrics, &new.raw.metrics), "metrics");
+    // Peers, by public key.
+    let peers = |c: &Validated| -> HashMap<String, String> {
+        (c.raw.peers.iter())
+            .map(|p| (p.public_key.clone(), format!("{p:?}")))
+            .collect()
+    };
+    let (po, pn) = (peers(old), peers(new));
+    for (k, d) in &pn {
+        match po.get(k) {
+            None => v.push(format!("peer[{k}] added")),
+            Some(od) if od != d => v.push(format!("peer[{k}] changed")),
+            Some(_) => {}
+        }
+    }
+    for k in po.keys().filter(|k| !pn.contains_key(*k)) {
+        v.push(format!("peer[{k}] removed"));
+    }
+    v.sort();
+    v
+}
+
+/// A running file port's keys that only a restart (or `port del` + `port
+/// add`) changes.
+fn port_restart_keys(
+    old: &PortConfig,
+    new: &PortConfig,
+    oc: &Validated,
+    nc: &Validated,
+    v: &mut Vec<String>,
+) {
+    let name = &new.name;
+    if oc.port_mtu(old) != nc.port_mtu(new) {
+        v.push(format!("port[{name}].mtu"));
+    }
+    if old.offload != new.offload {
+        v.push(format!("port[{name}].offload"));
+    }
+    if old.udp_coalescing != new.udp_coalescing {
+        v.push(format!("port[{name}].udp_coalescing"));
+    }
+    if old.attach != new.attach {
+        v.push(format!("port[{name}].attach"));
+    }
+}
+
+/// Puts the running values back where the new config changed what a
+/// reload does not apply: everything but the port list and policies.
+fn keep_running(old: &Validated, new: &mut Validated) {
+    let ports = std::mem::take(&mut new.raw.ports);
+    let running: HashMap<String, PortConfig> = (old.raw.ports.iter())
+        .map(|p| (p.name.clone(), p.clone()))
+        .collect();
+    *new = old.clone();
+    new.raw.ports = ports
+        .into_iter()
+        .map(|mut p| {
+            if let Some(r) = running.get(&p.name) {
+                // the port's device settings stay as they run
+                p.mtu = r.mtu;
+                p.offload = r.offload;
+                p.udp_coalescing = r.udp_coalescing;
+                p.attach = r.attach.clone();
+            }
+            p
+        })
+        .collect();
+}
