@@ -34,7 +34,7 @@ while True:
 /// Starts "qemu" for VM `vm` on hypervisor `hv`: TAP `vnet` (left in the
 /// hypervisor namespace, up, as libvirt leaves it) and the guest NIC, moved
 /// into the VM namespace as eth0 with the VM's addresses.
-fn start_qemu(t: &Topology, hv: usize, vm: &Vm, vnet: &str) -> Child {
+pub(crate) fn start_qemu(t: &Topology, hv: usize, vm: &Vm, vnet: &str) -> Child {
     let hvns = &t.hvs[hv - 1].ns;
     let nic = format!("g{vnet}");
     let mut child = Command::new("ip")

@@ -277,43 +277,7 @@ fn service_runs_as_nobody_with_net_admin_only() {
         &[&[Attach::TapNic], &[Attach::TapNic, Attach::Bridge]],
         1000,
     );
-    // A tun node as udev makes it on a stock host (0666), bound over
-    // /dev/net/tun inside the daemon's own mount namespace (`ip netns
-    // exec` gives it one), so this machine's device stays as it is.
-    let tun = t.dir.join("tun");
-    sh(&[
-        "mknod",
-        "-m",
-        "0666",
-        tun.to_str().unwrap(),
-        "c",
-        "10",
-        "200",
-    ]);
-    for h in &t.hvs {
-        // The control socket is made in this directory (as in
-        // /run/meshwire, systemd's RuntimeDirectory= owned by the user).
-        sh(&["chown", "65534:65534", h.dir.to_str().unwrap()]);
-    }
-    t.opts.wrap = [
-        "sh",
-        "-c",
-        &format!(
-            "mount --bind {} /dev/net/tun && exec \"$0\" \"$@\"",
-            tun.display()
-        ),
-        "setpriv",
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-        "--inh-caps=-all,+net_admin",
-        "--ambient-caps=-all,+net_admin",
-        "--bounding-set=-all,+net_admin",
-        "--no-new-privs",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    run_as_nobody(&mut t, "net_admin");
     t.start_all();
     for h in &t.hvs {
         let pid = h.daemon.as_ref().unwrap().id();
@@ -344,6 +308,32 @@ fn service_runs_as_nobody_with_net_admin_only() {
             "{a} -> {b} 1500 B"
         );
     }
+    // TCP through the offloads (vnet headers, TSO super-frames both ways).
+    let server_ns = t.vm("vm2a").ns.clone();
+    let mut server = Command::new("ip")
+        .args(["netns", "exec", &server_ns, "iperf3", "-s"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("iperf3 server");
+    let ip2 = t.vm("vm2a").ip4.clone();
+    let vm1 = t.vm("vm1a").ns.clone();
+    let mut out = String::new();
+    let moved = wait_until(Duration::from_secs(60), || {
+        let o = Command::new("ip")
+            .args(["netns", "exec", &vm1, "iperf3", "-c", &ip2, "-t", "2", "-J"])
+            .output()
+            .unwrap();
+        out = String::from_utf8_lossy(&o.stdout).to_string();
+        o.status.success()
+    });
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(moved, "iperf3: {out}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("iperf3 json");
+    let bytes = v["end"]["sum_received"]["bytes"].as_f64().unwrap_or(0.0);
+    assert!(bytes > 1e6, "iperf3 moved only {bytes} bytes: {out}");
+
     // Ports at runtime need nothing more.
     let sockp = t.socket(1);
     sh(&[
@@ -356,6 +346,109 @@ fn service_runs_as_nobody_with_net_admin_only() {
         "extra1",
     ]);
     assert!(ns_try(&t.hvs[0].ns, &["ip", "link", "show", "extra1"]));
+    // Attaching to a VM's TAP is an AF_PACKET socket: CAP_NET_RAW, which
+    // this daemon lacks. It is refused, saying so.
+    let ns1 = t.hvs[0].ns.clone();
+    ns_exec(
+        &ns1,
+        &["ip", "tuntap", "add", "dev", "vnetx", "mode", "tap"],
+    );
+    ns_exec(&ns1, &["ip", "link", "set", "vnetx", "up"]);
+    let out = Command::new(BIN)
+        .args([
+            "ctl",
+            "--socket",
+            sockp.to_str().unwrap(),
+            "port",
+            "add",
+            "att1",
+            "--attach",
+            "vnetx",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        !out.status.success(),
+        "attach without CAP_NET_RAW succeeded"
+    );
+    assert!(err.contains("CAP_NET_RAW"), "{err}");
+    for i in 1..=2 {
+        let st = t.stop(i, false).expect("ran");
+        assert!(st.success(), "hv{i}: {st:?}\n{}", t.log(i));
+    }
+}
+
+/// Makes `t`'s daemons run as `nobody` holding only `caps` (setpriv's
+/// names, comma-separated).
+fn run_as_nobody(t: &mut Topology, caps: &str) {
+    // A tun node as udev makes it on a stock host (0666), bound over
+    // /dev/net/tun inside the daemon's own mount namespace (`ip netns
+    // exec` gives it one), so this machine's device stays as it is.
+    let tun = t.dir.join("tun");
+    sh(&[
+        "mknod",
+        "-m",
+        "0666",
+        tun.to_str().unwrap(),
+        "c",
+        "10",
+        "200",
+    ]);
+    for h in &t.hvs {
+        // The control socket is made in this directory (as in
+        // /run/meshwire, systemd's RuntimeDirectory= owned by the user).
+        sh(&["chown", "65534:65534", h.dir.to_str().unwrap()]);
+    }
+    let plus: Vec<String> = caps.split(',').map(|c| format!("+{c}")).collect();
+    let plus = plus.join(",");
+    t.opts.wrap = vec![
+        "sh".into(),
+        "-c".into(),
+        format!(
+            "mount --bind {} /dev/net/tun && exec \"$0\" \"$@\"",
+            tun.display()
+        ),
+        "setpriv".into(),
+        "--reuid=65534".into(),
+        "--regid=65534".into(),
+        "--clear-groups".into(),
+        format!("--inh-caps=-all,{plus}"),
+        format!("--ambient-caps=-all,{plus}"),
+        format!("--bounding-set=-all,{plus}"),
+        "--no-new-privs".into(),
+    ];
+}
+
+#[test]
+fn service_attach_as_nobody_with_net_raw() {
+    // vm1a behind a TAP "qemu" holds, attached to by hv1's daemon, which
+    // runs as nobody with CAP_NET_ADMIN and CAP_NET_RAW.
+    let mut t = Topology::new("raw", &[&[Attach::External], &[Attach::TapNic]], 1000);
+    t.hvs[0].extra_config = "\n[[port]]\nname = \"vm1\"\nattach = \"vnet7\"\n".into();
+    run_as_nobody(&mut t, "net_admin,net_raw");
+    t.start_all();
+    let pid = t.hvs[0].daemon.as_ref().unwrap().id();
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    // CAP_NET_ADMIN (12) and CAP_NET_RAW (13).
+    assert!(status.contains("\nCapEff:\t0000000000003000\n"), "{status}");
+    let vm = t.vm("vm1a").clone();
+    let mut qemu = crate::attach::start_qemu(&t, 1, &vm, "vnet7");
+    let far = t.vm("vm2a").ip4.clone();
+    let ok = t.ping_until("vm1a", &far, Duration::from_secs(60));
+    let ok6 = ok && t.ping("vm1a", &t.vm("vm2a").ip6.clone(), 3, &[]);
+    let _ = qemu.kill();
+    let _ = qemu.wait();
+    assert!(ok, "the attached VM never reached vm2a\n{}", t.dump_logs());
+    assert!(ok6, "IPv6 from the attached VM");
+    let ports = t.ctl(1, "ports");
+    let p = ports
+        .as_array()
+        .and_then(|l| l.iter().find(|p| p["name"] == "vm1"))
+        .unwrap_or_else(|| panic!("{ports}"))
+        .clone();
+    assert_eq!(p["device"], "vnet7", "{p}");
+    assert!(p["rx_frames"].as_u64().unwrap_or(0) > 0, "{p}");
     for i in 1..=2 {
         let st = t.stop(i, false).expect("ran");
         assert!(st.success(), "hv{i}: {st:?}\n{}", t.log(i));

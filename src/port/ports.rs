@@ -210,7 +210,15 @@ impl Ports {
                 format!("{ifname} is already a port"),
             ));
         }
-        let dev = Device::attach(ifname)?;
+        let dev = Device::attach(ifname).map_err(|e| match e.kind() {
+            // The one capability beyond CAP_NET_ADMIN a port can need:
+            // say which, a bare EPERM leaves the operator guessing.
+            io::ErrorKind::PermissionDenied => io::Error::new(
+                e.kind(),
+                format!("{e}: attaching opens an AF_PACKET socket, which needs CAP_NET_RAW"),
+            ),
+            _ => e,
+        })?;
         self.insert_device(name, dev)
     }
 
