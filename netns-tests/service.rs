@@ -157,6 +157,45 @@ fn service_metrics_scraped_and_checked() {
     assert!(get(&s, "meshwire_worker_node_locks_total{worker=\"0\"}") > 0.0);
     promtool_check(&last, &t.dir);
 
+    // Every metric the Grafana dashboard queries is in a live scrape,
+    // `meshwire_stat` series by their section and name too.
+    let dash: serde_json::Value = serde_json::from_str(
+        &fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/contrib/grafana/meshwire.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let mut exprs = Vec::new();
+    collect_exprs(&dash, &mut exprs);
+    assert!(!exprs.is_empty());
+    for e in &exprs {
+        for word in e.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if word.starts_with("meshwire_") {
+                assert!(
+                    last.contains(&format!("\n{word}")),
+                    "{word} (in {e}) not in a live scrape"
+                );
+            }
+        }
+        if let Some(i) = e.find("section=\"") {
+            let sec = e[i + 9..].split('"').next().unwrap();
+            let name = e[i..]
+                .split("name=\"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap();
+            let series = format!("meshwire_stat{{section=\"{sec}\",name=\"{name}\"}}");
+            assert!(
+                last.contains(&series),
+                "{series} (in {e}) not in a live scrape"
+            );
+        }
+    }
+
     // The endpoint refuses what it does not serve, and goes on serving.
     let ns = t.hvs[0].ns.clone();
     let code = ns_exec(
@@ -177,6 +216,21 @@ fn service_metrics_scraped_and_checked() {
     );
     assert_eq!(code.trim(), "405");
     assert!(scrape(&t, 1).contains("meshwire_peers_up 1\n"));
+}
+
+fn collect_exprs(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, v) in m {
+                match v {
+                    serde_json::Value::String(e) if k == "expr" => out.push(e.clone()),
+                    _ => collect_exprs(v, out),
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|v| collect_exprs(v, out)),
+        _ => {}
+    }
 }
 
 /// Reads datagrams until one holds `what` (each message is one datagram).

@@ -197,9 +197,12 @@ pub fn run(cfg: Validated, config_path: &Path) -> Result<(), String> {
         "meshwire running"
     );
     if let Some(e) = &exporter {
-        let mut h = d.io.hold(&d.node);
-        let (n, out) = h.parts();
-        e.publish(metrics::snapshot(n, &out.ports));
+        let copy = {
+            let mut h = d.io.hold(&d.node);
+            let (n, out) = h.parts();
+            metrics::copy(n, &out.ports)
+        };
+        e.publish(copy.finish());
     }
     // Ports, sockets, workers and the metrics endpoint are up.
     crate::service::ready(&format!(
@@ -303,18 +306,22 @@ pub fn run(cfg: Validated, config_path: &Path) -> Result<(), String> {
             // for again; the port and its MACs stay meanwhile.
             d.io.out.ports.reattach();
         }
+        let mut metrics_copy = None;
         if tunnel_due || fdb_due || now >= mesh_deadline {
             let mut h = d.io.hold(&node);
             let (n, out) = h.parts();
             n.on_tick(now, tunnel_due, fdb_due, out);
             mesh_deadline = n.bridge.next_deadline();
-            if let (true, Some(e)) = (fdb_due, &exporter) {
-                e.publish(metrics::snapshot(n, &out.ports));
+            if fdb_due && exporter.is_some() {
+                metrics_copy = Some(metrics::copy(n, &out.ports));
             }
         } else {
             // Frames sent from the data path can move the mesh's next
             // deadline (an out-of-cycle OGM after a claim).
             mesh_deadline = lock(&node).bridge.next_deadline();
+        }
+        if let (Some(c), Some(e)) = (metrics_copy, &exporter) {
+            e.publish(c.finish());
         }
         d.io.flush();
         d.io.publish(&d.st.board, now, false);

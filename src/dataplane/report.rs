@@ -83,7 +83,7 @@ fn to_value<T: serde::Serialize>(t: &T) -> Value {
 }
 
 /// A peer's stats with what the node knows of its link.
-pub(super) struct PeerRow {
+pub struct PeerRow {
     stats: crate::tunnel::PeerStats,
     address: Option<std::net::IpAddr>,
     hardif_mac: Option<MacAddr>,
