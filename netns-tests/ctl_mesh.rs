@@ -1,4 +1,4 @@
-//! `meshwire ctl tt`, `translate`, `graph` and `log-level` (issue 14) against a running
+//! `meshwire ctl tt`, `translate`, `graph`, `log-level`, `ping` and `traceroute` (issue 14) against a running
 //! mesh of three nodes, checked against the topology: each VM is a local
 //! client where it lives and a global one at its node's originator
 //! elsewhere; translate names the port or the originator; the graph has an
@@ -168,4 +168,69 @@ fn log_level_changes_the_running_filter() {
         "meshwire=loud"
     ]));
     assert_eq!(level(&[])["filter"], "warn");
+}
+
+/// `ctl ping` and `ctl traceroute` over batman ICMP on a line of three
+/// nodes (1 - 2 - 3): node 3 answers through node 2, the traceroute names
+/// node 2 then node 3, a VM's MAC is pinged at its node, and an unknown
+/// MAC is refused.
+#[test]
+fn ping_and_traceroute_over_batman_icmp() {
+    let opts = Opts {
+        links: Some(vec![(1, 2), (2, 3)]),
+        ..Opts::default()
+    };
+    let mut t = Topology::with_opts(
+        "mwCp",
+        &[&[Attach::TapNic], &[Attach::TapNic], &[Attach::TapNic]],
+        250,
+        opts,
+    );
+    t.start_all();
+    assert!(t.wait_routes(Duration::from_secs(60)), "{}", t.dump_logs());
+    let (o2, o3) = (t.originator_of(2), t.originator_of(3));
+    let json = |args: &[&str]| -> Value {
+        let mut a = args.to_vec();
+        a.push("--json");
+        let out = ctl_args(&t, 1, &a);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+    };
+
+    let p = json(&["ping", &o3, "-c", "3", "-i", "100"]);
+    assert_eq!(p["transmitted"], 3, "{p}");
+    assert_eq!(p["received"], 3, "{p}");
+    let human = ctl_args(&t, 1, &["ping", &o2, "-c", "1"]);
+    assert!(
+        human.contains(&format!("20 bytes from {o2}")) && human.contains(" 0% packet loss"),
+        "{human}"
+    );
+
+    let tr = json(&["traceroute", &o3]);
+    let hops = tr["hops"].as_array().expect("hops");
+    assert_eq!(hops.len(), 2, "{tr}");
+    assert_eq!(hops[0]["from"], o2.as_str(), "{tr}");
+    assert_eq!(hops[1]["from"], o3.as_str(), "{tr}");
+
+    // A VM's MAC: pinged at the node that serves it (once its node
+    // announced it: it has spoken).
+    let vm3 = t.vm("vm3a").clone();
+    let ip1 = t.vm("vm1a").ip4.clone();
+    assert!(t.ping_until("vm3a", &ip1, Duration::from_secs(30)));
+    assert!(wait_until(Duration::from_secs(20), || {
+        json(&["ping", &vm3.mac, "-c", "1"])["received"] == 1
+    }));
+    let sock = t.socket(1);
+    assert!(!try_sh(&[
+        BIN,
+        "ctl",
+        "--socket",
+        sock.to_str().unwrap(),
+        "ping",
+        "02:00:00:77:77:77",
+        "-c",
+        "1"
+    ]));
+    let c = t.ctl(1, "stats")["mesh"].clone();
+    assert!(c["icmp_probes_sent"].as_u64().unwrap_or(0) >= 7, "{c}");
+    assert!(c["icmp_answers_received"].as_u64().unwrap_or(0) >= 6, "{c}");
 }

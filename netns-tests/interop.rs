@@ -174,6 +174,27 @@ fn kernel_node_and_meshwire_form_one_mesh() {
     );
     let conv_rv = ready.elapsed().as_secs_f64();
 
+    // 1b. batman ICMP both ways: `meshwire ctl ping` is answered by the
+    // kernel, `batctl ping` by meshwire.
+    let sock = t.socket(1);
+    let out = sh(&[
+        BIN,
+        "ctl",
+        "--socket",
+        sock.to_str().unwrap(),
+        "ping",
+        RV_ORIG,
+        "-c",
+        "3",
+        "-i",
+        "200",
+        "--json",
+    ]);
+    let p: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(p["received"], 3, "ctl ping to the kernel node: {p}");
+    let (ok, out) = rv.try_cmd(&format!("batctl ping -c 2 {mw_orig}"));
+    assert!(ok, "batctl ping to meshwire: {out}");
+
     // 2. ARP crosses from the kernel node: nothing was ever sent between
     // the two, so the kernel's request must be broadcast to the VM (which
     // learns the kernel's MAC from it) and the reply unicast back.

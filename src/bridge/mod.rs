@@ -39,6 +39,7 @@ mod forward;
 pub mod hooks;
 mod links;
 pub mod policy;
+mod probe;
 mod sync;
 
 #[cfg(test)]

@@ -18,6 +18,8 @@ pub const PORT_MTU: std::ops::RangeInclusive<u16> = 576..=65000;
 /// Addresses one `ctl announce` or `ctl port add/set` may name: announce
 /// work is done while the node is held, so it is bounded.
 pub const MAX_IPS: usize = 32;
+/// Echo requests one `ctl ping` sends.
+pub const MAX_PINGS: u32 = 10_000;
 
 /// Parses one request line and checks its arguments.
 pub fn parse_request(line: &[u8]) -> Result<CtlCommand, String> {
@@ -75,6 +77,38 @@ pub fn validate(cmd: &CtlCommand) -> Result<(), String> {
                 policy_args(policy, true)
             }
         },
+        CtlCommand::Ping {
+            dest,
+            count,
+            interval_ms,
+        } => {
+            unicast("DEST", dest)?;
+            if !(1..=MAX_PINGS).contains(count) {
+                return Err(format!(
+                    "--count: {count}: must be between 1 and {MAX_PINGS}"
+                ));
+            }
+            if !(10..=60_000).contains(interval_ms) {
+                return Err(format!(
+                    "--interval-ms: {interval_ms}: must be between 10 and 60000"
+                ));
+            }
+            Ok(())
+        }
+        CtlCommand::Traceroute { dest, max_hops } => {
+            unicast("DEST", dest)?;
+            if !(1..=50).contains(max_hops) {
+                return Err(format!("--max-hops: {max_hops}: must be between 1 and 50"));
+            }
+            Ok(())
+        }
+        CtlCommand::IcmpSend { dest, ttl, .. } => {
+            unicast("DEST", dest)?;
+            if !(1..=50).contains(ttl) {
+                return Err(format!("ttl: {ttl}: must be between 1 and 50"));
+            }
+            Ok(())
+        }
         CtlCommand::LogLevel { filter: Some(f) } => {
             if f.len() > crate::log::MAX_FILTER {
                 return Err(format!(

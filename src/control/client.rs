@@ -62,6 +62,20 @@ fn request_once(socket: &Path, cmd: &CtlCommand) -> Result<Value, String> {
 pub fn run(socket: &Path, cmd: CtlCommand, json: bool) -> Result<String, String> {
     // The daemon checks the same; here the error comes without a daemon.
     super::validate(&cmd)?;
+    match cmd {
+        CtlCommand::Ping {
+            dest,
+            count,
+            interval_ms,
+        } => {
+            let interval = Duration::from_millis(interval_ms);
+            return super::ping::ping(socket, dest, count, interval, json);
+        }
+        CtlCommand::Traceroute { dest, max_hops } => {
+            return super::ping::traceroute(socket, dest, max_hops, json);
+        }
+        _ => {}
+    }
     let data = request(socket, &cmd)?;
     if json {
         let mut s = serde_json::to_string_pretty(&data).map_err(|e| e.to_string())?;
@@ -172,6 +186,10 @@ pub fn run(socket: &Path, cmd: CtlCommand, json: bool) -> Result<String, String>
                 list("needs_restart")
             )
         }
+        CtlCommand::Ping { .. }
+        | CtlCommand::Traceroute { .. }
+        | CtlCommand::IcmpSend { .. }
+        | CtlCommand::IcmpPoll { .. } => serde_json::to_string(&data).unwrap_or_default() + "\n",
         CtlCommand::Announce { .. } | CtlCommand::Port { .. } => {
             format!("{}\n", data.as_str().unwrap_or("done"))
         }

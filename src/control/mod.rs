@@ -10,6 +10,7 @@
 
 mod args;
 pub mod client;
+mod ping;
 pub mod server;
 #[cfg(test)]
 mod server_tests;
@@ -67,6 +68,40 @@ pub enum CtlCommand {
     /// their TQ, and each originator behind the neighbour it is routed
     /// through (like batadv-vis).
     Graph,
+    /// batman ICMP echo requests to an originator or a VM's MAC (like
+    /// `batctl ping`; kernel nodes answer too).
+    Ping {
+        dest: MacAddr,
+        /// Requests to send.
+        #[arg(short = 'c', long, default_value_t = 5)]
+        #[serde(default)]
+        count: u32,
+        /// Milliseconds between requests.
+        #[arg(short = 'i', long, default_value_t = 1000)]
+        #[serde(default)]
+        interval_ms: u64,
+    },
+    /// The hops to an originator or a VM's MAC, by batman ICMP with
+    /// growing TTLs (like `batctl traceroute`).
+    Traceroute {
+        dest: MacAddr,
+        #[arg(short = 'm', long, default_value_t = 20)]
+        #[serde(default)]
+        max_hops: u8,
+    },
+    /// (for `ping`/`traceroute`) send one echo request.
+    #[command(hide = true)]
+    #[serde(rename = "icmp-send")]
+    IcmpSend {
+        dest: MacAddr,
+        ttl: u8,
+        uid: u8,
+        seqno: u16,
+    },
+    /// (for `ping`/`traceroute`) the answer to one request, if it came.
+    #[command(hide = true)]
+    #[serde(rename = "icmp-poll")]
+    IcmpPoll { uid: u8, seqno: u16 },
     /// Re-read the config file and apply what can change while running
     /// (ports and their policies), as SIGHUP does; what needs a restart is
     /// listed and refused. `--dry-run`: the plan only.

@@ -483,6 +483,23 @@ impl State {
                 let sent = node.bridge.announce(now, id, *mac, ip, out)?;
                 Ok(json!(format!("{sent} announcement(s) sent from {port}")))
             }
+            CtlCommand::IcmpSend {
+                dest,
+                ttl,
+                uid,
+                seqno,
+            } => {
+                let orig = node
+                    .bridge
+                    .icmp_probe(now, *dest, *ttl, *uid, *seqno, out)?;
+                Ok(json!({ "originator": orig }))
+            }
+            CtlCommand::IcmpPoll { uid, seqno } => {
+                Ok(json!(node.bridge.mesh.icmp_answer(*uid, *seqno)))
+            }
+            CtlCommand::Ping { .. } | CtlCommand::Traceroute { .. } => {
+                Err("ping and traceroute run in `meshwire ctl` (icmp-send/icmp-poll)".into())
+            }
             CtlCommand::Reload { dry_run } => {
                 if !dry_run {
                     crate::service::reloading();

@@ -74,7 +74,11 @@ pub fn answer(node: &Node, ports: &Ports, cmd: &CtlCommand, now: Instant) -> Res
         CtlCommand::Announce { .. }
         | CtlCommand::Port { .. }
         | CtlCommand::LogLevel { .. }
-        | CtlCommand::Reload { .. } => return Err("not a report".into()),
+        | CtlCommand::Reload { .. }
+        | CtlCommand::Ping { .. }
+        | CtlCommand::Traceroute { .. }
+        | CtlCommand::IcmpSend { .. }
+        | CtlCommand::IcmpPoll { .. } => return Err("not a report".into()),
     })
 }
 

@@ -49,6 +49,7 @@ mod bat_iv;
 mod bcast;
 mod bitarray;
 pub(crate) mod fragmentation;
+mod icmp;
 mod info;
 mod originator;
 pub(crate) mod roaming;
@@ -67,6 +68,7 @@ use std::time::{Duration, Instant};
 use crate::wire::batman::{packet_type, CommonHeader};
 use crate::wire::{MacAddr, WireError};
 
+pub use icmp::{IcmpAnswer, ICMP_ECHO_REPLY, ICMP_TTL_EXCEEDED};
 pub use info::{NeighbourInfo, OriginatorInfo};
 pub use originator::{MAX_ORIGINATORS, PURGE_TIMEOUT};
 pub use routing::UnicastRoute;
@@ -192,6 +194,9 @@ pub struct MeshCounters {
     pub frag_sent: u64,
     pub icmp_dropped: u64,
     pub icmp_answered: u64,
+    /// Our own echo requests (`ctl ping`/`traceroute`) and their answers.
+    pub icmp_probes_sent: u64,
+    pub icmp_answers_received: u64,
     pub tvlv_unknown: u64,
     pub tt_requests_sent: u64,
     pub tt_requests_answered: u64,
@@ -258,6 +263,8 @@ pub struct Mesh {
     pub(crate) tt_claims: Vec<(MacAddr, u16, MacAddr)>,
     /// What our meshwire neighbours hear directly (scope.rs).
     pub(crate) scope: scope::Scope,
+    /// Our own ICMP probes awaiting their answers (icmp.rs).
+    probes: icmp::Probes,
 }
 
 impl Mesh {
@@ -295,6 +302,7 @@ impl Mesh {
             roamed_away: Vec::new(),
             tt_claims: Vec::new(),
             scope: scope::Scope::default(),
+            probes: icmp::Probes::default(),
         };
         m.ogm_seqno = m.random() as u32;
         m.frag_seqno = m.random() as u16;

@@ -5,17 +5,13 @@ use std::time::Instant;
 
 use super::bcast::ETH_HLEN;
 use super::fragmentation::{frag_split, FragResult};
+use super::icmp::{ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_TTL_EXCEEDED};
 use super::{HardifId, Mesh, MeshOutput, TTL};
 use crate::wire::batman::{
     packet_type, subtype, FragPacket, IcmpPacket, Unicast4AddrPacket, UnicastPacket,
     UnicastTvlvPacket, COMPAT_VERSION,
 };
 use crate::wire::{ethernet, MacAddr};
-
-/// `enum batadv_icmp_packettype` values we act on.
-const ICMP_ECHO_REPLY: u8 = 0;
-const ICMP_ECHO_REQUEST: u8 = 8;
-const ICMP_TTL_EXCEEDED: u8 = 11;
 
 /// Where a unicast to an originator goes, and the 10-byte header to put in
 /// front of the client frame. This is the hook for a zero-copy send path:
@@ -363,7 +359,12 @@ impl Mesh {
             return self.forward(packet, p.dest(), out);
         }
         if p.msg_type() != ICMP_ECHO_REQUEST {
-            self.counters.icmp_dropped += 1;
+            // An answer to one of our probes (`ctl ping`), or nothing.
+            if for_us {
+                self.icmp_answered(p);
+            } else {
+                self.counters.icmp_dropped += 1;
+            }
             return;
         }
         let mut reply = packet.to_vec();
