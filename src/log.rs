@@ -25,9 +25,15 @@ pub const MAX_FILTER: usize = 512;
 /// must not carry escape codes). The filter can be changed while running.
 pub fn init(json: bool) {
     use std::io::IsTerminal;
-    let spec = std::env::var("RUST_LOG").unwrap_or_default();
-    let filter = EnvFilter::try_new(&spec).unwrap_or_else(|_| EnvFilter::new("info"));
-    let shown = if spec.is_empty() { "info".into() } else { spec };
+    // Unset or empty RUST_LOG: info (an empty filter would log nothing).
+    let spec = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(|| "info".into());
+    let (filter, shown) = match EnvFilter::try_new(&spec) {
+        Ok(f) => (f, spec),
+        Err(_) => (EnvFilter::new("info"), "info".into()),
+    };
     let (filter, handle) = reload::Layer::new(filter);
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
