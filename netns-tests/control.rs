@@ -297,6 +297,21 @@ fn port_add_refuses_a_held_tap_and_checks_its_arguments() {
     let _ = holder.wait();
 }
 
+/// (transmitted, received) from ping's summary line.
+fn ping_summary(out: &str) -> (u64, u64) {
+    let line = out
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .unwrap_or("");
+    let n = |key: &str| -> u64 {
+        line.split(',')
+            .find(|p| p.contains(key))
+            .and_then(|p| p.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    (n("transmitted"), n("received"))
+}
+
 /// Max gap between consecutive replies of `ping -D` output, in ms.
 fn max_gap_ms(out: &str) -> (usize, f64) {
     let stamps: Vec<f64> = out
@@ -377,9 +392,14 @@ fn ctl_fdb_on_full_tables_while_a_vm_pings() {
     for n in &sizes {
         assert!(*n >= 160_000, "ctl fdb rows: {n}");
     }
-    // Traffic kept flowing: most of the ~2400 pings were answered, and
-    // the path still works after.
-    assert!(replies > 1000, "{replies} replies\n{out}");
+    // Traffic kept flowing: nearly every ping sent was answered (how many
+    // ping managed to send every 10 ms depends on the machine's load, so
+    // the share counts, not the number), and the path still works after.
+    let (sent, got) = ping_summary(&out);
+    assert!(
+        got > 0 && got * 10 >= sent * 9,
+        "{got} of {sent} answered ({replies} replies seen)\n{out}"
+    );
     assert!(t.ping(&a, &b, 3, &[]));
 }
 
