@@ -234,3 +234,79 @@ fn ping_and_traceroute_over_batman_icmp() {
     assert!(c["icmp_probes_sent"].as_u64().unwrap_or(0) >= 7, "{c}");
     assert!(c["icmp_answers_received"].as_u64().unwrap_or(0) >= 6, "{c}");
 }
+
+/// `ctl event` follows a running node: a MAC moving between two of its
+/// ports, a peer whose path is cut going down, and the route to it moving
+/// to the node that relays it, each one JSON line.
+#[test]
+fn event_follows_moves_peers_and_routes() {
+    let mut t = Topology::new(
+        "mwCe",
+        &[
+            &[Attach::TapNic, Attach::TapNic],
+            &[Attach::TapNic],
+            &[Attach::TapNic],
+        ],
+        250,
+    );
+    t.start_all();
+    assert!(t.wait_routes(Duration::from_secs(30)), "{}", t.dump_logs());
+    let (a, b) = (t.vm("vm1a").clone(), t.vm("vm1b").clone());
+    assert!(t.ping_until("vm1a", &b.ip4, Duration::from_secs(30)));
+
+    let sock = t.socket(1);
+    let mut child = std::process::Command::new(BIN)
+        .args(["ctl", "--socket", sock.to_str().unwrap(), "event", "--json"])
+        .args(["--seconds", "120"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("ctl event");
+    let stdout = child.stdout.take().unwrap();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Value>::new()));
+    let sink = lines.clone();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        for l in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Ok(v) = serde_json::from_str::<Value>(&l) {
+                sink.lock().unwrap().push(v);
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_secs(1));
+
+    // vm1a's MAC speaks from vm1b's port: a move between two ports.
+    let raw = crate::common::raw::RawSock::open(&b.ns, "eth0");
+    let mac: meshwire::wire::MacAddr = a.mac.parse().unwrap();
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(mac.as_bytes());
+    f.extend_from_slice(&[0x88, 0xb5]);
+    f.extend_from_slice(&[0u8; 46]);
+    assert!(raw.send(&f));
+    // The path to hv2 is cut: its peer goes down, its route moves to hv3.
+    t.cut_path(1, 2, true);
+    let o2 = t.originator_of(2);
+    let via3 = t.hardif_of(3, 1);
+    let seen = |f: &dyn Fn(&Value) -> bool| lines.lock().unwrap().iter().any(f);
+    let all = wait_until(Duration::from_secs(60), || {
+        seen(&|e| {
+            e["kind"] == "move"
+                && e["mac"] == a.mac.as_str()
+                && e["from"] == "port t-vm1a"
+                && e["to"] == "port t-vm1b"
+        }) && seen(&|e| e["kind"] == "peer_down")
+            && seen(&|e| {
+                e["kind"] == "route" && e["originator"] == o2.as_str() && e["to"] == via3.as_str()
+            })
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = reader.join();
+    let got = lines.lock().unwrap().clone();
+    assert!(all, "events: {got:?}\n{}", t.log(1));
+    // Numbered in order, without gaps.
+    let seqs: Vec<u64> = got.iter().filter_map(|e| e["seq"].as_u64()).collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+}

@@ -221,11 +221,15 @@ impl Bridge {
                 // A restarted kernel peer may come back with another MAC.
                 link.remote = None;
                 self.counters.links_lost += 1;
+                let peer = link.name.clone();
                 self.fresh_hardif(hardif, mac, mtu);
+                self.event(super::events::EventKind::PeerDown { peer });
                 Some(LinkEvent::Down)
             }
             (false, true) => {
                 info!(peer = %link.name, "peer reachable");
+                let peer = link.name.clone();
+                self.event(super::events::EventKind::PeerUp { peer });
                 Some(LinkEvent::Up)
             }
             _ => None,

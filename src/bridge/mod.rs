@@ -34,6 +34,7 @@
 #![forbid(unsafe_code)]
 
 mod announce;
+pub mod events;
 mod flap;
 mod forward;
 pub mod hooks;
@@ -121,6 +122,8 @@ pub struct Bridge {
     out: Vec<MeshOutput>,
     moves_log: sync::MoveLog,
     flaps: flap::Flaps,
+    /// For `ctl event` (events.rs).
+    events: events::EventLog,
 }
 
 impl Bridge {
@@ -135,6 +138,7 @@ impl Bridge {
             out: Vec::with_capacity(64),
             moves_log: sync::MoveLog::new(),
             flaps: flap::Flaps::new(),
+            events: events::EventLog::default(),
         }
     }
 
@@ -211,6 +215,7 @@ impl Bridge {
     pub fn tick(&mut self, now: Instant, fdb_ageing: bool, io: &mut impl Egress) {
         self.mesh.tick(now, &mut self.out);
         self.hooks.tick(now);
+        self.check_routes(now);
         if fdb_ageing {
             for (mac, vid) in self.switch.expire(now) {
                 self.mesh.tt_local_del(mac, vid);

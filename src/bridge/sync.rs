@@ -70,6 +70,12 @@ impl Bridge {
                 self.counters.mac_flaps += 1;
             }
             self.moves_log.moved(now, m.mac, m.vid, &from, &to);
+            self.event(super::events::EventKind::Move {
+                mac: m.mac,
+                vlan: m.vid & 0x0fff,
+                from,
+                to,
+            });
         }
     }
 

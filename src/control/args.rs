@@ -102,6 +102,15 @@ pub fn validate(cmd: &CtlCommand) -> Result<(), String> {
             }
             Ok(())
         }
+        CtlCommand::Event { count, seconds } => {
+            if count == &Some(0) {
+                return Err("--count: must be at least 1".into());
+            }
+            if seconds.is_some_and(|s| s == 0 || s > 31_536_000) {
+                return Err("--seconds: must be between 1 and 31536000 (a year)".into());
+            }
+            Ok(())
+        }
         CtlCommand::IcmpSend { dest, ttl, .. } => {
             unicast("DEST", dest)?;
             if !(1..=50).contains(ttl) {

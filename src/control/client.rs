@@ -74,6 +74,9 @@ pub fn run(socket: &Path, cmd: CtlCommand, json: bool) -> Result<String, String>
         CtlCommand::Traceroute { dest, max_hops } => {
             return super::ping::traceroute(socket, dest, max_hops, json);
         }
+        CtlCommand::Event { count, seconds } => {
+            return super::event::follow(socket, count, seconds, json);
+        }
         _ => {}
     }
     let data = request(socket, &cmd)?;
@@ -189,7 +192,9 @@ pub fn run(socket: &Path, cmd: CtlCommand, json: bool) -> Result<String, String>
         CtlCommand::Ping { .. }
         | CtlCommand::Traceroute { .. }
         | CtlCommand::IcmpSend { .. }
-        | CtlCommand::IcmpPoll { .. } => serde_json::to_string(&data).unwrap_or_default() + "\n",
+        | CtlCommand::IcmpPoll { .. }
+        | CtlCommand::Event { .. }
+        | CtlCommand::EventsSince { .. } => serde_json::to_string(&data).unwrap_or_default() + "\n",
         CtlCommand::Announce { .. } | CtlCommand::Port { .. } => {
             format!("{}\n", data.as_str().unwrap_or("done"))
         }

@@ -10,6 +10,7 @@
 
 mod args;
 pub mod client;
+mod event;
 mod ping;
 pub mod server;
 #[cfg(test)]
@@ -88,6 +89,24 @@ pub enum CtlCommand {
         #[arg(short = 'm', long, default_value_t = 20)]
         #[serde(default)]
         max_hops: u8,
+    },
+    /// Follow what happens (like `batctl event`): VM moves, peers down and
+    /// up, changed routes; one line (or JSON object) per event, until
+    /// interrupted, `--count` events or `--seconds`.
+    Event {
+        #[arg(long)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        count: Option<u32>,
+        #[arg(long)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seconds: Option<u64>,
+    },
+    /// (for `event`) the events after `since` (none: where the log is).
+    #[command(hide = true)]
+    #[serde(rename = "events-since")]
+    EventsSince {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<u64>,
     },
     /// (for `ping`/`traceroute`) send one echo request.
     #[command(hide = true)]

@@ -497,8 +497,11 @@ impl State {
             CtlCommand::IcmpPoll { uid, seqno } => {
                 Ok(json!(node.bridge.mesh.icmp_answer(*uid, *seqno)))
             }
-            CtlCommand::Ping { .. } | CtlCommand::Traceroute { .. } => {
-                Err("ping and traceroute run in `meshwire ctl` (icmp-send/icmp-poll)".into())
+            CtlCommand::EventsSince { since } => {
+                Ok(serde_json::to_value(node.bridge.events_since(*since)).unwrap_or(Value::Null))
+            }
+            CtlCommand::Ping { .. } | CtlCommand::Traceroute { .. } | CtlCommand::Event { .. } => {
+                Err("ping, traceroute and event run in `meshwire ctl` (icmp-send/icmp-poll, events-since)".into())
             }
             CtlCommand::Reload { dry_run } => {
                 if !dry_run {

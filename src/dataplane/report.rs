@@ -78,7 +78,9 @@ pub fn answer(node: &Node, ports: &Ports, cmd: &CtlCommand, now: Instant) -> Res
         | CtlCommand::Ping { .. }
         | CtlCommand::Traceroute { .. }
         | CtlCommand::IcmpSend { .. }
-        | CtlCommand::IcmpPoll { .. } => return Err("not a report".into()),
+        | CtlCommand::IcmpPoll { .. }
+        | CtlCommand::Event { .. }
+        | CtlCommand::EventsSince { .. } => return Err("not a report".into()),
     })
 }
 
