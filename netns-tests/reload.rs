@@ -1,9 +1,11 @@
-//! `meshwire ctl reload [--dry-run]` and SIGHUP (issue 14): the plan
-//! names what changes, what a reload applies (ports and their policies)
-//! is applied, and everything else it cannot apply yet (a peer removed,
-//! the listen port) is named as needing a restart, logged, and left as it
-//! runs: traffic to the peer that left the file keeps flowing. A broken
-//! file is refused with the field named, and nothing changes.
+//! `meshwire ctl reload [--dry-run]` and SIGHUP (issue 14), as `wg
+//! syncconf`: a peer removed from the file and a port added are applied
+//! while a 20 ms ping and an iperf3 stream between two untouched VMs run
+//! (no ping lost); the removed peer's VM stays reachable through the
+//! third node; the peer added back gets its direct route again. What a
+//! reload cannot apply (the listen port) is named as needing a restart,
+//! logged, and left as it runs. A broken file is refused with the field
+//! named, and nothing changes.
 
 use std::fs;
 use std::time::Duration;
@@ -88,13 +90,38 @@ fn reload_applies_ports_and_names_what_needs_a_restart() {
     let p = reload(&t, true).unwrap();
     assert_eq!(p["applied"], false, "{p}");
     assert_eq!(list(&p, "ports_added"), ["t-new"], "{p}");
-    let restart = list(&p, "needs_restart");
-    assert!(restart.contains(&"node.listen_port".to_string()), "{p}");
-    assert!(restart.contains(&format!("peer[{pk3}] removed")), "{p}");
+    assert_eq!(list(&p, "peers_removed"), vec![pk3.clone()], "{p}");
+    assert_eq!(list(&p, "needs_restart"), ["node.listen_port"], "{p}");
     assert!(
         !port_names(&t).contains(&"t-new".to_string()),
         "dry run applied"
     );
+
+    // Untouched: vm1a <-> vm2a (hv1-hv2), a 20 ms ping and iperf3 TCP
+    // across the reloads.
+    let (vm1, vm2) = (t.vm("vm1a").clone(), t.vm("vm2a").clone());
+    let pinger = std::process::Command::new("ip")
+        .args([
+            "netns", "exec", &vm1.ns, "ping", "-n", "-i", "0.02", "-W", "2",
+        ])
+        .args(["-w", "12", &vm2.ip4])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut server = std::process::Command::new("ip")
+        .args(["netns", "exec", &vm2.ns, "iperf3", "-s", "-1"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let client = std::process::Command::new("ip")
+        .args([
+            "netns", "exec", &vm1.ns, "iperf3", "-c", &vm2.ip4, "-t", "8",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
 
     let p = reload(&t, false).unwrap();
     assert_eq!(p["applied"], true, "{p}");
@@ -105,12 +132,33 @@ fn reload_applies_ports_and_names_what_needs_a_restart() {
         log.contains("needs a restart (not applied)") && log.contains("node.listen_port"),
         "{log}"
     );
-    // Not applied means still running: hv3 stays a peer.
+    // hv3 is no peer of hv1 now: its VM is reached through hv2.
+    let peers = t.ctl(1, "peers").to_string();
+    assert!(!peers.contains(&pk3), "{peers}");
+    let via2 = t.hardif_of(2, 1);
+    assert!(
+        wait_until(Duration::from_secs(30), || t.next_hop(1, 3).as_deref()
+            == Some(via2.as_str())),
+        "hv1 -> hv3 not through hv2: {:?}",
+        t.next_hop(1, 3)
+    );
     assert!(t.ping_until("vm1a", &far, Duration::from_secs(30)));
-    // ... and the next reload names it again.
+    // The next reload has nothing left but what needs a restart.
     let p = reload(&t, true).unwrap();
-    assert!(list(&p, "needs_restart").contains(&format!("peer[{pk3}] removed")));
+    assert_eq!(list(&p, "needs_restart"), ["node.listen_port"], "{p}");
     assert!(list(&p, "ports_added").is_empty(), "{p}");
+    assert!(list(&p, "peers_removed").is_empty(), "{p}");
+
+    let out = pinger.wait_with_output().unwrap();
+    let out = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.contains(" 0% packet loss"),
+        "pings lost across the reload:\n{out}"
+    );
+    let out = client.wait_with_output().unwrap();
+    let _ = server.wait();
+    let out = String::from_utf8_lossy(&out.stdout);
+    assert!(out.contains("receiver"), "iperf3 across the reload:\n{out}");
 
     // A broken file: refused, the field named, nothing changes.
     fs::write(
@@ -122,14 +170,26 @@ fn reload_applies_ports_and_names_what_needs_a_restart() {
     assert!(e.contains("listen_port"), "{e}");
     assert!(port_names(&t).contains(&"t-new".to_string()));
 
-    // The human plan.
+    // Back to the first file (the human plan): hv3 is a peer again, the
+    // route to it direct again.
     fs::write(&path, &orig).unwrap();
     let sock = t.socket(1);
     let human = sh(&[BIN, "ctl", "--socket", sock.to_str().unwrap(), "reload"]);
     assert!(
-        human.contains("applied") && human.contains("ports removed: t-new"),
+        human.contains("applied")
+            && human.contains("ports removed: t-new")
+            && human.contains(&format!("peers added: {pk3}")),
         "{human}"
     );
     assert!(wait_until(Duration::from_secs(10), || !port_names(&t)
         .contains(&"t-new".to_string())));
+    let direct = t.hardif_of(3, 1);
+    assert!(
+        wait_until(Duration::from_secs(60), || t.next_hop(1, 3).as_deref()
+            == Some(direct.as_str())),
+        "hv1 -> hv3 not direct again: {:?}\n{}",
+        t.next_hop(1, 3),
+        t.dump_logs()
+    );
+    assert!(t.ping_until("vm1a", &far, Duration::from_secs(30)));
 }

@@ -177,12 +177,16 @@ pub fn run(socket: &Path, cmd: CtlCommand, json: bool) -> Result<String, String>
                 }
             };
             format!(
-                "{}\nports added: {}\nports removed: {}\npolicies changed: {}\nneeds a restart (not applied): {}\n",
+                "{}\npeers added: {}\npeers removed: {}\npeers replaced: {}\npeer MTUs changed: {}\nports added: {}\nports removed: {}\npolicies changed: {}\nneeds a restart (not applied): {}\n",
                 if data["applied"] == Value::Bool(true) {
                     "applied"
                 } else {
                     "dry run: nothing changed"
                 },
+                list("peers_added"),
+                list("peers_removed"),
+                list("peers_changed"),
+                list("peers_mtu_changed"),
                 list("ports_added"),
                 list("ports_removed"),
                 list("policies_changed"),

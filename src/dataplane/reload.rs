@@ -1,13 +1,17 @@
-//! Reloading the config (SIGHUP, `meshwire ctl reload [--dry-run]`): the
-//! file's ports are brought in line (added, removed, their policy keys
-//! applied); every other change is named and refused, never ignored. An
-//! invalid file changes nothing and says which field is wrong.
+//! Reloading the config (SIGHUP, `meshwire ctl reload [--dry-run]`), as
+//! `wg syncconf` does for WireGuard: the file's peers and ports are brought
+//! in line while everything else runs on. A peer added gets its tunnel and
+//! its link into the mesh; a peer removed leaves both (its routes go at
+//! once); a peer whose endpoint, address or keepalive changed is replaced
+//! (only its own traffic sees the new handshake); a changed `mtu` is set
+//! on its link. Ports are added, removed and get their policy keys. Every
+//! other change is named and refused, never ignored. An invalid file
+//! changes nothing and says which field is wrong.
 //!
-//! What a reload cannot apply yet (it needs a restart): the node's key,
-//! addresses, port and workers; the mesh, control and metrics sections;
-//! peers added, removed or changed; a port's MTU, offloads, coalescing or
-//! attached device. Those are listed under `needs_restart`, logged as
-//! warnings, and the running values stay.
+//! What a reload cannot apply (it needs a restart): the node's key,
+//! addresses, port and workers; the mesh, control and metrics sections; a
+//! port's MTU, offloads, coalescing or attached device. Those are listed
+//! under `needs_restart`, logged as warnings, and the running values stay.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -15,7 +19,9 @@ use serde::Serialize;
 use tracing::{info, warn};
 
 use super::{NewPort, Node, Outbox, State};
-use crate::config::{self, PortConfig, Validated};
+use crate::config::{self, PortConfig, ValidPeer, Validated};
+use crate::keys;
+use crate::tunnel::PeerSpec;
 
 /// What a reload does (or, dry, would do).
 #[derive(Debug, Default, Serialize)]
@@ -23,6 +29,13 @@ pub(super) struct Plan {
     pub ports_added: Vec<String>,
     pub ports_removed: Vec<String>,
     pub policies_changed: Vec<String>,
+    /// Peers by public key (base64, as in the file).
+    pub peers_added: Vec<String>,
+    pub peers_removed: Vec<String>,
+    /// Replaced: endpoint, address or keepalive changed.
+    pub peers_changed: Vec<String>,
+    /// Only their link's MTU changed (set in place).
+    pub peers_mtu_changed: Vec<String>,
     /// Changed keys a reload does not apply: `peer[KEY].endpoint`,
     /// `node.listen_port`, ...
     pub needs_restart: Vec<String>,
@@ -38,6 +51,9 @@ impl State {
                     warn!(key = %key, "reload: changed, needs a restart (not applied)");
                 }
                 info!(
+                    peers_added = plan.peers_added.len(),
+                    peers_removed = plan.peers_removed.len(),
+                    peers_changed = plan.peers_changed.len() + plan.peers_mtu_changed.len(),
                     ports_added = plan.ports_added.len(),
                     ports_removed = plan.ports_removed.len(),
                     policies_changed = plan.policies_changed.len(),
@@ -73,6 +89,7 @@ impl State {
             needs_restart: needs_restart(&self.cfg, cfg),
             ..Plan::default()
         };
+        plan_peers(&self.cfg, cfg, &mut plan);
         let running: HashMap<&str, &PortConfig> = (self.cfg.raw.ports.iter())
             .map(|p| (p.name.as_str(), p))
             .collect();
@@ -92,6 +109,7 @@ impl State {
     }
 
     fn apply(&mut self, node: &mut Node, out: &mut Outbox, mut cfg: Validated, plan: &Plan) {
+        apply_peers(node, &cfg, plan);
         let ports = &mut out.ports;
         for gone in &plan.ports_removed {
             if let Err(e) = self.del_port(node, ports, gone) {
@@ -156,23 +174,6 @@ fn needs_restart(old: &Validated, new: &Validated) -> Vec<String> {
     key(dbg(&old.raw.mesh, &new.raw.mesh), "mesh");
     key(dbg(&old.raw.control, &new.raw.control), "control");
     key(dbg(&old.raw.metrics, &new.raw.metrics), "metrics");
-    // Peers, by public key.
-    let peers = |c: &Validated| -> HashMap<String, String> {
-        (c.raw.peers.iter())
-            .map(|p| (p.public_key.clone(), format!("{p:?}")))
-            .collect()
-    };
-    let (po, pn) = (peers(old), peers(new));
-    for (k, d) in &pn {
-        match po.get(k) {
-            None => v.push(format!("peer[{k}] added")),
-            Some(od) if od != d => v.push(format!("peer[{k}] changed")),
-            Some(_) => {}
-        }
-    }
-    for k in po.keys().filter(|k| !pn.contains_key(*k)) {
-        v.push(format!("peer[{k}] removed"));
-    }
     v.sort();
     v
 }
@@ -202,13 +203,20 @@ fn port_restart_keys(
 }
 
 /// Puts the running values back where the new config changed what a
-/// reload does not apply: everything but the port list and policies.
+/// reload does not apply: everything but the peers, the port list and
+/// the policies.
 fn keep_running(old: &Validated, new: &mut Validated) {
     let ports = std::mem::take(&mut new.raw.ports);
+    let (raw_peers, peers) = (
+        std::mem::take(&mut new.raw.peers),
+        std::mem::take(&mut new.peers),
+    );
     let running: HashMap<String, PortConfig> = (old.raw.ports.iter())
         .map(|p| (p.name.clone(), p.clone()))
         .collect();
     *new = old.clone();
+    new.raw.peers = raw_peers;
+    new.peers = peers;
     new.raw.ports = ports
         .into_iter()
         .map(|mut p| {
@@ -222,4 +230,80 @@ fn keep_running(old: &Validated, new: &mut Validated) {
             p
         })
         .collect();
+}
+
+/// Peers added, removed, replaced or with a new link MTU, by public key.
+fn plan_peers(old: &Validated, new: &Validated, plan: &mut Plan) {
+    let key = |p: &ValidPeer| keys::encode_key(&p.public_key);
+    let running: HashMap<[u8; 32], &ValidPeer> =
+        old.peers.iter().map(|p| (p.public_key, p)).collect();
+    for (i, p) in new.peers.iter().enumerate() {
+        match running.get(&p.public_key) {
+            None => plan.peers_added.push(key(p)),
+            Some(o) => {
+                if (o.endpoint, o.address, o.persistent_keepalive)
+                    != (p.endpoint, p.address, p.persistent_keepalive)
+                {
+                    plan.peers_changed.push(key(p));
+                } else {
+                    let j = old.peers.iter().position(|x| x.public_key == p.public_key);
+                    if j.map(|j| old.peer_hardif_mtu(j)) != Some(new.peer_hardif_mtu(i)) {
+                        plan.peers_mtu_changed.push(key(p));
+                    }
+                }
+            }
+        }
+    }
+    let wanted: std::collections::HashSet<[u8; 32]> =
+        new.peers.iter().map(|p| p.public_key).collect();
+    for p in old.peers.iter().filter(|p| !wanted.contains(&p.public_key)) {
+        plan.peers_removed.push(key(p));
+    }
+}
+
+/// Carries out the peer part of a plan: tunnels and mesh links.
+fn apply_peers(node: &mut Node, cfg: &Validated, plan: &Plan) {
+    let id_of = |node: &Node, k: &str| {
+        keys::decode_key(k)
+            .ok()
+            .and_then(|k| node.tunnels.peer_id_of(&k))
+    };
+    for k in plan.peers_removed.iter().chain(&plan.peers_changed) {
+        let Some(id) = id_of(node, k) else { continue };
+        node.tunnels.remove_peer(id);
+        node.bridge.remove_link(id);
+        node.peers.retain(|p| p.0 != id);
+        info!(peer = %k, "peer removed");
+    }
+    let fragmentation = cfg.raw.mesh.fragmentation;
+    for (i, p) in cfg.peers.iter().enumerate() {
+        let k = keys::encode_key(&p.public_key);
+        let mtu = fragmentation.then_some(cfg.peer_hardif_mtu(i) as usize);
+        if plan.peers_mtu_changed.contains(&k) {
+            if let Some(id) = id_of(node, &k) {
+                node.bridge.set_link_mtu(id, mtu);
+            }
+            continue;
+        }
+        if !plan.peers_added.contains(&k) && !plan.peers_changed.contains(&k) {
+            continue;
+        }
+        let spec = PeerSpec {
+            public_key: p.public_key,
+            endpoint: p.endpoint,
+            inner: p.address,
+            persistent_keepalive: p.persistent_keepalive,
+        };
+        match node.tunnels.add_peer(&spec) {
+            Ok(id) => {
+                let mac = keys::hardif_mac(&node.public_key, &p.public_key);
+                node.bridge.add_link(id, mac, mtu, &p.address.to_string());
+                node.bridge
+                    .set_link_owner(id, keys::originator_mac(&p.public_key));
+                node.peers.push((id, p.address));
+                info!(peer = %k, "peer added");
+            }
+            Err(e) => warn!(peer = %k, "reload: peer not added: {e}"),
+        }
+    }
 }

@@ -410,6 +410,11 @@ impl Tunnels {
         self.core.peers.len()
     }
 
+    /// The id of the peer with this public key, if it is one of ours.
+    pub fn peer_id_of(&self, public_key: &[u8; 32]) -> Option<PeerId> {
+        self.core.matcher.id_of(public_key)
+    }
+
     /// The ids of the peers, in slot order.
     pub fn peer_ids(&self) -> Vec<PeerId> {
         self.core.peers.ids()

@@ -107,6 +107,13 @@ impl Matcher {
         self.by_key.write().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The id of the peer with this public key.
+    pub(super) fn id_of(&self, key: &[u8; 32]) -> Option<PeerId> {
+        (self.by_key.read().unwrap_or_else(PoisonError::into_inner))
+            .get(key)
+            .copied()
+    }
+
     pub(super) fn secret(&self) -> &StaticSecret {
         &self.secret
     }
