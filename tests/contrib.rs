@@ -270,3 +270,72 @@ fn config_reference_lists_every_key() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `scripts/install` into a staging root gives the documented layout, and
+/// systemd's own tools, run on that root, make the user and group and give
+/// /etc/meshwire and the key the modes and owners the guide promises.
+#[test]
+fn install_layout_with_sysusers_and_tmpfiles() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let root = tmpdir("install");
+    let out = Command::new("bash")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/install"))
+        .env("DESTDIR", &root)
+        .env("BIN", BIN)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (path, mode) in [
+        ("usr/bin/meshwire", 0o755),
+        ("lib/systemd/system/meshwire.service", 0o644),
+        ("usr/lib/sysusers.d/meshwire.conf", 0o644),
+        ("usr/lib/tmpfiles.d/meshwire.conf", 0o644),
+        ("usr/share/doc/meshwire/operations.md", 0o644),
+        ("usr/share/meshwire/grafana/meshwire.json", 0o644),
+    ] {
+        let m = std::fs::metadata(root.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert_eq!(m.permissions().mode() & 0o7777, mode, "{path}");
+    }
+    std::fs::create_dir_all(root.join("etc/meshwire")).unwrap();
+    let run = |args: &[&str]| {
+        let o = Command::new(args[0])
+            .args(&args[1..])
+            .arg(format!("--root={}", root.display()))
+            .output()
+            .unwrap_or_else(|e| panic!("{} (Debian package systemd): {e}", args[0]));
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    run(&["systemd-sysusers"]);
+    let passwd = std::fs::read_to_string(root.join("etc/passwd")).unwrap();
+    let line = passwd
+        .lines()
+        .find(|l| l.starts_with("meshwire:"))
+        .unwrap_or_else(|| panic!("no user meshwire: {passwd}"));
+    let f: Vec<&str> = line.split(':').collect();
+    let (uid, gid): (u32, u32) = (f[2].parse().unwrap(), f[3].parse().unwrap());
+    assert!(uid != 0 && gid != 0, "{line}");
+    assert!(f[6].ends_with("nologin"), "{line}");
+    // A key written with a careless umask, and the config.
+    for (name, mode) in [("key", 0o644), ("meshwire.toml", 0o644)] {
+        let p = root.join("etc/meshwire").join(name);
+        std::fs::write(&p, "x").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    run(&["systemd-tmpfiles", "--create"]);
+    let meta = |p: &str| std::fs::metadata(root.join(p)).unwrap();
+    let d = meta("etc/meshwire");
+    assert_eq!((d.mode() & 0o7777, d.uid(), d.gid()), (0o750, 0, gid));
+    let k = meta("etc/meshwire/key");
+    assert_eq!((k.mode() & 0o7777, k.uid(), k.gid()), (0o600, uid, gid));
+    let c = meta("etc/meshwire/meshwire.toml");
+    assert_eq!((c.mode() & 0o7777, c.uid(), c.gid()), (0o640, 0, gid));
+    let _ = std::fs::remove_dir_all(&root);
+}
