@@ -193,3 +193,91 @@ fn reload_applies_ports_and_names_what_needs_a_restart() {
     );
     assert!(t.ping_until("vm1a", &far, Duration::from_secs(30)));
 }
+
+/// `ctl peer del|add|set` (like `wg set`): hv1 and hv3 drop each other and
+/// reach each other through hv2; added back with their endpoints they are
+/// direct again; a changed keepalive replaces only that peer; bad keys
+/// and fields are refused with the field named.
+#[test]
+fn ctl_peer_changes_the_running_peers() {
+    let mut t = Topology::new(
+        "mwRp",
+        &[&[Attach::TapNic], &[Attach::TapNic], &[Attach::TapNic]],
+        500,
+    );
+    t.start_all();
+    assert!(t.wait_routes(Duration::from_secs(30)), "{}", t.dump_logs());
+    let peer = |hv: usize, args: &[&str]| -> Result<Value, String> {
+        let sock = t.socket(hv);
+        let out = std::process::Command::new(BIN)
+            .args(["ctl", "--socket", sock.to_str().unwrap(), "peer"])
+            .args(args)
+            .arg("--json")
+            .output()
+            .unwrap();
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        Ok(serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}")))
+    };
+    let (pk1, pk2, pk3) = (
+        t.hvs[0].public_key.clone(),
+        t.hvs[1].public_key.clone(),
+        t.hvs[2].public_key.clone(),
+    );
+    let far = t.vm("vm3a").ip4.clone();
+
+    let p = peer(1, &["del", &pk3]).unwrap();
+    assert_eq!(list(&p, "peers_removed"), vec![pk3.clone()], "{p}");
+    peer(3, &["del", &pk1]).unwrap();
+    let via2 = t.hardif_of(2, 1);
+    assert!(
+        wait_until(Duration::from_secs(30), || t.next_hop(1, 3).as_deref()
+            == Some(via2.as_str())),
+        "hv1 -> hv3 not through hv2: {:?}",
+        t.next_hop(1, 3)
+    );
+    assert!(t.ping_until("vm1a", &far, Duration::from_secs(30)));
+
+    let ep3 = t.endpoint(3);
+    let in3 = t.inner(3);
+    let p = peer(1, &["add", &pk3, "--endpoint", &ep3, "--address", &in3]).unwrap();
+    assert_eq!(list(&p, "peers_added"), vec![pk3.clone()], "{p}");
+    let (ep1, in1) = (t.endpoint(1), t.inner(1));
+    peer(3, &["add", &pk1, "--endpoint", &ep1, "--address", &in1]).unwrap();
+    let direct = t.hardif_of(3, 1);
+    assert!(
+        wait_until(Duration::from_secs(60), || t.next_hop(1, 3).as_deref()
+            == Some(direct.as_str())),
+        "hv1 -> hv3 not direct again: {:?}\n{}",
+        t.next_hop(1, 3),
+        t.dump_logs()
+    );
+
+    let p = peer(1, &["set", &pk2, "--persistent-keepalive", "10"]).unwrap();
+    assert_eq!(list(&p, "peers_changed"), vec![pk2.clone()], "{p}");
+    let vm2 = t.vm("vm2a").ip4.clone();
+    assert!(t.ping_until("vm1a", &vm2, Duration::from_secs(30)));
+
+    let e = peer(1, &["add", &pk3, "--address", &in3]).unwrap_err();
+    assert!(e.contains("exists"), "{e}");
+    let e = peer(1, &["add", "not-a-key", "--address", "198.19.0.9"]).unwrap_err();
+    assert!(e.contains("PUBLIC_KEY"), "{e}");
+    let (_, fresh) = genkey();
+    let e = peer(
+        1,
+        &[
+            "add",
+            &fresh,
+            "--endpoint",
+            "nowhere",
+            "--address",
+            "198.19.0.9",
+        ],
+    )
+    .unwrap_err();
+    assert!(e.contains("endpoint"), "{e}");
+    let e = peer(1, &["del", &fresh]).unwrap_err();
+    assert!(e.contains("no peer"), "{e}");
+}

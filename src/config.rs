@@ -21,7 +21,9 @@ use crate::wire::mtu;
 pub use control::{ControlAccess, ControlConfig};
 pub use metrics::MetricsConfig;
 pub use policy::PolicySpec;
-pub use validate::{check_ifname, key_warnings, load, parse, parse_endpoint, MAX_WORKERS};
+pub use validate::{
+    check_ifname, check_raw, key_warnings, load, parse, parse_endpoint, MAX_WORKERS,
+};
 
 /// The MTU stock guests use (virtio-net, e1000: 1500).
 pub const DEFAULT_PORT_MTU: u16 = 1500;

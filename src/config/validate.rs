@@ -73,6 +73,12 @@ pub const MAX_WORKERS: usize = 64;
 /// The longest MAC-flap freeze: past a day it is an outage, not a guard.
 const MAX_FLAP_FREEZE_MS: u64 = 86_400_000;
 
+/// Checks a config built in memory (`ctl peer` changes the running one)
+/// exactly as a file's.
+pub fn check_raw(raw: Config, base_dir: &Path) -> Result<Validated, ConfigError> {
+    validate(raw, base_dir)
+}
+
 fn validate(raw: Config, base_dir: &Path) -> Result<Validated, ConfigError> {
     let private_key = node_private_key(&raw.node, base_dir)?;
     let public_key = keys::public_from_private(&private_key);

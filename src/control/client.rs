@@ -165,7 +165,7 @@ pub fn run(socket: &Path, cmd: CtlCommand, json: bool) -> Result<String, String>
         }
         CtlCommand::Graph => data["dot"].as_str().unwrap_or_default().to_string(),
         CtlCommand::LogLevel { .. } => format!("{}\n", cell(data.get("filter"))),
-        CtlCommand::Reload { .. } => {
+        CtlCommand::Reload { .. } | CtlCommand::Peer { .. } => {
             let list = |k: &str| -> String {
                 let v: Vec<String> = (data[k].as_array().into_iter().flatten())
                     .map(|x| cell(Some(x)))

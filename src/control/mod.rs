@@ -121,6 +121,13 @@ pub enum CtlCommand {
     #[command(hide = true)]
     #[serde(rename = "icmp-poll")]
     IcmpPoll { uid: u8, seqno: u16 },
+    /// Add, remove or change a peer while running (like `wg set`), checked
+    /// as the config's `[[peer]]`; the next reload brings the file's peers
+    /// back (like `wg syncconf`).
+    Peer {
+        #[command(subcommand)]
+        action: PeerAction,
+    },
     /// Re-read the config file and apply what can change while running
     /// (ports and their policies), as SIGHUP does; what needs a restart is
     /// listed and refused. `--dry-run`: the plan only.
@@ -175,6 +182,44 @@ pub enum PortAction {
         #[serde(flatten)]
         policy: PolicyArgs,
     },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "lowercase")]
+pub enum PeerAction {
+    /// A new peer (its `[[peer]]` keys).
+    Add {
+        public_key: String,
+        #[command(flatten)]
+        #[serde(flatten)]
+        keys: PeerArgs,
+    },
+    /// A peer leaves: its tunnel and its link into the mesh.
+    Del { public_key: String },
+    /// Change a peer's keys; those not given stay.
+    Set {
+        public_key: String,
+        #[command(flatten)]
+        #[serde(flatten)]
+        keys: PeerArgs,
+    },
+}
+
+/// A peer's `[[peer]]` keys on the command line.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args, Serialize, Deserialize)]
+pub struct PeerArgs {
+    #[arg(long)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    #[arg(long)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<IpAddr>,
+    #[arg(long)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent_keepalive: Option<u16>,
+    #[arg(long)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u16>,
 }
 
 /// A port's policy on the command line: the `[[port]]` keys of the same

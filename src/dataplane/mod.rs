@@ -497,6 +497,10 @@ impl State {
             CtlCommand::IcmpPoll { uid, seqno } => {
                 Ok(json!(node.bridge.mesh.icmp_answer(*uid, *seqno)))
             }
+            CtlCommand::Peer { action } => {
+                let plan = self.peer_command(node, action)?;
+                Ok(serde_json::to_value(&plan).unwrap_or(Value::Null))
+            }
             CtlCommand::EventsSince { since } => {
                 Ok(serde_json::to_value(node.bridge.events_since(*since)).unwrap_or(Value::Null))
             }

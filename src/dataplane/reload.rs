@@ -19,7 +19,8 @@ use serde::Serialize;
 use tracing::{info, warn};
 
 use super::{NewPort, Node, Outbox, State};
-use crate::config::{self, PortConfig, ValidPeer, Validated};
+use crate::config::{self, PeerConfig, PortConfig, ValidPeer, Validated};
+use crate::control::{PeerAction, PeerArgs};
 use crate::keys;
 use crate::tunnel::PeerSpec;
 
@@ -79,6 +80,60 @@ impl State {
             self.apply(node, out, cfg, &plan);
             plan.applied = true;
         }
+        Ok(plan)
+    }
+
+    /// `ctl peer add|del|set`: the running config with that peer changed,
+    /// checked as a file would be, and its peers applied.
+    pub(super) fn peer_command(
+        &mut self,
+        node: &mut Node,
+        action: &PeerAction,
+    ) -> Result<Plan, String> {
+        let mut raw = self.cfg.raw.clone();
+        let (key, change) = match action {
+            PeerAction::Add { public_key, keys } | PeerAction::Set { public_key, keys } => {
+                (public_key, Some(keys))
+            }
+            PeerAction::Del { public_key } => (public_key, None),
+        };
+        let pk = keys::decode_key(key).map_err(|e| format!("PUBLIC_KEY: {e}"))?;
+        let at = (raw.peers.iter()).position(|p| keys::decode_key(&p.public_key).ok() == Some(pk));
+        match (action, at) {
+            (PeerAction::Add { .. }, Some(_)) => return Err(format!("peer {key} exists")),
+            (PeerAction::Add { keys, .. }, None) => raw.peers.push(PeerConfig {
+                public_key: key.clone(),
+                endpoint: keys.endpoint.clone(),
+                address: keys.address.ok_or("--address: required for a new peer")?,
+                persistent_keepalive: keys.persistent_keepalive,
+                mtu: keys.mtu,
+            }),
+            (_, None) => return Err(format!("no peer {key}")),
+            (PeerAction::Del { .. }, Some(i)) => {
+                raw.peers.remove(i);
+            }
+            (PeerAction::Set { .. }, Some(i)) => {
+                let (p, k) = (
+                    &mut raw.peers[i],
+                    change.unwrap_or(&PeerArgs::default()).clone(),
+                );
+                p.endpoint = k.endpoint.or(p.endpoint.take());
+                p.address = k.address.unwrap_or(p.address);
+                p.persistent_keepalive = k.persistent_keepalive.or(p.persistent_keepalive);
+                p.mtu = k.mtu.or(p.mtu);
+            }
+        }
+        let base = self
+            .config_path
+            .parent()
+            .unwrap_or(std::path::Path::new("."));
+        let new = config::check_raw(raw, base).map_err(|e| e.to_string())?;
+        let mut plan = Plan::default();
+        plan_peers(&self.cfg, &new, &mut plan);
+        apply_peers(node, &new, &plan);
+        self.cfg.raw.peers = new.raw.peers.clone();
+        self.cfg.peers = new.peers.clone();
+        plan.applied = true;
         Ok(plan)
     }
 

@@ -80,7 +80,8 @@ pub fn answer(node: &Node, ports: &Ports, cmd: &CtlCommand, now: Instant) -> Res
         | CtlCommand::IcmpSend { .. }
         | CtlCommand::IcmpPoll { .. }
         | CtlCommand::Event { .. }
-        | CtlCommand::EventsSince { .. } => return Err("not a report".into()),
+        | CtlCommand::EventsSince { .. }
+        | CtlCommand::Peer { .. } => return Err("not a report".into()),
     })
 }
 
