@@ -161,7 +161,35 @@ fn control_socket_path_group_mode_and_peer_credentials() {
     );
     assert!(t.log(1).contains("refused uid 4244"), "{}", t.log(1));
 
-    // 5. A crash leaves a stale socket: the next start replaces it.
+    // 5. The real daemon with a client trickling its request (a byte every
+    // 300 ms; its deadline is 2 s) and a hung one: ctl is answered
+    // meanwhile, and both are cut off with an answer saying why.
+    let hung = std::os::unix::net::UnixStream::connect(&sock_path).unwrap();
+    let slow = std::os::unix::net::UnixStream::connect(&sock_path).unwrap();
+    let mut s2 = slow.try_clone().unwrap();
+    let trickle = std::thread::spawn(move || {
+        for b in br#"{"cmd":"stats"}"# {
+            if s2.write_all(&[*b]).is_err() {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        true
+    });
+    for _ in 0..3 {
+        assert!(t.ctl(1, "stats")["control"]["accepted"].as_u64().is_some());
+    }
+    for c in [&slow, &hung] {
+        c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut answer = String::new();
+        let _ = std::io::Read::read_to_string(&mut &*c, &mut answer);
+        assert!(answer.contains("not complete in time"), "{answer}");
+    }
+    trickle.join().unwrap();
+    let st = t.ctl(1, "stats");
+    assert!(st["control"]["timed_out"].as_u64().unwrap() >= 2, "{st}");
+
+    // 6. A crash leaves a stale socket: the next start replaces it.
     t.stop(1, true);
     assert!(sock_path.exists());
     start_edited(&mut t, 1, with_group("0600"), &[]);
@@ -171,7 +199,7 @@ fn control_socket_path_group_mode_and_peer_credentials() {
     t.stop(1, false);
     assert!(!sock_path.exists(), "a clean stop removes the socket");
 
-    // 6. Bad keys are refused by `check`, naming the field.
+    // 7. Bad keys are refused by `check`, naming the field.
     let cfg = t.config_path(1);
     let text = std::fs::read_to_string(&cfg).unwrap();
     std::fs::write(
@@ -347,7 +375,7 @@ fn ctl_fdb_on_full_tables_while_a_vm_pings() {
     );
     // vm1a pings vm2a every 10 ms while hv1 (the full node) answers ctl fdb.
     let vm_ns = t.vm(&a).ns.clone();
-    let ping = Command::new("ip")
+    let mut ping = Command::new("ip")
         .args([
             "netns", "exec", &vm_ns, "ping", "-n", "-D", "-i", "0.01", "-W", "1", "-w", "25", &b,
         ])
@@ -355,6 +383,15 @@ fn ctl_fdb_on_full_tables_while_a_vm_pings() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    // Read ping's output as it comes: a full pipe would stop ping itself
+    // (its next echo waits for the write), which shows as a gap that is
+    // the test's, not the daemon's.
+    let mut ping_out = ping.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut ping_out, &mut s).unwrap();
+        s
+    });
     std::thread::sleep(Duration::from_secs(2));
     let pid = t.hvs[0].daemon.as_ref().unwrap().id();
     let hwm = || {
@@ -373,12 +410,13 @@ fn ctl_fdb_on_full_tables_while_a_vm_pings() {
         times.push(started.elapsed());
         sizes.push(v.as_array().unwrap().len());
     }
-    let out = ping.wait_with_output().unwrap();
-    let out = String::from_utf8_lossy(&out.stdout);
+    ping.wait().unwrap();
+    let out = reader.join().unwrap();
     let (replies, gap) = max_gap_ms(&out);
+    let (sent, _) = ping_summary(&out);
     eprintln!(
         "ctl fdb with 100k FDB + 60k TT entries: {sizes:?} rows in {times:?}; \
-         ping every 10 ms: {replies} replies, max gap {gap:.1} ms"
+         ping every 10 ms: {replies} of {sent} answered, max gap {gap:.1} ms"
     );
     // What each request cost the workers: the node held for the copy.
     let log = t.log(1);
@@ -395,7 +433,7 @@ fn ctl_fdb_on_full_tables_while_a_vm_pings() {
     // Traffic kept flowing: nearly every ping sent was answered (how many
     // ping managed to send every 10 ms depends on the machine's load, so
     // the share counts, not the number), and the path still works after.
-    let (sent, got) = ping_summary(&out);
+    let got = ping_summary(&out).1;
     assert!(
         got > 0 && got * 10 >= sent * 9,
         "{got} of {sent} answered ({replies} replies seen)\n{out}"

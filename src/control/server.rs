@@ -102,6 +102,9 @@ pub(super) struct Shared {
     pub counters: ControlCounters,
     pub active: AtomicUsize,
     pub admission: Admission,
+    /// How long a client has for its request line (REQUEST_DEADLINE;
+    /// tests that must not race it use a longer one).
+    pub request_deadline: std::time::Duration,
     /// Renders running now (at most MAX_RENDERS).
     pub renders: (std::sync::Mutex<usize>, std::sync::Condvar),
 }
@@ -119,6 +122,14 @@ impl ControlServer {
     /// else at the path), sets its group and mode, and starts the accept
     /// thread.
     pub fn start(access: &ControlAccess) -> std::io::Result<ControlServer> {
+        Self::start_with(access, super::session::REQUEST_DEADLINE)
+    }
+
+    /// [`ControlServer::start`] with another request deadline.
+    pub(crate) fn start_with(
+        access: &ControlAccess,
+        request_deadline: Duration,
+    ) -> std::io::Result<ControlServer> {
         let path = access.socket.as_path();
         if let Some(dir) = path.parent() {
             if !dir.as_os_str().is_empty() {
@@ -143,6 +154,7 @@ impl ControlServer {
             counters: ControlCounters::default(),
             active: AtomicUsize::new(0),
             admission: Admission::new(access.gid),
+            request_deadline,
             renders: Default::default(),
         });
         let s = Arc::clone(&shared);

@@ -152,29 +152,16 @@ fn mode_and_group_are_applied() {
 }
 
 #[test]
-fn slow_and_hung_clients_do_not_delay_others() {
-    let d = dir("slow");
+fn a_hung_client_does_not_delay_others() {
+    let d = dir("hung");
     let path = d.join("ctl.sock");
-    let _w = FakeWorker::start(ControlServer::start(&access(&path)).unwrap());
-    // A hung client: connects, sends nothing, never reads.
-    let hung = UnixStream::connect(&path).unwrap();
-    // A client trickling its request, one byte every 300 ms (it would
-    // need 5 s for the whole line; the deadline is 2 s).
-    let slow = UnixStream::connect(&path).unwrap();
-    let trickling = Arc::new(AtomicBool::new(true));
-    let t = Arc::clone(&trickling);
-    let mut s2 = slow.try_clone().unwrap();
-    let trickler = std::thread::spawn(move || {
-        for b in br#"{"cmd":"stats"}"# {
-            if s2.write_all(&[*b]).is_err() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(300));
-        }
-        t.store(false, Ordering::Relaxed);
-    });
-    // Meanwhile others are served, several at once, and fully: a report
-    // rendered on the client's thread too.
+    // A deadline no test waits for: the others must be served while the
+    // hung client still holds its place (a sequential server would keep
+    // them past their 10 s read timeout, and they would fail).
+    let server = ControlServer::start_with(&access(&path), Duration::from_secs(120)).unwrap();
+    let _w = FakeWorker::start(server);
+    let mut hung = UnixStream::connect(&path).unwrap();
+    hung.write_all(br#"{"cmd":"#).unwrap();
     let others: Vec<_> = (0..8)
         .map(|i| {
             let p = path.clone();
@@ -192,21 +179,38 @@ fn slow_and_hung_clients_do_not_delay_others() {
         let v = o.join().unwrap();
         assert!(v.is_object() || v.as_array().is_some_and(|a| a.len() == 1000));
     }
-    assert!(
-        trickling.load(Ordering::Relaxed),
-        "the trickling client was still sending while the others were served"
-    );
-    // The slow client is cut off at its deadline with an answer saying so.
-    let mut answer = String::new();
-    (&slow).read_to_string(&mut answer).unwrap();
-    assert!(answer.contains("not complete in time"), "{answer}");
+    let st = request(&path, &CtlCommand::Stats).unwrap();
+    // The hung client and this request are the ones being served now.
+    assert_eq!(st["control"]["clients_now"], json!(2), "{st}");
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn slow_and_hung_clients_are_cut_off_at_the_deadline() {
+    let d = dir("slow");
+    let path = d.join("ctl.sock");
+    let _w = FakeWorker::start(ControlServer::start(&access(&path)).unwrap());
+    // A hung client: connects, sends nothing, never reads.
+    let hung = UnixStream::connect(&path).unwrap();
+    // A client trickling its request, one byte every 300 ms (it would
+    // need 4.5 s for the whole line; the deadline is 2 s).
+    let slow = UnixStream::connect(&path).unwrap();
+    let mut s2 = slow.try_clone().unwrap();
+    let trickler = std::thread::spawn(move || {
+        for b in br#"{"cmd":"stats"}"# {
+            if s2.write_all(&[*b]).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    });
+    for c in [&slow, &hung] {
+        c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut answer = String::new();
+        let _ = (&*c).read_to_string(&mut answer);
+        assert!(answer.contains("not complete in time"), "{answer}");
+    }
     trickler.join().unwrap();
-    // The hung one is closed too: its read sees the refusal, then EOF.
-    hung.set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let mut answer = String::new();
-    (&hung).read_to_string(&mut answer).unwrap();
-    assert!(answer.contains("not complete in time"), "{answer}");
     let st = request(&path, &CtlCommand::Stats).unwrap();
     assert!(st["control"]["timed_out"].as_u64().unwrap() >= 2, "{st}");
     std::fs::remove_dir_all(&d).unwrap();

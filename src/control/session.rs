@@ -107,7 +107,7 @@ fn refuse(conn: &UnixStream, why: &str) {
 
 fn serve(conn: &UnixStream, shared: &Shared) {
     let start = Instant::now();
-    let line = match read_request(conn, start + REQUEST_DEADLINE) {
+    let line = match read_request(conn, start + shared.request_deadline) {
         Ok(l) => l,
         Err(ReadFail::TimedOut) => {
             shared.counters.timed_out.fetch_add(1, Ordering::Relaxed);
