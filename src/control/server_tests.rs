@@ -65,6 +65,12 @@ impl FakeWorker {
                                 serde_json::to_writer(out, &copy).map_err(std::io::Error::other)
                             }))
                         }
+                        // Reports render on the client's thread: say
+                        // how nice it is.
+                        CtlCommand::Originators => req.reply_later(Box::new(|out| {
+                            let nice = crate::sys::sched::thread_nice()?;
+                            serde_json::to_writer(out, &nice).map_err(std::io::Error::other)
+                        })),
                         _ => req.reply(Ok(json!({"control": server.stats()}))),
                     }
                 }
@@ -179,6 +185,11 @@ fn a_hung_client_does_not_delay_others() {
         let v = o.join().unwrap();
         assert!(v.is_object() || v.as_array().is_some_and(|a| a.len() == 1000));
     }
+    // Reports render at a lower priority than the workers.
+    assert_eq!(
+        request(&path, &CtlCommand::Originators).unwrap(),
+        json!(super::session::CLIENT_NICE)
+    );
     let st = request(&path, &CtlCommand::Stats).unwrap();
     // The hung client and this request are the ones being served now.
     assert_eq!(st["control"]["clients_now"], json!(2), "{st}");

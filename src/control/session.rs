@@ -24,6 +24,8 @@ pub const REQUEST_DEADLINE: Duration = Duration::from_secs(2);
 pub const ANSWER_DEADLINE: Duration = Duration::from_secs(5);
 /// The whole answer must be taken within this (a full FDB is megabytes).
 pub const WRITE_DEADLINE: Duration = Duration::from_secs(10);
+/// The nice value of client threads: below the dataplane's workers.
+pub const CLIENT_NICE: i32 = 10;
 /// A refusal is written without waiting for a client that does not read.
 const REFUSAL_WRITE: Duration = Duration::from_millis(200);
 
@@ -91,6 +93,9 @@ pub(super) fn admit(conn: UnixStream, shared: &Arc<Shared>) {
     let spawned = std::thread::Builder::new()
         .name("ctl-client".into())
         .spawn(move || {
+            // Rendering a full FDB takes a core for most of a second: the
+            // workers (nice 0) come first.
+            let _ = crate::sys::sched::set_thread_nice(CLIENT_NICE);
             serve(&conn, &s);
             s.active.fetch_sub(1, Ordering::AcqRel);
         });

@@ -15,6 +15,7 @@
 //! - [`tun`]: the TAP fd's vnet header, offload and persistence ioctls.
 //! - [`ns`]: network namespaces and the effective uid (tests).
 //! - [`cred`]: a Unix socket peer's credentials, our ids, group names.
+//! - [`sched`]: a thread's nice value (control threads yield to workers).
 
 pub mod cred;
 pub mod epoll;
@@ -23,6 +24,7 @@ pub mod fd;
 pub mod ifreq;
 pub mod mmsg;
 pub mod ns;
+pub mod sched;
 pub mod socket;
 pub mod sockopt;
 pub mod tun;
