@@ -43,3 +43,44 @@ impl MetricsConfig {
         Ok(Some(sa))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::MetricsConfig;
+
+    fn check(listen: Option<&str>) -> Result<Option<std::net::SocketAddr>, String> {
+        MetricsConfig {
+            listen: listen.map(String::from),
+        }
+        .listen_addr()
+        .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn listen_is_checked_and_named() {
+        assert_eq!(check(None), Ok(None));
+        assert_eq!(
+            check(Some("127.0.0.1:9588")),
+            Ok(Some("127.0.0.1:9588".parse().unwrap()))
+        );
+        assert!(check(Some("[::1]:9588")).unwrap().is_some());
+        for bad in [
+            "localhost:9588",
+            "127.0.0.1",
+            "127.0.0.1:0",
+            "224.0.0.1:9588",
+            "",
+            ":9588",
+        ] {
+            let e = check(Some(bad)).unwrap_err();
+            assert!(e.starts_with("metrics.listen: "), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let e =
+            toml::from_str::<MetricsConfig>("listen = \"127.0.0.1:1\"\nport = 1\n").unwrap_err();
+        assert!(e.to_string().contains("unknown field"), "{e}");
+    }
+}
