@@ -148,7 +148,10 @@ fn control_socket_path_group_mode_and_peer_credentials() {
     let (ok, out) = ctl_as(4245, GROUP, &[], &sock, &["stats", "--json"]);
     assert!(ok, "primary group member refused: {out}");
     let (ok, out) = ctl_as(4244, 4244, &[], &sock, &["stats"]);
-    assert!(!ok && out.contains("ermission denied"), "{out}");
+    assert!(
+        !ok && out.contains("ermission denied") && out.contains("[control] group"),
+        "{out}"
+    );
     // ... and with the socket opened up by hand, the credential check does.
     sh(&["chmod", "0666", &sock]);
     let (ok, out) = ctl_as(4244, 4244, &[], &sock, &["stats"]);

@@ -266,3 +266,21 @@ fn key_file_modes_are_warned_about() {
     assert!(String::from_utf8_lossy(&check().stderr).is_empty());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn ctl_says_why_it_cannot_reach_the_daemon() {
+    let dir = std::env::temp_dir().join(format!("mw-cli-ctl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock = dir.join("none.sock");
+    let o = run(&["ctl", "--socket", sock.to_str().unwrap(), "peers"], "");
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("is meshwire running"), "{err}");
+    // A socket nobody listens on any more: refused, the same words.
+    let bound = dir.join("stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&bound).unwrap());
+    let o = run(&["ctl", "--socket", bound.to_str().unwrap(), "peers"], "");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("no daemon is listening"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -31,8 +31,7 @@ pub fn request(socket: &Path, cmd: &CtlCommand) -> Result<Value, String> {
 pub const BUSY: &str = "busy:";
 
 fn request_once(socket: &Path, cmd: &CtlCommand) -> Result<Value, String> {
-    let conn = UnixStream::connect(socket)
-        .map_err(|e| format!("cannot connect to {}: {e}", socket.display()))?;
+    let conn = UnixStream::connect(socket).map_err(|e| connect_error(socket, &e))?;
     conn.set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(|e| e.to_string())?;
     let mut line = serde_json::to_vec(cmd).map_err(|e| e.to_string())?;
@@ -56,6 +55,23 @@ fn request_once(socket: &Path, cmd: &CtlCommand) -> Result<Value, String> {
         Ok(reply.data.unwrap_or(Value::Null))
     } else {
         Err(reply.error.unwrap_or_else(|| "request failed".into()))
+    }
+}
+
+/// Why `ctl` could not reach the daemon, in words an operator acts on.
+fn connect_error(socket: &Path, e: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    let s = socket.display();
+    match e.kind() {
+        ErrorKind::NotFound | ErrorKind::ConnectionRefused => format!(
+            "cannot connect to {s}: no daemon is listening there ({e}); is meshwire running, \
+             and is this its [control] socket (--socket)?"
+        ),
+        ErrorKind::PermissionDenied => format!(
+            "cannot connect to {s}: not permitted ({e}); run as root, as the daemon's user, \
+             or as a member of its [control] group"
+        ),
+        _ => format!("cannot connect to {s}: {e}"),
     }
 }
 
