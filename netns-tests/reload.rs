@@ -281,3 +281,100 @@ fn ctl_peer_changes_the_running_peers() {
     let e = peer(1, &["del", &fresh]).unwrap_err();
     assert!(e.contains("no peer"), "{e}");
 }
+
+/// The case in one reload: hv1's file gains a peer (hv3), loses
+/// another (hv4) and gains a port, while vm1a and vm2a (their link
+/// untouched) ping every 10 ms and stream iperf3: no ping lost; hv1 then
+/// reaches hv3 directly and hv4 through the others.
+#[test]
+fn one_reload_adds_a_peer_removes_another_and_adds_a_port() {
+    let all_but = |skip: (usize, usize)| -> Vec<(usize, usize)> {
+        let mut v = Vec::new();
+        for a in 1..=4 {
+            for b in (a + 1)..=4 {
+                if (a, b) != skip {
+                    v.push((a, b));
+                }
+            }
+        }
+        v
+    };
+    let opts = Opts {
+        links: Some(all_but((1, 3))),
+        ..Opts::default()
+    };
+    let vm: &[Attach] = &[Attach::TapNic];
+    let mut t = Topology::with_opts("mwR1", &[vm, vm, vm, vm], 500, opts);
+    t.start_all();
+    assert!(t.wait_routes(Duration::from_secs(60)), "{}", t.dump_logs());
+    let (vm1, vm2) = (t.vm("vm1a").clone(), t.vm("vm2a").clone());
+    let pinger = std::process::Command::new("ip")
+        .args([
+            "netns", "exec", &vm1.ns, "ping", "-n", "-i", "0.01", "-W", "2",
+        ])
+        .args(["-w", "12", &vm2.ip4])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut server = std::process::Command::new("ip")
+        .args(["netns", "exec", &vm2.ns, "iperf3", "-s", "-1"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let client = std::process::Command::new("ip")
+        .args([
+            "netns", "exec", &vm1.ns, "iperf3", "-c", &vm2.ip4, "-t", "8",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+
+    // hv1: + hv3, - hv4, + a port; hv3 takes hv1 in too.
+    t.opts.links = Some(all_but((1, 4)));
+    t.write_config(1);
+    t.write_config(3);
+    let path = t.config_path(1);
+    let text = fs::read_to_string(&path).unwrap() + "\n[[port]]\nname = \"t-new\"\n";
+    fs::write(&path, text).unwrap();
+    let (pk3, pk4) = (t.hvs[2].public_key.clone(), t.hvs[3].public_key.clone());
+    let p = reload(&t, false).unwrap();
+    assert_eq!(list(&p, "peers_added"), vec![pk3], "{p}");
+    assert_eq!(list(&p, "peers_removed"), vec![pk4], "{p}");
+    assert_eq!(list(&p, "ports_added"), ["t-new"], "{p}");
+    assert!(list(&p, "needs_restart").is_empty(), "{p}");
+    let pid3 = t.hvs[2].daemon.as_ref().unwrap().id().to_string();
+    sh(&["kill", "-HUP", &pid3]);
+
+    let direct3 = t.hardif_of(3, 1);
+    assert!(
+        wait_until(Duration::from_secs(60), || t.next_hop(1, 3).as_deref()
+            == Some(direct3.as_str())),
+        "hv1 -> hv3 not direct: {:?}\n{}",
+        t.next_hop(1, 3),
+        t.dump_logs()
+    );
+    let direct4 = t.hardif_of(4, 1);
+    assert!(
+        wait_until(Duration::from_secs(60), || t
+            .next_hop(1, 4)
+            .is_some_and(|h| h != direct4)),
+        "hv1 -> hv4 still direct: {:?}",
+        t.next_hop(1, 4)
+    );
+    let (ip3, ip4) = (t.vm("vm3a").ip4.clone(), t.vm("vm4a").ip4.clone());
+    assert!(t.ping_until("vm1a", &ip3, Duration::from_secs(30)));
+    assert!(t.ping_until("vm1a", &ip4, Duration::from_secs(30)));
+
+    let out = pinger.wait_with_output().unwrap();
+    let out = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.contains(" 0% packet loss"),
+        "pings lost across the reload:\n{out}"
+    );
+    let out = client.wait_with_output().unwrap();
+    let _ = server.wait();
+    let out = String::from_utf8_lossy(&out.stdout);
+    assert!(out.contains("receiver"), "iperf3 across the reload:\n{out}");
+}
