@@ -234,7 +234,16 @@ const UDP_CLIENT: &str = r#"
 import hashlib, socket, sys, time
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.setsockopt(socket.SOL_UDP, 103, 1200)  # UDP_SEGMENT
-time.sleep(0.3)
+# Until the server answers: on a loaded machine it may bind late.
+s.settimeout(0.2)
+for _ in range(300):
+    s.sendto(b"hello", (sys.argv[1], 5202))
+    try:
+        if s.recv(16) == b"ok":
+            break
+    except socket.timeout:
+        pass
+s.settimeout(None)
 h = hashlib.sha256()
 for k in range(20):
     buf = bytes((i * 7 + k) % 251 for i in range(40 * 1200))
@@ -243,16 +252,20 @@ for k in range(20):
 print(h.hexdigest())
 "#;
 
-/// Receives 800 datagrams of 1200 bytes (or times out) and prints count
-/// and SHA-256 of the concatenation.
+/// Answers the client's hellos (it sends only once the server is bound),
+/// then receives 800 datagrams of 1200 bytes (or times out) and prints
+/// count and SHA-256 of the concatenation.
 const UDP_SERVER: &str = r#"
 import hashlib, socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind((sys.argv[1], 5202)); s.settimeout(5)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+s.bind((sys.argv[1], 5202)); s.settimeout(30)
 h = hashlib.sha256(); n = 0
 try:
     while n < 800:
-        b = s.recv(65536)
+        b, peer = s.recvfrom(65536)
+        if b == b"hello":
+            s.sendto(b"ok", peer); continue
         assert len(b) == 1200, len(b)
         h.update(b); n += 1
 except socket.timeout:
