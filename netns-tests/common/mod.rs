@@ -26,7 +26,6 @@ use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-
 pub const BIN: &str = env!("CARGO_BIN_EXE_meshwire");
 
 /// Runs a command, panics with its output if it fails.

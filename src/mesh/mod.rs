@@ -51,6 +51,7 @@ mod bitarray;
 pub(crate) mod fragmentation;
 mod icmp;
 mod info;
+mod ogm_forward;
 mod originator;
 pub(crate) mod roaming;
 mod routing;
@@ -248,7 +249,7 @@ pub struct Mesh {
     /// Outputs produced by calls without an output vector (tt_local_add),
     /// handed out at the next `tick`. Bounded by the local table size.
     pub(crate) pending_out: Vec<MeshOutput>,
-    pub(crate) ogm_fwd: bat_iv::FwdQueue,
+    pub(crate) ogm_fwd: ogm_forward::FwdQueue,
     pub(crate) ogm_fwd_deadline: Option<Instant>,
     pub(crate) roam_guard: roaming::RoamGuard,
     /// Bounds the TT answers one requester gets.
@@ -294,7 +295,7 @@ impl Mesh {
             counters: MeshCounters::default(),
             frags: fragmentation::FragTable::default(),
             pending_out: Vec::new(),
-            ogm_fwd: bat_iv::FwdQueue::default(),
+            ogm_fwd: ogm_forward::FwdQueue::default(),
             ogm_fwd_deadline: None,
             roam_guard: roaming::RoamGuard::default(),
             answer_guard: answer_guard::AnswerGuard::default(),
