@@ -1,9 +1,10 @@
 //! One control client: who it is, and its request and answer under
 //! deadlines.
 //!
-//! Every limit is per client and counts from the accept: a client that
-//! trickles its request a byte at a time or stops reading its answer is
-//! cut off when its deadline passes, however often single reads succeed.
+//! Every limit is per client: a client that trickles its request a byte
+//! at a time (counted from the accept) or stops reading its answer (the
+//! time it keeps us blocked, in all) is cut off when its limit passes,
+//! however often single reads or writes succeed.
 
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -22,7 +23,11 @@ use crate::sys::cred;
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(2);
 /// The dataplane answers (or sends a copy to render) within this.
 pub const ANSWER_DEADLINE: Duration = Duration::from_secs(5);
-/// The whole answer must be taken within this (a full FDB is megabytes).
+/// A client may keep us waiting this long in all while it takes its
+/// answer (a full FDB is megabytes). Only time blocked on the client
+/// counts: a report that renders slowly on a loaded machine (160,000 rows
+/// took >10 s in a debug build beside a CPU hog) is not cut off for it,
+/// a client that drips its reads is.
 pub const WRITE_DEADLINE: Duration = Duration::from_secs(10);
 /// The nice value of client threads: below the dataplane's workers.
 pub const CLIENT_NICE: i32 = 10;
@@ -138,10 +143,9 @@ fn serve(conn: &UnixStream, shared: &Shared) {
         }
         Ok(cmd) => ask(shared, cmd),
     };
-    let deadline = Instant::now() + WRITE_DEADLINE;
     let written = match answer {
-        Out::Reply(r) => write_reply(conn, &r, deadline),
-        Out::Render(render) => with_render_permit(shared, || stream(conn, render, deadline)),
+        Out::Reply(r) => write_reply(conn, &r, Instant::now() + WRITE_DEADLINE),
+        Out::Render(render) => with_render_permit(shared, || stream(conn, render, WRITE_DEADLINE)),
     };
     match written {
         Ok(()) => {
@@ -180,33 +184,37 @@ fn ask(shared: &Shared, cmd: super::CtlCommand) -> Out {
 }
 
 /// The report's data streamed into the connection, wrapped as a Reply
-/// would be (`{"ok":true,"data":...}`), all of it before `deadline`.
+/// would be (`{"ok":true,"data":...}`), the client blocking us for at most
+/// `wait` in all.
 fn stream(
     conn: &UnixStream,
     render: super::server::Render,
-    deadline: Instant,
+    wait: Duration,
 ) -> std::io::Result<()> {
-    let mut out = std::io::BufWriter::with_capacity(64 * 1024, Deadlined { conn, deadline });
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, Budgeted { conn, left: wait });
     out.write_all(b"{\"ok\":true,\"data\":")?;
     render(&mut out)?;
     out.write_all(b"}\n")?;
     out.flush()
 }
 
-/// Writes to a connection, each write within what is left of a deadline.
-struct Deadlined<'a> {
+/// Writes to a connection, each write within what is left of a budget of
+/// time spent blocked on the client (rendering between writes is ours).
+struct Budgeted<'a> {
     conn: &'a UnixStream,
-    deadline: Instant,
+    left: Duration,
 }
 
-impl Write for Deadlined<'_> {
+impl Write for Budgeted<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let left = self.deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
+        if self.left.is_zero() {
             return Err(ErrorKind::TimedOut.into());
         }
-        self.conn.set_write_timeout(Some(left))?;
-        (&*self.conn).write(buf)
+        self.conn.set_write_timeout(Some(self.left))?;
+        let start = Instant::now();
+        let r = (&*self.conn).write(buf);
+        self.left = self.left.saturating_sub(start.elapsed());
+        r
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
