@@ -186,11 +186,7 @@ fn ask(shared: &Shared, cmd: super::CtlCommand) -> Out {
 /// The report's data streamed into the connection, wrapped as a Reply
 /// would be (`{"ok":true,"data":...}`), the client blocking us for at most
 /// `wait` in all.
-fn stream(
-    conn: &UnixStream,
-    render: super::server::Render,
-    wait: Duration,
-) -> std::io::Result<()> {
+fn stream(conn: &UnixStream, render: super::server::Render, wait: Duration) -> std::io::Result<()> {
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, Budgeted { conn, left: wait });
     out.write_all(b"{\"ok\":true,\"data\":")?;
     render(&mut out)?;
