@@ -29,7 +29,7 @@ impl Bridge {
             Decision::Port(p) => self.port_out(p, frame, io),
             Decision::Originator(o) => self.unicast_or_flood(now, o, frame, from, io),
             Decision::Flood { except, mesh } => {
-                if !self.flood_admit(now, from, frame) {
+                if !self.flood_admit(now, from, frame, io) {
                     return;
                 }
                 self.flood_ports(except, frame, io);
@@ -59,7 +59,7 @@ impl Bridge {
                 self.unicast_or_flood(now, o, frame, except, io);
             }
             _ => {
-                if !self.flood_admit(now, except, frame) {
+                if !self.flood_admit(now, except, frame, io) {
                     return;
                 }
                 self.flood_ports(except, frame, io);
@@ -69,9 +69,20 @@ impl Bridge {
     }
 
     /// The flood hook for a frame from port `from` (None: from the mesh,
-    /// whose floods their origin node limited).
-    fn flood_admit(&mut self, now: Instant, from: Option<PortId>, frame: &[u8]) -> bool {
-        from.is_none_or(|p| self.hooks.flood_admit(now, p, frame))
+    /// whose floods their origin node limited and answered): an ARP
+    /// request or NS answered on the owner's behalf goes no further
+    /// (`arp_nd.rs`), the rest meets storm control.
+    fn flood_admit(
+        &mut self,
+        now: Instant,
+        from: Option<PortId>,
+        frame: &[u8],
+        io: &mut impl Egress,
+    ) -> bool {
+        let Some(p) = from else {
+            return true;
+        };
+        !self.answer_arp_nd(now, p, frame, io) && self.hooks.flood_admit(now, p, frame)
     }
 
     /// Unicast to `orig`; with no route, flood like an unknown destination.
@@ -88,7 +99,7 @@ impl Bridge {
         }
         if !self.mesh.send_unicast(now, orig, frame, &mut self.out) {
             self.counters.no_route += 1;
-            if !self.flood_admit(now, except, frame) {
+            if !self.flood_admit(now, except, frame, io) {
                 return;
             }
             self.flood_ports(except, frame, io);
@@ -138,7 +149,7 @@ impl Bridge {
     /// A frame out of a local port, through the port egress hook (network
     /// isolation, DHCP address learning) and the MSS clamp; the port
     /// backend counts its own refusals.
-    fn port_out(&mut self, port: PortId, frame: &[u8], io: &mut impl Egress) {
+    pub(super) fn port_out(&mut self, port: PortId, frame: &[u8], io: &mut impl Egress) {
         let Some(copy) = self.hooks.port_egress(port, frame) else {
             return;
         };
@@ -163,6 +174,7 @@ impl Bridge {
         ttl: u8,
         io: &mut impl Egress,
     ) {
+        self.snoop_arp_nd(now, frame);
         match self.switch.from_mesh(now, frame, source_orig) {
             Decision::Port(p) => self.port_out(p, frame, io),
             Decision::Flood { .. } | Decision::Unknown { .. } => self.flood_ports(None, frame, io),

@@ -11,8 +11,9 @@
 //!   port's network (a VLAN port's frames are tagged here).
 //! - **flood** ([`Hooks::flood_admit`], called from `forward.rs`): every
 //!   broadcast, multicast and unknown unicast from a port, before it is
-//!   copied to ports and the mesh: storm control; ARP/ND answers will sit
-//!   here too.
+//!   copied to ports and the mesh: ARP requests and NSs the bridge can
+//!   answer on the owner's behalf are answered into the port and go no
+//!   further (`arp_nd.rs`); the rest meet storm control.
 //! - **port egress** ([`Hooks::port_egress`], `Bridge::port_out`): every
 //!   frame written to a port, local or from the mesh: network isolation
 //!   (frames of other networks dropped, the port's VLAN untagged), and a
@@ -24,15 +25,16 @@
 //! Each hook counts what it drops, per reason, in total and per port.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::policy::{Enter, Leave, PortPolicy, PortState, Reason};
+use super::policy::{link_local, Enter, Leave, PortPolicy, PortState, Reason};
 use crate::port::PortId;
 use crate::wire::ethernet;
 use crate::wire::mss;
+use crate::wire::MacAddr;
 
 #[derive(Debug, Default, Clone, Copy, Serialize, PartialEq, Eq)]
 pub struct HooksCounters {
@@ -73,6 +75,14 @@ pub struct HooksCounters {
     pub egress_other_network: u64,
     /// IPv4 addresses learned from a DHCP ACK sent to the port.
     pub dhcp_learned: u64,
+    /// ARP requests from the port answered on the owner's behalf (not
+    /// flooded; see "ARP/ND suppression" in the README).
+    pub arp_answered: u64,
+    /// Neighbour solicitations from the port answered on the owner's behalf.
+    pub nd_answered: u64,
+    /// ARP requests and NSs from the port no answer was known for: flooded
+    /// as before.
+    pub arp_nd_unanswered: u64,
 }
 
 impl HooksCounters {
@@ -144,6 +154,37 @@ impl Hooks {
     /// The batman vid of `port`'s own network (0: untagged).
     pub fn port_vid(&self, port: PortId) -> u16 {
         self.per_port.get(&port).map_or(0, PortState::vid)
+    }
+
+    /// The VM port (and its MAC) whose policy owns `ip` in network `vid`:
+    /// its `ipv4`, `ipv6`, DHCP-learned IPv4 or its MAC's link-local
+    /// address. A scan of the ports, for ARP requests and NSs only.
+    pub fn owner_of(&self, vid: u16, ip: IpAddr) -> Option<(PortId, MacAddr)> {
+        self.per_port.iter().find_map(|(&p, st)| {
+            let mac = st.policy.mac?;
+            if st.vid() != vid {
+                return None;
+            }
+            let owns = match ip {
+                IpAddr::V4(a) => st.policy.ipv4.contains(&a) || st.learned_v4() == Some(a),
+                IpAddr::V6(a) => st.policy.ipv6.contains(&a) || link_local(mac) == a,
+            };
+            owns.then_some((p, mac))
+        })
+    }
+
+    /// Counts a request of `port` answered (Some(true) ARP, Some(false)
+    /// ND) or not (None).
+    pub(super) fn count_arp_nd(&mut self, port: PortId, answered: Option<bool>) {
+        let bump = |c: &mut HooksCounters| match answered {
+            Some(true) => c.arp_answered += 1,
+            Some(false) => c.nd_answered += 1,
+            None => c.arp_nd_unanswered += 1,
+        };
+        bump(&mut self.counters);
+        if let Some(st) = self.per_port.get_mut(&port) {
+            bump(&mut st.counters);
+        }
     }
 
     fn drop(&mut self, port: PortId, why: Reason) {

@@ -23,6 +23,7 @@
 //!   liveness) and the Ethernet framing of batman packets;
 //! - `hooks.rs`: the named hook points where per-port features plug in
 //!   (ingress policy, egress policy, flood control, ARP/ND answers);
+//! - `arp_nd.rs`: ARP/ND suppression (the snooped table, the answers);
 //! - `announce.rs`: `meshwire ctl announce`, frames built on a VM's behalf.
 //!
 //! A mesh-delivered frame goes to local ports, or (only when it came as
@@ -35,6 +36,7 @@
 
 mod announce;
 pub mod events;
+pub mod arp_nd;
 mod flap;
 mod forward;
 pub mod hooks;
@@ -124,6 +126,10 @@ pub struct Bridge {
     flaps: flap::Flaps,
     /// For `ctl event` (events.rs).
     events: events::EventLog,
+    /// Snooped neighbour addresses for ARP/ND suppression.
+    arp_nd: arp_nd::ArpNdTable,
+    /// The buffer ARP/ND answers are built in (kept for its allocation).
+    answer_buf: Vec<u8>,
 }
 
 impl Bridge {
@@ -139,6 +145,8 @@ impl Bridge {
             moves_log: sync::MoveLog::new(),
             flaps: flap::Flaps::new(),
             events: events::EventLog::default(),
+            arp_nd: arp_nd::ArpNdTable::default(),
+            answer_buf: Vec::new(),
         }
     }
 
@@ -175,6 +183,7 @@ impl Bridge {
             self.counters.drop_mac_frozen += 1;
             return;
         }
+        self.snoop_arp_nd(now, frame);
         let (decision, learned) = self.switch.from_port(now, port, frame);
         if let Some(l) = learned {
             self.claim(l);
@@ -216,6 +225,7 @@ impl Bridge {
         self.mesh.tick(now, &mut self.out);
         self.hooks.tick(now);
         self.check_routes(now);
+        self.arp_nd.expire(now);
         if fdb_ageing {
             for (mac, vid) in self.switch.expire(now) {
                 self.mesh.tt_local_del(mac, vid);

@@ -85,7 +85,7 @@ pub fn vlan_of_batman_vid(vid: u16) -> Option<u16> {
 /// Clears `out`, sizes it to `payload_len` after an Ethernet header (with an
 /// 802.1Q tag of id `vlan` if given), zero-filled, writes the header and
 /// returns where the payload starts.
-fn start_frame(
+pub(crate) fn start_frame(
     out: &mut Vec<u8>,
     dst: MacAddr,
     src: MacAddr,
@@ -110,7 +110,7 @@ fn start_frame(
 }
 
 /// Pads short frames to the Ethernet minimum.
-fn pad(out: &mut Vec<u8>) {
+pub(crate) fn pad(out: &mut Vec<u8>) {
     if out.len() < ETH_ZLEN {
         out.resize(ETH_ZLEN, 0);
     }

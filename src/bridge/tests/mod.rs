@@ -11,6 +11,7 @@ use crate::mesh::MeshConfig;
 use crate::switch::{Location, SwitchConfig};
 use crate::wire::ethernet::ethertype;
 
+mod arp_nd;
 mod forwarding;
 mod hostile;
 mod migration;
