@@ -1,6 +1,7 @@
 //! End-to-end tests: three hypervisor namespaces on one underlay bridge, VMs
 //! behind TAP ports, real `meshwire` daemons, real traffic.
 
+mod arp_nd;
 mod attach;
 mod common;
 mod control;
