@@ -98,6 +98,11 @@ pub struct MeshConfig {
     /// follow the kernel's rules.
     #[serde(default)]
     pub relay: RelayConfig,
+    /// Take part in batman-adv's distributed ARP table (the kernel's
+    /// `distributed_arp_table`, on by default there too; see README
+    /// "ARP/ND suppression").
+    #[serde(default = "default_true")]
+    pub distributed_arp_table: bool,
 }
 
 /// `mesh.relay`.
@@ -116,6 +121,7 @@ impl Default for MeshConfig {
             fragmentation: true,
             peer_timeout_ms: None,
             relay: RelayConfig::default(),
+            distributed_arp_table: true,
         }
     }
 }

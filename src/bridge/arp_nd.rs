@@ -412,9 +412,15 @@ impl Bridge {
             return false;
         };
         let v4 = matches!(req, Request::Arp { .. });
-        let Some((owner, router)) = self.arp_nd_owner(now, port, &req) else {
+        let Some((owner, router)) = self.vouch(now, Some(port), &req) else {
             self.hooks.count_arp_nd(port, None);
-            return false;
+            // Unknown here: the distributed ARP table may know it (the
+            // flood then waits for its answer, `dat.rs`). An address we
+            // know but do not answer for (the rules) floods at once.
+            let (vid, ip) = (req.vid(), req.target());
+            let known = self.arp_nd.lookup(now, vid, ip).is_some()
+                || self.hooks.owner_of(vid, ip).is_some();
+            return !known && self.dat_ask(now, port, &req, frame);
         };
         let mut buf = std::mem::take(&mut self.answer_buf);
         req.answer(owner, router, &mut buf);
@@ -424,13 +430,19 @@ impl Bridge {
         true
     }
 
-    /// Who answers `req` from `port`, by the rules in the module doc.
-    fn arp_nd_owner(&self, now: Instant, port: PortId, req: &Request) -> Option<(MacAddr, bool)> {
+    /// Who answers `req` from `port` (None: a DHT_GET from another node),
+    /// by the rules in the module doc: the owner's MAC and router flag.
+    pub(super) fn vouch(
+        &self,
+        now: Instant,
+        port: Option<PortId>,
+        req: &Request,
+    ) -> Option<(MacAddr, bool)> {
         let (vid, ip) = (req.vid(), req.target());
         let snooped = self.arp_nd.lookup(now, vid, ip);
         let by_policy = match self.hooks.owner_of(vid, ip) {
             // The asking port's own address: it is not asked for by proxy.
-            Some((p, _)) if p == port => return None,
+            Some((p, _)) if Some(p) == port => return None,
             Some((_, mac)) => {
                 let router = snooped.is_some_and(|(m, r)| m == mac && r);
                 Some((mac, router))
@@ -442,7 +454,7 @@ impl Bridge {
                 return None;
             }
             match self.locate(now, mac, vid) {
-                Some(Location::Port(p)) if p == port => return None,
+                Some(Location::Port(p)) if Some(p) == port => return None,
                 Some(_) => return Some((mac, router)),
                 // Gone from the mesh: the next source, else a flood.
                 None => continue,

@@ -37,6 +37,7 @@
 mod announce;
 pub mod events;
 pub mod arp_nd;
+mod dat;
 mod flap;
 mod forward;
 pub mod hooks;
@@ -107,6 +108,19 @@ pub struct BridgeCounters {
     /// Port frames from a frozen flapping MAC on a port other than where
     /// it was frozen (`[node] mac_flap_freeze_ms`).
     pub drop_mac_frozen: u64,
+    /// DHT_GETs from other nodes answered with a DAT_CACHE_REPLY.
+    pub dat_answered: u64,
+    /// DHT_GETs we could not answer (handed to our ports).
+    pub dat_unanswered: u64,
+    /// Held ARP requests the DHT answered in time: never flooded.
+    pub dat_fallback_prevented: u64,
+    /// Held ARP requests the DHT did not answer: flooded after 250 ms.
+    pub dat_fallback: u64,
+    /// DAT packets without a usable ARP packet inside.
+    pub dat_malformed: u64,
+    /// Cache replies after the first for one held request (every candidate
+    /// that knows answers): not delivered.
+    pub dat_duplicate_replies: u64,
 }
 
 /// The hub: the mesh and the switch, the links and the local ports, and
@@ -130,6 +144,8 @@ pub struct Bridge {
     arp_nd: arp_nd::ArpNdTable,
     /// The buffer ARP/ND answers are built in (kept for its allocation).
     answer_buf: Vec<u8>,
+    /// ARP requests waiting for the distributed ARP table (`dat.rs`).
+    dat_held: dat::HeldQueue,
 }
 
 impl Bridge {
@@ -147,6 +163,7 @@ impl Bridge {
             events: events::EventLog::default(),
             arp_nd: arp_nd::ArpNdTable::default(),
             answer_buf: Vec::new(),
+            dat_held: dat::HeldQueue::new(),
         }
     }
 
@@ -184,6 +201,7 @@ impl Bridge {
             return;
         }
         self.snoop_arp_nd(now, frame);
+        self.dat_put(frame);
         let (decision, learned) = self.switch.from_port(now, port, frame);
         if let Some(l) = learned {
             self.claim(l);
@@ -226,6 +244,7 @@ impl Bridge {
         self.hooks.tick(now);
         self.check_routes(now);
         self.arp_nd.expire(now);
+        self.dat_tick(now, io);
         if fdb_ageing {
             for (mac, vid) in self.switch.expire(now) {
                 self.mesh.tt_local_del(mac, vid);
@@ -236,7 +255,8 @@ impl Bridge {
 
     /// When the mesh wants the next [`Bridge::tick`].
     pub fn next_deadline(&self) -> Instant {
-        self.mesh.next_deadline()
+        let mesh = self.mesh.next_deadline();
+        self.dat_deadline().map_or(mesh, |d| d.min(mesh))
     }
 
     /// A local port to switch (its name is for tables and logs).
@@ -282,6 +302,12 @@ impl Bridge {
                         broadcast,
                         ttl,
                     } => self.deliver(now, &frame, source_orig, broadcast, ttl, io),
+                    MeshOutput::Dat {
+                        subtype,
+                        source_orig,
+                        frame,
+                        ttl,
+                    } => self.dat_in(now, subtype, source_orig, &frame, ttl, io),
                 }
             }
             if self.out.is_empty() {

@@ -57,6 +57,7 @@ impl Node {
                 RelayConfig::Scoped => RelayMode::Scoped,
                 RelayConfig::Kernel => RelayMode::Kernel,
             },
+            dat: cfg.raw.mesh.distributed_arp_table,
             ..MeshConfig::new(originator)
         });
         let mut bridge = Bridge::new(mesh, Switch::new(SwitchConfig::default()));

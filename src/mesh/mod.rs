@@ -48,6 +48,7 @@ mod answer_guard;
 mod bat_iv;
 mod bcast;
 mod bitarray;
+pub mod dat;
 pub(crate) mod fragmentation;
 mod icmp;
 mod info;
@@ -99,6 +100,9 @@ pub struct MeshConfig {
     /// How OGMs and broadcasts are re-sent to meshwire neighbours
     /// (scope.rs); kernel neighbours always get the kernel's rules.
     pub relay: RelayMode,
+    /// Take part in batman-adv's distributed ARP table (`dat.rs`): announce
+    /// the DAT capability, answer DHT_GET, accept DHT_PUT (kernel default: on).
+    pub dat: bool,
 }
 
 impl MeshConfig {
@@ -108,6 +112,7 @@ impl MeshConfig {
             ogm_interval: Duration::from_millis(1000),
             hop_penalty: 30,
             relay: RelayMode::default(),
+            dat: true,
         }
     }
 }
@@ -133,6 +138,16 @@ pub enum MeshOutput {
         /// delivered unicast on (the old node of a migration) must use
         /// `ttl - 1`, never a fresh TTL, so that two nodes with different
         /// views cannot bounce a frame for ever.
+        ttl: u8,
+    },
+    /// A UNICAST_4ADDR for us with a DAT subtype (DHT_GET, DHT_PUT,
+    /// DAT_CACHE_REPLY) and the Ethernet frame it carries (an ARP packet),
+    /// for the bridge's DAT (`bridge/dat.rs`).
+    Dat {
+        subtype: u8,
+        /// The originator that sent it (the 4addr header's source).
+        source_orig: MacAddr,
+        frame: Vec<u8>,
         ttl: u8,
     },
 }
@@ -189,7 +204,15 @@ pub struct MeshCounters {
     pub unicast_forwarded: u64,
     pub unicast_rerouted: u64,
     pub tx_unicast: u64,
+    /// DAT packets not handled (DAT off, or an unknown subtype).
     pub dat_dropped: u64,
+    /// DAT packets received, by subtype, and sent (`dat.rs`).
+    pub dat_get_rx: u64,
+    pub dat_put_rx: u64,
+    pub dat_cache_reply_rx: u64,
+    pub dat_get_tx: u64,
+    pub dat_put_tx: u64,
+    pub dat_cache_reply_tx: u64,
     pub frag_dropped: u64,
     pub frag_reassembled: u64,
     pub frag_sent: u64,
@@ -266,6 +289,8 @@ pub struct Mesh {
     pub(crate) scope: scope::Scope,
     /// Our own ICMP probes awaiting their answers (icmp.rs).
     probes: icmp::Probes,
+    /// The distributed ARP table's mesh state (`dat.rs`).
+    pub(crate) dat: dat::DatState,
 }
 
 impl Mesh {
@@ -304,7 +329,9 @@ impl Mesh {
             tt_claims: Vec::new(),
             scope: scope::Scope::default(),
             probes: icmp::Probes::default(),
+            dat: dat::DatState::default(),
         };
+        m.dat.enabled = m.cfg.dat;
         m.ogm_seqno = m.random() as u32;
         m.frag_seqno = m.random() as u16;
         m

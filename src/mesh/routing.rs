@@ -85,7 +85,7 @@ impl Mesh {
     }
 
     /// Sends on `hardif`, fragmenting when the packet exceeds its MTU.
-    fn transmit_unicast(
+    pub(super) fn transmit_unicast(
         &mut self,
         hardif: HardifId,
         next_hop: MacAddr,
@@ -203,9 +203,7 @@ impl Mesh {
                 } else if p.subtype() == subtype::DATA {
                     self.deliver_unicast(p.payload(), p.ttl(), out);
                 } else {
-                    // DAT DHT get/put/cache reply: we run no DAT (and do not
-                    // announce it), so there is nothing to answer.
-                    self.counters.dat_dropped += 1;
+                    self.dat_receive(p.subtype(), p.src(), p.payload(), p.ttl(), out);
                 }
             }
             packet_type::UNICAST_FRAG => {

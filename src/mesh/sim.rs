@@ -187,6 +187,8 @@ impl SimNet {
                     dst,
                     packet,
                 } => self.carry(from, hardif, dst, &packet),
+                // The simulation carries no clients' ARP.
+                MeshOutput::Dat { .. } => {}
             }
         }
     }

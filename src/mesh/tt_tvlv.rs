@@ -39,7 +39,9 @@ pub(crate) fn tt_container(flags: u8, ttvn: u8, vlans: &[TtVlan], changes: &[TtC
 /// that ends past `BATADV_MAX_AGGREGATION_BYTES` (512), and ours carries the
 /// primary OGM (24 + 4 TVLV header + value, then our scope container) and
 /// a 24-byte secondary OGM.
-const MAX_OGM_TT_VALUE: usize = 512 - 24 - 4 - 24 - super::scope::MAX_SCOPE_TVLV;
+/// The DAT container (an empty TVLV) comes after the TT container.
+const MAX_OGM_TT_VALUE: usize =
+    512 - 24 - 4 - 24 - super::scope::MAX_SCOPE_TVLV - tvlv::TVLV_HDR_LEN;
 
 /// How many changes fit next to `num_vlan` VLAN records in `max_value` bytes.
 fn max_changes(max_value: usize, num_vlan: usize) -> usize {
@@ -47,10 +49,10 @@ fn max_changes(max_value: usize, num_vlan: usize) -> usize {
 }
 
 impl Mesh {
-    /// Commits pending local changes and returns the OGM's TVLV region: only
-    /// the TT container. No DAT and no MCAST container on purpose: without
-    /// DAT kernels never pick us as DHT candidate, without MCAST they flood
-    /// multicast to us as broadcast.
+    /// Commits pending local changes and returns the OGM's TVLV region: the
+    /// TT container, and the DAT container while DAT is on (kernels then
+    /// pick us as a DHT candidate, `dat.rs`). No MCAST container on
+    /// purpose: without it kernels flood multicast to us as broadcast.
     pub(crate) fn tt_ogm_tvlv(&mut self) -> Vec<u8> {
         self.tt.commit();
         let vlans = self.tt.vlan_data();
@@ -63,7 +65,11 @@ impl Mesh {
                 changes = &self.tt.last_changeset;
             }
         }
-        tt_container(tt_flags::OGM_DIFF, self.tt.ttvn, &vlans, changes)
+        let mut region = tt_container(tt_flags::OGM_DIFF, self.tt.ttvn, &vlans, changes);
+        if self.dat.enabled {
+            let _ = tvlv::emit(&mut region, tvlv_type::DAT, 1, &[]);
+        }
+        region
     }
 
     /// TVLVs of an OGM from `orig` (`batadv_tvlv_ogm_receive`).
@@ -74,11 +80,13 @@ impl Mesh {
         region: &[u8],
         out: &mut Vec<MeshOutput>,
     ) {
+        let mut has_dat = false;
         for t in TvlvIter::new(region) {
             let Ok(t) = t else {
                 self.counters.malformed += 1;
                 return;
             };
+            has_dat |= (t.tvlv_type, t.version) == (tvlv_type::DAT, 1);
             match (t.tvlv_type, t.version) {
                 (tvlv_type::TT, 1) => match TtData::new_checked(t.value) {
                     Ok(d) => {
@@ -95,6 +103,7 @@ impl Mesh {
                 _ => self.counters.tvlv_unknown += 1,
             }
         }
+        self.dat_capability(orig, has_dat);
     }
 
     /// `batadv_tt_update_orig`.

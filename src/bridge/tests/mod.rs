@@ -12,6 +12,7 @@ use crate::switch::{Location, SwitchConfig};
 use crate::wire::ethernet::ethertype;
 
 mod arp_nd;
+mod dat;
 mod forwarding;
 mod hostile;
 mod migration;

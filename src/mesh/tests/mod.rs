@@ -30,6 +30,8 @@ pub(super) struct Sim {
     links: Vec<Link>,
     /// Frames handed to each node's clients.
     delivered: Vec<Vec<Delivered>>,
+    /// DAT packets the mesh handed up, per node.
+    dat_delivered: Vec<usize>,
     transmits: usize,
 }
 
@@ -47,6 +49,7 @@ impl Sim {
             nodes,
             links: Vec::new(),
             delivered: vec![Vec::new(); n],
+            dat_delivered: vec![0; n],
             transmits: 0,
         }
     }
@@ -84,6 +87,7 @@ impl Sim {
                     broadcast,
                     ..
                 } => self.delivered[from].push((frame, source_orig, broadcast)),
+                MeshOutput::Dat { .. } => self.dat_delivered[from] += 1,
                 MeshOutput::Transmit {
                     hardif,
                     dst,
