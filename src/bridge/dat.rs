@@ -15,8 +15,10 @@
 //!   its addresses;
 //! - a DHT_GET for an address we can vouch for (the rules of `arp_nd.rs`)
 //!   is answered with an ARP reply in a DAT_CACHE_REPLY to the requester's
-//!   originator (by TT); one we cannot is handed to our ports, whose
-//!   owner then answers as for a broadcast;
+//!   originator (by TT); one we cannot is counted and dropped. The kernel
+//!   hands it to its clients instead, but the asker's held request floods
+//!   250 ms later anyway, so every such request reached our VMs twice (an
+//!   ARP flood from a VM on another node doubled);
 //! - a DHT_PUT fills the table with both addresses of its ARP reply;
 //! - a DAT_CACHE_REPLY fills the table and is delivered like a unicast.
 
@@ -101,7 +103,7 @@ impl Bridge {
                 self.dat_learn(now, vid, a.spa, a.sha);
                 self.dat_learn(now, vid, a.tpa, a.tha);
             }
-            subtype::DAT_DHT_GET => self.dat_get(now, source_orig, frame, a, vid, io),
+            subtype::DAT_DHT_GET => self.dat_get(now, source_orig, frame, a, vid),
             _ => {
                 // DAT_CACHE_REPLY: an answer for one of our clients, once
                 // per held request.
@@ -140,7 +142,8 @@ impl Bridge {
         }
     }
 
-    /// A DHT_GET: answered from what we know, else handed to our ports.
+    /// A DHT_GET: answered from what we know, else dropped (the asker's
+    /// fallback flood brings the request to our ports).
     fn dat_get(
         &mut self,
         now: Instant,
@@ -148,7 +151,6 @@ impl Bridge {
         frame: &[u8],
         a: arp::Repr,
         vid: u16,
-        io: &mut impl Egress,
     ) {
         if a.operation != Operation::Request || !storable(a.tpa, a.sha) {
             self.counters.dat_malformed += 1;
@@ -156,9 +158,8 @@ impl Bridge {
         }
         self.dat_learn(now, vid, a.spa, a.sha);
         let Some(req) = Request::parse(frame) else {
-            // A gratuitous or odd request: our ports see it as the
-            // broadcast it stands for.
-            self.flood_ports(None, frame, io);
+            // A gratuitous or odd request: nothing to answer.
+            self.counters.dat_unanswered += 1;
             return;
         };
         match self.vouch(now, None, &req) {
@@ -180,10 +181,7 @@ impl Bridge {
                 }
                 self.answer_buf = reply;
             }
-            None => {
-                self.counters.dat_unanswered += 1;
-                self.flood_ports(None, frame, io);
-            }
+            None => self.counters.dat_unanswered += 1,
         }
     }
 
