@@ -35,9 +35,9 @@
 #![forbid(unsafe_code)]
 
 mod announce;
-pub mod events;
 pub mod arp_nd;
 mod dat;
+pub mod events;
 mod flap;
 mod forward;
 pub mod hooks;
