@@ -3,6 +3,7 @@
 
 mod arp_nd;
 mod attach;
+mod bridged;
 mod common;
 mod control;
 mod ctl_mesh;

@@ -160,6 +160,13 @@ pub struct PortConfig {
     /// a TAP named `name`; `name` stays the port's name.
     #[serde(default)]
     pub attach: Option<String>,
+    /// A Linux bridge this port is a port of (a contract key): meshwire
+    /// enslaves its TAP at start, keeps the TAP across its own restarts
+    /// (persistent, so the VMs behind the bridge stay attached) and, before
+    /// `ctl announce` on the port, removes the announced MACs from the
+    /// bridge's FDB entry for this port.
+    #[serde(default)]
+    pub bridge: Option<String>,
     // The port policy (README, "Port policy"; checks in `config/policy.rs`).
     /// The only source MAC the port may use: a port with `mac` is a VM port.
     pub mac: Option<MacAddr>,

@@ -22,18 +22,23 @@ pub struct Stream {
 impl Stream {
     /// Pings every `interval_s` seconds.
     pub fn start(t: &Topology, interval_s: &str) -> Stream {
-        let out = t.dir.join("stream.txt");
+        Stream::start_to(t, "vm3a", VM_IP, interval_s)
+    }
+
+    /// VM `from` pings `to_ip` every `interval_s` seconds.
+    pub fn start_to(t: &Topology, from: &str, to_ip: &str, interval_s: &str) -> Stream {
+        let out = t.dir.join(format!("stream-{from}-{to_ip}.txt"));
         let f = fs::File::create(&out).unwrap();
         let child = Command::new("ip")
             .args([
                 "netns",
                 "exec",
-                &t.vm("vm3a").ns,
+                &t.vm(from).ns,
                 "ping",
                 "-n",
                 "-i",
                 interval_s,
-                VM_IP,
+                to_ip,
             ])
             .stdout(f)
             .stderr(Stdio::null())
@@ -47,6 +52,18 @@ impl Stream {
             .unwrap_or_default()
             .matches("bytes from")
             .count()
+    }
+
+    /// Requests sent so far, as far as the replies tell (the highest
+    /// icmp_seq answered).
+    pub fn sent(&self) -> usize {
+        fs::read_to_string(&self.out)
+            .unwrap_or_default()
+            .split("icmp_seq=")
+            .skip(1)
+            .filter_map(|s| s.split(' ').next()?.parse().ok())
+            .max()
+            .unwrap_or(0)
     }
 
     /// True when at least `n` more replies arrive within `limit`.

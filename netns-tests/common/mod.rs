@@ -136,6 +136,9 @@ pub struct Opts {
     /// Every TAP-NIC VM's port gets its policy: its MAC and addresses
     /// (`Topology::vm_policy`).
     pub vm_policy: bool,
+    /// The `uplink` port names its bridge (`bridge = "vmbr"`): meshwire
+    /// enslaves it, the test does not.
+    pub bridge_key: bool,
     /// A command line the daemon runs under, between `ip netns exec NS`
     /// and `meshwire run` (e.g. setpriv to drop root); it must exec.
     pub wrap: Vec<String>,
@@ -389,6 +392,9 @@ impl Topology {
         }
         for p in &h.ports {
             c += &format!("\n[[port]]\nname = \"{p}\"\n");
+            if self.opts.bridge_key && p == "uplink" {
+                c += "bridge = \"vmbr\"\n";
+            }
             if let Some(m) = self.opts.port_mtu {
                 c += &format!("mtu = {m}\n");
             }
@@ -446,7 +452,7 @@ impl Topology {
                 configure_vm_if(vm);
             }
         }
-        if h.ports.iter().any(|p| p == "uplink") {
+        if h.ports.iter().any(|p| p == "uplink") && !self.opts.bridge_key {
             ns_exec(
                 &h.ns,
                 &["ip", "link", "set", "dev", "uplink", "master", "vmbr", "up"],

@@ -209,6 +209,25 @@ fn attach_ports() {
 }
 
 #[test]
+fn bridged_ports() {
+    let ok = base().replace("name = \"vm1\"", "name = \"up1\"\nbridge = \"br-vms\"");
+    let v = parse(&ok, Path::new(".")).expect("bridge");
+    assert_eq!(v.raw.ports[0].bridge.as_deref(), Some("br-vms"));
+    for bad in [
+        "bridge = \"br/vms\"",
+        "bridge = \"a-name-longer-than-15\"",
+        "bridge = \"\"",
+        "bridge = \"vm1\"",
+        "bridge = \"br0\"\nattach = \"vnet3\"",
+    ] {
+        expect_field(
+            &base().replace("name = \"vm1\"", &format!("name = \"vm1\"\n{bad}")),
+            "port[0].bridge",
+        );
+    }
+}
+
+#[test]
 fn port_policy_defaults() {
     // A port without mac: an uplink, every role, default rates.
     let c = parse(&base(), Path::new(".")).unwrap();

@@ -203,6 +203,19 @@ fn validate(raw: Config, base_dir: &Path) -> Result<Validated, ConfigError> {
                 ));
             }
         }
+        if let Some(br) = &p.bridge {
+            let f = format!("port[{i}].bridge");
+            check_ifname(br).map_err(|m| err(&f, m))?;
+            if p.attach.is_some() {
+                return Err(err(
+                    f,
+                    "an attached device is the VM's own TAP, not a bridge uplink: remove one of bridge and attach",
+                ));
+            }
+            if *br == p.name {
+                return Err(err(f, "a port cannot be a port of itself"));
+            }
+        }
         if let Some(mtu) = p.mtu {
             if !(576..=65000).contains(&mtu) {
                 return Err(err(

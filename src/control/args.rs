@@ -48,9 +48,16 @@ pub fn validate(cmd: &CtlCommand) -> Result<(), String> {
                 name: n,
                 mtu,
                 attach,
+                bridge,
                 policy,
             } => {
                 name("NAME", n)?;
+                if let Some(br) = bridge {
+                    name("--bridge", br)?;
+                    if attach.is_some() {
+                        return Err("--bridge: an attached device is the VM's own TAP, not a bridge uplink: give one of --bridge and --attach".into());
+                    }
+                }
                 if let Some(dev) = attach {
                     name("--attach", dev)?;
                     if mtu.is_some() {

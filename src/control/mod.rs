@@ -166,6 +166,10 @@ pub enum PortAction {
         #[arg(long)]
         #[serde(default, skip_serializing_if = "Option::is_none")]
         attach: Option<String>,
+        /// Make the TAP a port of this Linux bridge (as `[[port]] bridge`).
+        #[arg(long)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        bridge: Option<String>,
         /// The port's policy (`--mac` makes it a VM port).
         #[command(flatten)]
         #[serde(flatten)]

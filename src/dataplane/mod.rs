@@ -96,6 +96,8 @@ struct NewPort<'a> {
     udp_coalescing: bool,
     /// An existing device to attach to instead of a TAP `name`.
     attach: Option<&'a str>,
+    /// The Linux bridge the port's TAP joins (`port/bridged.rs`).
+    bridge: Option<&'a str>,
     policy: PolicySpec,
 }
 
@@ -380,6 +382,12 @@ impl State {
             .resolve(&format!("port {name}"))
             .map_err(|e| e.to_string())?;
         let id = node.add_port(ports, name, mtu, p.offload, p.attach)?;
+        if let Some(br) = p.bridge {
+            if let Err(e) = ports.join_bridge(id, br) {
+                let _ = node.remove_port(ports, name);
+                return Err(format!("port {name}: {e}"));
+            }
+        }
         node.bridge.hooks.set_policy(id, policy);
         self.specs.insert(name.to_string(), p.policy.clone());
         ports.set_udp_coalescing(id, p.udp_coalescing);
@@ -449,6 +457,7 @@ impl State {
                     name,
                     mtu,
                     attach,
+                    bridge,
                     policy,
                 } => {
                     let p = NewPort {
@@ -457,6 +466,7 @@ impl State {
                         offload: true,
                         udp_coalescing: false,
                         attach: attach.as_deref(),
+                        bridge: bridge.as_deref(),
                         policy: policy.spec(),
                     };
                     self.add_port(node, &mut out.ports, &p)
@@ -480,8 +490,19 @@ impl State {
                     .ports
                     .id_by_name(port)
                     .ok_or_else(|| format!("no port {port}"))?;
+                // A bridged port's bridge forgets that the MAC was behind
+                // us first, or it hands the VM's frames back to us.
+                let spec = self.specs.get(port.as_str());
+                let forgotten = match mac.or(spec.and_then(|s| s.mac)) {
+                    Some(m) => out.ports.forget_in_bridge(id, &[m], spec.and_then(|s| s.vlan)),
+                    None => 0,
+                };
                 let sent = node.bridge.announce(now, id, *mac, ip, out)?;
-                Ok(json!(format!("{sent} announcement(s) sent from {port}")))
+                Ok(json!(if forgotten > 0 {
+                    format!("{sent} announcement(s) sent from {port} (removed from its bridge's FDB first)")
+                } else {
+                    format!("{sent} announcement(s) sent from {port}")
+                }))
             }
             CtlCommand::IcmpSend {
                 dest,

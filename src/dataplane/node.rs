@@ -100,6 +100,11 @@ impl Node {
                 }
             }
             .map_err(|e| format!("port {}: {e}", p.name))?;
+            if let Some(br) = &p.bridge {
+                ports
+                    .join_bridge(id, br)
+                    .map_err(|e| format!("port {}: {e}", p.name))?;
+            }
             ports.set_udp_coalescing(id, p.udp_coalescing);
             bridge.hooks.set_policy(id, p.policy());
             bridge.add_port(id, &p.name);

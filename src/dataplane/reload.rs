@@ -10,7 +10,7 @@
 //!
 //! What a reload cannot apply (it needs a restart): the node's key,
 //! addresses, port and workers; the mesh, control and metrics sections; a
-//! port's MTU, offloads, coalescing or attached device. Those are listed
+//! port's MTU, offloads, coalescing, bridge or attached device. Those are listed
 //! under `needs_restart`, logged as warnings, and the running values stay.
 
 use std::collections::{BTreeSet, HashMap};
@@ -180,6 +180,7 @@ impl State {
                     offload: p.offload,
                     udp_coalescing: p.udp_coalescing,
                     attach: p.attach.as_deref(),
+                    bridge: p.bridge.as_deref(),
                     policy: spec,
                 };
                 if let Err(e) = self.add_port(node, ports, &new) {
@@ -251,6 +252,9 @@ fn port_restart_keys(
     }
     if old.udp_coalescing != new.udp_coalescing {
         v.push(format!("port[{name}].udp_coalescing"));
+    }
+    if old.bridge != new.bridge {
+        v.push(format!("port[{name}].bridge"));
     }
     if old.attach != new.attach {
         v.push(format!("port[{name}].attach"));

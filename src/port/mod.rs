@@ -4,6 +4,7 @@
 //!   writes and polls, whatever the device is (a TAP today).
 //! - [`packet`]: the network side of a TAP another process holds (AF_PACKET).
 //! - [`held`]: whether an existing TAP is held by another process.
+//! - [`bridged`]: a TAP that is a port of a Linux bridge (`[[port]] bridge`).
 //! - [`tap`]: one TAP device whose fd this process holds, with IFF_VNET_HDR
 //!   and checksum/TSO/USO offloads when asked (the default for ports).
 //! - [`ports`]: the registry PortId -> TAP with per-port counters.
@@ -13,6 +14,7 @@
 //! - [`gro_udp`]: the same for the datagrams of a UDP flow (USO).
 //! - [`tx`]: plain writes and the pool of flows being coalesced.
 
+pub mod bridged;
 pub mod device;
 pub mod gro;
 pub mod gro_udp;

@@ -123,6 +123,8 @@ pub struct Port {
     /// Merge UDP datagrams of a flow into USO super-frames (off by
     /// default: see [`Ports::set_udp_coalescing`]).
     pub udp_coalescing: bool,
+    /// The Linux bridge this port's TAP is a port of (`bridged.rs`).
+    pub bridge: Option<String>,
     /// Super-frame cut by the one-frame `recv` (tests only; allocated on
     /// first use).
     #[cfg(test)]
@@ -157,8 +159,13 @@ pub struct PortInfo {
     pub device: String,
     pub ifindex: Option<u32>,
     pub mtu: u16,
-    /// Whether meshwire created the TAP (it disappears when meshwire exits).
+    /// Whether meshwire created the TAP (it disappears when meshwire exits,
+    /// unless bridged).
     pub created: bool,
+    /// The Linux bridge the TAP is a port of (`[[port]] bridge`); its TAP
+    /// is persistent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<String>,
     /// The offloads the kernel accepted on this TAP.
     pub offloads: Offloads,
     pub counters: PortCounters,
@@ -251,6 +258,7 @@ impl Ports {
                 counters: PortCounters::default(),
                 polled: true,
                 udp_coalescing: false,
+                bridge: None,
                 #[cfg(test)]
                 rx: None,
                 log: RateLimit::new(PORT_LOG_PER_SECOND),
@@ -284,6 +292,8 @@ impl Ports {
                 counters: PortCounters::default(),
                 polled: q.polled,
                 udp_coalescing,
+                // The owning set keeps the bridge (and unpersists on removal).
+                bridge: None,
                 #[cfg(test)]
                 rx: None,
                 log: RateLimit::new(PORT_LOG_PER_SECOND),
@@ -333,7 +343,12 @@ impl Ports {
     /// the fd).
     pub fn remove(&mut self, id: PortId) -> Option<Device> {
         self.gro.forget_port(id);
-        self.ports.remove(&id).map(|p| p.dev)
+        let p = self.ports.remove(&id)?;
+        if p.bridge.is_some() {
+            // A removed port goes away, bridged or not.
+            super::bridged::release(&p.dev);
+        }
+        Some(p.dev)
     }
 
     /// A further worker's queue of port `id`.
@@ -355,6 +370,10 @@ impl Ports {
 
     pub fn get(&self, id: PortId) -> Option<&Port> {
         self.ports.get(&id)
+    }
+
+    pub(super) fn get_mut(&mut self, id: PortId) -> Option<&mut Port> {
+        self.ports.get_mut(&id)
     }
 
     pub fn id_by_name(&self, name: &str) -> Option<PortId> {
@@ -509,6 +528,7 @@ impl Ports {
                 ifindex: p.dev.ifindex(),
                 mtu: p.dev.mtu(),
                 created: p.dev.created(),
+                bridge: p.bridge.clone(),
                 offloads: p.dev.offloads(),
                 counters: p.counters,
             })

@@ -252,9 +252,16 @@ impl Tap {
         self.ifindex
     }
 
-    /// True when this process created the device (it goes away with us).
+    /// True when this process created the device (it goes away with us,
+    /// unless made persistent).
     pub fn created(&self) -> bool {
         self.created
+    }
+
+    /// Whether the device outlives our fds (TUNSETPERSIST): a bridged
+    /// port's TAP stays in its bridge across our restarts.
+    pub fn set_persist(&self, persist: bool) -> io::Result<()> {
+        crate::sys::tun::set_persist(&self.file, persist)
     }
 }
 

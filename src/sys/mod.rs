@@ -16,6 +16,7 @@
 //! - [`ns`]: network namespaces and the effective uid (tests).
 //! - [`cred`]: a Unix socket peer's credentials, our ids, group names.
 //! - [`sched`]: a thread's nice value (control threads yield to workers).
+//! - [`rtnl`]: rtnetlink for bridged ports (enslave, bridge FDB delete).
 
 pub mod cred;
 pub mod epoll;
@@ -24,6 +25,7 @@ pub mod fd;
 pub mod ifreq;
 pub mod mmsg;
 pub mod ns;
+pub mod rtnl;
 pub mod sched;
 pub mod socket;
 pub mod sockopt;
