@@ -111,6 +111,15 @@ fn the_bridged_port_joins_its_bridge_and_stays_across_restarts() {
         stream.replies(),
         stream.sent()
     );
+    // In a full mesh nothing is forwarded, least of all in circles while
+    // hv1 was away (the others' stale routes through each other).
+    for hv in [2, 3] {
+        let m = &t.ctl(hv, "stats")["mesh"];
+        assert_eq!(
+            m["ttl_exceeded"], 0,
+            "hv{hv}: unicast looped until its TTL ran out: {m}"
+        );
+    }
 
     // A bridged port removed at runtime takes its TAP with it.
     ctl_ok(&t, 1, &["port", "del", "uplink"]);

@@ -58,6 +58,10 @@ impl Node {
                 RelayConfig::Kernel => RelayMode::Kernel,
             },
             dat: cfg.raw.mesh.distributed_arp_table,
+            start_unix_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .ok()
+                .map(|d| d.as_millis() as u64),
             ..MeshConfig::new(originator)
         });
         let mut bridge = Bridge::new(mesh, Switch::new(SwitchConfig::default()));

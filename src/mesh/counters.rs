@@ -36,6 +36,9 @@ pub struct MeshCounters {
     pub unicast_delivered: u64,
     pub unicast_forwarded: u64,
     pub unicast_rerouted: u64,
+    /// Unicasts whose route leads back on the link they came in on (a
+    /// two-node loop, `routing.rs`): dropped.
+    pub unicast_bounce_dropped: u64,
     pub tx_unicast: u64,
     /// DAT packets not handled (DAT off, or an unknown subtype).
     pub dat_dropped: u64,

@@ -107,6 +107,12 @@ pub struct MeshConfig {
     /// Take part in batman-adv's distributed ARP table (`dat.rs`): announce
     /// the DAT capability, answer DHT_GET, accept DHT_PUT (kernel default: on).
     pub dat: bool,
+    /// Unix time in milliseconds when the node starts (the daemon's wall
+    /// clock; None in simulations: random numbers). Our OGM and broadcast
+    /// sequence numbers start from it (`seqno_start`), so a restarted node
+    /// continues ahead of its previous run and peers take its packets at
+    /// once, however soon it restarts.
+    pub start_unix_ms: Option<u64>,
 }
 
 impl MeshConfig {
@@ -117,8 +123,33 @@ impl MeshConfig {
             hop_penalty: 30,
             relay: RelayMode::default(),
             dat: true,
+            start_unix_ms: None,
         }
     }
+}
+
+/// A restarted node's sequence numbers, from the wall clock.
+///
+/// A peer takes a seqno that is ahead of the last one it saw by less than
+/// 65,536 as new; one behind by up to its window (64) as a duplicate, for
+/// as long as it takes to catch up; anything else as a restart, at most
+/// once per 30 s (`window_protected`), refusing the rest for 30 s. Random
+/// numbers (the kernel's choice for OGMs; it starts broadcasts at 1) make
+/// nearly every restart take the once-per-30-s path, so a node restarted
+/// twice within 30 s was refused by its peers for up to 30 s, and one
+/// that had sent fewer than 64 broadcasts had its first broadcasts after a
+/// restart (ARP requests) dropped as duplicates. Counting from the clock
+/// faster than the numbers are used keeps the new run ahead of the old
+/// one: OGMs are sent once per interval (out-of-cycle ones are rare and
+/// rate-limited), so a clock of 4 ticks per interval stays ahead; a short
+/// run is in range (no reset needed), a long one jumps beyond 65,536 and
+/// takes the reset path, which is free unless it restarted 30 s ago, when
+/// the run was short. Broadcasts use a 1 ms clock (ahead unless the node
+/// sent over 1,000 a second on average; the port budgets allow that only
+/// for a while).
+fn seqno_start(start_unix_ms: u64, ogm_interval: Duration) -> (u32, u32) {
+    let tick = (ogm_interval.as_millis() as u64 / 4).max(1);
+    ((start_unix_ms / tick) as u32, start_unix_ms as u32)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -256,7 +287,10 @@ impl Mesh {
             dat: dat::DatState::default(),
         };
         m.dat.enabled = m.cfg.dat;
-        m.ogm_seqno = m.random() as u32;
+        match m.cfg.start_unix_ms {
+            Some(ms) => (m.ogm_seqno, m.bcast_seqno) = seqno_start(ms, m.cfg.ogm_interval),
+            None => m.ogm_seqno = m.random() as u32,
+        }
         m.frag_seqno = m.random() as u16;
         m
     }
@@ -278,7 +312,11 @@ impl Mesh {
     /// originator shared by two hardifs would make two secondary-OGM streams
     /// with the same orig.
     pub fn hardif_add(&mut self, id: HardifId, mac: MacAddr) {
-        let seqno = self.random() as u32;
+        // A hardif's own OGM stream restarts like ours (`seqno_start`).
+        let seqno = match self.cfg.start_unix_ms {
+            Some(_) => self.ogm_seqno,
+            None => self.random() as u32,
+        };
         self.hardif_del(id);
         *self.own_macs.entry(mac).or_insert(0) += 1;
         self.hardifs.insert(

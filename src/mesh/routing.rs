@@ -186,7 +186,7 @@ impl Mesh {
                 };
                 self.counters.rx_unicast += 1;
                 if !self.is_own_address(p.dest()) {
-                    self.forward(packet, p.dest(), out);
+                    self.forward(Some(hardif), packet, p.dest(), out);
                 } else if let Some(new_dest) = self.reroute_target(p.payload(), p.ttvn()) {
                     self.reroute(packet, new_dest, out);
                 } else {
@@ -199,7 +199,7 @@ impl Mesh {
                 };
                 self.counters.rx_unicast += 1;
                 if !self.is_own_address(p.dest()) {
-                    self.forward(packet, p.dest(), out);
+                    self.forward(Some(hardif), packet, p.dest(), out);
                 } else if p.subtype() == subtype::DATA {
                     self.deliver_unicast(p.payload(), p.ttl(), out);
                 } else {
@@ -213,14 +213,14 @@ impl Mesh {
                 if self.is_own_address(p.dest()) {
                     self.recv_frag(now, hardif, eth_src, eth_dst, &p, out);
                 } else {
-                    self.forward(packet, p.dest(), out);
+                    self.forward(Some(hardif), packet, p.dest(), out);
                 }
             }
             packet_type::ICMP => {
                 let Ok(p) = IcmpPacket::new_checked(packet) else {
                     return self.count_malformed();
                 };
-                self.recv_icmp(&p, packet, out);
+                self.recv_icmp(hardif, &p, packet, out);
             }
             packet_type::UNICAST_TVLV => {
                 let Ok(p) = UnicastTvlvPacket::new_checked(packet) else {
@@ -229,7 +229,7 @@ impl Mesh {
                 if self.is_own_address(p.dest()) {
                     self.tt_unicast_tvlv_receive(now, p.src(), p.tvlv(), out);
                 } else {
-                    self.forward(packet, p.dest(), out);
+                    self.forward(Some(hardif), packet, p.dest(), out);
                 }
             }
             _ => self.counters.unknown_type += 1,
@@ -304,7 +304,7 @@ impl Mesh {
             u.set_ttvn(ttvn);
         }
         self.counters.unicast_rerouted += 1;
-        self.forward(&p, dest, out);
+        self.forward(None, &p, dest, out);
     }
 
     fn count_malformed(&mut self) {
@@ -327,7 +327,20 @@ impl Mesh {
 
     /// `batadv_route_unicast_packet`: ttl-1 towards the best next hop. All
     /// unicast-class headers keep ttl at byte 2.
-    fn forward(&mut self, packet: &[u8], dest: MacAddr, out: &mut Vec<MeshOutput>) {
+    ///
+    /// Unlike the kernel, a packet is never sent back on the link it came
+    /// in on (`from`): a hardif is one peer, so that would be a two-node
+    /// loop, which is what stale routes make when an originator dies or
+    /// restarts (each neighbour still has the other as a relay towards it,
+    /// and the kernel bounces the packet until its TTL runs out). Dropped
+    /// and counted as `unicast_bounce_dropped`.
+    fn forward(
+        &mut self,
+        from: Option<HardifId>,
+        packet: &[u8],
+        dest: MacAddr,
+        out: &mut Vec<MeshOutput>,
+    ) {
         let ttl = packet.get(2).copied().unwrap_or(0);
         if ttl < 2 {
             self.counters.ttl_exceeded += 1;
@@ -337,6 +350,10 @@ impl Mesh {
             self.counters.no_route += 1;
             return;
         };
+        if from == Some(hardif) {
+            self.counters.unicast_bounce_dropped += 1;
+            return;
+        }
         let mut fwd = packet.to_vec();
         if let Some(t) = fwd.get_mut(2) {
             *t = ttl - 1;
@@ -351,10 +368,16 @@ impl Mesh {
 
     /// batctl ping/traceroute: answer echo requests for us and report TTL
     /// exceeded for probes that end here; forward the rest.
-    fn recv_icmp(&mut self, p: &IcmpPacket<&[u8]>, packet: &[u8], out: &mut Vec<MeshOutput>) {
+    fn recv_icmp(
+        &mut self,
+        hardif: HardifId,
+        p: &IcmpPacket<&[u8]>,
+        packet: &[u8],
+        out: &mut Vec<MeshOutput>,
+    ) {
         let for_us = self.is_own_address(p.dest());
         if !for_us && p.ttl() >= 2 {
-            return self.forward(packet, p.dest(), out);
+            return self.forward(Some(hardif), packet, p.dest(), out);
         }
         if p.msg_type() != ICMP_ECHO_REQUEST {
             // An answer to one of our probes (`ctl ping`), or nothing.
