@@ -4,8 +4,13 @@
 //! with every announcement off (qemu's rounds and the guest's own), where
 //! only one ordinary frame from the guest tells the mesh it moved. Each
 //! hypervisor attaches its meshwire port to the TAP its qemu holds; the
-//! default config everywhere. The test checks that traffic comes back;
-//! how long it took is reported, not asserted.
+//! default config everywhere. A third case is the bridge layout:
+//! each qemu's TAP in a Linux bridge whose uplink is meshwire's port
+//! (`bridge = "vmbr"`), every announcement off and `meshwire ctl
+//! announce` as the migration hook on the destination (it clears the
+//! bridge's stale entry for the guest first), then a kill -9 and restart
+//! of the destination's daemon while the guest is pinged. The test checks
+//! that traffic comes back; how long it took is reported, not asserted.
 //!
 //! The guest is the reference VM's kernel and initramfs booted as a plain
 //! host (eth0 only); these qemus are started here, not by run-single.sh,
@@ -19,6 +24,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::common::migration::ctl_ok;
 use super::common::*;
 use super::refvm::rv_build_dir;
 
@@ -150,9 +156,13 @@ fn make_tap(t: &Topology, hv: usize, tap: &str) {
 /// Pings the guest from `vm` every 10 ms for `secs`; the longest run of
 /// lost replies, in ms, and whether the last reply came back.
 fn ping_outage(t: &Topology, vm: &str, secs: u32, during: impl FnOnce()) -> (u64, bool) {
-    let ns = t.vm(vm).ns.clone();
+    ping_outage_from(&t.vm(vm).ns.clone(), secs, during)
+}
+
+/// `ping_outage` from the VM namespace `ns`.
+fn ping_outage_from(ns: &str, secs: u32, during: impl FnOnce()) -> (u64, bool) {
     let child = Command::new("ip")
-        .args(["netns", "exec", &ns, "ping", "-n", "-i", "0.01", "-W", "1"])
+        .args(["netns", "exec", ns, "ping", "-n", "-i", "0.01", "-W", "1"])
         .args(["-w", &secs.to_string(), GUEST_IP])
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -200,13 +210,36 @@ fn migrate(t: &Topology, src: &Qemu, dst: &Qemu) -> u64 {
     downtime
 }
 
-fn case(announce: bool) {
-    let prefix = if announce { "mwQ" } else { "mwR" };
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Mode {
+    /// meshwire attached to qemu's TAP, qemu's announcements on.
+    Announce,
+    /// Attached, every announcement off, one ordinary frame from the guest.
+    Silent,
+    /// qemu's TAP in a Linux bridge, meshwire's port its uplink; every
+    /// announcement off, `ctl announce` as the hook; then a restart.
+    BridgeHook,
+}
+
+fn case(mode: Mode) {
+    let announce = mode == Mode::Announce;
+    let bridged = mode == Mode::BridgeHook;
+    let prefix = match mode {
+        Mode::Announce => "mwQ",
+        Mode::Silent => "mwR",
+        Mode::BridgeHook => "mwS",
+    };
     let layout: &[&[Attach]] = &[&[Attach::External], &[Attach::External], &[Attach::TapNic]];
     let mut t = Topology::new(prefix, layout, 250);
     for hv in [1, 2] {
-        t.hvs[hv - 1].extra_config =
-            format!("\n[[port]]\nname = \"guest\"\nattach = \"mtap{hv}\"\n");
+        t.hvs[hv - 1].extra_config = if bridged {
+            let ns = &t.hvs[hv - 1].ns;
+            ns_exec(ns, &["ip", "link", "add", "vmbr", "type", "bridge"]);
+            ns_exec(ns, &["ip", "link", "set", "vmbr", "up"]);
+            "\n[[port]]\nname = \"uplink\"\nbridge = \"vmbr\"\n".to_string()
+        } else {
+            format!("\n[[port]]\nname = \"guest\"\nattach = \"mtap{hv}\"\n")
+        };
     }
     t.start_all();
     let build = super::refvm::build();
@@ -217,29 +250,31 @@ fn case(announce: bool) {
     );
     make_tap(&t, 1, "mtap1");
     make_tap(&t, 2, "mtap2");
+    if bridged {
+        for hv in [1, 2] {
+            let tap = format!("mtap{hv}");
+            ns_exec(
+                &t.hvs[hv - 1].ns,
+                &["ip", "link", "set", &tap, "master", "vmbr"],
+            );
+        }
+    }
+    let tag = |a: &'static str, n: &'static str, b: &'static str| match mode {
+        Mode::Announce => a,
+        Mode::Silent => n,
+        Mode::BridgeHook => b,
+    };
     let quiet: &[&str] = if announce {
         &[]
     } else {
         // The guest's own announcement (virtio GUEST_ANNOUNCE) off.
         &["-global", "virtio-net-pci.guest_announce=off"]
     };
-    let src = Qemu::start(
-        &t,
-        1,
-        "mtap1",
-        if announce { "srcA" } else { "srcN" },
-        quiet,
-    );
+    let src = Qemu::start(&t, 1, "mtap1", tag("srcA", "srcN", "srcB"), quiet);
     let incoming = format!("tcp:198.18.0.2:{MIG_PORT}");
     let mut dst_args = vec!["-incoming", incoming.as_str()];
     dst_args.extend_from_slice(quiet);
-    let dst = Qemu::start(
-        &t,
-        2,
-        "mtap2",
-        if announce { "dstA" } else { "dstN" },
-        &dst_args,
-    );
+    let dst = Qemu::start(&t, 2, "mtap2", tag("dstA", "dstN", "dstB"), &dst_args);
     assert!(
         wait_for(Duration::from_secs(60), || src.log().contains("RV-READY")),
         "the guest did not boot:\n{}",
@@ -260,14 +295,24 @@ fn case(announce: bool) {
     let (outage, back) = ping_outage(&t, "vm3a", 12, || {
         std::thread::sleep(Duration::from_secs(1));
         downtime = migrate(&t, &src, &dst);
-        if !announce {
+        match mode {
+            Mode::Announce => {}
             // One ordinary frame from the guest, nothing announced.
-            dst.type_line(&format!("ping -c 1 -W 1 {}", t.vm("vm3a").ip4));
+            Mode::Silent => dst.type_line(&format!("ping -c 1 -W 1 {}", t.vm("vm3a").ip4)),
+            // The hook, the guest silent.
+            Mode::BridgeHook => {
+                let out = ctl_ok(
+                    &t,
+                    2,
+                    &[
+                        "announce", "--port", "uplink", "--mac", GUEST_MAC, "--ip", GUEST_IP,
+                    ],
+                );
+                assert!(out.contains("sent"), "{out}");
+            }
         }
     });
-    eprintln!(
-        "qemu migration, announce {announce}: outage {outage} ms, qemu downtime {downtime} ms"
-    );
+    eprintln!("qemu migration, {mode:?}: outage {outage} ms, qemu downtime {downtime} ms");
     assert!(
         back || t.ping("vm3a", GUEST_IP, 3, &[]),
         "the migrated guest is unreachable (announce {announce})\n{}",
@@ -280,14 +325,35 @@ fn case(announce: bool) {
         })
     });
     assert!(at_dst, "hv2 does not have the guest on its port: {fdb}");
+    if bridged {
+        // The destination's daemon crashes and comes back under the
+        // running guest: its TAP stays in the bridge meanwhile.
+        let ns = t.vm("vm3a").ns.clone();
+        let (outage, back) = ping_outage_from(&ns, 12, || {
+            std::thread::sleep(Duration::from_secs(1));
+            t.stop(2, true);
+            t.start(2);
+        });
+        eprintln!("meshwire kill -9 and restart under the bridged guest: outage {outage} ms");
+        assert!(
+            back || t.ping("vm3a", GUEST_IP, 3, &[]),
+            "the guest is unreachable after the daemon's restart\n{}",
+            t.dump_logs()
+        );
+    }
 }
 
 #[test]
 fn qemu_live_migration_with_announcements() {
-    case(true);
+    case(Mode::Announce);
 }
 
 #[test]
 fn qemu_live_migration_without_announcements_then_one_frame() {
-    case(false);
+    case(Mode::Silent);
+}
+
+#[test]
+fn qemu_live_migration_behind_bridges_with_the_announce_hook_then_a_restart() {
+    case(Mode::BridgeHook);
 }
