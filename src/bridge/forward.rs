@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use super::{links, Bridge, Egress};
 use crate::port::PortId;
+use crate::switch::announce::Announce;
 use crate::switch::{Decision, DropReason};
 use crate::wire::ethernet::Frame;
 use crate::wire::MacAddr;
@@ -175,6 +176,21 @@ impl Bridge {
         io: &mut impl Egress,
     ) {
         self.snoop_arp_nd(now, frame);
+        // A broadcast's originator field is only the word of whoever sent
+        // it (an authenticated peer can forge or relay one "from" anybody):
+        // it teaches the FDB only what the translation table, which only
+        // routed originators fill, does not contradict. Announcements
+        // (gratuitous ARP, RARP, unsolicited NA) still move a MAC at once:
+        // a migration's new node sends them before its TT claim, and any
+        // node may claim a MAC through TT anyway. A silent move is not lost
+        // either: its new node's TT claim moves the FDB (`sync.rs`).
+        let source_orig = match source_orig {
+            Some(o) if self.tt_contradicts(frame, o) => {
+                self.counters.mesh_source_contradicted += 1;
+                None
+            }
+            other => other,
+        };
         match self.switch.from_mesh(now, frame, source_orig) {
             Decision::Port(p) => self.port_out(p, frame, io),
             Decision::Flood { .. } | Decision::Unknown { .. } => self.flood_ports(None, frame, io),
@@ -187,6 +203,22 @@ impl Bridge {
         // A mesh frame from a MAC we had locally: it moved away.
         self.withdraw();
         self.log_moves(now);
+    }
+
+    /// Whether the translation table puts the frame's source at another
+    /// originator than `orig` (and the frame is no announcement).
+    fn tt_contradicts(&self, frame: &[u8], orig: MacAddr) -> bool {
+        let Ok(f) = Frame::new_checked(frame) else {
+            return false;
+        };
+        if Announce::detect(&f).is_some() {
+            return false;
+        }
+        src_and_vid(frame).is_some_and(|(src, vid)| {
+            self.mesh
+                .tt_global_lookup(src, vid)
+                .is_some_and(|t| t != orig)
+        })
     }
 
     /// Sends a delivered unicast on to the client's new originator, if it
@@ -209,6 +241,12 @@ impl Bridge {
 }
 
 /// Destination MAC and VLAN in batman encoding (0 untagged, 0x8000|id tagged).
+fn src_and_vid(frame: &[u8]) -> Option<(MacAddr, u16)> {
+    Frame::new_checked(frame)
+        .ok()
+        .map(|e| (e.src_addr(), e.batman_vid()))
+}
+
 fn dst_and_vid(frame: &[u8]) -> (MacAddr, u16) {
     match Frame::new_checked(frame) {
         Ok(e) => (e.dst_addr(), e.batman_vid()),

@@ -100,6 +100,10 @@ pub struct BridgeCounters {
     pub tt_resolved: u64,
     /// Remote MAC table entries moved by another originator's TT claim.
     pub tt_claims_applied: u64,
+    /// Mesh broadcasts whose source MAC the translation table puts at
+    /// another originator than the one the broadcast names: delivered, but
+    /// the FDB learns nothing from them (a forged origin).
+    pub mesh_source_contradicted: u64,
     /// VM moves: a MAC that changed place (port <-> port, port <-> mesh).
     pub moves: u64,
     /// MACs that moved 5 times within 180 s (logged: a duplicate MAC or a

@@ -105,6 +105,15 @@ impl Mesh {
             self.counters.ttl_exceeded += 1;
             return;
         }
+        // A peer sends its broadcasts on every link, so while its own link
+        // is alive a copy "from" it over another link is a relay we do not
+        // need or a forgery (the FDB learns the frame's source at `orig`).
+        if let Some(&own) = self.owners.get(&orig) {
+            if own != hardif && self.direct_alive(own, now) {
+                self.counters.bcast_kept_direct += 1;
+                return;
+            }
+        }
         let Some(o) = self.origs.get_mut(&orig) else {
             self.counters.bcast_unknown_orig += 1;
             return;

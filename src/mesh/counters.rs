@@ -30,6 +30,9 @@ pub struct MeshCounters {
     pub rx_bcast: u64,
     pub dup_bcast: u64,
     pub bcast_unknown_orig: u64,
+    /// Broadcasts naming a peer as origin that came over another link while
+    /// the peer's own link is alive (relayed or forged; dropped).
+    pub bcast_kept_direct: u64,
     pub bcast_forwarded: u64,
     pub tx_bcast: u64,
     pub rx_unicast: u64,

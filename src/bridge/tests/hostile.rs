@@ -165,3 +165,31 @@ fn a_flood_of_tt_requests_is_answered_a_few_times_only() {
     assert!(now_answered <= 5, "{now_answered} answers to one requester");
     assert!(net.datagrams <= 2 * 5, "{} datagrams back", net.datagrams);
 }
+
+#[test]
+fn a_forged_broadcast_origin_does_not_repoint_the_fdb() {
+    use crate::wire::batman::bcast::{self, BcastPacket};
+    let mut net = honest_mesh();
+    net.send(1, 0, &frame(MacAddr::BROADCAST, vm(0xb), 1));
+    net.run(Duration::from_secs(2));
+    assert_eq!(net.fdb(0, vm(0xb)), Some(Location::Originator(orig(1))));
+    // A broadcast "from" the liar's own (routed) originator, then one
+    // "from" node 1, both carrying B as their source.
+    for (i, o) in [orig(LIAR), orig(1)].into_iter().enumerate() {
+        let mut p = vec![0u8; bcast::HEADER_LEN];
+        {
+            let mut b = BcastPacket::new_unchecked(&mut p[..]);
+            b.init_header();
+            b.set_ttl(50);
+            b.set_seqno(1 + i as u32);
+            b.set_orig(o);
+        }
+        p.extend_from_slice(&frame(MacAddr::BROADCAST, vm(0xb), 9));
+        net.inject(LIAR, 0, None, &p);
+    }
+    assert_eq!(net.fdb(0, vm(0xb)), Some(Location::Originator(orig(1))));
+    // The liar's own origin: the TT says B is at node 1.
+    assert_eq!(net.nodes[0].counters().mesh_source_contradicted, 1);
+    // Node 1's origin over the liar's link: node 1's own link is alive.
+    assert_eq!(net.nodes[0].mesh.counters().bcast_kept_direct, 1);
+}

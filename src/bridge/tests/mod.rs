@@ -188,7 +188,8 @@ impl Net {
     /// interface MAC unless `src` says otherwise; what `to` does with it is
     /// carried as usual.
     pub fn inject(&mut self, from: usize, to: usize, src: Option<MacAddr>, packet: &[u8]) {
-        let dst = if packet.first() == Some(&crate::wire::batman::packet_type::IV_OGM) {
+        use crate::wire::batman::packet_type::{BCAST, IV_OGM};
+        let dst = if matches!(packet.first(), Some(&IV_OGM | &BCAST)) {
             MacAddr::BROADCAST
         } else {
             Net::hardif_mac(to, from)
