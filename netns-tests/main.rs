@@ -8,6 +8,7 @@ mod common;
 mod control;
 mod ctl_mesh;
 mod flap;
+mod hostile;
 mod migration;
 mod mtu;
 mod node;

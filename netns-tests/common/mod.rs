@@ -16,6 +16,7 @@
 
 #![allow(dead_code)]
 
+pub mod liar;
 pub mod migration;
 mod query;
 pub mod raw;
