@@ -12,6 +12,9 @@ pub struct MeshCounters {
     /// TT responses nobody asked for, ROAM adverts from originators we do
     /// not route to, TT requests over a requester's rate (ignored).
     pub tt_unsolicited: u64,
+    /// TT entries refused because their originator holds its share of the
+    /// global table (`translation_table::MAX_TT_PER_ORIG`, an eighth).
+    pub tt_share_refused: u64,
     pub malformed: u64,
     pub bad_version: u64,
     pub unknown_type: u64,

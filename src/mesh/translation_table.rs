@@ -15,6 +15,11 @@ use crate::wire::MacAddr;
 pub const MAX_TT_LOCAL: usize = 4096;
 /// Bound on (client, vid) entries learned from the mesh.
 pub const MAX_TT_GLOBAL: usize = 65536;
+/// One originator's share of the global table: an eighth, so one peer (or
+/// an originator it invents) cannot fill it for everyone. A 500-node mesh
+/// averages 131 clients per node against 8192 here; a node bridging a LAN
+/// of more than 8192 MACs would be cut (its extra clients flood instead).
+pub const MAX_TT_PER_ORIG: usize = MAX_TT_GLOBAL / 8;
 /// Bound on originators announcing the same client.
 const MAX_ORIGS_PER_CLIENT: usize = 8;
 /// Bound on roamed clients per originator whose CRC removal waits for
@@ -64,6 +69,11 @@ pub struct OrigTt {
 }
 
 impl OrigTt {
+    /// Whether this originator holds its whole share of the global table.
+    pub fn share_full(&self) -> bool {
+        self.vlans.values().map(|v| v.1 as usize).sum::<usize>() >= MAX_TT_PER_ORIG
+    }
+
     pub(super) fn account(&mut self, mac: MacAddr, vid: u16, flags: u8, add: bool) {
         if flags & tt_client::ROAM != 0 {
             return; // roaming entries are not part of the CRC
@@ -245,6 +255,11 @@ impl TranslationTable {
         if let Some(e) = list.iter_mut().find(|(o, _)| *o == orig) {
             ott.uncount(c.addr, c.vid, e.1);
             e.1 = flags;
+        } else if ott.share_full() {
+            if list.is_empty() {
+                self.global.remove(&key);
+            }
+            return false;
         } else if list.len() < MAX_ORIGS_PER_CLIENT {
             list.push((orig, flags));
         } else {
@@ -369,6 +384,27 @@ mod tests {
         assert_eq!(tt_entry_crc(mac, 0, 0x10), 0xfd86_a933);
         // Local-only and non-sync flags do not change it.
         assert_eq!(tt_entry_crc(mac, 0, 0x03), 0x61dd_5395);
+    }
+
+    #[test]
+    fn one_originator_fills_its_share_only() {
+        let mut t = TranslationTable::default();
+        let (mut filler, mut honest) = (OrigTt::default(), OrigTt::default());
+        let (f, h) = (MacAddr([2, 0x66, 0, 0, 0, 1]), MacAddr([2, 0, 0, 0, 0, 2]));
+        let change = |i: usize, tag: u8| TtChange {
+            flags: 0,
+            addr: MacAddr([2, tag, 0, (i >> 16) as u8, (i >> 8) as u8, i as u8]),
+            vid: 0,
+        };
+        let added = (0..MAX_TT_PER_ORIG + 100)
+            .filter(|&i| t.global_add(&mut filler, f, &change(i, 0x66)))
+            .count();
+        assert_eq!(added, MAX_TT_PER_ORIG);
+        assert_eq!(t.global.len(), MAX_TT_PER_ORIG);
+        // An update of a held entry still goes through.
+        assert!(t.global_add(&mut filler, f, &change(0, 0x66)));
+        assert!(t.global_add(&mut honest, h, &change(1, 0x42)));
+        assert!(filler.share_full() && !honest.share_full());
     }
 
     #[test]

@@ -134,6 +134,8 @@ impl Mesh {
                         self.tt.global_del(&mut o.tt, orig, c.addr, c.vid);
                     } else if self.tt.global_add(&mut o.tt, orig, c) {
                         push_claim(&mut self.tt_claims, (c.addr, c.vid, orig));
+                    } else if o.tt.share_full() {
+                        self.counters.tt_share_refused += 1;
                     } else {
                         self.counters.table_full += 1;
                     }
@@ -297,6 +299,8 @@ impl Mesh {
                 self.tt.global_del(&mut o.tt, src, c.addr, c.vid);
             } else if self.tt.global_add(&mut o.tt, src, &c) {
                 push_claim(&mut self.tt_claims, (c.addr, c.vid, src));
+            } else if o.tt.share_full() {
+                self.counters.tt_share_refused += 1;
             } else {
                 self.counters.table_full += 1;
             }
