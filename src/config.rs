@@ -103,6 +103,10 @@ pub struct MeshConfig {
     /// "ARP/ND suppression").
     #[serde(default = "default_true")]
     pub distributed_arp_table: bool,
+    /// Announce batman-adv's MCAST TVLV (see README "Multicast"); false =
+    /// none, kernel nodes then flood all multicast as broadcast.
+    #[serde(default = "default_true")]
+    pub multicast: bool,
 }
 
 /// `mesh.relay`.
@@ -122,6 +126,7 @@ impl Default for MeshConfig {
             peer_timeout_ms: None,
             relay: RelayConfig::default(),
             distributed_arp_table: true,
+            multicast: true,
         }
     }
 }

@@ -174,6 +174,7 @@ mod tests {
             last_seen_ms: 0,
             ttvn: 0,
             tt_crc_ok: true,
+            mcast_flags: None,
             neighbours: Vec::new(),
         }
     }

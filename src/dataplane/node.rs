@@ -58,6 +58,7 @@ impl Node {
                 RelayConfig::Kernel => RelayMode::Kernel,
             },
             dat: cfg.raw.mesh.distributed_arp_table,
+            multicast: cfg.raw.mesh.multicast,
             start_unix_ms: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .ok()

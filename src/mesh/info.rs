@@ -24,6 +24,9 @@ pub struct OriginatorInfo {
     pub last_seen_ms: u64,
     pub ttvn: u8,
     pub tt_crc_ok: bool,
+    /// Its MCAST TVLV flags (batman-adv's `BATADV_MCAST_*` bits); null
+    /// when its OGMs carry none (multicast-disabled to a kernel).
+    pub mcast_flags: Option<u8>,
     pub neighbours: Vec<NeighbourInfo>,
 }
 
@@ -45,6 +48,7 @@ impl Mesh {
                     last_seen_ms: age(o.last_seen),
                     ttvn: o.tt.last_ttvn,
                     tt_crc_ok: o.tt.crc_ok,
+                    mcast_flags: o.mcast_flags,
                     neighbours: o
                         .neighs
                         .iter()

@@ -55,6 +55,7 @@ pub mod dat;
 pub(crate) mod fragmentation;
 mod icmp;
 mod info;
+pub mod multicast;
 mod ogm_forward;
 mod originator;
 pub(crate) mod roaming;
@@ -107,6 +108,10 @@ pub struct MeshConfig {
     /// Take part in batman-adv's distributed ARP table (`dat.rs`): announce
     /// the DAT capability, answer DHT_GET, accept DHT_PUT (kernel default: on).
     pub dat: bool,
+    /// Announce batman-adv's MCAST TVLV (`multicast.rs`), so kernel nodes
+    /// send us multicast as unicast copies instead of flooding the mesh.
+    /// false = no container: kernels count us multicast-disabled.
+    pub multicast: bool,
     /// Unix time in milliseconds when the node starts (the daemon's wall
     /// clock; None in simulations: random numbers). Our OGM and broadcast
     /// sequence numbers start from it (`seqno_start`), so a restarted node
@@ -123,6 +128,7 @@ impl MeshConfig {
             hop_penalty: 30,
             relay: RelayMode::default(),
             dat: true,
+            multicast: true,
             start_unix_ms: None,
         }
     }

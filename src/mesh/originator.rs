@@ -93,6 +93,9 @@ pub struct OrigNode {
     pub bcast_bits: u64,
     pub bcast_seqno_reset: Option<Instant>,
     pub tt: OrigTt,
+    /// Flags of the MCAST TVLV in its last OGM; None = it sent none (a
+    /// kernel then counts it multicast-disabled), see multicast.rs.
+    pub mcast_flags: Option<u8>,
 }
 
 impl OrigNode {
@@ -110,6 +113,7 @@ impl OrigNode {
             bcast_bits: 0,
             bcast_seqno_reset: None,
             tt: OrigTt::default(),
+            mcast_flags: None,
         }
     }
 

@@ -39,9 +39,15 @@ pub(crate) fn tt_container(flags: u8, ttvn: u8, vlans: &[TtVlan], changes: &[TtC
 /// that ends past `BATADV_MAX_AGGREGATION_BYTES` (512), and ours carries the
 /// primary OGM (24 + 4 TVLV header + value, then our scope container) and
 /// a 24-byte secondary OGM.
-/// The DAT container (an empty TVLV) comes after the TT container.
-const MAX_OGM_TT_VALUE: usize =
-    512 - 24 - 4 - 24 - super::scope::MAX_SCOPE_TVLV - tvlv::TVLV_HDR_LEN;
+/// The DAT container (an empty TVLV) and the MCAST container come after
+/// the TT container.
+const MAX_OGM_TT_VALUE: usize = 512
+    - 24
+    - 4
+    - 24
+    - super::scope::MAX_SCOPE_TVLV
+    - tvlv::TVLV_HDR_LEN
+    - super::multicast::MCAST_TVLV_LEN;
 
 /// How many changes fit next to `num_vlan` VLAN records in `max_value` bytes.
 fn max_changes(max_value: usize, num_vlan: usize) -> usize {
@@ -51,8 +57,8 @@ fn max_changes(max_value: usize, num_vlan: usize) -> usize {
 impl Mesh {
     /// Commits pending local changes and returns the OGM's TVLV region: the
     /// TT container, and the DAT container while DAT is on (kernels then
-    /// pick us as a DHT candidate, `dat.rs`). No MCAST container on
-    /// purpose: without it kernels flood multicast to us as broadcast.
+    /// pick us as a DHT candidate, `dat.rs`), and the MCAST container while
+    /// multicast is on (`multicast.rs`).
     pub(crate) fn tt_ogm_tvlv(&mut self) -> Vec<u8> {
         self.tt.commit();
         let vlans = self.tt.vlan_data();
@@ -69,6 +75,7 @@ impl Mesh {
         if self.dat.enabled {
             let _ = tvlv::emit(&mut region, tvlv_type::DAT, 1, &[]);
         }
+        self.mcast_ogm_tvlv(&mut region);
         region
     }
 
@@ -81,6 +88,7 @@ impl Mesh {
         out: &mut Vec<MeshOutput>,
     ) {
         let mut has_dat = false;
+        let mut mcast = None;
         for t in TvlvIter::new(region) {
             let Ok(t) = t else {
                 self.counters.malformed += 1;
@@ -96,6 +104,7 @@ impl Mesh {
                     }
                     Err(_) => self.counters.malformed += 1,
                 },
+                (tvlv_type::MCAST, 2) => mcast = self.mcast_parse(t.value),
                 (tvlv_type::MCAST, _)
                 | (tvlv_type::DAT, _)
                 | (tvlv_type::GW, _)
@@ -104,6 +113,7 @@ impl Mesh {
             }
         }
         self.dat_capability(orig, has_dat);
+        self.mcast_capability(orig, mcast);
     }
 
     /// `batadv_tt_update_orig`.

@@ -95,14 +95,23 @@ fn own_ogm_layout_is_what_a_kernel_parses() {
     let tv: Vec<_> = crate::wire::batman::TvlvIter::new(p.tvlv())
         .map(|t| t.unwrap())
         .collect();
-    assert_eq!(tv.len(), 3, "TT, DAT and our scope container: no MCAST");
+    assert_eq!(tv.len(), 4, "TT, DAT, MCAST and our scope container");
     assert_eq!(
         (tv[1].tvlv_type, tv[1].version, tv[1].value.len()),
         (crate::wire::batman::tvlv::tvlv_type::DAT, 1, 0),
         "the DAT capability, as a kernel with distributed_arp_table on sends it"
     );
     assert_eq!(
-        (tv[2].tvlv_type, tv[2].version),
+        (tv[2].tvlv_type, tv[2].version, tv[2].value),
+        (
+            crate::wire::batman::tvlv::tvlv_type::MCAST,
+            2,
+            &[7, 0, 0, 0][..]
+        ),
+        "MCAST v2: want all unsnoopable, IPv4 and IPv6 multicast"
+    );
+    assert_eq!(
+        (tv[3].tvlv_type, tv[3].version),
         (crate::wire::batman::tvlv::tvlv_type::MESHWIRE_SCOPE, 1),
         "the scope container comes after TT, which kernels read first"
     );

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use super::*;
 
 mod kernel;
+mod multicast;
 mod restart;
 mod roaming;
 mod scale;
