@@ -26,6 +26,8 @@ mod guest;
 mod guest_policy;
 #[path = "interop/libvirt.rs"]
 mod libvirt;
+#[path = "interop/mcast.rs"]
+mod mcast;
 #[path = "interop/migrate.rs"]
 mod migrate;
 #[path = "interop/migrate_qemu.rs"]

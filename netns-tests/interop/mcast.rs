@@ -1,0 +1,78 @@
+//! batman-adv's MCAST TVLV between a kernel node and meshwire (issue 11):
+//! the kernel lists meshwire's originator with the flags we announce (not
+//! as multicast-disabled), and so sends its multicast to us as a unicast
+//! copy instead of flooding it as a broadcast.
+
+use std::time::Duration;
+
+use super::common::raw::Capture;
+use super::common::*;
+use super::refvm::RefVm;
+use super::*;
+
+/// A group no meshwire VM joined: we still ask for all IPv4 multicast
+/// (no IGMP snooping yet), so the kernel sends it to us.
+const GROUP_MAC: [u8; 6] = [0x01, 0x00, 0x5e, 0x01, 0x02, 0x03];
+
+#[test]
+fn kernel_sees_meshwire_mcast_flags_and_sends_multicast_as_unicast() {
+    let mut t = Topology::with_opts("mwM", &[&[Attach::TapNic]], OGM_MS, Opts::default());
+    let (rv_priv, rv_pub) = genkey();
+    t.hvs[0].extra_config = kernel_peer_config(&rv_pub);
+    let mw_orig = t.originator_of(1);
+    let vm = t.vm("vm1a").clone();
+    t.start(1);
+    let args = kernel_node_args(&t, &rv_priv, &[("U", 1)]);
+    let rv = RefVm::start("mwM", &args);
+    let ok = wait_until(Duration::from_secs(60), || {
+        rv.cmd("batctl o -H")
+            .lines()
+            .any(|l| l.contains(&mw_orig) && l.trim_start().starts_with('*'))
+            && find(&t.ctl(1, "originators"), "originator", RV_ORIG)
+                .is_some_and(|o| o["mcast_flags"].as_u64().is_some())
+    });
+    assert!(ok, "no routes or no MCAST flags\n{}", t.dump_logs());
+    // Our side: the kernel's own flags, parsed from its OGMs.
+    let o = find(&t.ctl(1, "originators"), "originator", RV_ORIG).cloned();
+    eprintln!(
+        "kernel's mcast_flags at meshwire: {}",
+        o.unwrap()["mcast_flags"]
+    );
+
+    // The kernel's side: `batctl mcast_flags` lists meshwire's originator
+    // with U(nsnoopables), 4 and 6 (want all IPv4 / IPv6).
+    let mf = rv.cmd("batctl mf");
+    eprintln!("batctl mf:\n{mf}");
+    let line = mf.lines().find(|l| l.contains(&mw_orig)).map(str::to_owned);
+    let line = line.unwrap_or_else(|| panic!("meshwire not in batctl mf:\n{mf}"));
+    assert!(line.contains("[U46"), "flags as announced: {line}");
+
+    // The kernel's client sends to 239.1.2.3: the kernel (every originator
+    // has the TVLV, one wants all IPv4) sends unicast copies to meshwire,
+    // which delivers them to its ports.
+    let cap = Capture::start(&vm.ns, "eth0", |f: &[u8]| {
+        f.len() >= 14 && f[..6] == GROUP_MAC
+    });
+    let (uni, bcast) = (
+        mesh_counter(&t, "unicast_delivered"),
+        mesh_counter(&t, "rx_bcast"),
+    );
+    let _ = rv.try_cmd("ping -c 5 -i 0.2 -W 1 -I bat0 239.1.2.3");
+    let got = cap.finish(Duration::from_millis(600));
+    let (uni2, bcast2) = (
+        mesh_counter(&t, "unicast_delivered"),
+        mesh_counter(&t, "rx_bcast"),
+    );
+    eprintln!(
+        "group frames at the VM {}, unicast delivered +{}, broadcasts received +{}",
+        got.len(),
+        uni2 - uni,
+        bcast2 - bcast
+    );
+    assert!(got.len() >= 5, "the VM got {} of 5 group frames", got.len());
+    assert!(
+        uni2 - uni >= 5,
+        "not sent as unicast copies: +{}",
+        uni2 - uni
+    );
+}
