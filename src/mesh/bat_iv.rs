@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::bitarray::{bit_get_packet, set_bit, test_bit, window_protected, WINDOW_SIZE};
 use super::ogm_forward::{FwdQueue, FWD_AGGREGATION_DELAY};
+use super::originator::Refused;
 use super::{HardifId, Mesh, MeshOutput, MAX_HARDIF_NEIGHS, TQ_MAX, TTL};
 use crate::wire::batman::ogm::{self, flags, OgmIter, OgmPacket};
 use crate::wire::MacAddr;
@@ -210,8 +211,8 @@ impl Mesh {
                 self.scope_receive(if_in, orig, p.tvlv());
             }
         }
-        if self.origs.get_or_create(orig, now).is_none() {
-            self.counters.table_full += 1;
+        if let Err(why) = self.origs.get_or_create_via(orig, now, Some(if_in)) {
+            self.count_refused(why);
             return;
         }
         self.iv_ogm_process_per_outif(now, if_in, eth_src, p, fwd, out);
@@ -257,12 +258,20 @@ impl Mesh {
             return;
         };
         let bit_pos = last.wrapping_sub(p.seqno()) as i32;
-        let Some(node) = self.origs.get_or_create(eth_src, now) else {
-            self.counters.table_full += 1;
-            return;
+        let node = match self.origs.get_or_create_via(eth_src, now, Some(if_in)) {
+            Ok(node) => node,
+            Err(why) => return self.count_refused(why),
         };
         set_bit(node.bcast_own_mut(if_in), bit_pos);
         self.counters.ogm_echo += 1;
+    }
+
+    /// An originator that did not get into the table.
+    fn count_refused(&mut self, why: Refused) {
+        match why {
+            Refused::Full => self.counters.table_full += 1,
+            Refused::Share => self.counters.orig_share_refused += 1,
+        }
     }
 
     /// `batadv_iv_ogm_update_seqnos`.
@@ -350,10 +359,10 @@ impl Mesh {
         }
         let orig_neigh = if single_hop { orig } else { eth_src };
         if !single_hop {
-            let has_router = match self.origs.get_or_create(eth_src, now) {
-                Some(n) => n.router.is_some(),
-                None => {
-                    self.counters.table_full += 1;
+            let has_router = match self.origs.get_or_create_via(eth_src, now, Some(if_in)) {
+                Ok(n) => n.router.is_some(),
+                Err(why) => {
+                    self.count_refused(why);
                     return;
                 }
             };

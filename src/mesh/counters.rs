@@ -30,6 +30,9 @@ pub struct MeshCounters {
     pub no_route: u64,
     pub not_for_us: u64,
     pub table_full: u64,
+    /// New originators refused because the hardif (peer) they came from
+    /// brought in its share already (`MAX_ORIGINATORS_PER_HARDIF`).
+    pub orig_share_refused: u64,
     pub rx_bcast: u64,
     pub dup_bcast: u64,
     pub bcast_unknown_orig: u64,

@@ -21,9 +21,17 @@ const FRAG_TIMEOUT: Duration = Duration::from_millis(10_000);
 /// Chains kept at once over all originators (the kernel keeps
 /// `BATADV_FRAG_BUFFER_COUNT` = 8 per originator); the oldest is evicted.
 const MAX_CHAINS: usize = 64;
+/// Chains one hardif (one peer) may hold at once: a peer that starts
+/// chains it never finishes evicts its own, not the others' (issue 13).
+const MAX_CHAINS_PER_HARDIF: usize = MAX_CHAINS / 4;
+/// Chains one source originator may hold at once (the kernel's
+/// `BATADV_FRAG_BUFFER_COUNT`).
+const MAX_CHAINS_PER_ORIG: usize = 8;
 
 struct Chain {
     orig: MacAddr,
+    /// The hardif its first fragment came in on.
+    via: u32,
     seqno: u16,
     total_size: usize,
     size: usize,
@@ -48,7 +56,8 @@ pub(crate) struct FragTable {
 }
 
 impl FragTable {
-    pub(crate) fn add(&mut self, now: Instant, f: &FragPacket<&[u8]>) -> FragResult {
+    /// Adds a fragment that came in on hardif `via`.
+    pub(crate) fn add(&mut self, now: Instant, via: u32, f: &FragPacket<&[u8]>) -> FragResult {
         let (orig, seqno, no) = (f.orig(), f.seqno(), f.no());
         let total = usize::from(f.total_size());
         let data = f.payload();
@@ -59,15 +68,10 @@ impl FragTable {
         {
             Some(i) => i,
             None => {
-                if self.chains.len() >= MAX_CHAINS {
-                    if let Some(oldest) =
-                        (0..self.chains.len()).min_by_key(|&i| self.chains[i].started)
-                    {
-                        self.chains.swap_remove(oldest);
-                    }
-                }
+                self.make_room(via, orig);
                 self.chains.push(Chain {
                     orig,
+                    via,
                     seqno,
                     total_size: total,
                     size: 0,
@@ -101,6 +105,31 @@ impl FragTable {
             out.extend_from_slice(&p);
         }
         FragResult::Complete(out)
+    }
+
+    /// Room for a new chain of `orig` from `via`: the oldest chain of the
+    /// same originator or hardif when it holds its share, else the oldest
+    /// of all when the table is full.
+    fn make_room(&mut self, via: u32, orig: MacAddr) {
+        let oldest = |chains: &[Chain], keep: &dyn Fn(&Chain) -> bool| {
+            (0..chains.len())
+                .filter(|&i| keep(&chains[i]))
+                .min_by_key(|&i| chains[i].started)
+        };
+        let of_orig = self.chains.iter().filter(|c| c.orig == orig).count();
+        let of_via = self.chains.iter().filter(|c| c.via == via).count();
+        let victim = if of_orig >= MAX_CHAINS_PER_ORIG {
+            oldest(&self.chains, &|c| c.orig == orig)
+        } else if of_via >= MAX_CHAINS_PER_HARDIF {
+            oldest(&self.chains, &|c| c.via == via)
+        } else if self.chains.len() >= MAX_CHAINS {
+            oldest(&self.chains, &|_| true)
+        } else {
+            None
+        };
+        if let Some(i) = victim {
+            self.chains.swap_remove(i);
+        }
     }
 
     /// Drops chains older than `BATADV_FRAG_TIMEOUT`; returns how many.
@@ -160,4 +189,55 @@ pub(crate) fn frag_split(
         no += 1;
     }
     Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fragments of a 600-byte unicast from `orig` with `seqno`.
+    fn frags(orig: MacAddr, seqno: u16) -> Vec<Vec<u8>> {
+        let mut p = vec![0x40, 15, 50, 0];
+        p.extend_from_slice(&[2, 0, 0, 0, 0, 1]);
+        p.resize(600, 7);
+        frag_split(&p, 400, MacAddr([2, 0, 0, 0, 0, 1]), orig, seqno).unwrap()
+    }
+
+    fn add(t: &mut FragTable, now: Instant, via: u32, f: &[u8]) -> FragResult {
+        t.add(now, via, &FragPacket::new_checked(f).unwrap())
+    }
+
+    #[test]
+    fn a_peer_that_never_finishes_its_chains_evicts_only_its_own() {
+        let mut t = FragTable::default();
+        let t0 = Instant::now();
+        // An honest chain from hardif 2 starts first (the oldest of all).
+        let honest = frags(MacAddr([2, 0, 0, 0, 9, 9]), 1);
+        assert!(matches!(
+            add(&mut t, t0, 2, &honest[0]),
+            FragResult::Pending
+        ));
+        // Hardif 1 starts 200 chains under 50 made-up originators.
+        for i in 0..200u16 {
+            let f = frags(MacAddr([2, 0, 0, 1, 0, (i % 50) as u8]), i);
+            let now = t0 + Duration::from_millis(u64::from(i) + 1);
+            assert!(matches!(add(&mut t, now, 1, &f[0]), FragResult::Pending));
+        }
+        let of = |via| t.chains.iter().filter(|c| c.via == via).count();
+        assert_eq!(of(1), MAX_CHAINS_PER_HARDIF);
+        // The honest chain is still there and completes.
+        let done = add(&mut t, t0 + Duration::from_secs(1), 2, &honest[1]);
+        assert!(matches!(done, FragResult::Complete(p) if p.len() == 600));
+    }
+
+    #[test]
+    fn one_originator_holds_at_most_eight_chains() {
+        let mut t = FragTable::default();
+        let t0 = Instant::now();
+        for i in 0..20u16 {
+            let f = frags(MacAddr([2, 0, 0, 0, 9, 1]), i);
+            add(&mut t, t0 + Duration::from_millis(u64::from(i)), 3, &f[0]);
+        }
+        assert_eq!(t.chains.len(), MAX_CHAINS_PER_ORIG);
+    }
 }

@@ -16,6 +16,11 @@ pub const PURGE_TIMEOUT: Duration = Duration::from_secs(200);
 /// with a few MACs each fits many times; beyond it new originators are refused
 /// and counted instead of growing memory on hostile input.
 pub const MAX_ORIGINATORS: usize = 4096;
+/// Originators one hardif (one peer) may bring into the table: a quarter,
+/// so a peer that invents originators cannot take the table from the
+/// others (issue 13). A ~1000-node mesh learned through one neighbour
+/// still fits.
+pub const MAX_ORIGINATORS_PER_HARDIF: usize = MAX_ORIGINATORS / 4;
 /// Bound on neighbours per originator (one per hardif it is heard on, plus
 /// multi-hop paths through each neighbour).
 pub const MAX_NEIGHS: usize = 64;
@@ -96,6 +101,8 @@ pub struct OrigNode {
     /// Flags of the MCAST TVLV in its last OGM; None = it sent none (a
     /// kernel then counts it multicast-disabled), see multicast.rs.
     pub mcast_flags: Option<u8>,
+    /// The hardif whose packet created this entry (its share, `OrigTable`).
+    created_via: Option<HardifId>,
 }
 
 impl OrigNode {
@@ -114,6 +121,7 @@ impl OrigNode {
             bcast_seqno_reset: None,
             tt: OrigTt::default(),
             mcast_flags: None,
+            created_via: None,
         }
     }
 
@@ -203,6 +211,17 @@ impl OrigNode {
 #[derive(Debug, Default)]
 pub struct OrigTable {
     pub map: HashMap<MacAddr, OrigNode>,
+    /// Entries each hardif created, against MAX_ORIGINATORS_PER_HARDIF.
+    per_hardif: HashMap<HardifId, usize>,
+}
+
+/// Why an originator was not created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// MAX_ORIGINATORS reached.
+    Full,
+    /// The hardif it came from used up its share.
+    Share,
 }
 
 impl OrigTable {
@@ -216,14 +235,41 @@ impl OrigTable {
 
     /// `batadv_iv_ogm_orig_get`: finds or creates; `None` when full.
     pub fn get_or_create(&mut self, orig: MacAddr, now: Instant) -> Option<&mut OrigNode> {
-        if !self.map.contains_key(&orig) && self.map.len() >= MAX_ORIGINATORS {
-            return None;
+        self.get_or_create_via(orig, now, None).ok()
+    }
+
+    /// `get_or_create` for a packet that came in on `via`: a new entry
+    /// counts against that hardif's share.
+    pub fn get_or_create_via(
+        &mut self,
+        orig: MacAddr,
+        now: Instant,
+        via: Option<HardifId>,
+    ) -> Result<&mut OrigNode, Refused> {
+        if !self.map.contains_key(&orig) {
+            if self.map.len() >= MAX_ORIGINATORS {
+                return Err(Refused::Full);
+            }
+            if let Some(h) = via {
+                let n = self.per_hardif.entry(h).or_insert(0);
+                if *n >= MAX_ORIGINATORS_PER_HARDIF {
+                    return Err(Refused::Share);
+                }
+                *n += 1;
+            }
         }
-        Some(
-            self.map
-                .entry(orig)
-                .or_insert_with(|| OrigNode::new(orig, now)),
-        )
+        Ok(self.map.entry(orig).or_insert_with(|| {
+            let mut node = OrigNode::new(orig, now);
+            node.created_via = via;
+            node
+        }))
+    }
+
+    fn forget(&mut self, orig: &MacAddr) {
+        let via = self.map.remove(orig).and_then(|n| n.created_via);
+        if let Some(n) = via.and_then(|h| self.per_hardif.get_mut(&h)) {
+            *n = n.saturating_sub(1);
+        }
     }
 
     /// Next hop (neighbour MAC, hardif) towards `orig`.
@@ -246,14 +292,18 @@ impl OrigTable {
             node.remove_neighs(|n| now.saturating_duration_since(n.last_seen) > PURGE_TIMEOUT);
         }
         for o in &dead {
-            self.map.remove(o);
+            self.forget(o);
         }
         dead
     }
 
     /// Removes every neighbour learned on `hardif` (the interface went away).
     pub fn hardif_removed(&mut self, hardif: HardifId) {
+        self.per_hardif.remove(&hardif);
         for node in self.map.values_mut() {
+            if node.created_via == Some(hardif) {
+                node.created_via = None;
+            }
             node.remove_neighs(|n| n.hardif == hardif);
             node.bcast_own.retain(|b| b.hardif != hardif);
         }
@@ -263,6 +313,36 @@ impl OrigTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_peer_inventing_originators_gets_its_share_and_no_more() {
+        let mut t = OrigTable::default();
+        let now = Instant::now();
+        let made_up = |i: u32| {
+            let b = i.to_be_bytes();
+            MacAddr([2, 1, b[0], b[1], b[2], b[3]])
+        };
+        let refused = (0..3000)
+            .filter(|&i| t.get_or_create_via(made_up(i), now, Some(1)).is_err())
+            .count();
+        assert_eq!(t.map.len(), MAX_ORIGINATORS_PER_HARDIF);
+        assert_eq!(refused, 3000 - MAX_ORIGINATORS_PER_HARDIF);
+        assert_eq!(
+            t.get_or_create_via(made_up(5000), now, Some(1)).err(),
+            Some(Refused::Share)
+        );
+        // An honest peer's originator still gets in, and known ones are
+        // found whatever link asks.
+        let honest = MacAddr([2, 0, 0, 0, 0, 7]);
+        assert!(t.get_or_create_via(honest, now, Some(2)).is_ok());
+        assert!(t.get_or_create_via(made_up(0), now, Some(2)).is_ok());
+        // Purged entries give the share back.
+        let later = now + 3 * PURGE_TIMEOUT;
+        t.map.get_mut(&honest).unwrap().last_seen = later;
+        t.purge(later);
+        assert_eq!(t.map.len(), 1);
+        assert!(t.get_or_create_via(made_up(6000), later, Some(1)).is_ok());
+    }
 
     #[test]
     fn tq_ring_average_ignores_zero_slots() {

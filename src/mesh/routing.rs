@@ -248,7 +248,7 @@ impl Mesh {
         p: &FragPacket<&[u8]>,
         out: &mut Vec<MeshOutput>,
     ) {
-        match self.frags.add(now, p) {
+        match self.frags.add(now, hardif, p) {
             FragResult::Pending => {}
             FragResult::Invalid => self.counters.frag_dropped += 1,
             FragResult::Complete(packet) => {
