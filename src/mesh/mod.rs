@@ -134,30 +134,6 @@ impl MeshConfig {
     }
 }
 
-/// A restarted node's sequence numbers, from the wall clock.
-///
-/// A peer takes a seqno that is ahead of the last one it saw by less than
-/// 65,536 as new; one behind by up to its window (64) as a duplicate, for
-/// as long as it takes to catch up; anything else as a restart, at most
-/// once per 30 s (`window_protected`), refusing the rest for 30 s. Random
-/// numbers (the kernel's choice for OGMs; it starts broadcasts at 1) make
-/// nearly every restart take the once-per-30-s path, so a node restarted
-/// twice within 30 s was refused by its peers for up to 30 s, and one
-/// that had sent fewer than 64 broadcasts had its first broadcasts after a
-/// restart (ARP requests) dropped as duplicates. Counting from the clock
-/// faster than the numbers are used keeps the new run ahead of the old
-/// one: OGMs are sent once per interval (out-of-cycle ones are rare and
-/// rate-limited), so a clock of 4 ticks per interval stays ahead; a short
-/// run is in range (no reset needed), a long one jumps beyond 65,536 and
-/// takes the reset path, which is free unless it restarted 30 s ago, when
-/// the run was short. Broadcasts use a 1 ms clock (ahead unless the node
-/// sent over 1,000 a second on average; the port budgets allow that only
-/// for a while).
-fn seqno_start(start_unix_ms: u64, ogm_interval: Duration) -> (u32, u32) {
-    let tick = (ogm_interval.as_millis() as u64 / 4).max(1);
-    ((start_unix_ms / tick) as u32, start_unix_ms as u32)
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MeshOutput {
     /// Send this batman packet (the Ethernet payload after ethertype 0x4305) on `hardif` to Ethernet dst `dst`
@@ -294,7 +270,7 @@ impl Mesh {
         };
         m.dat.enabled = m.cfg.dat;
         match m.cfg.start_unix_ms {
-            Some(ms) => (m.ogm_seqno, m.bcast_seqno) = seqno_start(ms, m.cfg.ogm_interval),
+            Some(ms) => (m.ogm_seqno, m.bcast_seqno) = bat_iv::seqno_start(ms, m.cfg.ogm_interval),
             None => m.ogm_seqno = m.random() as u32,
         }
         m.frag_seqno = m.random() as u16;

@@ -1,5 +1,5 @@
 //! A node that restarts: its peers take its OGMs and broadcasts at once,
-//! however soon it restarts (sequence numbers from the clock, mod.rs
+//! however soon it restarts (sequence numbers from the clock, bat_iv.rs
 //! `seqno_start`), and unicast for a node whose routes went stale is not
 //! bounced between two neighbours (routing.rs `forward`).
 
