@@ -170,14 +170,19 @@ fn ping_outage_from(ns: &str, secs: u32, during: impl FnOnce()) -> (u64, bool) {
     during();
     let out = child.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    let seqs: Vec<u64> = text
+    // Replies can come late, out of order or twice (frames a bridged
+    // port's persistent TAP queued while its daemon restarted are read
+    // by the new one): the gaps are between the distinct answered seqs.
+    let mut seqs: Vec<u64> = text
         .lines()
         .filter_map(|l| l.split("icmp_seq=").nth(1))
         .filter_map(|s| s.split_whitespace().next()?.parse().ok())
         .collect();
+    seqs.sort_unstable();
+    seqs.dedup();
     let worst = seqs
         .windows(2)
-        .map(|w| w[1] - w[0] - 1)
+        .map(|w| w[1].saturating_sub(w[0]).saturating_sub(1))
         .max()
         .unwrap_or(u64::MAX);
     let sent = text
