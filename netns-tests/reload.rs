@@ -50,6 +50,44 @@ fn list(v: &Value, k: &str) -> Vec<String> {
         .collect()
 }
 
+/// A 100/s ping from `ns` to `ip` that spans a reload: `-c` with a deadline
+/// waits for the reply to the last echo (a bare `-w` exits with it still in
+/// flight and counts it lost), and a thread reads the output as it comes
+/// (a full pipe would block ping itself and show a gap that is the test's).
+struct Pinger {
+    child: std::process::Child,
+    out: std::thread::JoinHandle<String>,
+}
+
+impl Pinger {
+    fn start(ns: &str, ip: &str, count: u32) -> Pinger {
+        let mut child = std::process::Command::new("ip")
+            .args(["netns", "exec", ns, "ping", "-n", "-i", "0.01", "-W", "2"])
+            .args([
+                "-c",
+                &count.to_string(),
+                "-w",
+                &(count / 20).to_string(),
+                ip,
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let out = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = std::io::Read::read_to_string(&mut stdout, &mut s);
+            s
+        });
+        Pinger { child, out }
+    }
+
+    fn output(mut self) -> String {
+        let _ = self.child.wait();
+        self.out.join().unwrap()
+    }
+}
+
 #[test]
 fn reload_applies_ports_and_names_what_needs_a_restart() {
     let mut t = Topology::new(
@@ -101,14 +139,7 @@ fn reload_applies_ports_and_names_what_needs_a_restart() {
     // Untouched: vm1a <-> vm2a (hv1-hv2), a 20 ms ping and iperf3 TCP
     // across the reloads.
     let (vm1, vm2) = (t.vm("vm1a").clone(), t.vm("vm2a").clone());
-    let pinger = std::process::Command::new("ip")
-        .args([
-            "netns", "exec", &vm1.ns, "ping", "-n", "-i", "0.01", "-W", "2",
-        ])
-        .args(["-w", "25", &vm2.ip4])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let pinger = Pinger::start(&vm1.ns, &vm2.ip4, 2500);
     let mut server = std::process::Command::new("ip")
         .args(["netns", "exec", &vm2.ns, "iperf3", "-s", "-1"])
         .stdout(std::process::Stdio::null())
@@ -182,8 +213,7 @@ fn reload_applies_ports_and_names_what_needs_a_restart() {
         t.dump_logs()
     );
     assert!(t.ping_until("vm1a", &far, Duration::from_secs(30)));
-    let out = pinger.wait_with_output().unwrap();
-    let out = String::from_utf8_lossy(&out.stdout);
+    let out = pinger.output();
     assert!(
         out.contains(" 0% packet loss"),
         "pings lost across the reload:\n{out}"
@@ -308,14 +338,7 @@ fn one_reload_adds_a_peer_removes_another_and_adds_a_port() {
     t.start_all();
     assert!(t.wait_routes(Duration::from_secs(60)), "{}", t.dump_logs());
     let (vm1, vm2) = (t.vm("vm1a").clone(), t.vm("vm2a").clone());
-    let pinger = std::process::Command::new("ip")
-        .args([
-            "netns", "exec", &vm1.ns, "ping", "-n", "-i", "0.01", "-W", "2",
-        ])
-        .args(["-w", "12", &vm2.ip4])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let pinger = Pinger::start(&vm1.ns, &vm2.ip4, 1200);
     let mut server = std::process::Command::new("ip")
         .args(["netns", "exec", &vm2.ns, "iperf3", "-s", "-1"])
         .stdout(std::process::Stdio::null())
@@ -367,8 +390,7 @@ fn one_reload_adds_a_peer_removes_another_and_adds_a_port() {
     assert!(t.ping_until("vm1a", &ip3, Duration::from_secs(30)));
     assert!(t.ping_until("vm1a", &ip4, Duration::from_secs(30)));
 
-    let out = pinger.wait_with_output().unwrap();
-    let out = String::from_utf8_lossy(&out.stdout);
+    let out = pinger.output();
     assert!(
         out.contains(" 0% packet loss"),
         "pings lost across the reload:\n{out}"
