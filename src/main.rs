@@ -48,6 +48,11 @@ enum Cmd {
         /// Print JSON instead of tables.
         #[arg(long, global = true)]
         json: bool,
+        /// Seconds to wait for each part of the daemon's answer (a large
+        /// report renders at a low priority on a loaded machine).
+        #[arg(long, global = true, default_value_t = 10,
+              value_parser = clap::value_parser!(u64).range(1..=3600))]
+        timeout: u64,
         #[command(subcommand)]
         what: control::CtlCommand,
     },
@@ -98,16 +103,24 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Cmd::Ctl { socket, json, what } => match control::client::run(&socket, what, json) {
-            Ok(out) => {
-                let _ = std::io::stdout().write_all(out.as_bytes());
-                ExitCode::SUCCESS
+        Cmd::Ctl {
+            socket,
+            json,
+            timeout,
+            what,
+        } => {
+            control::client::set_read_timeout(std::time::Duration::from_secs(timeout));
+            match control::client::run(&socket, what, json) {
+                Ok(out) => {
+                    let _ = std::io::stdout().write_all(out.as_bytes());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("meshwire ctl: {e}");
+                    ExitCode::FAILURE
+                }
             }
-            Err(e) => {
-                eprintln!("meshwire ctl: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        }
     }
 }
 

@@ -282,5 +282,17 @@ fn ctl_says_why_it_cannot_reach_the_daemon() {
     let o = run(&["ctl", "--socket", bound.to_str().unwrap(), "peers"], "");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("no daemon is listening"), "{err}");
+    // A daemon that takes the request and never answers: given up after
+    // --timeout, saying how to wait longer; 0 is refused by name.
+    let mute = dir.join("mute.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&mute).unwrap();
+    let m = mute.to_str().unwrap();
+    let o = run(&["ctl", "--socket", m, "--timeout", "1", "peers"], "");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("--timeout"), "{err}");
+    drop(listener);
+    let o = run(&["ctl", "--socket", m, "--timeout", "0", "peers"], "");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("--timeout"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }

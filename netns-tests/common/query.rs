@@ -16,6 +16,9 @@ impl Topology {
             "ctl",
             "--socket",
             sock.to_str().unwrap(),
+            // A full FDB renders for long beside a CPU hog in a debug build.
+            "--timeout",
+            "120",
             what,
             "--json",
         ]);

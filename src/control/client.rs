@@ -4,6 +4,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -27,13 +28,25 @@ pub fn request(socket: &Path, cmd: &CtlCommand) -> Result<Value, String> {
     }
 }
 
+/// How long one read of the answer may wait (`ctl --timeout`): the daemon
+/// streams a large report as it renders it, at a lower priority than its
+/// workers, so on a loaded machine the gaps between parts can be long.
+static READ_TIMEOUT_MS: AtomicU64 = AtomicU64::new(10_000);
+
+/// Sets the wait for each part of an answer, for this process.
+pub fn set_read_timeout(t: Duration) {
+    READ_TIMEOUT_MS.store(t.as_millis().max(1) as u64, Ordering::Relaxed);
+}
+
 /// How the daemon's "too many clients" answer begins.
 pub const BUSY: &str = "busy:";
 
 fn request_once(socket: &Path, cmd: &CtlCommand) -> Result<Value, String> {
     let conn = UnixStream::connect(socket).map_err(|e| connect_error(socket, &e))?;
-    conn.set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(|e| e.to_string())?;
+    conn.set_read_timeout(Some(Duration::from_millis(
+        READ_TIMEOUT_MS.load(Ordering::Relaxed),
+    )))
+    .map_err(|e| e.to_string())?;
     let mut line = serde_json::to_vec(cmd).map_err(|e| e.to_string())?;
     line.push(b'\n');
     // A daemon that refuses at once (busy, credentials) may close before
@@ -42,7 +55,13 @@ fn request_once(socket: &Path, cmd: &CtlCommand) -> Result<Value, String> {
     let mut answer = String::new();
     BufReader::new(&conn)
         .read_line(&mut answer)
-        .map_err(|e| format!("no answer: {e}"))?;
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => format!(
+                "no answer within {} ms (ctl --timeout SECS waits longer)",
+                READ_TIMEOUT_MS.load(Ordering::Relaxed)
+            ),
+            _ => format!("no answer: {e}"),
+        })?;
     if answer.is_empty() {
         return Err(match sent {
             Err(e) => e.to_string(),
