@@ -159,6 +159,8 @@ impl Bridge {
         if let Some(c) = copy {
             self.hooks.done_with(c);
         }
+        // A migrating VM's frames are also kept for its new place.
+        self.dual_keep(port, frame);
     }
 
     /// A client frame the mesh delivered to this node: to the local port
@@ -195,6 +197,10 @@ impl Bridge {
             Decision::Port(p) => self.port_out(p, frame, io),
             Decision::Flood { .. } | Decision::Unknown { .. } => self.flood_ports(None, frame, io),
             Decision::Drop(DropReason::RemoteDestination) if !broadcast => {
+                // An incoming guest's frames: here too (`dual.rs`).
+                if let Some(p) = self.dual_expected_port(frame) {
+                    self.port_out(p, frame, io);
+                }
                 self.redirect(now, frame, ttl);
             }
             // A mesh frame never goes back to the mesh otherwise.

@@ -37,6 +37,7 @@
 mod announce;
 pub mod arp_nd;
 mod dat;
+mod dual;
 pub mod events;
 mod flap;
 mod forward;
@@ -60,6 +61,7 @@ use crate::tunnel::PeerId;
 use crate::wire::ethernet::Frame;
 use crate::wire::MacAddr;
 
+pub use dual::DualCounters;
 pub use hooks::{Hooks, HooksCounters};
 pub use links::{Link, LinkEvent};
 pub use policy::PortPolicy;
@@ -150,6 +152,8 @@ pub struct Bridge {
     answer_buf: Vec<u8>,
     /// ARP requests waiting for the distributed ARP table (`dat.rs`).
     dat_held: dat::HeldQueue,
+    /// Dual delivery during live migrations (`dual.rs`).
+    dual: dual::Dual,
 }
 
 impl Bridge {
@@ -168,6 +172,7 @@ impl Bridge {
             arp_nd: arp_nd::ArpNdTable::default(),
             answer_buf: Vec::new(),
             dat_held: dat::HeldQueue::new(),
+            dual: dual::Dual::default(),
         }
     }
 
@@ -181,6 +186,7 @@ impl Bridge {
 
     /// A frame a VM sent into port `port`.
     pub fn from_port(&mut self, now: Instant, port: PortId, frame: &[u8], io: &mut impl Egress) {
+        self.dual.now = Some(now);
         let copy = match self.hooks.port_ingress(now, port, frame) {
             hooks::Admit::Drop => return,
             hooks::Admit::Pass => None,
@@ -237,13 +243,17 @@ impl Bridge {
     /// A frame a peer's tunnel delivered (Ethernet, batman inside): to the
     /// mesh, and what the mesh decides goes out at once.
     pub fn from_peer(&mut self, now: Instant, peer: PeerId, frame: &[u8], io: &mut impl Egress) {
+        self.dual.now = Some(now);
         self.mesh_frame(now, peer, frame);
         self.sync_mesh(now);
         self.flush(now, io);
+        // A claim that just arrived ends a migration's dual delivery.
+        self.dual_check(now, io);
     }
 
     /// Timers: OGMs and purges; with `fdb_ageing`, the MAC table's ageing.
     pub fn tick(&mut self, now: Instant, fdb_ageing: bool, io: &mut impl Egress) {
+        self.dual.now = Some(now);
         self.mesh.tick(now, &mut self.out);
         self.hooks.tick(now);
         self.check_routes(now);
@@ -255,6 +265,7 @@ impl Bridge {
             }
         }
         self.flush(now, io);
+        self.dual_check(now, io);
     }
 
     /// When the mesh wants the next [`Bridge::tick`].

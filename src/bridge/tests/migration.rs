@@ -11,7 +11,7 @@ const D: u8 = 0xd;
 /// Four nodes: A lives on node 0, B on node 1 (the old node), B moves to
 /// node 2 (the new node), D lives on node 3. Everyone learned B from a
 /// broadcast, as after any ARP.
-fn before_the_move() -> Net {
+pub(super) fn before_the_move() -> Net {
     let mut net = Net::full_mesh(4);
     net.converge();
     net.send(0, 0, &frame(MacAddr::BROADCAST, vm(A), 1));

@@ -13,6 +13,7 @@ use crate::wire::ethernet::ethertype;
 
 mod arp_nd;
 mod dat;
+mod dual;
 mod forwarding;
 mod hostile;
 mod migration;
