@@ -172,6 +172,13 @@ pub struct PortConfig {
     /// bridge's FDB entry for this port.
     #[serde(default)]
     pub bridge: Option<String>,
+    /// A QMP unix socket of the port's VM (qemu `-qmp
+    /// unix:PATH,server=on,wait=off`) that meshwire watches: the
+    /// destination of a live migration claims the VM's MAC the moment the
+    /// guest runs there, and frames for it go to both places while it
+    /// moves (README, "Live migration"). Applied by a reload.
+    #[serde(default)]
+    pub qmp: Option<PathBuf>,
     // The port policy (README, "Port policy"; checks in `config/policy.rs`).
     /// The only source MAC the port may use: a port with `mac` is a VM port.
     pub mac: Option<MacAddr>,

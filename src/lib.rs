@@ -10,6 +10,7 @@
 //! - [`control`]: the Unix-socket API behind `meshwire ctl`.
 //! - [`dataplane`]: the loop that moves packets between the above.
 //! - [`wire`]: packet formats only, zero-copy views that never panic.
+//! - [`watch`]: qemu lifecycle watchers (QMP) that drive live migrations.
 //! - [`sys`]: the system calls std does not wrap; the only `unsafe` code.
 
 #![deny(unsafe_code)]
@@ -28,4 +29,5 @@ pub mod switch;
 #[allow(unsafe_code)]
 pub mod sys;
 pub mod tunnel;
+pub mod watch;
 pub mod wire;

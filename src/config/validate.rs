@@ -216,6 +216,9 @@ fn validate(raw: Config, base_dir: &Path) -> Result<Validated, ConfigError> {
                 return Err(err(f, "a port cannot be a port of itself"));
             }
         }
+        if let Some(q) = &p.qmp {
+            crate::watch::client::check_path(q).map_err(|m| err(format!("port[{i}].qmp"), m))?;
+        }
         if let Some(mtu) = p.mtu {
             if !(576..=65000).contains(&mtu) {
                 return Err(err(

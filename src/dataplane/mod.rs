@@ -18,6 +18,7 @@ mod reload;
 mod report;
 #[cfg(test)]
 mod tests;
+mod watch;
 mod worker;
 
 use std::collections::{BTreeSet, HashMap};
@@ -43,6 +44,7 @@ use crate::sys::epoll::{Epoll, Signals};
 
 const TOKEN_SIGNAL: u64 = 1;
 const TOKEN_CONTROL: u64 = 2;
+const TOKEN_WATCH: u64 = 3;
 /// Tunnel sockets are tokens TOKEN_TUNNEL..TOKEN_PORT.
 pub(crate) const TOKEN_TUNNEL: u64 = 16;
 /// Port `id` is token TOKEN_PORT + id.
@@ -85,6 +87,8 @@ struct State {
     /// port's keys when they changed in the file, and leaves what `ctl
     /// port set` changed alone otherwise.
     file_specs: HashMap<String, PolicySpec>,
+    /// The qemu watchers of ports with `qmp` (`crate::watch`).
+    watchers: crate::watch::Watchers,
 }
 
 /// A port to open: from the config or from `ctl port add`.
@@ -98,6 +102,8 @@ struct NewPort<'a> {
     attach: Option<&'a str>,
     /// The Linux bridge the port's TAP joins (`port/bridged.rs`).
     bridge: Option<&'a str>,
+    /// The VM's QMP socket to watch (`crate::watch`).
+    qmp: Option<&'a Path>,
     policy: PolicySpec,
 }
 
@@ -165,6 +171,12 @@ pub fn run(cfg: Validated, config_path: &Path) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     ep.add(control.fd(), TOKEN_CONTROL)
         .map_err(|e| e.to_string())?;
+    let mut watchers = crate::watch::Watchers::new().map_err(|e| format!("eventfd: {e}"))?;
+    ep.add(watchers.fd(), TOKEN_WATCH)
+        .map_err(|e| e.to_string())?;
+    for p in &cfg.raw.ports {
+        watchers.set(&p.name, p.qmp.as_deref())?;
+    }
     ep.add(io0.out.tunnel.fd(), TOKEN_TUNNEL)
         .map_err(|e| e.to_string())?;
     let mut d = Daemon {
@@ -180,6 +192,7 @@ pub fn run(cfg: Validated, config_path: &Path) -> Result<(), String> {
             port_events: Vec::new(),
             specs: HashMap::new(),
             file_specs: HashMap::new(),
+            watchers,
         },
     };
     for p in &d.st.cfg.raw.ports {
@@ -283,6 +296,16 @@ pub fn run(cfg: Validated, config_path: &Path) -> Result<(), String> {
                             }
                             Err(render) => req.reply_later(render),
                         }
+                    }
+                }
+                TOKEN_WATCH => {
+                    let notes = d.st.watchers.drain();
+                    if !notes.is_empty() {
+                        d.with_node(|st, n, out| {
+                            for note in &notes {
+                                st.watch_note(n, out, note, Instant::now());
+                            }
+                        });
                     }
                 }
                 TOKEN_TUNNEL => d.io.tunnel_readable(&node, now),
@@ -391,6 +414,9 @@ impl State {
         node.bridge.hooks.set_policy(id, policy);
         self.specs.insert(name.to_string(), p.policy.clone());
         ports.set_udp_coalescing(id, p.udp_coalescing);
+        if let Err(e) = self.watchers.set(name, p.qmp) {
+            warn!("{e}");
+        }
         if let Err(e) = self.watch_port(ports, id) {
             let _ = node.remove_port(ports, name);
             return Err(e);
@@ -411,6 +437,7 @@ impl State {
         }
         let id = node.remove_port(ports, name)?;
         self.specs.remove(name);
+        let _ = self.watchers.set(name, None);
         self.port_events.push(PortEvent::Removed(id));
         info!(port = name, "port removed");
         Ok(id)
@@ -467,6 +494,7 @@ impl State {
                         udp_coalescing: false,
                         attach: attach.as_deref(),
                         bridge: bridge.as_deref(),
+                        qmp: None,
                         policy: policy.spec(),
                     };
                     self.add_port(node, &mut out.ports, &p)
@@ -486,18 +514,7 @@ impl State {
                 }
             },
             CtlCommand::Announce { port, mac, ip } => {
-                let id = out
-                    .ports
-                    .id_by_name(port)
-                    .ok_or_else(|| format!("no port {port}"))?;
-                // A bridged port's bridge forgets that the MAC was behind
-                // us first, or it hands the VM's frames back to us.
-                let spec = self.specs.get(port.as_str());
-                let forgotten = match mac.or(spec.and_then(|s| s.mac)) {
-                    Some(m) => out.ports.forget_in_bridge(id, &[m], spec.and_then(|s| s.vlan)),
-                    None => 0,
-                };
-                let sent = node.bridge.announce(now, id, *mac, ip, out)?;
+                let (sent, forgotten) = self.announce(node, out, port, *mac, ip, now)?;
                 Ok(json!(if forgotten > 0 {
                     format!("{sent} announcement(s) sent from {port} (removed from its bridge's FDB first)")
                 } else {
@@ -554,6 +571,20 @@ impl State {
                     None => crate::log::filter().ok_or("logging is not set up")?,
                 };
                 Ok(json!({ "filter": now_in_force }))
+            }
+            CtlCommand::Ports => {
+                let mut v = report::answer(node, &out.ports, cmd, now)?;
+                self.watch_report(node, out, &mut v);
+                Ok(v)
+            }
+            CtlCommand::Stats => {
+                let mut v = report::answer(node, &out.ports, cmd, now)?;
+                if let Value::Object(m) = &mut v {
+                    m.insert("watch".into(), self.watchers.totals());
+                    let dual = serde_json::to_value(node.bridge.dual_counters());
+                    m.insert("migration".into(), dual.unwrap_or(Value::Null));
+                }
+                Ok(v)
             }
             other => report::answer(node, &out.ports, other, now),
         }

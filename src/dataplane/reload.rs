@@ -181,6 +181,7 @@ impl State {
                     udp_coalescing: p.udp_coalescing,
                     attach: p.attach.as_deref(),
                     bridge: p.bridge.as_deref(),
+                    qmp: p.qmp.as_deref(),
                     policy: spec,
                 };
                 if let Err(e) = self.add_port(node, ports, &new) {
@@ -191,6 +192,14 @@ impl State {
                     if let Err(e) = self.set_policy(node, id, &p.name, spec) {
                         warn!("reload: {e}");
                     }
+                }
+            }
+        }
+        // `qmp` applies at once: a watcher starts, stops or moves.
+        for p in &cfg.raw.ports {
+            if ports.id_by_name(&p.name).is_some() {
+                if let Err(e) = self.watchers.set(&p.name, p.qmp.as_deref()) {
+                    warn!("reload: {e}");
                 }
             }
         }
