@@ -9,8 +9,13 @@
 //! (`bridge = "vmbr"`), every announcement off and `meshwire ctl
 //! announce` as the migration hook on the destination (it clears the
 //! bridge's stale entry for the guest first), then a kill -9 and restart
-//! of the destination's daemon while the guest is pinged. The test checks
-//! that traffic comes back; how long it took is reported, not asserted.
+//! of the destination's daemon while the guest is pinged. A fourth case
+//! has every announcement off again, nothing from the guest and no hook,
+//! but `[[port]] qmp` on both hypervisors: meshwire watches each qemu's
+//! QMP socket (a second monitor, as an operator adds one), claims the
+//! guest at the destination at RESUME and delivers its frames at both
+//! places while it moves. The test checks that traffic comes back; how
+//! long it took is reported, not asserted.
 //!
 //! The guest is the reference VM's kernel and initramfs booted as a plain
 //! host (eth0 only); these qemus are started here, not by run-single.sh,
@@ -154,13 +159,14 @@ fn make_tap(t: &Topology, hv: usize, tap: &str) {
 }
 
 /// Pings the guest from `vm` every 10 ms for `secs`; the longest run of
-/// lost replies, in ms, and whether the last reply came back.
-fn ping_outage(t: &Topology, vm: &str, secs: u32, during: impl FnOnce()) -> (u64, bool) {
+/// lost replies, in ms, whether the last reply came back, and the
+/// longest round trip in ms (replies held back by a migration).
+fn ping_outage(t: &Topology, vm: &str, secs: u32, during: impl FnOnce()) -> (u64, bool, f64) {
     ping_outage_from(&t.vm(vm).ns.clone(), secs, during)
 }
 
 /// `ping_outage` from the VM namespace `ns`.
-fn ping_outage_from(ns: &str, secs: u32, during: impl FnOnce()) -> (u64, bool) {
+fn ping_outage_from(ns: &str, secs: u32, during: impl FnOnce()) -> (u64, bool, f64) {
     let child = Command::new("ip")
         .args(["netns", "exec", ns, "ping", "-n", "-i", "0.01", "-W", "1"])
         .args(["-w", &secs.to_string(), GUEST_IP])
@@ -191,7 +197,12 @@ fn ping_outage_from(ns: &str, secs: u32, during: impl FnOnce()) -> (u64, bool) {
         .and_then(|l| l.split_whitespace().next()?.parse::<u64>().ok())
         .unwrap_or(0);
     let last_ok = seqs.last().is_some_and(|&s| s + 50 >= sent);
-    (worst.saturating_mul(10), last_ok)
+    let max_rtt = text
+        .lines()
+        .filter_map(|l| l.split("time=").nth(1))
+        .filter_map(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .fold(0.0, f64::max);
+    (worst.saturating_mul(10), last_ok, max_rtt)
 }
 
 fn migrate(t: &Topology, src: &Qemu, dst: &Qemu) -> u64 {
@@ -224,6 +235,10 @@ enum Mode {
     /// qemu's TAP in a Linux bridge, meshwire's port its uplink; every
     /// announcement off, `ctl announce` as the hook; then a restart.
     BridgeHook,
+    /// Attached, every announcement off, nothing from the guest, no hook:
+    /// `[[port]] qmp` on both hypervisors (the watcher claims at RESUME,
+    /// dual delivery meanwhile).
+    Watch,
 }
 
 fn case(mode: Mode) {
@@ -233,6 +248,7 @@ fn case(mode: Mode) {
         Mode::Announce => "mwQ",
         Mode::Silent => "mwR",
         Mode::BridgeHook => "mwS",
+        Mode::Watch => "mwT",
     };
     let layout: &[&[Attach]] = &[&[Attach::External], &[Attach::External], &[Attach::TapNic]];
     let mut t = Topology::new(prefix, layout, 250);
@@ -245,6 +261,11 @@ fn case(mode: Mode) {
         } else {
             format!("\n[[port]]\nname = \"guest\"\nattach = \"mtap{hv}\"\n")
         };
+        if mode == Mode::Watch {
+            let sock = watch_socket(&t, ["srcW", "dstW"][hv - 1]);
+            let c = &mut t.hvs[hv - 1].extra_config;
+            c.push_str(&format!("qmp = \"{}\"\n", sock.display()));
+        }
     }
     t.start_all();
     let build = super::refvm::build();
@@ -264,22 +285,41 @@ fn case(mode: Mode) {
             );
         }
     }
-    let tag = |a: &'static str, n: &'static str, b: &'static str| match mode {
+    let tag = |a: &'static str, n: &'static str, b: &'static str, w: &'static str| match mode {
         Mode::Announce => a,
         Mode::Silent => n,
         Mode::BridgeHook => b,
+        Mode::Watch => w,
     };
-    let quiet: &[&str] = if announce {
-        &[]
-    } else {
+    let mut quiet: Vec<String> = Vec::new();
+    if !announce {
         // The guest's own announcement (virtio GUEST_ANNOUNCE) off.
-        &["-global", "virtio-net-pci.guest_announce=off"]
+        quiet.extend(["-global", "virtio-net-pci.guest_announce=off"].map(String::from));
+    }
+    let args = |tag: &str, more: &[String]| -> Vec<String> {
+        let mut v = more.to_vec();
+        v.extend_from_slice(&quiet);
+        if mode == Mode::Watch {
+            // meshwire's own monitor beside the test's.
+            let sock = watch_socket(&t, tag);
+            v.extend([
+                "-qmp".into(),
+                format!("unix:{},server=on,wait=off", sock.display()),
+            ]);
+        }
+        v
     };
-    let src = Qemu::start(&t, 1, "mtap1", tag("srcA", "srcN", "srcB"), quiet);
+    let (src_tag, dst_tag) = (
+        tag("srcA", "srcN", "srcB", "srcW"),
+        tag("dstA", "dstN", "dstB", "dstW"),
+    );
+    let src_args = args(src_tag, &[]);
+    let src_args: Vec<&str> = src_args.iter().map(String::as_str).collect();
+    let src = Qemu::start(&t, 1, "mtap1", src_tag, &src_args);
     let incoming = format!("tcp:198.18.0.2:{MIG_PORT}");
-    let mut dst_args = vec!["-incoming", incoming.as_str()];
-    dst_args.extend_from_slice(quiet);
-    let dst = Qemu::start(&t, 2, "mtap2", tag("dstA", "dstN", "dstB"), &dst_args);
+    let dst_args = args(dst_tag, &["-incoming".into(), incoming]);
+    let dst_args: Vec<&str> = dst_args.iter().map(String::as_str).collect();
+    let dst = Qemu::start(&t, 2, "mtap2", dst_tag, &dst_args);
     assert!(
         wait_for(Duration::from_secs(60), || src.log().contains("RV-READY")),
         "the guest did not boot:\n{}",
@@ -297,11 +337,12 @@ fn case(mode: Mode) {
         assert!(r.get("return").is_some(), "announce-rounds: {r}");
     }
     let mut downtime = 0;
-    let (outage, back) = ping_outage(&t, "vm3a", 12, || {
+    let (outage, back, max_rtt) = ping_outage(&t, "vm3a", 12, || {
         std::thread::sleep(Duration::from_secs(1));
         downtime = migrate(&t, &src, &dst);
         match mode {
-            Mode::Announce => {}
+            // Nothing: the watchers do it.
+            Mode::Announce | Mode::Watch => {}
             // One ordinary frame from the guest, nothing announced.
             Mode::Silent => dst.type_line(&format!("ping -c 1 -W 1 {}", t.vm("vm3a").ip4)),
             // The hook, the guest silent.
@@ -317,7 +358,9 @@ fn case(mode: Mode) {
             }
         }
     });
-    eprintln!("qemu migration, {mode:?}: outage {outage} ms, qemu downtime {downtime} ms");
+    eprintln!(
+        "qemu migration, {mode:?}: outage {outage} ms, qemu downtime {downtime} ms, longest ping {max_rtt} ms"
+    );
     assert!(
         back || t.ping("vm3a", GUEST_IP, 3, &[]),
         "the migrated guest is unreachable (announce {announce})\n{}",
@@ -330,11 +373,14 @@ fn case(mode: Mode) {
         })
     });
     assert!(at_dst, "hv2 does not have the guest on its port: {fdb}");
+    if mode == Mode::Watch {
+        watched(&t);
+    }
     if bridged {
         // The destination's daemon crashes and comes back under the
         // running guest: its TAP stays in the bridge meanwhile.
         let ns = t.vm("vm3a").ns.clone();
-        let (outage, back) = ping_outage_from(&ns, 12, || {
+        let (outage, back, _) = ping_outage_from(&ns, 12, || {
             std::thread::sleep(Duration::from_secs(1));
             t.stop(2, true);
             t.start(2);
@@ -346,6 +392,36 @@ fn case(mode: Mode) {
             t.dump_logs()
         );
     }
+}
+
+/// meshwire's QMP socket for the qemu `tag` (beside the test's own).
+fn watch_socket(t: &Topology, tag: &str) -> PathBuf {
+    t.dir.join(format!("qemu-{tag}")).join("watch.qmp")
+}
+
+/// Both watchers talked to their real qemu: the source saw its guest
+/// leave, the destination saw it arrive and claimed it.
+fn watched(t: &Topology) {
+    for hv in [1, 2] {
+        let ports = t.ctl(hv, "ports");
+        let stats = t.ctl(hv, "stats");
+        let guest = (ports.as_array().into_iter().flatten())
+            .find(|p| p["name"] == "guest")
+            .unwrap_or_else(|| panic!("hv{hv} has no port guest: {ports}"));
+        let q = &guest["qmp"];
+        eprintln!("hv{hv}: qmp {q}\nhv{hv}: migration {}", stats["migration"]);
+        assert_eq!(q["connected"], true, "hv{hv}'s watcher: {ports}");
+        // Source: depart + stopped; destination: expect + claim.
+        assert!(q["actions"].as_u64() >= Some(2), "hv{hv}'s watcher: {q}");
+        assert_eq!(q["garbage"], 0, "{q}");
+    }
+    let m = &t.ctl(1, "stats")["migration"];
+    assert_eq!(m["departures"], 1, "{m}");
+    let m = &t.ctl(2, "stats")["migration"];
+    // At the watcher's connect, and again (after the bound) when the
+    // migration started.
+    assert!(m["expectations"].as_u64() >= Some(1), "{m}");
+    assert_eq!(m["ended_seen"], 1, "the claim ended it: {m}");
 }
 
 #[test]
@@ -361,4 +437,9 @@ fn qemu_live_migration_without_announcements_then_one_frame() {
 #[test]
 fn qemu_live_migration_behind_bridges_with_the_announce_hook_then_a_restart() {
     case(Mode::BridgeHook);
+}
+
+#[test]
+fn qemu_live_migration_without_announcements_watched_over_qmp() {
+    case(Mode::Watch);
 }

@@ -157,7 +157,17 @@ impl Bridge {
     pub fn dual_expect(&mut self, now: Instant, port: PortId, macs: &[MacAddr]) {
         let vid = self.hooks.port_vid(port);
         for &mac in macs {
-            self.dual.expecting.retain(|e| e.mac != mac || e.vid != vid);
+            // Again (the migration started): the bound counts from now.
+            let known = self
+                .dual
+                .expecting
+                .iter_mut()
+                .find(|e| e.mac == mac && e.vid == vid);
+            if let Some(e) = known {
+                e.port = port;
+                e.since = now;
+                continue;
+            }
             if self.dual.expecting.len() >= MAX_MIGRATING {
                 break;
             }

@@ -6,7 +6,8 @@
 //! asked at connect; a running one that starts migrating reports
 //! `MIGRATION` setup/active. The actions (carried out by the bridge,
 //! `bridge/dual.rs`):
-//! - destination: [`Action::Expect`] while the guest is on its way (frames
+//! - destination: [`Action::Expect`] while the guest is on its way (at
+//!   connect, again when its migration starts; frames
 //!   for it from the mesh are delivered to the port even though the mesh
 //!   still has it elsewhere), then [`Action::Claim`] at `RESUME`, when the
 //!   guest runs here: the MAC is claimed as `ctl announce` would;
@@ -120,6 +121,13 @@ impl Machine {
                 self.role = Role::Paused;
                 Some(Action::Gone)
             }
+            // The guest starts coming: expected from now (the bound of
+            // dual delivery counts from here, not from qemu's start,
+            // which can be long before).
+            (
+                Role::Incoming,
+                Event::Migration(MigrationStatus::Setup | MigrationStatus::Active),
+            ) => Some(Action::Expect),
             (Role::Incoming, _) => None,
             (Role::Running, Event::Migration(MigrationStatus::Setup | MigrationStatus::Active)) => {
                 self.role = Role::Departing;
@@ -190,7 +198,15 @@ mod tests {
                 ev(Event::Resume),
             ],
         );
-        assert_eq!(got, vec![Action::Expect, Action::Claim]);
+        assert_eq!(
+            got,
+            vec![
+                Action::Expect,
+                Action::Expect,
+                Action::Expect,
+                Action::Claim
+            ]
+        );
         assert_eq!(m.macs(), &[mac()]);
         assert_eq!(m.role(), Role::Running);
     }
