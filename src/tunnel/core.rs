@@ -75,6 +75,17 @@ impl TunnelIo {
     }
 }
 
+/// Peers whose locks one `send_frames` call holds at once.
+const MAX_HELD: usize = 8;
+
+/// Sends what `io` queued, then lets go of the held peers (in that order:
+/// see `TunnelCore::send_frames`).
+fn release(io: &mut TunnelIo, held: &mut [Option<(PeerId, PeerGuard<'_>)>], n: &mut usize) {
+    io.flush();
+    held.iter_mut().for_each(|h| *h = None);
+    *n = 0;
+}
+
 /// What every worker shares: the peers, each behind its own lock (its
 /// boringtun `Tunn` takes `&mut self` for every message), and what never
 /// changes after start (indices, the handshake matcher, the MTU).
@@ -104,8 +115,24 @@ impl TunnelCore {
         self.peers.lock(id).ok_or(TunnelError::UnknownPeer(id))
     }
 
-    /// `send_frame` on a worker's path (see [`Tunnels::send_frame`]).
+    /// `send_frame` on a worker's path (see [`Tunnels::send_frame`]),
+    /// sent at once, in the peer's wire order (`send_frames`).
     pub fn send_frame(
+        &self,
+        io: &mut TunnelIo,
+        peer: PeerId,
+        frame: &[u8],
+    ) -> Result<(), TunnelError> {
+        let mut p = self.peer(peer)?;
+        let r = self.send_frame_inner(io, &mut p, peer, frame);
+        io.flush();
+        r
+    }
+
+    /// The single-path `Tunnels::send_frame`: sealed into the batch, sent
+    /// at the next flush. Not for a core other paths send on at the same
+    /// time (the lock is gone before the flush).
+    pub(super) fn send_frame_unflushed(
         &self,
         io: &mut TunnelIo,
         peer: PeerId,
@@ -115,32 +142,60 @@ impl TunnelCore {
         self.send_frame_inner(io, &mut p, peer, frame)
     }
 
-    /// Sends the frames a worker collected, holding each peer's lock for a
-    /// run of frames to it rather than per frame. Returns the refusals.
+    /// Sends the frames a worker collected and returns the refusals.
+    ///
+    /// Per-peer wire order (see `output.rs`): the lock of every peer
+    /// sealed for is held until the batch is sent, so no other worker
+    /// sends past messages of ours that wait in it. A call therefore ends
+    /// with a flush (one sendmmsg per call, not per frame: the workers
+    /// call this once per round of pending frames). Locks are held for
+    /// up to MAX_HELD peers at once and only ever taken without waiting
+    /// while others are held: a busy peer (another worker sealing or
+    /// sending for it) makes us send and release what we hold first and
+    /// then wait for it alone, so two workers never wait for each other.
     pub fn send_frames<'f>(
         &self,
         io: &mut TunnelIo,
         frames: impl Iterator<Item = (PeerId, &'f [u8])>,
     ) -> usize {
-        let mut held: Option<(PeerId, PeerGuard<'_>)> = None;
+        let mut held: [Option<(PeerId, PeerGuard<'_>)>; MAX_HELD] = Default::default();
+        let mut n = 0;
+        let mut cur = 0;
         let mut refused = 0;
         for (id, frame) in frames {
-            if held.as_ref().map(|h| h.0) != Some(id) {
-                held = None;
-                match self.peer(id) {
-                    Ok(g) => held = Some((id, g)),
-                    Err(_) => {
-                        refused += 1;
-                        continue;
+            let is = |h: &Option<(PeerId, PeerGuard<'_>)>| h.as_ref().is_some_and(|h| h.0 == id);
+            if !is(&held[cur]) {
+                match held[..n].iter().position(is) {
+                    Some(i) => cur = i,
+                    None => {
+                        if n == MAX_HELD {
+                            release(io, &mut held, &mut n);
+                        }
+                        let guard = match self.peers.try_lock(id) {
+                            Ok(g) => g,
+                            Err(()) => {
+                                super::test_hook::at(super::test_hook::Point::PeerBusy);
+                                release(io, &mut held, &mut n);
+                                self.peers.lock(id)
+                            }
+                        };
+                        let Some(g) = guard else {
+                            refused += 1;
+                            continue;
+                        };
+                        held[n] = Some((id, g));
+                        cur = n;
+                        n += 1;
                     }
                 }
             }
-            if let Some((_, p)) = held.as_mut() {
+            if let Some((_, p)) = held[cur].as_mut() {
                 if self.send_frame_inner(io, p, id, frame).is_err() {
                     refused += 1;
                 }
             }
         }
+        release(io, &mut held, &mut n);
         refused
     }
 

@@ -89,6 +89,7 @@ mod rx_batch;
 mod send;
 mod socket;
 mod steer;
+mod test_hook;
 mod timers;
 mod tx_batch;
 
@@ -424,13 +425,16 @@ impl Tunnels {
     /// send batch; `flush` (or a full batch, or the next `receive`/`tick`)
     /// sends it. With no session yet, boringtun queues it (at most 256 per
     /// peer, oldest kept) and a handshake starts. Socket errors show up in
-    /// the counters at flush time, not here.
+    /// the counters at flush time, not here. For this one path only:
+    /// where other threads send on the same core, `send_frames` (which
+    /// keeps the peer's wire order across them) is the call.
     pub fn send_frame(&mut self, peer: PeerId, eth_frame: &[u8]) -> Result<(), TunnelError> {
-        self.core.send_frame(&mut self.io, peer, eth_frame)
+        self.core.send_frame_unflushed(&mut self.io, peer, eth_frame)
     }
 
-    /// `send_frame` for a batch (one lock per run of frames to a peer);
-    /// returns the refusals.
+    /// `send_frame` for a batch, sent before it returns, in each peer's
+    /// wire order across threads (see `TunnelCore::send_frames`); returns
+    /// the refusals.
     pub fn send_frames<'f>(&mut self, frames: impl Iterator<Item = (PeerId, &'f [u8])>) -> usize {
         self.core.send_frames(&mut self.io, frames)
     }

@@ -3,6 +3,17 @@
 //! and cookie replies share one queue, so per-peer order is the order the
 //! state machine produced the messages in.
 //!
+//! Per-peer wire order across workers: a message sealed under a peer's
+//! lock takes the next counter of its session, and the receiver drops any
+//! message more than 1024 counters (boringtun's replay window) behind the
+//! newest it saw. A worker that sealed a batch and was preempted before
+//! sending it, while another worker sent more than that to the same peer,
+//! would lose the whole batch. So no worker lets go of a peer's lock while
+//! a message it sealed for that peer waits in its batch: every path
+//! flushes first (`sealed_waiting`); `TunnelCore::send_frames` holds the
+//! locks of the peers of one call until its batch is sent. The kernel
+//! keeps a peer's messages in counter order on the wire the same way.
+//!
 //! Accounting: per-peer bytes/frames and handshake counts are taken when a
 //! message is queued (the Tunn has already advanced its counters and
 //! timers); the node-wide datagram/byte counts when the kernel took it, and
@@ -25,6 +36,8 @@ pub(super) struct Output {
     /// false: every message is sent on its own, at once (one system call
     /// each, no GSO), as before batching existed; for comparison.
     pub(super) batching: bool,
+    /// A message sealed for a peer (under its lock) waits in the batch.
+    sealed: bool,
 }
 
 impl Output {
@@ -33,11 +46,18 @@ impl Output {
             socket,
             batch: TxBatch::new(),
             batching: true,
+            sealed: false,
         }
     }
 
     pub(super) fn queued(&self) -> usize {
         self.batch.len()
+    }
+
+    /// Whether a message of a peer waits in the batch: it must be sent
+    /// before that peer's lock is released (see the module comment).
+    pub(super) fn sealed_waiting(&self) -> bool {
+        self.sealed
     }
 
     /// A free slot to encrypt into, flushing a full batch first.
@@ -64,6 +84,7 @@ impl Output {
         frame_start: bool,
     ) {
         if self.batch.commit(offset, len, to) {
+            self.sealed |= peer.is_some();
             let kind = self.batch.datagram(self.batch.len() - 1).first().copied();
             account(counters, peer, len, kind, frame_start);
         } else {
@@ -85,6 +106,7 @@ impl Output {
             self.flush(counters);
         }
         if self.batch.push(msg, to) {
+            self.sealed |= peer.is_some();
             account(counters, peer, msg.len(), msg.first().copied(), true);
         } else {
             counters.tx_socket_errors += 1;
@@ -103,6 +125,9 @@ impl Output {
         if self.batch.is_empty() {
             return;
         }
+        // Tests park a thread here, between sealing and sending.
+        super::test_hook::at(super::test_hook::Point::BeforeSend);
+        self.sealed = false;
         counters.tx_flushes += 1;
         let mut outcome = |d: &[u8], o: Outcome| match o {
             Outcome::Sent => {

@@ -21,7 +21,7 @@
 //! removing take the slot's lock and the short list of occupied slots.
 
 use std::ops::{Deref, DerefMut};
-use std::sync::{Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, TryLockError};
 
 use super::peer::Peer;
 use super::PeerId;
@@ -110,6 +110,21 @@ impl PeerTable {
     pub(super) fn lock(&self, id: PeerId) -> Option<PeerGuard<'_>> {
         let s = lock(self.slots.get(slot_of(id))?);
         (s.peer.is_some() && s.generation == generation_of(id)).then_some(PeerGuard(s))
+    }
+
+    /// `lock` without waiting: Err(()) when another thread holds the
+    /// slot (the caller flushes what it holds before it waits, see
+    /// `TunnelCore::send_frames`), Ok(None) when `id` names no peer.
+    pub(super) fn try_lock(&self, id: PeerId) -> Result<Option<PeerGuard<'_>>, ()> {
+        let Some(slot) = self.slots.get(slot_of(id)) else {
+            return Ok(None);
+        };
+        let s = match slot.try_lock() {
+            Ok(s) => s,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => return Err(()),
+        };
+        Ok((s.peer.is_some() && s.generation == generation_of(id)).then_some(PeerGuard(s)))
     }
 
     /// Puts a peer in the first free slot; `make` gets its id (for the

@@ -69,7 +69,7 @@ impl TunnelCore {
         net.flush(counters);
         let mut ctx = self.rx_context(net, out, counters);
         let total = ctx.drain(rx, deliver);
-        ctx.held = None;
+        ctx.release();
         ctx.net.flush(ctx.counters);
         total
     }
@@ -116,6 +116,7 @@ impl TunnelCore {
         counters.rx_most_messages_per_call = counters.rx_most_messages_per_call.max(n as u64);
         let mut ctx = self.rx_context(net, out, counters);
         let handled = ctx.batch(rx, deliver);
+        ctx.release();
         drop(ctx);
         rx.clear();
         handled
@@ -123,6 +124,17 @@ impl TunnelCore {
 }
 
 impl Rx<'_> {
+    /// Lets go of the held peer. What we sealed for it under its lock
+    /// (released frames, a keepalive after a handshake) is sent first:
+    /// another worker must not send past it while it waits in our batch
+    /// (per-peer wire order, see `Output`).
+    fn release(&mut self) {
+        if self.net.sealed_waiting() {
+            self.net.flush(self.counters);
+        }
+        self.held = None;
+    }
+
     /// Up to MAX_BATCHES_PER_CALL recvmmsg calls; returns the datagrams.
     fn drain(&mut self, rx: &mut RxBatch, deliver: &mut dyn FnMut(PeerId, &[u8])) -> usize {
         // Without batching, one datagram per call, as before recvmmsg.
@@ -243,7 +255,7 @@ impl Rx<'_> {
         deliver: &mut dyn FnMut(PeerId, &[u8]),
     ) {
         if self.held.as_ref().map(|h| h.0) != Some(id) {
-            self.held = None;
+            self.release();
             // A removed peer's index, or a slot reused since: not this peer.
             let Some(p) = self.peers.lock(id) else {
                 self.counters.rx_unknown_index += 1;

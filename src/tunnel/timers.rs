@@ -38,6 +38,12 @@ impl TunnelCore {
                 TunnResult::Err(_) | TunnResult::Done => {}
                 TunnResult::WriteToTunnelV4(..) | TunnResult::WriteToTunnelV6(..) => {}
             }
+            // A keepalive carries a counter: it leaves before the lock does
+            // (per-peer wire order, see `Output`). Rare: one per peer per
+            // keepalive period at most.
+            if net.sealed_waiting() {
+                net.flush(counters);
+            }
         }
         net.flush(counters);
     }
