@@ -93,8 +93,9 @@ impl TunnelCore {
     }
 
     /// The worker path: processes the batch a worker's `TunnelIo::recv`
-    /// read. Replies and released frames join the worker's send batch;
-    /// nothing is flushed here.
+    /// read. Replies and released frames join the worker's send batch,
+    /// flushed only before the lock of a peer they were sealed for goes
+    /// (`Rx::release`).
     pub(super) fn process_received_inner(
         &self,
         io: &mut TunnelIo,
@@ -205,6 +206,12 @@ impl Rx<'_> {
                 return;
             }
             Ok(Packet::HandshakeInit(ref init)) => {
+                // match_init takes the key map's read lock, which
+                // remove_peer holds for writing while it waits for a
+                // peer's lock: never ask for it holding one (a peer being
+                // removed would wait for us, and we for it). Initiations
+                // are rare and rate-limited: the release costs nothing.
+                self.release();
                 match self
                     .matcher
                     .match_init(from.ip(), data, init, self.out, self.counters)
