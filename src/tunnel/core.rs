@@ -201,7 +201,9 @@ impl TunnelCore {
 
     /// Decrypts what the worker's `TunnelIo::recv` read (see
     /// [`Tunnels::receive`] for `deliver`). Replies and released frames
-    /// join the worker's send batch; nothing is flushed.
+    /// join the worker's send batch, which is sent before the lock of the
+    /// peer they were sealed for is let go (wire order, see `output.rs`);
+    /// cookie replies (no peer) wait for the worker's next flush.
     pub fn process_received(
         &self,
         io: &mut TunnelIo,

@@ -429,7 +429,8 @@ impl Tunnels {
     /// where other threads send on the same core, `send_frames` (which
     /// keeps the peer's wire order across them) is the call.
     pub fn send_frame(&mut self, peer: PeerId, eth_frame: &[u8]) -> Result<(), TunnelError> {
-        self.core.send_frame_unflushed(&mut self.io, peer, eth_frame)
+        self.core
+            .send_frame_unflushed(&mut self.io, peer, eth_frame)
     }
 
     /// `send_frame` for a batch, sent before it returns, in each peer's

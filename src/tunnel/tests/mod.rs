@@ -4,6 +4,7 @@
 
 mod batch;
 mod frag;
+mod order;
 mod peers;
 mod raw;
 mod threads;
