@@ -15,7 +15,10 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 
-use super::{frame, pair};
+use std::cell::Cell;
+use std::rc::Rc;
+
+use super::{frame, lo, node, pair, port};
 use crate::tunnel::test_hook::{self, Point};
 use crate::tunnel::*;
 
@@ -37,20 +40,28 @@ fn tag_of(f: &[u8]) -> (u8, u32) {
     (f[14], u32::from_be_bytes([f[15], f[16], f[17], f[18]]))
 }
 
-#[test]
-fn a_batch_sealed_before_a_preemption_is_not_lost_to_the_replay_window() {
-    let (a, mut b) = pair();
-    let core = Arc::clone(a.core());
-    let mut io_a = a.new_io(false).unwrap();
-    let mut io_b = a.new_io(false).unwrap();
+/// What a race left at B: the frames in arrival order, whether worker B
+/// found the peer busy.
+struct Outcome {
+    got: Vec<(u8, u32)>,
+    found_busy: bool,
+}
+
+/// Runs `a_work` on worker A's path, parked at its first BeforeSend,
+/// then worker B's B_FRAMES to peer 0 of `core`, with B's PeerBusy
+/// letting A go; `b` receives throughout.
+fn race(
+    core: &TunnelCore,
+    io_a: &mut TunnelIo,
+    io_b: &mut TunnelIo,
+    b: &mut Tunnels,
+    a_work: impl FnOnce(&TunnelCore, &mut TunnelIo) + Send,
+) -> Outcome {
     // A -> B: "A is stopped with its batch sealed". B -> A: "go on".
     let (parked_tx, parked_rx) = mpsc::channel::<()>();
     let (go_tx, go_rx) = mpsc::channel::<()>();
     let senders_done = AtomicBool::new(false);
-    let core: &TunnelCore = &core;
-    let (io_a, io_b) = (&mut io_a, &mut io_b);
-
-    let got = std::thread::scope(|s| {
+    std::thread::scope(|s| {
         // B's receiver reads while the senders send (the socket buffer
         // need not hold everything). Loopback delivers a datagram into
         // the receiver's queue within sendmmsg, so once the senders are
@@ -80,18 +91,17 @@ fn a_batch_sealed_before_a_preemption_is_not_lost_to_the_replay_window() {
                     }
                 }
             });
-            let frames: Vec<_> = (0..A_FRAMES).map(|i| tagged(1, i)).collect();
-            let refused = core.send_frames(io_a, frames.iter().map(|f| (0, &f[..])));
-            assert_eq!(refused, 0);
-            // A no-op where send_frames sends before it returns; where it
-            // does not (the code before the fix), A's batch leaves here.
+            a_work(core, &mut *io_a);
+            // A no-op where A's path sends before it lets go of the peer;
+            // where it does not (the code before the fix), A's batch
+            // leaves (and A stops) here.
             io_a.flush();
         });
         let worker_b = s.spawn(move || {
             parked_rx.recv().unwrap();
             let go = go_tx.clone();
-            let found_busy = std::rc::Rc::new(std::cell::Cell::new(false));
-            let busy = found_busy.clone();
+            let found_busy = Rc::new(Cell::new(false));
+            let busy = Rc::clone(&found_busy);
             test_hook::set(move |p| {
                 if p == Point::PeerBusy && !busy.get() {
                     busy.set(true);
@@ -104,7 +114,7 @@ fn a_batch_sealed_before_a_preemption_is_not_lost_to_the_replay_window() {
             io_b.flush();
             if !found_busy.get() {
                 // Never found the peer busy: A's batch was not holding its
-                // lock. Let A go now, to show what it costs (no hang).
+                // lock. Let A go now, to show what that costs (no hang).
                 go_tx.send(()).unwrap();
             }
             found_busy.get()
@@ -112,18 +122,25 @@ fn a_batch_sealed_before_a_preemption_is_not_lost_to_the_replay_window() {
         worker_a.join().unwrap();
         let found_busy = worker_b.join().unwrap();
         senders_done.store(true, Ordering::Release);
-        let got = receiver.join().unwrap();
-        (got, found_busy)
-    });
-    let (got, found_busy) = got;
-    let of = |w: u8| -> Vec<u32> { got.iter().filter(|t| t.0 == w).map(|t| t.1).collect() };
+        Outcome {
+            got: receiver.join().unwrap(),
+            found_busy,
+        }
+    })
+}
+
+/// Every frame of both workers arrived, each worker's in order, all of
+/// A's before B's first, and nothing was taken for a replay.
+fn check(o: &Outcome, b: &Tunnels) {
+    let of = |w: u8| -> Vec<u32> { o.got.iter().filter(|t| t.0 == w).map(|t| t.1).collect() };
     let (from_a, from_b) = (of(1), of(2));
     assert_eq!(
         from_a.len(),
         A_FRAMES as usize,
-        "A's frames at B: {} of {A_FRAMES} (replayed: {}); B found the peer busy: {found_busy}",
+        "A's frames at B: {} of {A_FRAMES} (replayed: {}); B found the peer busy: {}",
         from_a.len(),
-        b.counters().rx_replayed
+        b.counters().rx_replayed,
+        o.found_busy
     );
     assert_eq!(from_b.len(), B_FRAMES as usize, "B's frames at B");
     assert!(
@@ -135,9 +152,55 @@ fn a_batch_sealed_before_a_preemption_is_not_lost_to_the_replay_window() {
         "B's frames reordered"
     );
     // B waited for A: A's whole batch is on the wire before B's first.
-    let first_b = got.iter().position(|t| t.0 == 2);
-    let last_a = got.iter().rposition(|t| t.0 == 1);
+    let first_b = o.got.iter().position(|t| t.0 == 2);
+    let last_a = o.got.iter().rposition(|t| t.0 == 1);
     assert!(last_a < first_b, "B's frames went out before A's");
-    assert!(found_busy);
+    assert!(o.found_busy);
     assert_eq!(b.counters().rx_replayed, 0);
+}
+
+/// The send path (`send_frames`): A's batch of data frames.
+#[test]
+fn a_batch_sealed_before_a_preemption_is_not_lost_to_the_replay_window() {
+    let (a, mut b) = pair();
+    let core = Arc::clone(a.core());
+    let mut io_a = a.new_io(false).unwrap();
+    let mut io_b = a.new_io(false).unwrap();
+    let o = race(&core, &mut io_a, &mut io_b, &mut b, |core, io| {
+        let frames: Vec<_> = (0..A_FRAMES).map(|i| tagged(1, i)).collect();
+        assert_eq!(core.send_frames(io, frames.iter().map(|f| (0, &f[..]))), 0);
+    });
+    check(&o, &b);
+}
+
+/// The receive path: frames boringtun queued behind the handshake, sealed
+/// when A's worker reads the response (`send_queued`), with the
+/// keepalive that confirms the session.
+#[test]
+fn frames_released_by_a_handshake_are_not_lost_to_the_replay_window() {
+    let a = node(1, &[2]);
+    let mut b = node(2, &[1]);
+    a.set_endpoint(0, lo(port(&b))).unwrap();
+    b.set_endpoint(0, lo(port(&a))).unwrap();
+    let core = Arc::clone(a.core());
+    let mut io_a = a.new_io(false).unwrap();
+    let mut io_b = a.new_io(false).unwrap();
+    // No session yet: boringtun queues A's frames and sends an initiation;
+    // B answers it. Loopback: each is in the other's queue on return.
+    let frames: Vec<_> = (0..A_FRAMES).map(|i| tagged(1, i)).collect();
+    assert_eq!(
+        core.send_frames(&mut io_a, frames.iter().map(|f| (0, &f[..]))),
+        0
+    );
+    assert_eq!(io_a.counters().tx_queued, u64::from(A_FRAMES));
+    let mut early = 0;
+    b.receive(&mut |_, _| early += 1);
+    assert_eq!((early, b.counters().handshakes_completed), (0, 1));
+    let o = race(&core, &mut io_a, &mut io_b, &mut b, |core, io| {
+        // The response: the session starts, the queue is sealed.
+        assert_eq!(io.recv().unwrap(), 1);
+        core.process_received(io, &mut |_, _| {});
+        assert_eq!(io.counters().handshakes_completed, 1);
+    });
+    check(&o, &b);
 }
