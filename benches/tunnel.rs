@@ -17,7 +17,8 @@
 //!   direction, with at most WINDOW frames in flight.
 //! - `peers_in_parallel`: two busy peers sealed by one thread, or by two
 //!   threads (workers) at once on their own paths: whether different
-//!   peers' crypto spreads over cores.
+//!   peers' crypto spreads over cores; and two threads sending to one
+//!   peer (they take turns at its lock).
 //!
 //! Run: `cargo bench --bench tunnel`.
 
@@ -403,19 +404,26 @@ fn hub() -> (Tunnels, Tunnels, Tunnels) {
     (a, b, c)
 }
 
-/// Seals and sends BURST frames of 1400 bytes to `peer` on `io`.
+/// Seals and sends BURST frames of 1400 bytes to `peer` on `io`, in
+/// calls of WORKER_BATCH frames: a worker calls `send_frames` once per
+/// batch it switched under the node lock (a recvmmsg or TAP batch).
 fn send_burst(core: &TunnelCore, io: &mut TunnelIo, peer: u32, f: &[u8]) {
-    for _ in 0..BURST {
-        black_box(core.send_frames(io, std::iter::once((peer, f))));
+    for _ in 0..BURST / WORKER_BATCH {
+        let frames = std::iter::repeat_n((peer, f), WORKER_BATCH);
+        black_box(core.send_frames(io, frames));
     }
     io.flush();
 }
 
+/// Frames per `send_frames` call in `peers_in_parallel`.
+const WORKER_BATCH: usize = 32;
+
 /// What the dataplane workers do for two busy peers: one thread sealing
 /// for both, or two threads (two workers) sealing for one peer each at
 /// the same time, each on its own `TunnelIo`, under per-peer locks. On two
-/// idle cores the second should take about half the time per frame.
-/// (The receivers do not read: sendmmsg costs the same either way.)
+/// idle cores the second should take about half the time per frame; and
+/// two threads sealing for the same peer. (The receivers do not read:
+/// sendmmsg costs the same either way.)
 fn bench_peers_in_parallel(c: &mut Criterion) {
     let mut g = c.benchmark_group("peers_in_parallel");
     g.throughput(Throughput::Elements(2 * BURST as u64));
@@ -436,6 +444,18 @@ fn bench_peers_in_parallel(c: &mut Criterion) {
             std::thread::scope(|s| {
                 s.spawn(|| (0..iters).for_each(|_| send_burst(&core, &mut io1, 0, &f)));
                 s.spawn(|| (0..iters).for_each(|_| send_burst(&core, &mut io2, 1, &f)));
+            });
+            start.elapsed()
+        })
+    });
+    // Both workers sending to one peer: they take turns at its lock,
+    // which (for wire order) is held until each batch is sent.
+    g.bench_function("two_threads_same_peer", |bn| {
+        bn.iter_custom(|iters| {
+            let start = Instant::now();
+            std::thread::scope(|s| {
+                s.spawn(|| (0..iters).for_each(|_| send_burst(&core, &mut io1, 0, &f)));
+                s.spawn(|| (0..iters).for_each(|_| send_burst(&core, &mut io2, 0, &f)));
             });
             start.elapsed()
         })
