@@ -127,3 +127,37 @@ fn unicast_is_not_bounced_back_on_the_link_it_came_in_on() {
     let c = sim.nodes[0].counters();
     assert_eq!((c.unicast_bounce_dropped, c.unicast_forwarded), (1, 0));
 }
+
+#[test]
+fn a_restarted_nodes_clients_are_right_at_its_peers_within_four_ogms() {
+    // Its TTVN starts over at a restart, so a peer's next expected TTVN
+    // for it is wrong. No choice of TTVN can make a diff apply (the
+    // restarted node does not know what its peers hold): a peer that sees
+    // an unexpected TTVN asks for the full table (TT_REQUEST), as
+    // batman-adv does. The first such request reaches the restarted node
+    // before it has a route back, so it goes unanswered and the retry
+    // waits out batman's 3 s request timeout: measured here 3.25 s, about
+    // three OGM intervals. Until then the peers keep its old clients (its
+    // VMs stay reachable); only what changed during the restart waits.
+    let client = |n: u8| MacAddr([0x52, 0x54, 0, 0, 1, n]);
+    let mut sim = full_mesh_of_three(Some(T0_MS));
+    for n in 1..=4 {
+        sim.nodes[1].tt_local_add(client(n), 0);
+        sim.run(Duration::from_secs(1));
+    }
+    sim.run(Duration::from_secs(2));
+    for n in 1..=4 {
+        let at = sim.nodes[0].tt_global_lookup(client(n), 0);
+        assert_eq!(at, Some(orig_mac(1)));
+    }
+    sim.restart(1, Some(T0_MS + 10_000));
+    sim.nodes[1].tt_local_add(client(1), 0);
+    sim.nodes[1].tt_local_add(client(9), 0);
+    sim.run(Duration::from_secs(4));
+    for peer in [0, 2] {
+        let at = |n| sim.nodes[peer].tt_global_lookup(client(n), 0);
+        let new = (at(1), at(9));
+        assert_eq!(new, (Some(orig_mac(1)), Some(orig_mac(1))), "{peer}");
+        assert_eq!((at(2), at(3), at(4)), (None, None, None), "{peer}");
+    }
+}
