@@ -34,7 +34,9 @@ impl Bridge {
                     return;
                 }
                 self.flood_ports(except, frame, io);
-                if mesh {
+                if mesh && from.is_some() && super::mcast::is_group(dst_and_vid(frame).0) {
+                    self.mcast_to_mesh(now, frame, io);
+                } else if mesh {
                     self.mesh.send_broadcast(now, frame, &mut self.out);
                 }
             }
@@ -112,7 +114,12 @@ impl Bridge {
     /// batman unicast header, with no allocation and no copy beyond the one
     /// into the send batch. Frames that need fragments, and the no-route
     /// case, take the mesh's own path.
-    fn unicast_direct(&mut self, orig: MacAddr, frame: &[u8], io: &mut impl Egress) -> bool {
+    pub(super) fn unicast_direct(
+        &mut self,
+        orig: MacAddr,
+        frame: &[u8],
+        io: &mut impl Egress,
+    ) -> bool {
         let Some(r) = self.mesh.unicast_route(orig) else {
             return false;
         };

@@ -24,7 +24,10 @@
 //! - `hooks.rs`: the named hook points where per-port features plug in
 //!   (ingress policy, egress policy, flood control, ARP/ND answers);
 //! - `arp_nd.rs`: ARP/ND suppression (the snooped table, the answers);
-//! - `announce.rs`: `meshwire ctl announce`, frames built on a VM's behalf.
+//! - `announce.rs`: `meshwire ctl announce`, frames built on a VM's behalf;
+//! - `mcast_snoop.rs`, `mcast.rs`: IGMP/MLD snooping and querier, listeners
+//!   as TT entries, our multicast as unicast copies (batman's multicast
+//!   optimisation).
 //!
 //! A mesh-delivered frame goes to local ports, or (only when it came as
 //! unicast for a client that just left one of our ports) on to that
@@ -43,6 +46,8 @@ mod flap;
 mod forward;
 pub mod hooks;
 mod links;
+mod mcast;
+pub mod mcast_snoop;
 pub mod policy;
 mod probe;
 mod sync;
@@ -127,6 +132,14 @@ pub struct BridgeCounters {
     /// Cache replies after the first for one held request (every candidate
     /// that knows answers): not delivered.
     pub dat_duplicate_replies: u64,
+    /// Multicast from our ports sent into the mesh as one broadcast.
+    pub mcast_broadcast: u64,
+    /// Multicast from our ports no originator wanted: not sent into the
+    /// mesh (local ports still had it).
+    pub mcast_no_listener: u64,
+    /// Unicast copies of multicast from our ports, one per originator that
+    /// wants the group.
+    pub mcast_unicast_copies: u64,
 }
 
 /// The hub: the mesh and the switch, the links and the local ports, and
@@ -154,6 +167,8 @@ pub struct Bridge {
     dat_held: dat::HeldQueue,
     /// Dual delivery during live migrations (`dual.rs`).
     dual: dual::Dual,
+    /// IGMP/MLD listeners per port, the querier's clock.
+    snoop: mcast_snoop::Snoop,
 }
 
 impl Bridge {
@@ -173,6 +188,7 @@ impl Bridge {
             answer_buf: Vec::new(),
             dat_held: dat::HeldQueue::new(),
             dual: dual::Dual::default(),
+            snoop: mcast_snoop::Snoop::default(),
         }
     }
 
@@ -208,6 +224,9 @@ impl Bridge {
     ) {
         if self.frozen_elsewhere(now, port, frame) {
             self.counters.drop_mac_frozen += 1;
+            return;
+        }
+        if !self.mcast_snoop(now, port, frame) {
             return;
         }
         self.snoop_arp_nd(now, frame);
@@ -259,6 +278,7 @@ impl Bridge {
         self.check_routes(now);
         self.arp_nd.expire(now);
         self.dat_tick(now, io);
+        self.mcast_tick(now, io);
         if fdb_ageing {
             for (mac, vid) in self.switch.expire(now) {
                 self.mesh.tt_local_del(mac, vid);
@@ -281,6 +301,7 @@ impl Bridge {
             self.ports.push(port);
         }
         self.hooks.port_added(port);
+        self.snoop.port_added(port);
     }
 
     /// Stops switching a port: its MACs leave the FDB and the translation
@@ -291,6 +312,8 @@ impl Bridge {
         }
         self.ports.retain(|&p| p != port);
         self.hooks.port_removed(port);
+        self.snoop.port_removed(port);
+        self.mcast_apply();
     }
 
     pub fn ports(&self) -> &[PortId] {

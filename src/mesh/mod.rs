@@ -228,6 +228,8 @@ pub struct Mesh {
     probes: icmp::Probes,
     /// The distributed ARP table's mesh state (`dat.rs`).
     pub(crate) dat: dat::DatState,
+    /// The MCAST flags our OGMs carry (`multicast.rs`; the bridge's snooper sets them).
+    pub(crate) mcast_own: u8,
 }
 
 impl Mesh {
@@ -267,6 +269,7 @@ impl Mesh {
             scope: scope::Scope::default(),
             probes: icmp::Probes::default(),
             dat: dat::DatState::default(),
+            mcast_own: multicast::OWN_FLAGS,
         };
         m.dat.enabled = m.cfg.dat;
         match m.cfg.start_unix_ms {

@@ -327,6 +327,12 @@ impl Mesh {
     /// `batadv_handle_roaming_adv`: `client` now lives behind `src`.
     fn tt_roam_receive(&mut self, now: Instant, src: MacAddr, r: RoamAdv) {
         self.counters.roam_received += 1;
+        // A group MAC (multicast listeners) never roams: each node
+        // announces its own listeners.
+        if r.client.is_multicast() {
+            self.counters.tt_unsolicited += 1;
+            return;
+        }
         // A ROAM advert withdraws our client: only from an originator we
         // route to, never from a made-up one.
         if self.origs.route(&src).is_none() {
@@ -421,7 +427,9 @@ impl Mesh {
 /// Queues a client's new originator for the MAC table (bounded: past the
 /// bound the table keeps its entry until it ages or the next frame fixes it).
 fn push_claim(claims: &mut Vec<(MacAddr, u16, MacAddr)>, c: (MacAddr, u16, MacAddr)) {
-    if claims.len() < super::MAX_PENDING_OUT {
+    // Group MACs (multicast listeners) are announced by every node with a
+    // listener: no claim on a MAC table entry.
+    if claims.len() < super::MAX_PENDING_OUT && !c.0.is_multicast() {
         claims.push(c);
     }
 }

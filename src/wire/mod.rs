@@ -11,6 +11,7 @@ pub mod checksum;
 pub mod dhcp;
 pub mod ethernet;
 pub mod gre;
+pub mod igmp;
 pub mod ipv4;
 pub mod ipv6;
 pub mod mac;

@@ -16,6 +16,7 @@ mod dat;
 mod dual;
 mod forwarding;
 mod hostile;
+mod mcast;
 mod migration;
 mod policy;
 
