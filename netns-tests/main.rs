@@ -9,6 +9,7 @@ mod control;
 mod ctl_mesh;
 mod flap;
 mod hostile;
+mod mcast;
 mod migration;
 mod mtu;
 mod node;

@@ -294,6 +294,7 @@ pub(super) fn stats(node: &Node, ports: &Ports) -> Value {
         "node": bridge,
         "hooks": to_value(node.bridge.hooks.counters()),
         "arp_nd": to_value(&node.bridge.arp_nd_counters()),
+        "mcast_snoop": to_value(&node.bridge.snoop_counters()),
         "tunnel": to_value(&tunnel),
         "mesh": to_value(node.bridge.mesh.counters()),
         "switch": to_value(node.bridge.switch.counters()),
