@@ -261,13 +261,23 @@ fn case(mode: Mode) {
         } else {
             format!("\n[[port]]\nname = \"guest\"\nattach = \"mtap{hv}\"\n")
         };
-        if mode == Mode::Watch {
-            let sock = watch_socket(&t, ["srcW", "dstW"][hv - 1]);
+        if mode == Mode::Watch && hv == 1 {
+            // hv1's in its config, hv2's by `ctl port set --qmp` below.
+            let sock = watch_socket(&t, "srcW");
             let c = &mut t.hvs[hv - 1].extra_config;
             c.push_str(&format!("qmp = \"{}\"\n", sock.display()));
         }
     }
     t.start_all();
+    if mode == Mode::Watch {
+        let sock = watch_socket(&t, "dstW");
+        let out = ctl_ok(
+            &t,
+            2,
+            &["port", "set", "guest", "--qmp", sock.to_str().unwrap()],
+        );
+        assert!(out.contains("qmp set"), "{out}");
+    }
     let build = super::refvm::build();
     assert!(
         build.join("vmlinux").exists(),

@@ -49,9 +49,11 @@ pub fn validate(cmd: &CtlCommand) -> Result<(), String> {
                 mtu,
                 attach,
                 bridge,
+                qmp,
                 policy,
             } => {
                 name("NAME", n)?;
+                qmp_path(qmp)?;
                 if let Some(br) = bridge {
                     name("--bridge", br)?;
                     if attach.is_some() {
@@ -79,8 +81,13 @@ pub fn validate(cmd: &CtlCommand) -> Result<(), String> {
                 policy_args(policy, false)
             }
             PortAction::Del { name: n } => name("NAME", n),
-            PortAction::Set { name: n, policy } => {
+            PortAction::Set {
+                name: n,
+                qmp,
+                policy,
+            } => {
                 name("NAME", n)?;
+                qmp_path(qmp)?;
                 policy_args(policy, true)
             }
         },
@@ -201,6 +208,17 @@ fn arg_error(e: ConfigError) -> String {
     format!("--{arg}: {}", e.message)
 }
 
+/// `--qmp`: absolute and short enough for a unix socket; "" (stop
+/// watching) only where `port set` takes it.
+fn qmp_path(p: &Option<std::path::PathBuf>) -> Result<(), String> {
+    match p {
+        Some(p) if !p.as_os_str().is_empty() => {
+            crate::watch::client::check_path(p).map_err(|e| format!("--qmp: {e}"))
+        }
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,6 +286,10 @@ mod tests {
                 r#"{"cmd":"port","action":{"action":"del","name":""}}"#,
                 "NAME",
             ),
+            (
+                r#"{"cmd":"port","action":{"action":"set","name":"vm1","qmp":"vm1.qmp"}}"#,
+                "--qmp",
+            ),
             (r#"{"cmd":"announce","port":"vm 1"}"#, "--port"),
             (
                 r#"{"cmd":"announce","port":"vm1","ip":["224.0.0.1"]}"#,
@@ -294,6 +316,12 @@ mod tests {
         ))
         .unwrap_err();
         assert!(e.contains("at most 32"), "{e}");
+        let long = format!("/{}", "q".repeat(120));
+        let e = req(&format!(
+            r#"{{"cmd":"port","action":{{"action":"add","name":"vm1","qmp":"{long}"}}}}"#
+        ))
+        .unwrap_err();
+        assert!(e.contains("--qmp"), "{e}");
         assert!(parse_request(&[0xff, 0xfe]).unwrap_err().contains("UTF-8"));
     }
 
@@ -305,6 +333,9 @@ mod tests {
             r#"{"cmd":"port","action":{"action":"add","name":"vm1","mtu":1500,"mac":"52:54:00:00:00:01","ip":["198.19.1.5"],"vlan":10}}"#,
             r#"{"cmd":"port","action":{"action":"add","name":"vm1","attach":"vnet3"}}"#,
             r#"{"cmd":"port","action":{"action":"set","name":"vm1","vlan":0}}"#,
+            r#"{"cmd":"port","action":{"action":"set","name":"vm1","qmp":"/run/meshwire/vm1.qmp"}}"#,
+            r#"{"cmd":"port","action":{"action":"set","name":"vm1","qmp":""}}"#,
+            r#"{"cmd":"port","action":{"action":"add","name":"vm1","attach":"vnet3","qmp":"/run/meshwire/vm1.qmp"}}"#,
             r#"{"cmd":"port","action":{"action":"set","name":"vm1","ip":["198.19.1.6"]}}"#,
             r#"{"cmd":"announce","port":"vm1","mac":"52:54:00:00:00:01","ip":["198.19.1.5","fd00::5"]}"#,
         ] {

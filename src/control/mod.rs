@@ -170,6 +170,10 @@ pub enum PortAction {
         #[arg(long)]
         #[serde(default, skip_serializing_if = "Option::is_none")]
         bridge: Option<String>,
+        /// Watch the VM's QMP socket at this path (as `[[port]] qmp`).
+        #[arg(long)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        qmp: Option<std::path::PathBuf>,
         /// The port's policy (`--mac` makes it a VM port).
         #[command(flatten)]
         #[serde(flatten)]
@@ -179,9 +183,14 @@ pub enum PortAction {
     Del { name: String },
     /// Change a port's policy; keys not given stay, other ports are not
     /// touched. `--ip` replaces the addresses of each family given;
-    /// `--vlan 0` puts the port back in the untagged network.
+    /// `--vlan 0` puts the port back in the untagged network; `--qmp
+    /// PATH` watches the VM's QMP socket from now on (`--qmp ""`: not any
+    /// more).
     Set {
         name: String,
+        #[arg(long)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        qmp: Option<std::path::PathBuf>,
         #[command(flatten)]
         #[serde(flatten)]
         policy: PolicyArgs,
@@ -329,6 +338,7 @@ mod tests {
         let set = CtlCommand::Port {
             action: PortAction::Set {
                 name: "vm1".into(),
+                qmp: Some("/run/meshwire/vm1.qmp".into()),
                 policy: PolicyArgs {
                     mac: Some("52:54:00:00:00:01".parse().unwrap()),
                     ip: vec!["198.19.1.5".parse().unwrap(), "fd00::5".parse().unwrap()],

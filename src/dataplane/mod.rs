@@ -485,6 +485,7 @@ impl State {
                     mtu,
                     attach,
                     bridge,
+                    qmp,
                     policy,
                 } => {
                     let p = NewPort {
@@ -494,7 +495,7 @@ impl State {
                         udp_coalescing: false,
                         attach: attach.as_deref(),
                         bridge: bridge.as_deref(),
-                        qmp: None,
+                        qmp: qmp.as_deref().filter(|q| !q.as_os_str().is_empty()),
                         policy: policy.spec(),
                     };
                     self.add_port(node, &mut out.ports, &p)
@@ -503,11 +504,18 @@ impl State {
                 PortAction::Del { name } => self
                     .del_port(node, &mut out.ports, name)
                     .map(|_| json!(format!("port {name} removed"))),
-                PortAction::Set { name, policy } => {
+                PortAction::Set { name, qmp, policy } => {
                     let id = out
                         .ports
                         .id_by_name(name)
                         .ok_or_else(|| format!("no port {name}"))?;
+                    if let Some(q) = qmp {
+                        let q = Some(q.as_path()).filter(|q| !q.as_os_str().is_empty());
+                        self.watchers.set(name, q)?;
+                        if policy == &crate::control::PolicyArgs::default() {
+                            return Ok(json!(format!("port {name}: qmp set")));
+                        }
+                    }
                     let spec = self.specs.get(name).cloned().unwrap_or_default();
                     self.set_policy(node, id, name, spec.merged(&policy.spec()))
                         .map(|()| json!(format!("port {name}: policy set")))

@@ -195,9 +195,12 @@ impl State {
                 }
             }
         }
-        // `qmp` applies at once: a watcher starts, stops or moves.
+        // `qmp` applies at once when it changed in the file: a watcher
+        // starts, stops or moves (one `ctl port set --qmp` started stays
+        // otherwise, as policies do).
         for p in &cfg.raw.ports {
-            if ports.id_by_name(&p.name).is_some() {
+            let old = (self.cfg.raw.ports.iter()).find(|o| o.name == p.name);
+            if old.is_some_and(|o| o.qmp != p.qmp) && ports.id_by_name(&p.name).is_some() {
                 if let Err(e) = self.watchers.set(&p.name, p.qmp.as_deref()) {
                     warn!("reload: {e}");
                 }
