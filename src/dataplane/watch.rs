@@ -50,10 +50,11 @@ impl State {
         if !note.macs.is_empty() {
             return note.macs.clone();
         }
-        if note.action == Action::Depart {
-            return (node.bridge.switch.port_clients(now, id).into_iter())
-                .map(|(m, _)| m)
-                .collect();
+        // A source that could not name its NICs: the port's one client
+        // (an uplink with several is not guessed at).
+        let clients = node.bridge.switch.port_clients(now, id);
+        if note.action == Action::Depart && clients.len() == 1 {
+            return vec![clients[0].0];
         }
         Vec::new()
     }
@@ -80,6 +81,9 @@ impl State {
                 } else {
                     macs.iter().copied().map(Some).collect()
                 };
+                if targets.is_empty() {
+                    warn!(port, "migration: the guest runs here, but neither qemu nor the port's policy names its MAC: not claimed");
+                }
                 for m in targets {
                     match self.announce(node, out, port, m, &[], now) {
                         Ok((sent, _)) => {
@@ -95,6 +99,9 @@ impl State {
                 node.bridge.dual_expect(now, id, &macs);
             }
             Action::Gone => node.bridge.dual_arrived(id, false),
+            Action::Depart if macs.is_empty() => {
+                warn!(port, "migration: the guest is leaving, but neither qemu nor the port names its MAC: no dual delivery");
+            }
             Action::Depart => {
                 info!(port, macs = ?macs, "migration: the guest is leaving; its frames go to both places until it is seen at the new one");
                 node.bridge.dual_depart(now, id, &macs);

@@ -172,8 +172,14 @@ fn event(name: &str, data: Option<&Value>) -> Result<Event, Error> {
                 .ok_or(Error::NotQmp("MIGRATION without a status"))?;
             Event::Migration(migration_status(s))
         }
-        // Bounded: the name is only counted and logged.
-        other => Event::Other(other.chars().take(64).collect()),
+        // Bounded and printable: the name is only counted and logged.
+        other => Event::Other(
+            other
+                .chars()
+                .filter(|c| c.is_ascii_graphic())
+                .take(64)
+                .collect(),
+        ),
     })
 }
 
@@ -287,6 +293,10 @@ mod tests {
             Err(Error::NotQmp(_))
         ));
         assert!(matches!(parse(b"{}"), Err(Error::NotQmp(_))));
+        assert_eq!(
+            parse(b"{\"event\": \"A\\u001b[31mB\\nC\"}"),
+            Ok(Msg::Event(Event::Other("A[31mBC".into())))
+        );
         let long = vec![b' '; MAX_LINE + 1];
         assert_eq!(parse(&long), Err(Error::TooLong(MAX_LINE + 1)));
         // Deeply nested JSON: serde_json's recursion limit, not a stack
