@@ -580,20 +580,8 @@ impl State {
                 };
                 Ok(json!({ "filter": now_in_force }))
             }
-            CtlCommand::Ports => {
-                let mut v = report::answer(node, &out.ports, cmd, now)?;
-                self.watch_report(node, out, &mut v);
-                Ok(v)
-            }
-            CtlCommand::Stats => {
-                let mut v = report::answer(node, &out.ports, cmd, now)?;
-                if let Value::Object(m) = &mut v {
-                    m.insert("watch".into(), self.watchers.totals());
-                    let dual = serde_json::to_value(node.bridge.dual_counters());
-                    m.insert("migration".into(), dual.unwrap_or(Value::Null));
-                }
-                Ok(v)
-            }
+            // With the watchers' state (`watch.rs`).
+            CtlCommand::Ports | CtlCommand::Stats => self.watch_report(node, out, cmd, now),
             other => report::answer(node, &out.ports, other, now),
         }
     }

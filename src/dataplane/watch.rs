@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 use tracing::{info, warn};
 
 use super::{Node, Outbox, State};
+use crate::control::CtlCommand;
 use crate::port::PortId;
 use crate::watch::{Action, Note};
 use crate::wire::MacAddr;
@@ -114,9 +115,30 @@ impl State {
         }
     }
 
+    /// `ctl ports` and `ctl stats` with the watchers' part.
+    pub(super) fn watch_report(
+        &self,
+        node: &Node,
+        out: &Outbox,
+        cmd: &CtlCommand,
+        now: Instant,
+    ) -> Result<Value, String> {
+        let mut v = super::report::answer(node, &out.ports, cmd, now)?;
+        match (cmd, &mut v) {
+            (CtlCommand::Stats, Value::Object(m)) => {
+                m.insert("watch".into(), self.watchers.totals());
+                let dual = serde_json::to_value(node.bridge.dual_counters());
+                m.insert("migration".into(), dual.unwrap_or(Value::Null));
+            }
+            (CtlCommand::Ports, _) => self.ports_watched(node, out, &mut v),
+            _ => {}
+        }
+        Ok(v)
+    }
+
     /// `ctl ports`: each watched port's `qmp` object (connected, role,
     /// last event, counters) and its `migration` state.
-    pub(super) fn watch_report(&self, node: &Node, out: &Outbox, v: &mut Value) {
+    fn ports_watched(&self, node: &Node, out: &Outbox, v: &mut Value) {
         let Value::Array(list) = v else {
             return;
         };
