@@ -36,6 +36,8 @@ mod migrate_qemu;
 mod refvm;
 #[path = "interop/relay.rs"]
 mod relay;
+#[path = "interop/vhost.rs"]
+mod vhost;
 
 use std::time::{Duration, Instant};
 

@@ -165,6 +165,12 @@ pub struct PortConfig {
     /// a TAP named `name`; `name` stays the port's name.
     #[serde(default)]
     pub attach: Option<String>,
+    /// Be the VM's virtio-net device over vhost-user (a contract key):
+    /// meshwire listens on this unix socket, the VM's qemu connects as the
+    /// client (`-netdev vhost-user`, libvirt `<interface type='vhostuser'>`);
+    /// `name` stays the port's name. An absolute path.
+    #[serde(default)]
+    pub vhost_user: Option<std::path::PathBuf>,
     /// A Linux bridge this port is a port of (a contract key): meshwire
     /// enslaves its TAP at start, keeps the TAP across its own restarts
     /// (persistent, so the VMs behind the bridge stay attached) and, before

@@ -209,6 +209,31 @@ fn attach_ports() {
 }
 
 #[test]
+fn vhost_user_ports() {
+    let with = |k: &str| base().replace("name = \"vm1\"", &format!("name = \"vm1\"\n{k}"));
+    let v = parse(
+        &with("vhost_user = \"/run/meshwire/vm1.sock\""),
+        Path::new("."),
+    )
+    .expect("vhost_user");
+    assert_eq!(
+        v.raw.ports[0].vhost_user.as_deref(),
+        Some(Path::new("/run/meshwire/vm1.sock"))
+    );
+    for bad in [
+        "vhost_user = \"vm1.sock\"",
+        "vhost_user = \"/\"",
+        "vhost_user = \"/run/vm1.sock\"\nattach = \"vnet3\"",
+        "vhost_user = \"/run/vm1.sock\"\nbridge = \"br0\"",
+    ] {
+        expect_field(&with(bad), "port[0].vhost_user");
+    }
+    let twice = with("vhost_user = \"/run/vm1.sock\"")
+        + "[[port]]\nname = \"vm2\"\nvhost_user = \"/run/vm1.sock\"\n";
+    expect_field(&twice, "port[1].vhost_user");
+}
+
+#[test]
 fn bridged_ports() {
     let ok = base().replace("name = \"vm1\"", "name = \"up1\"\nbridge = \"br-vms\"");
     let v = parse(&ok, Path::new(".")).expect("bridge");

@@ -203,6 +203,21 @@ fn validate(raw: Config, base_dir: &Path) -> Result<Validated, ConfigError> {
                 ));
             }
         }
+        if let Some(sock) = &p.vhost_user {
+            let f = format!("port[{i}].vhost_user");
+            if !sock.is_absolute() || sock.file_name().is_none() {
+                return Err(err(f, "must be an absolute path to a socket file"));
+            }
+            if !seen_devices.insert(sock.to_string_lossy().into_owned()) {
+                return Err(err(f, "this socket is used by two ports"));
+            }
+            if p.attach.is_some() || p.bridge.is_some() {
+                return Err(err(
+                    f,
+                    "a vhost-user port is the VM's own device, not a TAP: remove attach and bridge",
+                ));
+            }
+        }
         if let Some(br) = &p.bridge {
             let f = format!("port[{i}].bridge");
             check_ifname(br).map_err(|m| err(&f, m))?;

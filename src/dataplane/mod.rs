@@ -100,6 +100,8 @@ struct NewPort<'a> {
     udp_coalescing: bool,
     /// An existing device to attach to instead of a TAP `name`.
     attach: Option<&'a str>,
+    /// The unix socket of a vhost-user port (`port/vhost/`).
+    vhost_user: Option<&'a Path>,
     /// The Linux bridge the port's TAP joins (`port/bridged.rs`).
     bridge: Option<&'a str>,
     /// The VM's QMP socket to watch (`crate::watch`).
@@ -404,7 +406,7 @@ impl State {
             .policy
             .resolve(&format!("port {name}"))
             .map_err(|e| e.to_string())?;
-        let id = node.add_port(ports, name, mtu, p.offload, p.attach)?;
+        let id = node.add_port(ports, name, mtu, p.offload, p.attach, p.vhost_user)?;
         if let Some(br) = p.bridge {
             if let Err(e) = ports.join_bridge(id, br) {
                 let _ = node.remove_port(ports, name);
@@ -494,6 +496,7 @@ impl State {
                         offload: true,
                         udp_coalescing: false,
                         attach: attach.as_deref(),
+                        vhost_user: None,
                         bridge: bridge.as_deref(),
                         qmp: qmp.as_deref().filter(|q| !q.as_os_str().is_empty()),
                         policy: policy.spec(),

@@ -96,9 +96,10 @@ impl Node {
                 offload: p.offload,
                 multi_queue: workers > 1,
             };
-            let id = match &p.attach {
-                Some(dev) => ports.attach(&p.name, dev),
-                None => {
+            let id = match (&p.attach, &p.vhost_user) {
+                (_, Some(sock)) => ports.open_vhost(&p.name, sock, cfg.port_mtu(p), p.offload),
+                (Some(dev), None) => ports.attach(&p.name, dev),
+                (None, None) => {
                     crate::port::held::refuse_held(&p.name)
                         .map_err(|e| format!("port {}: {e}", p.name))?;
                     ports.open_with(&p.name, cfg.port_mtu(p), opts)
@@ -171,6 +172,7 @@ impl Node {
         mtu: u16,
         offload: bool,
         attach: Option<&str>,
+        vhost_user: Option<&std::path::Path>,
     ) -> Result<PortId, String> {
         if ports.id_by_name(name).is_some() {
             return Err(format!("port {name} exists"));
@@ -180,12 +182,13 @@ impl Node {
             offload,
             multi_queue: self.workers > 1,
         };
-        let id = match attach {
-            Some(dev) => {
+        let id = match (attach, vhost_user) {
+            (_, Some(sock)) => ports.open_vhost(name, sock, mtu, offload),
+            (Some(dev), None) => {
                 crate::config::check_ifname(dev).map_err(|e| format!("--attach {dev}: {e}"))?;
                 ports.attach(name, dev)
             }
-            None => {
+            (None, None) => {
                 // A running VM's TAP is attached to only when asked.
                 crate::port::held::refuse_held(name).map_err(|e| format!("port {name}: {e}"))?;
                 ports.open_with(name, mtu, opts)

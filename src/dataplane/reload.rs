@@ -180,6 +180,7 @@ impl State {
                     offload: p.offload,
                     udp_coalescing: p.udp_coalescing,
                     attach: p.attach.as_deref(),
+                    vhost_user: p.vhost_user.as_deref(),
                     bridge: p.bridge.as_deref(),
                     qmp: p.qmp.as_deref(),
                     policy: spec,
@@ -271,6 +272,9 @@ fn port_restart_keys(
     if old.attach != new.attach {
         v.push(format!("port[{name}].attach"));
     }
+    if old.vhost_user != new.vhost_user {
+        v.push(format!("port[{name}].vhost_user"));
+    }
 }
 
 /// Puts the running values back where the new config changed what a
@@ -297,6 +301,7 @@ fn keep_running(old: &Validated, new: &mut Validated) {
                 p.offload = r.offload;
                 p.udp_coalescing = r.udp_coalescing;
                 p.attach = r.attach.clone();
+                p.vhost_user = r.vhost_user.clone();
             }
             p
         })

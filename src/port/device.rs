@@ -6,7 +6,8 @@
 //! one write likewise; `fd` is what a worker's epoll watches. The kinds: a
 //! TAP the process opened (or attached to as its file side), and the
 //! network side of a TAP someone else holds, through AF_PACKET with the
-//! same virtio header (`packet.rs`). vhost-user is the next one. The dataplane sees a
+//! same virtio header (`packet.rs`), and the virtqueues of a VM whose qemu
+//! connected over vhost-user (`vhost/`). The dataplane sees a
 //! [`PortId`](super::PortId) and its [`Queue`]s, never the kind.
 
 use std::io;
@@ -14,6 +15,7 @@ use std::os::fd::RawFd;
 
 use super::packet::PacketDev;
 use super::tap::{Offloads, Tap, TapOptions};
+use super::vhost::VhostDev;
 
 /// How a port is opened.
 pub type PortOptions = TapOptions;
@@ -25,6 +27,8 @@ pub enum Device {
     Tap(Tap),
     /// The network side of a TAP someone else holds (AF_PACKET).
     Packet(PacketDev),
+    /// A VM's virtio-net device over vhost-user (`vhost/`).
+    Vhost(VhostDev),
 }
 
 /// What a further worker gets of a port: its own queue of the device, or
@@ -56,6 +60,7 @@ impl Device {
         match self {
             Device::Tap(t) => t.read(buf),
             Device::Packet(p) => p.read(buf),
+            Device::Vhost(v) => v.read(buf),
         }
     }
 
@@ -63,6 +68,7 @@ impl Device {
         match self {
             Device::Tap(t) => t.write(frame),
             Device::Packet(p) => p.write(frame),
+            Device::Vhost(v) => v.write(frame),
         }
     }
 
@@ -71,6 +77,7 @@ impl Device {
         match self {
             Device::Tap(t) => t.write_vnet(hdr, frame),
             Device::Packet(p) => p.write_vnet(hdr, frame),
+            Device::Vhost(v) => v.write_vnet(hdr, frame),
         }
     }
 
@@ -78,6 +85,7 @@ impl Device {
         match self {
             Device::Tap(t) => t.fd(),
             Device::Packet(p) => p.fd(),
+            Device::Vhost(v) => v.fd(),
         }
     }
 
@@ -85,6 +93,7 @@ impl Device {
         match self {
             Device::Tap(t) => t.name(),
             Device::Packet(p) => p.ifname(),
+            Device::Vhost(v) => v.path(),
         }
     }
 
@@ -92,6 +101,7 @@ impl Device {
         match self {
             Device::Tap(t) => t.mtu(),
             Device::Packet(p) => p.mtu(),
+            Device::Vhost(v) => v.mtu(),
         }
     }
 
@@ -99,6 +109,7 @@ impl Device {
         match self {
             Device::Tap(t) => t.ifindex(),
             Device::Packet(p) => p.ifindex(),
+            Device::Vhost(_) => None,
         }
     }
 
@@ -106,7 +117,7 @@ impl Device {
     pub fn created(&self) -> bool {
         match self {
             Device::Tap(t) => t.created(),
-            Device::Packet(_) => false,
+            Device::Packet(_) | Device::Vhost(_) => false,
         }
     }
 
@@ -114,6 +125,7 @@ impl Device {
         match self {
             Device::Tap(t) => t.offloads(),
             Device::Packet(p) => p.offloads(),
+            Device::Vhost(v) => v.offloads(),
         }
     }
 
@@ -121,7 +133,7 @@ impl Device {
     pub fn multi_queue(&self) -> bool {
         match self {
             Device::Tap(t) => t.multi_queue(),
-            Device::Packet(_) => false,
+            Device::Packet(_) | Device::Vhost(_) => false,
         }
     }
 
@@ -138,6 +150,11 @@ impl Device {
                 polled: false,
                 name: String::new(),
             }),
+            Device::Vhost(v) => Ok(Queue {
+                dev: Device::Vhost(v.handle()),
+                polled: false,
+                name: String::new(),
+            }),
         }
     }
 
@@ -146,12 +163,26 @@ impl Device {
         PacketDev::open(ifname).map(Device::Packet)
     }
 
+    /// Listens on `path` for the vhost-user connection of a VM's qemu.
+    pub fn vhost_user(path: &std::path::Path, mtu: u16, offload: bool) -> io::Result<Device> {
+        VhostDev::open(path, mtu, offload).map(Device::Vhost)
+    }
+
+    /// What a batch put into the device leaves now: the guest of a
+    /// vhost-user port is notified once per batch, not per frame.
+    pub fn flush(&self) {
+        if let Device::Vhost(v) = self {
+            v.flush();
+        }
+    }
+
     /// A device that can go away and come back looks for it again; true
     /// while it is there.
     pub fn reattach(&self) -> bool {
         match self {
             Device::Tap(_) => true,
             Device::Packet(p) => p.reattach(),
+            Device::Vhost(v) => v.connected(),
         }
     }
 }

@@ -13,6 +13,7 @@
 //! - [`gro`]: coalescing of TCP segments into super-frames toward a TAP.
 //! - [`gro_udp`]: the same for the datagrams of a UDP flow (USO).
 //! - [`tx`]: plain writes and the pool of flows being coalesced.
+//! - [`vhost`]: vhost-user ports: a VM's virtio-net device over shared memory.
 
 pub mod bridged;
 pub mod device;
@@ -25,6 +26,7 @@ pub mod rx;
 pub mod segment;
 pub mod tap;
 pub mod tx;
+pub mod vhost;
 
 #[cfg(test)]
 pub(crate) mod testnet;

@@ -187,6 +187,8 @@ pub struct Ports {
     counters: PortsCounters,
     /// Super-frames `send_gro` is building, shared by all ports.
     gro: GroPool,
+    /// The vhost-user ports, notified at each flush.
+    vhost: Vec<PortId>,
 }
 
 impl Ports {
@@ -229,6 +231,28 @@ impl Ports {
         self.insert_device(name, dev)
     }
 
+    /// Registers port `name` as the vhost-user device of a VM whose qemu
+    /// connects to the unix socket `path` (`vhost/`).
+    pub fn open_vhost(
+        &mut self,
+        name: &str,
+        path: &std::path::Path,
+        mtu: u16,
+        offload: bool,
+    ) -> io::Result<PortId> {
+        self.check_room(name)?;
+        if (self.ports.values())
+            .any(|p| matches!(&p.dev, Device::Vhost(_)) && p.dev.name() == path.to_string_lossy())
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} is already a port", path.display()),
+            ));
+        }
+        let dev = Device::vhost_user(path, mtu, offload)?;
+        self.insert_device(name, dev)
+    }
+
     /// Registers an open TAP under a new id.
     pub fn insert(&mut self, tap: Tap) -> io::Result<PortId> {
         let name = tap.name().to_owned();
@@ -246,6 +270,9 @@ impl Ports {
     fn insert_device(&mut self, name: &str, dev: Device) -> io::Result<PortId> {
         self.check_room(name)?;
         let id = self.next_id;
+        if matches!(dev, Device::Vhost(_)) {
+            self.vhost.push(id);
+        }
         self.next_id = self
             .next_id
             .checked_add(1)
@@ -284,6 +311,9 @@ impl Ports {
     /// Adds to a replica a worker's queue of a port another set opened
     /// under `id` (from [`Ports::queue_for_worker`]).
     pub fn insert_queue(&mut self, id: PortId, q: Queue, udp_coalescing: bool) {
+        if matches!(q.dev, Device::Vhost(_)) && !self.vhost.contains(&id) {
+            self.vhost.push(id);
+        }
         self.ports.insert(
             id,
             Port {
@@ -343,6 +373,7 @@ impl Ports {
     /// the fd).
     pub fn remove(&mut self, id: PortId) -> Option<Device> {
         self.gro.forget_port(id);
+        self.vhost.retain(|&v| v != id);
         let p = self.ports.remove(&id)?;
         if p.bridge.is_some() {
             // A removed port goes away, bridged or not.
@@ -515,7 +546,13 @@ impl Ports {
 
     /// Writes every frame `send_gro` holds. Returns how many writes it made.
     pub fn flush(&mut self) -> usize {
-        self.gro.flush_all(&mut self.ports)
+        let n = self.gro.flush_all(&mut self.ports);
+        for id in &self.vhost {
+            if let Some(p) = self.ports.get(id) {
+                p.dev.flush();
+            }
+        }
+        n
     }
 
     pub fn info(&self) -> Vec<PortInfo> {
