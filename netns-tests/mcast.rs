@@ -3,8 +3,9 @@
 //! announces the group MAC as a TT local entry, and another node's VM
 //! multicasting to the group reaches it as one unicast copy per datagram;
 //! the third node, with no listener, receives none of it (no broadcast
-//! crossed). When the listener's socket closes (the kernel reports the
-//! leave), the entry goes.
+//! crossed). When the listener's socket closes the kernel reports the
+//! leave; the port (a bridge uplink here: no `mac`) is asked again, nobody
+//! answers for the group, and the entry goes 11 s later.
 //!
 //! Layout: vm1a on hv1, vm2a on hv2, vm3a on hv3, full mesh.
 
@@ -152,7 +153,8 @@ fn a_group_reaches_its_listener_as_unicast_and_no_other_node() {
         at3.len()
     );
 
-    // The socket closes: the kernel reports the leave, the entry goes.
+    // The socket closes: the kernel reports the leave, the port is asked
+    // again, nobody there still listens: the entry goes.
     let _ = listener.kill();
     let _ = listener.wait();
     assert!(

@@ -20,7 +20,8 @@ impl Bridge {
         if !self.mesh.multicast_enabled() || self.hooks.port_vid(port) != 0 {
             return true;
         }
-        let seen = self.snoop.from_port(now, port, frame);
+        let vm_port = self.hooks.policy(port).is_some_and(|p| p.mac.is_some());
+        let seen = self.snoop.from_port(now, port, frame, vm_port);
         self.mcast_apply();
         seen != Seen::Malformed
     }

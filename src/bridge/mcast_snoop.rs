@@ -84,6 +84,8 @@ pub struct Snoop {
     next_query: Option<Instant>,
     /// Ports that get a query at the next tick (new ports).
     query_now: Vec<PortId>,
+    /// Ports asked again after a leave (bridge uplinks).
+    requery: Vec<PortId>,
     /// Until then we still want all IPv4/IPv6 (listeners not yet heard).
     want_all_until: Option<Instant>,
     /// The last query another querier sent (v4, v6).
@@ -104,8 +106,15 @@ pub enum Seen {
 }
 
 impl Snoop {
-    /// Reads a frame from `port` (untagged network only).
-    pub fn from_port(&mut self, now: Instant, port: PortId, frame: &[u8]) -> Seen {
+    /// Reads a frame from `port` (untagged network only). `fast_leave`: the
+    /// port is one VM's (its leave is the group's last listener there).
+    pub fn from_port(
+        &mut self,
+        now: Instant,
+        port: PortId,
+        frame: &[u8],
+        fast_leave: bool,
+    ) -> Seen {
         // Records are applied only once the whole message parsed: a report
         // that breaks halfway is not half believed. (No allocation unless
         // the frame is a report.)
@@ -124,14 +133,14 @@ impl Snoop {
             }
             Ok(Some(Kind::Report)) => {
                 for (g, c) in records {
-                    self.record(now, port, g, c);
+                    self.record(now, port, g, c, fast_leave);
                 }
                 Seen::Membership
             }
         }
     }
 
-    fn record(&mut self, now: Instant, port: PortId, group: IpAddr, c: Change) {
+    fn record(&mut self, now: Instant, port: PortId, group: IpAddr, c: Change, fast_leave: bool) {
         if !snoopable(group) {
             self.counters.ignored_groups += 1;
             return;
@@ -150,11 +159,21 @@ impl Snoop {
             }
             Change::Leave => {
                 self.counters.leaves += 1;
-                // A port is a VM or a bridge: with other listeners behind a
-                // bridge, they answer our next query (or already reported
-                // since, refreshing the group). Fast leave, as the kernel's
-                // bridge offers per port, keeps a VM's leave effective at
-                // once.
+                if !fast_leave {
+                    // A bridge uplink: other hosts behind it may still
+                    // listen. The port is asked again at the next tick and
+                    // the group kept only for the answers' window (instead
+                    // of the RFCs' group-specific query, a general one:
+                    // simpler, and every listener there answers it).
+                    if let Some(exp) = groups.get_mut(&group) {
+                        *exp = (*exp).min(now + ANSWER_WINDOW);
+                        if !self.requery.contains(&port) {
+                            self.requery.push(port);
+                        }
+                    }
+                    return;
+                }
+                // A VM port: its leave is the last listener's.
                 if groups.remove(&group).is_some() {
                     self.mac_ref(igmp::group_mac(group), false);
                 }
@@ -197,6 +216,7 @@ impl Snoop {
     /// A port went: its listeners with it.
     pub fn port_removed(&mut self, port: PortId) {
         self.query_now.retain(|&p| p != port);
+        self.requery.retain(|&p| p != port);
         if let Some(groups) = self.ports.remove(&port) {
             for g in groups.into_keys() {
                 self.mac_ref(igmp::group_mac(g), false);
@@ -229,12 +249,19 @@ impl Snoop {
             }
             self.next_query = Some(now + QUERY_INTERVAL);
             self.query_now.clear();
+            self.requery.clear();
             return Query::All;
         }
         if !self.query_now.is_empty() {
             self.want_all_until = Some(now + ANSWER_WINDOW);
         }
-        Query::Ports(std::mem::take(&mut self.query_now))
+        let mut ports = std::mem::take(&mut self.query_now);
+        for p in self.requery.drain(..) {
+            if !ports.contains(&p) {
+                ports.push(p);
+            }
+        }
+        Query::Ports(ports)
     }
 
     /// The MCAST TVLV flags to announce while snooping. `tagged`: some port

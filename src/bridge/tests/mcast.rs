@@ -137,14 +137,30 @@ fn leaves_and_silence_retract_the_group() {
     net.send(1, 0, &mld_v2(vm(B), &[(4, h)]));
     net.run(Duration::from_secs(2));
     assert!(tt_local_has(&net.nodes[1], gm) && tt_local_has(&net.nodes[1], hm));
+    // Port 0 is a bridge uplink: after a leave it is asked again, and
+    // the group stays only if someone there answers (nobody does).
+    net.clear();
     net.send(1, 0, &igmp_v2(vm(B), g, false));
     net.run(Duration::from_secs(2));
+    assert!(
+        tt_local_has(&net.nodes[1], gm),
+        "others behind the uplink may listen"
+    );
+    let asked = net.got[1].iter().filter(|(p, f)| {
+        *p == 0 && igmp::parse(f, |_, _| {}) == Ok(Some(Kind::Query { v6: false }))
+    });
+    assert_eq!(asked.count(), 1, "the port is asked again");
+    net.run(Duration::from_secs(10));
     assert!(!tt_local_has(&net.nodes[1], gm), "left");
     assert_eq!(net.nodes[0].mesh.tt_global_lookup(gm, 0), None);
     // The VM never answers the queries: its group times out.
     net.run(MEMBERSHIP_TIMEOUT);
     assert!(!tt_local_has(&net.nodes[1], hm), "expired");
-    assert_eq!(net.nodes[1].snoop_counters().expired, 1);
+    assert_eq!(
+        net.nodes[1].snoop_counters().expired,
+        2,
+        "the left group ran out too"
+    );
     assert_eq!(net.nodes[0].mesh.tt_global_lookup(hm, 0), None);
 }
 
@@ -188,4 +204,20 @@ fn a_query_from_a_port_means_a_router_wants_routable_groups() {
     net.send(0, 0, &d);
     assert_eq!(net.count(1, 0, &d), 1);
     assert!(net.got[2].is_empty());
+}
+
+#[test]
+fn a_vm_ports_leave_takes_effect_at_once() {
+    let mut net = net3();
+    let policy = PortPolicy {
+        ipv4: vec![v4("198.19.0.2")],
+        ..PortPolicy::vm(vm(B))
+    };
+    net.nodes[1].hooks.set_policy(0, policy);
+    let g = v4("239.1.2.3");
+    net.send(1, 0, &igmp_v2(vm(B), g, true));
+    assert_eq!(net.nodes[1].mcast_groups(0), vec![IpAddr::V4(g)]);
+    net.send(1, 0, &igmp_v2(vm(B), g, false));
+    assert!(net.nodes[1].mcast_groups(0).is_empty());
+    assert!(!tt_local_has(&net.nodes[1], group_mac(IpAddr::V4(g))));
 }
