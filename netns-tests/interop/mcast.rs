@@ -1,7 +1,10 @@
 //! batman-adv's MCAST TVLV between a kernel node and meshwire (issue 11):
 //! the kernel lists meshwire's originator with the flags we announce (not
 //! as multicast-disabled), and so sends its multicast to us as a unicast
-//! copy instead of flooding it as a broadcast.
+//! copy instead of flooding it as a broadcast. Our VM joins the group (an
+//! IGMPv3 report meshwire snoops): the kernel's `batctl tg` lists the
+//! group MAC at meshwire's originator, and that entry is what makes the
+//! kernel send the group to us (we no longer want all IPv4).
 
 use std::time::Duration;
 
@@ -10,8 +13,7 @@ use super::common::*;
 use super::refvm::RefVm;
 use super::*;
 
-/// A group no meshwire VM joined: we still ask for all IPv4 multicast
-/// (no IGMP snooping yet), so the kernel sends it to us.
+/// The group our VM joins (239.1.2.3).
 const GROUP_MAC: [u8; 6] = [0x01, 0x00, 0x5e, 0x01, 0x02, 0x03];
 
 #[test]
@@ -39,16 +41,36 @@ fn kernel_sees_meshwire_mcast_flags_and_sends_multicast_as_unicast() {
         o.unwrap()["mcast_flags"]
     );
 
-    // The kernel's side: `batctl mcast_flags` lists meshwire's originator
-    // with U(nsnoopables), 4 and 6 (want all IPv4 / IPv6).
+    // Our VM joins 239.1.2.3 and keeps the socket open.
+    let join = format!(
+        "import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.setsockopt(socket.IPPROTO_IP,socket.IP_ADD_MEMBERSHIP,socket.inet_aton('239.1.2.3')+socket.inet_aton('{}'))\ntime.sleep(600)\n",
+        vm.ip4
+    );
+    let mut listener = std::process::Command::new("ip")
+        .args(["netns", "exec", &vm.ns, "python3", "-c", &join])
+        .spawn()
+        .expect("python3");
+    // The kernel's side: `batctl tg` lists our listener's group MAC at
+    // meshwire's originator, and `batctl mf` meshwire with U(nsnoopables)
+    // once the snooper knows its ports (no more want-all IPv4/IPv6).
+    let listed = wait_until(Duration::from_secs(60), || {
+        rv.cmd("batctl tg")
+            .lines()
+            .any(|l| l.contains("01:00:5e:01:02:03") && l.contains(&mw_orig))
+    });
     let mf = rv.cmd("batctl mf");
-    eprintln!("batctl mf:\n{mf}");
+    eprintln!("batctl mf:\n{mf}\nbatctl tg:\n{}", rv.cmd("batctl tg"));
+    assert!(
+        listed,
+        "the kernel does not list our listener\n{}",
+        t.dump_logs()
+    );
     let line = mf.lines().find(|l| l.contains(&mw_orig)).map(str::to_owned);
     let line = line.unwrap_or_else(|| panic!("meshwire not in batctl mf:\n{mf}"));
-    assert!(line.contains("[U46"), "flags as announced: {line}");
+    assert!(line.contains("[U"), "flags as announced: {line}");
 
     // The kernel's client sends to 239.1.2.3: the kernel (every originator
-    // has the TVLV, one wants all IPv4) sends unicast copies to meshwire,
+    // has the TVLV, meshwire lists the group) sends unicast copies to meshwire,
     // which delivers them to its ports.
     let cap = Capture::start(&vm.ns, "eth0", |f: &[u8]| {
         f.len() >= 14 && f[..6] == GROUP_MAC
@@ -75,4 +97,6 @@ fn kernel_sees_meshwire_mcast_flags_and_sends_multicast_as_unicast() {
         "not sent as unicast copies: +{}",
         uni2 - uni
     );
+    let _ = listener.kill();
+    let _ = listener.wait();
 }
