@@ -25,6 +25,7 @@
 //! the dataplane's flush.
 
 pub mod backend;
+pub mod hostile;
 pub mod listen;
 pub mod rx;
 pub mod tx;
@@ -309,6 +310,8 @@ impl Drop for VhostDev {
 /// A queue the guest set up and the frontend enabled (a stopped or reset
 /// one has addresses we must not write to).
 fn usable(st: &VringState<GuestMemoryAtomic<Mem>>) -> bool {
+    // What a hostile guest put in the rings (addresses, alignment,
+    // indices) is checked on every access by virtio-queue and vm-memory.
     st.get_queue().ready() && st.is_enabled()
 }
 
