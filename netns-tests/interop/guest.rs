@@ -43,8 +43,9 @@ fn iperf_server(t: &Topology, vm: &str) -> Child {
         .unwrap()
 }
 
-/// Mbit/s the receiver saw, from iperf3's summary line.
-fn receiver_mbits(out: &str) -> f64 {
+/// Mbit/s the receiver saw, from iperf3's summary line (the vhost-user
+/// test reads its runs with it too).
+pub fn receiver_mbits(out: &str) -> f64 {
     out.lines()
         .filter(|l| l.contains("receiver"))
         .find_map(|l| {

@@ -227,24 +227,6 @@ fn iperf_server(t: &Topology, vm: &str) -> Child {
         .unwrap()
 }
 
-/// Mbit/s the receiver saw, from iperf3's summary line.
-pub fn receiver_mbits(out: &str) -> f64 {
-    out.lines()
-        .filter(|l| l.contains("receiver"))
-        .find_map(|l| {
-            let w: Vec<&str> = l.split_whitespace().collect();
-            let i = w.iter().position(|x| x.ends_with("bits/sec"))?;
-            let v: f64 = w.get(i - 1)?.parse().ok()?;
-            Some(match w[i] {
-                "Gbits/sec" => v * 1000.0,
-                "Mbits/sec" => v,
-                "Kbits/sec" => v / 1000.0,
-                _ => 0.0,
-            })
-        })
-        .unwrap_or(0.0)
-}
-
 #[test]
 fn a_real_qemu_guest_on_a_vhost_user_port() {
     let mut t = Topology::new(NAME, &[&[Attach::External], &[Attach::TapNic]], 250);
@@ -290,7 +272,7 @@ fn a_real_qemu_guest_on_a_vhost_user_port() {
         let r = if reverse { " -R" } else { "" };
         let out = guest.cmd(&format!("iperf3 -c {} -t 3{r}", far.ip4));
         let _ = server.wait();
-        let mbit = receiver_mbits(&out);
+        let mbit = crate::guest::receiver_mbits(&out);
         eprintln!("vhost-user guest TCP (reverse {reverse}): {mbit:.0} Mbit/s");
         assert!(mbit > 1.0, "TCP stalled (reverse {reverse}):\n{out}");
     }
