@@ -30,6 +30,9 @@ pub mod listen;
 pub mod rx;
 pub mod tx;
 
+#[cfg(test)]
+mod tests;
+
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
@@ -188,7 +191,17 @@ impl VhostDev {
             }
             drain(&self.shared.notify);
             match st.get_queue_mut().enable_notification(&*mem) {
-                Ok(true) => continue,
+                Ok(true) => {
+                    // The guest queued more while we looked, and it may not
+                    // kick for it (with EVENT_IDX it compared against the
+                    // avail event we are only now moving). The worker may
+                    // stop before the queue runs dry (a bounded number of
+                    // batches per wake-up): the eventfd must stay readable
+                    // until then, or those frames wait for a kick that
+                    // never comes (seen: a guest's TCP stream stalled for
+                    // good after one second).
+                    let _ = self.shared.notify.write(1);
+                }
                 _ => return Err(io::ErrorKind::WouldBlock.into()),
             }
         }
