@@ -296,3 +296,55 @@ fn ctl_says_why_it_cannot_reach_the_daemon() {
     assert!(!o.status.success() && err.contains("--timeout"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `ctl port add --vhost-user` is checked before connecting, like the
+/// config key: errors name the flag.
+#[test]
+fn ctl_port_add_vhost_user_is_checked_by_flag() {
+    let sock = std::env::temp_dir().join(format!("mw-cli-vu-{}.sock", std::process::id()));
+    let s = sock.to_str().unwrap();
+    for (args, want) in [
+        (
+            &["--vhost-user", "vm1.sock"][..],
+            "--vhost-user: vm1.sock: not an absolute path",
+        ),
+        (
+            &["--vhost-user", "/run/vm1.sock", "--attach", "vnet3"][..],
+            "--vhost-user: a vhost-user port is the VM's own device",
+        ),
+        (
+            &["--vhost-user", "/run/vm1.sock", "--bridge", "br0"][..],
+            "--vhost-user: a vhost-user port is the VM's own device",
+        ),
+        (
+            &["--vhost-user", "/run/vm1.sock", "--mtu", "100"][..],
+            "--mtu: 100",
+        ),
+    ] {
+        let mut a = vec!["ctl", "--socket", s, "port", "add", "vm1"];
+        a.extend_from_slice(args);
+        let o = run(&a, "");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(want), "{a:?}: {err}");
+    }
+    // A good one gets as far as connecting.
+    let o = run(
+        &[
+            "ctl",
+            "--socket",
+            s,
+            "port",
+            "add",
+            "vm1",
+            "--vhost-user",
+            "/run/vm1.sock",
+            "--mac",
+            "52:54:00:00:00:01",
+            "--ip",
+            "198.19.1.5",
+        ],
+        "",
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("is meshwire running"), "{err}");
+}

@@ -49,11 +49,18 @@ pub fn validate(cmd: &CtlCommand) -> Result<(), String> {
                 mtu,
                 attach,
                 bridge,
+                vhost_user,
                 qmp,
                 policy,
             } => {
                 name("NAME", n)?;
                 qmp_path(qmp)?;
+                if let Some(sock) = vhost_user {
+                    vhost_path(sock)?;
+                    if attach.is_some() || bridge.is_some() {
+                        return Err("--vhost-user: a vhost-user port is the VM's own device, not a TAP: leave out --attach and --bridge".into());
+                    }
+                }
                 if let Some(br) = bridge {
                     name("--bridge", br)?;
                     if attach.is_some() {
@@ -208,6 +215,19 @@ fn arg_error(e: ConfigError) -> String {
     format!("--{arg}: {}", e.message)
 }
 
+/// `--vhost-user`: a socket file (absolute, short enough for a unix
+/// socket) as `[[port]] vhost_user`. What is at the path is checked by the
+/// daemon, which replaces only a stale socket there.
+fn vhost_path(p: &std::path::Path) -> Result<(), String> {
+    if p.file_name().is_none() {
+        return Err(format!(
+            "--vhost-user: {}: must be an absolute path to a socket file",
+            p.display()
+        ));
+    }
+    crate::watch::client::check_path(p).map_err(|e| format!("--vhost-user: {e}"))
+}
+
 /// `--qmp`: absolute and short enough for a unix socket; "" (stop
 /// watching) only where `port set` takes it.
 fn qmp_path(p: &Option<std::path::PathBuf>) -> Result<(), String> {
@@ -253,6 +273,26 @@ mod tests {
             (
                 r#"{"cmd":"port","action":{"action":"add","name":"vm1","attach":""}}"#,
                 "--attach",
+            ),
+            (
+                r#"{"cmd":"port","action":{"action":"add","name":"vm1","vhost_user":"vm1.sock"}}"#,
+                "--vhost-user: vm1.sock: not an absolute path",
+            ),
+            (
+                r#"{"cmd":"port","action":{"action":"add","name":"vm1","vhost_user":"/"}}"#,
+                "--vhost-user: /: must be an absolute path to a socket file",
+            ),
+            (
+                r#"{"cmd":"port","action":{"action":"add","name":"vm1","vhost_user":""}}"#,
+                "--vhost-user",
+            ),
+            (
+                r#"{"cmd":"port","action":{"action":"add","name":"vm1","vhost_user":"/run/vm1.sock","attach":"vnet3"}}"#,
+                "--vhost-user: a vhost-user port is the VM's own device",
+            ),
+            (
+                r#"{"cmd":"port","action":{"action":"add","name":"vm1","vhost_user":"/run/vm1.sock","bridge":"br0"}}"#,
+                "--vhost-user: a vhost-user port is the VM's own device",
             ),
             (
                 r#"{"cmd":"port","action":{"action":"add","name":"vm1","vlan":4095}}"#,
@@ -322,6 +362,14 @@ mod tests {
         ))
         .unwrap_err();
         assert!(e.contains("--qmp"), "{e}");
+        let e = req(&format!(
+            r#"{{"cmd":"port","action":{{"action":"add","name":"vm1","vhost_user":"{long}"}}}}"#
+        ))
+        .unwrap_err();
+        assert!(
+            e.contains("--vhost-user") && e.contains("unix socket"),
+            "{e}"
+        );
         assert!(parse_request(&[0xff, 0xfe]).unwrap_err().contains("UTF-8"));
     }
 
@@ -336,6 +384,8 @@ mod tests {
             r#"{"cmd":"port","action":{"action":"set","name":"vm1","qmp":"/run/meshwire/vm1.qmp"}}"#,
             r#"{"cmd":"port","action":{"action":"set","name":"vm1","qmp":""}}"#,
             r#"{"cmd":"port","action":{"action":"add","name":"vm1","attach":"vnet3","qmp":"/run/meshwire/vm1.qmp"}}"#,
+            r#"{"cmd":"port","action":{"action":"add","name":"vm1","vhost_user":"/run/meshwire/vm1.sock","mtu":9000,"mac":"52:54:00:00:00:01","ip":["198.19.1.5"]}}"#,
+            r#"{"cmd":"port","action":{"action":"add","name":"vm1","vhost_user":"/run/meshwire/vm1.sock","qmp":"/run/meshwire/vm1.qmp"}}"#,
             r#"{"cmd":"port","action":{"action":"set","name":"vm1","ip":["198.19.1.6"]}}"#,
             r#"{"cmd":"announce","port":"vm1","mac":"52:54:00:00:00:01","ip":["198.19.1.5","fd00::5"]}"#,
         ] {

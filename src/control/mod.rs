@@ -144,7 +144,7 @@ pub enum CtlCommand {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         filter: Option<String>,
     },
-    /// Add or remove a port (TAP) at runtime.
+    /// Add or remove a port (TAP, attached device or vhost-user) at runtime.
     Port {
         #[command(subcommand)]
         action: PortAction,
@@ -154,8 +154,9 @@ pub enum CtlCommand {
 #[derive(Debug, Clone, PartialEq, Eq, Subcommand, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "lowercase")]
 pub enum PortAction {
-    /// Open (create if missing) a TAP and switch it, or attach to an
-    /// existing device (`--attach vnet3`: a TAP libvirt or qemu holds).
+    /// Open (create if missing) a TAP and switch it, attach to an
+    /// existing device (`--attach vnet3`: a TAP libvirt or qemu holds), or
+    /// be a VM's vhost-user device (`--vhost-user /run/meshwire/vm1.sock`).
     Add {
         name: String,
         /// MTU; default: the largest frame that fits the underlay.
@@ -170,6 +171,11 @@ pub enum PortAction {
         #[arg(long)]
         #[serde(default, skip_serializing_if = "Option::is_none")]
         bridge: Option<String>,
+        /// Be the VM's virtio-net device: listen on this unix socket for
+        /// its qemu (as `[[port]] vhost_user`; an absolute path).
+        #[arg(long)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        vhost_user: Option<std::path::PathBuf>,
         /// Watch the VM's QMP socket at this path (as `[[port]] qmp`).
         #[arg(long)]
         #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -487,6 +487,7 @@ impl State {
                     mtu,
                     attach,
                     bridge,
+                    vhost_user,
                     qmp,
                     policy,
                 } => {
@@ -496,7 +497,7 @@ impl State {
                         offload: true,
                         udp_coalescing: false,
                         attach: attach.as_deref(),
-                        vhost_user: None,
+                        vhost_user: vhost_user.as_deref(),
                         bridge: bridge.as_deref(),
                         qmp: qmp.as_deref().filter(|q| !q.as_os_str().is_empty()),
                         policy: policy.spec(),

@@ -165,6 +165,7 @@ impl Device {
 
     /// Listens on `path` for the vhost-user connection of a VM's qemu.
     pub fn vhost_user(path: &std::path::Path, mtu: u16, offload: bool) -> io::Result<Device> {
+        refuse_non_socket(path)?;
         VhostDev::open(path, mtu, offload).map(Device::Vhost)
     }
 
@@ -184,5 +185,23 @@ impl Device {
             Device::Packet(p) => p.reattach(),
             Device::Vhost(v) => v.connected(),
         }
+    }
+}
+
+/// The listener replaces what is at a vhost-user path (a stale socket of
+/// an earlier run): anything else there is refused, so a mistyped path (or
+/// a `ctl port add` from a member of the control group) cannot delete a
+/// file, and a symlink is not followed.
+fn refuse_non_socket(path: &std::path::Path) -> io::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if !m.file_type().is_socket() => Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!(
+                "{} exists and is not a socket: meshwire replaces only a stale socket there",
+                path.display()
+            ),
+        )),
+        _ => Ok(()),
     }
 }
