@@ -38,6 +38,8 @@ mod refvm;
 mod relay;
 #[path = "interop/vhost.rs"]
 mod vhost;
+#[path = "interop/vhost_ctl.rs"]
+mod vhost_ctl;
 
 use std::time::{Duration, Instant};
 
