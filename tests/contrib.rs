@@ -2,7 +2,8 @@
 //! the systemd unit passes `systemd-analyze verify`, every expression of
 //! the Grafana dashboard names a metric the daemon exports, and the config
 //! reference of docs/operations.md lists exactly the keys the config
-//! structs accept (and checks as a config).
+//! structs accept (and checks as a config), and the libvirt qemu hook
+//! drives a real daemon's ports (`contrib/hook.rs`).
 
 use std::collections::BTreeSet;
 use std::fmt::Display;
@@ -10,6 +11,9 @@ use std::path::Path;
 use std::process::Command;
 
 use serde::de::{DeserializeOwned, Visitor};
+
+#[path = "contrib/hook.rs"]
+mod hook;
 
 const BIN: &str = env!("CARGO_BIN_EXE_meshwire");
 
