@@ -251,6 +251,7 @@ pub(super) fn port_list(node: &Node, ports: &Ports) -> Value {
             let drops = c.rx_drop_short
                 + c.rx_drop_oversize
                 + c.rx_errors
+                + c.rx_drop_ring
                 + c.tx_drop_short
                 + c.tx_drop_oversize
                 + c.tx_drop_busy

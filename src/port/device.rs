@@ -177,6 +177,15 @@ impl Device {
         }
     }
 
+    /// Frames the device dropped before the port layer saw them (an
+    /// attached port's ring) since the last call.
+    pub fn take_rx_drops(&self) -> u64 {
+        match self {
+            Device::Packet(p) => p.take_drops(),
+            Device::Tap(_) | Device::Vhost(_) => 0,
+        }
+    }
+
     /// A device that can go away and come back looks for it again; true
     /// while it is there.
     pub fn reattach(&self) -> bool {

@@ -21,6 +21,7 @@ pub mod gro;
 pub mod gro_udp;
 pub mod held;
 pub mod packet;
+pub mod packet_slot;
 pub mod ports;
 pub mod rx;
 pub mod segment;

@@ -17,17 +17,28 @@
 //! - `PACKET_QDISC_BYPASS`: a send goes straight to the netdev's xmit, as a
 //!   TAP write does, not through a qdisc.
 //!
+//! - A TPACKET_V2 receive ring (`sys::ring`): a batch of frames is taken
+//!   from shared memory with no system call per frame; the worker's epoll
+//!   still wakes on the socket. A frame larger than a slot (a super-frame)
+//!   is also queued whole on the socket (`PACKET_COPY_THRESH`) and read
+//!   from there with one recv(2), in ring order. Slots are parsed by
+//!   `packet_slot` (hostile-safe); what does not parse is dropped and
+//!   counted (`rx_drop_ring`), as are frames the kernel lost to a full ring.
+//!
 //! The TAP may go away and come back (VM restart, migration): the socket
-//! stays, and [`PacketDev::reattach`] binds it again to whatever netdev
-//! has the name now (AF_PACKET sockets may be bound again).
+//! and its ring stay, and [`PacketDev::reattach`] binds it again to
+//! whatever netdev has the name now (AF_PACKET sockets may be bound again).
 
 use std::io;
+use std::ops::Range;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use super::packet_slot::{self, Slot};
 use super::tap::Offloads;
 use crate::sys::ifreq::{ifindex_of, mtu_of};
+use crate::sys::ring::{self, Geometry, RxRing};
 use crate::sys::{fd, socket, sockopt};
 use crate::wire::vnet;
 
@@ -42,6 +53,38 @@ pub struct PacketDev {
     /// The ifindex the socket is bound to (0: none, the netdev is gone),
     /// shared with the workers' handles on the same socket.
     bound: Arc<AtomicU32>,
+    /// The receive ring, on the reading device only (a worker's handle
+    /// writes).
+    rx: Option<Rx>,
+}
+
+/// The reading side: the ring, the next slot to look at, and the frames
+/// dropped there since the port layer last took the count.
+#[derive(Debug)]
+struct Rx {
+    ring: RxRing,
+    head: AtomicUsize,
+    drops: AtomicU64,
+}
+
+/// The ring's memory per attached port (slots of one MTU-sized frame).
+const RING_BYTES: usize = 1 << 20;
+
+/// Slots for a netdev of `mtu`: the smallest power of two holding the
+/// slot header, virtio header and a frame of MTU + Ethernet header + two
+/// tags (af_packet.c puts the frame at 78 bytes; 128 leaves room), at least
+/// 2 KB; as many as fit in [`RING_BYTES`], at least 64. Larger frames come
+/// through the copy path.
+fn geometry(mtu: u16) -> Geometry {
+    let frame_size = (usize::from(mtu) + 22 + 128).next_power_of_two().max(2048);
+    let block_size = frame_size.max(ring::page_size());
+    let per_block = block_size / frame_size;
+    let frames = (RING_BYTES / frame_size).max(64).div_ceil(per_block) * per_block;
+    Geometry {
+        block_size,
+        frame_size,
+        frames,
+    }
 }
 
 impl PacketDev {
@@ -51,19 +94,31 @@ impl PacketDev {
     /// [`PacketDev::reattach`] binds it when the device appears.
     pub fn open(ifname: &str) -> io::Result<PacketDev> {
         let ifindex = ifindex_of(ifname)?.unwrap_or(0);
+        // Protocol 0: no frame is taken until the bind below names the
+        // netdev and ETH_P_ALL (with a protocol here the socket would take
+        // every netdev's frames, onto its plain queue, before the ring).
         let sock = socket::socket(
             libc::AF_PACKET,
             libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            i32::from(ALL),
+            0,
         )?;
+        // The virtio header before the ring: the kernel refuses it after.
         for (opt, v) in [
             (libc::PACKET_VNET_HDR, 1),
             (libc::PACKET_VNET_HDR_SZ, vnet::HEADER_LEN as i32),
             (libc::PACKET_IGNORE_OUTGOING, 1),
             (libc::PACKET_QDISC_BYPASS, 1),
+            // Any frame too long for its slot is also queued whole.
+            (libc::PACKET_COPY_THRESH, 1),
         ] {
             sockopt::set_int(&sock, libc::SOL_PACKET, opt, v)?;
         }
+        let mtu = if ifindex != 0 {
+            mtu_of(ifname).unwrap_or(1500)
+        } else {
+            1500
+        };
+        let ring = RxRing::new(&sock, geometry(mtu))?;
         if ifindex != 0 {
             socket::bind_packet(&sock, ifindex, ALL)?;
         } else {
@@ -73,6 +128,11 @@ impl PacketDev {
             sock: Arc::new(sock),
             ifname: ifname.to_owned(),
             bound: Arc::new(AtomicU32::new(ifindex)),
+            rx: Some(Rx {
+                ring,
+                head: AtomicUsize::new(0),
+                drops: AtomicU64::new(0),
+            }),
         })
     }
 
@@ -102,11 +162,81 @@ impl PacketDev {
         }
     }
 
-    /// Reads one virtio header and frame; `WouldBlock` when none is queued.
-    /// The netdev going away shows as one error (ENETDOWN), reported as
-    /// `WouldBlock` here: the port stays and [`PacketDev::reattach`] binds
-    /// it again when the netdev is back.
+    /// Reads one virtio header and frame from the ring (or, for a frame
+    /// larger than a slot, from the socket); `WouldBlock` when none is
+    /// queued. A frame longer than `buf` reads as `buf.len()` (too long:
+    /// the port layer drops it). The netdev going away shows as one error
+    /// (ENETDOWN), reported as `WouldBlock` here: the port stays and
+    /// [`PacketDev::reattach`] binds it again when the netdev is back.
     pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let Some(rx) = &self.rx else {
+            return self.recv(buf);
+        };
+        // Bounded: each turn consumes a slot, and the kernel may refill.
+        for _ in 0..rx.ring.frames() {
+            let i = rx.head.load(Ordering::Relaxed);
+            let taken = rx.ring.with_slot(i, |slot| {
+                let p = packet_slot::parse(slot);
+                let n = match &p.slot {
+                    Slot::Frame { vnet, frame } => copy_out(slot, vnet, frame, buf),
+                    _ => 0,
+                };
+                (p, n)
+            });
+            let Some((p, n)) = taken else {
+                // Empty ring: collect a pending error (the netdev went),
+                // which would otherwise keep epoll reporting the socket.
+                return match ring::take_error(&*self.sock) {
+                    Ok(()) => Err(io::ErrorKind::WouldBlock.into()),
+                    Err(e) => Err(detached(e)),
+                };
+            };
+            rx.ring.release(i);
+            rx.head.store((i + 1) % rx.ring.frames(), Ordering::Relaxed);
+            if p.losing {
+                let lost = ring::take_drops(&*self.sock).unwrap_or(0);
+                rx.drops.fetch_add(u64::from(lost), Ordering::Relaxed);
+            }
+            match p.slot {
+                Slot::Frame { .. } => return Ok(n),
+                // The whole frame is next on the socket's queue (copies
+                // are queued in ring order).
+                Slot::Copy => {
+                    let mut r = fd::recv(&*self.sock, buf, libc::MSG_TRUNC);
+                    if matches!(&r, Err(e) if e.kind() != io::ErrorKind::WouldBlock) {
+                        // A pending error (the netdev went) is reported
+                        // before queued data: the copy is still there, and
+                        // left there it would pair with the next copy slot.
+                        r = fd::recv(&*self.sock, buf, libc::MSG_TRUNC);
+                    }
+                    if let Ok(n) = r {
+                        return Ok(n.min(buf.len()));
+                    }
+                }
+                Slot::Cut | Slot::Bad => {}
+            }
+            rx.drops.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(io::ErrorKind::WouldBlock.into())
+    }
+
+    /// Frames dropped at the ring (cut or bad slots, a full ring) since
+    /// the last call.
+    pub fn take_drops(&self) -> u64 {
+        self.rx
+            .as_ref()
+            .map_or(0, |rx| rx.drops.swap(0, Ordering::Relaxed))
+    }
+
+    /// The ring's slot size and count (0, 0 on a worker's handle).
+    pub fn ring_geometry(&self) -> (usize, usize) {
+        self.rx
+            .as_ref()
+            .map_or((0, 0), |rx| (rx.ring.frame_size(), rx.ring.frames()))
+    }
+
+    /// One datagram from the socket's own queue.
+    fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
         match fd::recv(&*self.sock, buf, libc::MSG_TRUNC) {
             // MSG_TRUNC: the real length, so a cut frame shows as too long.
             Ok(n) => Ok(n.min(buf.len())),
@@ -164,8 +294,27 @@ impl PacketDev {
             sock: Arc::clone(&self.sock),
             ifname: self.ifname.clone(),
             bound: Arc::clone(&self.bound),
+            rx: None,
         }
     }
+}
+
+/// Puts a ring frame into `buf` as a read of the socket would: the slot's
+/// 10-byte virtio header, a zero `num_buffers` (the v1 header's last
+/// field), the frame. Returns the length, `buf.len()` when it is too short
+/// (the port layer drops that as too long).
+fn copy_out(slot: &[u8], vnet: &Range<usize>, frame: &Range<usize>, buf: &mut [u8]) -> usize {
+    let (Some(hdr), Some(bytes)) = (slot.get(vnet.clone()), slot.get(frame.clone())) else {
+        return buf.len();
+    };
+    let n = vnet::HEADER_LEN + bytes.len();
+    if hdr.len() > vnet::HEADER_LEN || n > buf.len() {
+        return buf.len();
+    }
+    buf[..hdr.len()].copy_from_slice(hdr);
+    buf[hdr.len()..vnet::HEADER_LEN].fill(0);
+    buf[vnet::HEADER_LEN..n].copy_from_slice(bytes);
+    n
 }
 
 /// A netdev that went away (ENETDOWN, ENXIO, ENODEV) is no error of the

@@ -47,6 +47,10 @@ pub struct PortCounters {
     pub rx_drop_oversize: u64,
     /// read(2) failed with something other than EAGAIN.
     pub rx_errors: u64,
+    /// An attached port's receive ring: frames the kernel lost to a full
+    /// ring, cut to their slot with no whole copy, or slots that did not
+    /// parse.
+    pub rx_drop_ring: u64,
     pub tx_drop_short: u64,
     pub tx_drop_oversize: u64,
     /// The kernel side's queue was full (EAGAIN), or it took part of a frame.
@@ -91,6 +95,7 @@ impl PortCounters {
             rx_drop_short,
             rx_drop_oversize,
             rx_errors,
+            rx_drop_ring,
             tx_drop_short,
             tx_drop_oversize,
             tx_drop_busy,
@@ -456,6 +461,7 @@ impl Ports {
         };
         let mtu = port.dev.mtu();
         let r = rx.fill(&port.dev, &mut port.counters, max_frame_len(mtu));
+        port.counters.rx_drop_ring += port.dev.take_rx_drops();
         if let Some(len) = rx.take_oversize() {
             port.warn_oversize("from", len, mtu);
         }

@@ -17,6 +17,7 @@
 //! - [`cred`]: a Unix socket peer's credentials, our ids, group names.
 //! - [`sched`]: a thread's nice value (control threads yield to workers).
 //! - [`rtnl`]: rtnetlink for bridged ports (enslave, bridge FDB delete).
+//! - [`ring`]: a packet socket's mmap'd TPACKET_V2 receive ring.
 
 pub mod cred;
 pub mod epoll;
@@ -25,6 +26,7 @@ pub mod fd;
 pub mod ifreq;
 pub mod mmsg;
 pub mod ns;
+pub mod ring;
 pub mod rtnl;
 pub mod sched;
 pub mod socket;

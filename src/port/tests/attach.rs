@@ -61,7 +61,7 @@ fn move_up(dev: &str, ns: &Netns, ip: &str) {
     ns.ip(&["addr", "add", ip, "dev", dev]);
 }
 
-fn offload() -> TapOptions {
+pub(super) fn offload() -> TapOptions {
     TapOptions {
         offload: true,
         multi_queue: false,
@@ -154,7 +154,7 @@ impl World {
     }
 }
 
-fn in_own_netns(f: impl FnOnce() + Send + 'static) {
+pub(super) fn in_own_netns(f: impl FnOnce() + Send + 'static) {
     std::thread::spawn(move || {
         crate::sys::ns::unshare_net().expect("unshare (root?)");
         let ok = Command::new("ip")

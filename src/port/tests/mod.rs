@@ -4,6 +4,7 @@
 //! addressed traffic runs in a namespace the test creates and deletes.
 
 mod attach;
+mod attach_ring;
 mod gro_udp;
 mod offload;
 mod segment;
