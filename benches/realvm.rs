@@ -1,10 +1,11 @@
 //! Real qemu guests, guest to guest across two meshwire nodes, for each way
 //! a VM meets meshwire (issue 12), in one run: the guest's TAP in a Linux
-//! bridge whose uplink is meshwire's TAP port ("bridge uplink"), and
-//! meshwire attached to the TAP qemu holds ("AF_PACKET attach"). The guests
-//! are the reference VM's kernel and initramfs booted as plain hosts
-//! (eth0, MTU 1500) under TCG: absolute figures are bound by the emulated
-//! guests, so compare the rows of one run, not with the netns figures.
+//! bridge whose uplink is meshwire's TAP port ("bridge uplink"), meshwire
+//! attached to the TAP qemu holds ("AF_PACKET attach"), and meshwire as
+//! the guest's virtio-net device ("vhost-user"). The guests are the
+//! reference VM's kernel and initramfs booted as plain hosts (eth0, MTU
+//! 1500) under TCG: absolute figures are bound by the emulated guests, so
+//! compare the rows of one run, not with the netns figures.
 //!
 //! Per attachment: iperf3 TCP guest -> guest (5 s), iperf3 UDP with
 //! 64-byte datagrams (5 s, unlimited rate: packets/s the receiving guest
@@ -19,6 +20,13 @@ mod common;
 #[allow(dead_code)] // the interop tests use the rest
 #[path = "../netns-tests/interop/refvm.rs"]
 mod refvm;
+// The vhost-user guest of the interop tests (its tests compile away here).
+#[allow(dead_code, unused_imports)]
+#[path = "../netns-tests/interop/guest.rs"]
+mod guest;
+#[allow(dead_code, unused_imports)]
+#[path = "../netns-tests/interop/vhost.rs"]
+mod vhost;
 
 use std::fmt::Write as _;
 use std::fs;
@@ -26,14 +34,18 @@ use std::time::Duration;
 
 use common::*;
 use refvm::RefVm;
+use vhost::VhostGuest;
 
 const IP_A: &str = "198.19.1.201";
 const IP_B: &str = "198.19.1.202";
+/// The second vhost-user guest's MAC (VhostGuest boots with one fixed MAC).
+const MAC_B: &str = "52:54:00:76:68:02";
 
 #[derive(Clone, Copy, PartialEq)]
 enum Mode {
     Bridge,
     Attach,
+    Vhost,
 }
 
 impl Mode {
@@ -41,6 +53,7 @@ impl Mode {
         match self {
             Mode::Bridge => "bridge uplink (guest TAP in a Linux bridge)",
             Mode::Attach => "AF_PACKET attach (meshwire on qemu's TAP)",
+            Mode::Vhost => "vhost-user (meshwire is the guest's virtio-net device)",
         }
     }
 }
@@ -96,7 +109,45 @@ fn udp_received(w: &[String]) -> f64 {
         .unwrap_or(0.0)
 }
 
-fn boot(name: &'static str, t: &Topology, hv: usize, ip: &str, mode: Mode) -> RefVm {
+/// A guest of either kind, driven through its console.
+enum Guest {
+    Ref(RefVm),
+    Vhost(VhostGuest),
+}
+
+impl Guest {
+    fn try_cmd(&self, c: &str) -> (bool, String) {
+        match self {
+            Guest::Ref(g) => g.try_cmd(c),
+            Guest::Vhost(g) => g.try_cmd(c),
+        }
+    }
+
+    fn cmd(&self, c: &str) -> String {
+        match self {
+            Guest::Ref(g) => g.cmd(c),
+            Guest::Vhost(g) => g.cmd(c),
+        }
+    }
+}
+
+fn vhost_sock(t: &Topology, hv: usize) -> std::path::PathBuf {
+    t.dir.join(format!("vhost/hv{hv}.sock"))
+}
+
+fn boot(name: &'static str, t: &Topology, hv: usize, ip: &str, mode: Mode) -> Guest {
+    if mode == Mode::Vhost {
+        let ns = &t.hvs[hv - 1].ns;
+        let g = VhostGuest::start(ns, &vhost_sock(t, hv), &t.dir, name);
+        // Both boot with the same MAC and address: the second takes its own.
+        if hv == 2 {
+            g.cmd(&format!("ip link set eth0 address {MAC_B}"));
+        }
+        g.cmd(&format!(
+            "ip addr flush dev eth0 && ip addr add {ip}/24 dev eth0"
+        ));
+        return Guest::Vhost(g);
+    }
     let mut args = vec![
         "--ns".to_string(),
         t.hvs[hv - 1].ns.clone(),
@@ -106,23 +157,32 @@ fn boot(name: &'static str, t: &Topology, hv: usize, ip: &str, mode: Mode) -> Re
     if mode == Mode::Bridge {
         args.extend(["--bridge".into(), "vmbr".into()]);
     }
-    RefVm::start(name, &args)
+    Guest::Ref(RefVm::start(name, &args))
 }
 
 fn run(mode: Mode) -> String {
     let (a_name, b_name) = match mode {
         Mode::Bridge => ("mwRb1", "mwRb2"),
         Mode::Attach => ("mwRa1", "mwRa2"),
+        Mode::Vhost => ("rv1", "rv2"),
     };
     let layout: &[&[Attach]] = match mode {
         Mode::Bridge => &[&[Attach::Bridge], &[Attach::Bridge]],
-        Mode::Attach => &[&[Attach::External], &[Attach::External]],
+        Mode::Attach | Mode::Vhost => &[&[Attach::External], &[Attach::External]],
     };
     let mut t = Topology::new("mwR", layout, 1000);
     if mode == Mode::Attach {
         for (hv, name) in [(1, a_name), (2, b_name)] {
             t.hvs[hv - 1].extra_config =
                 format!("\n[[port]]\nname = \"guest\"\nattach = \"rv-t-{name}\"\n");
+        }
+    }
+    if mode == Mode::Vhost {
+        for hv in [1, 2] {
+            t.hvs[hv - 1].extra_config = format!(
+                "\n[[port]]\nname = \"guest\"\nvhost_user = \"{}\"\n",
+                vhost_sock(&t, hv).display()
+            );
         }
     }
     t.start_all();
@@ -177,7 +237,7 @@ fn main() {
     let mut md = String::from(
         "| attachment | TCP guest -> guest Mbit/s | UDP 64 B rx pps | meshwire CPU s/GB (both daemons) | oversize drops |\n|---|---|---|---|---|\n",
     );
-    for mode in [Mode::Bridge, Mode::Attach] {
+    for mode in [Mode::Bridge, Mode::Attach, Mode::Vhost] {
         let row = run(mode);
         eprint!("{row}");
         let _ = write!(md, "{row}");
