@@ -13,6 +13,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use vhost::vhost_user::message::VhostUserProtocolFeatures;
+use vhost_user_backend::bitmap::BitmapMmapRegion;
 use vhost_user_backend::VhostUserBackend;
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{
@@ -26,7 +27,8 @@ use vm_memory::GuestMemoryAtomic;
 pub mod features {
     pub use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1 as VERSION_1;
     pub use virtio_bindings::virtio_net::{
-        VIRTIO_NET_F_CSUM as CSUM, VIRTIO_NET_F_GUEST_CSUM as GUEST_CSUM,
+        VIRTIO_NET_F_CSUM as CSUM, VIRTIO_NET_F_GUEST_ANNOUNCE as GUEST_ANNOUNCE,
+        VIRTIO_NET_F_GUEST_CSUM as GUEST_CSUM,
         VIRTIO_NET_F_GUEST_TSO4 as GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6 as GUEST_TSO6,
         VIRTIO_NET_F_HOST_TSO4 as HOST_TSO4, VIRTIO_NET_F_HOST_TSO6 as HOST_TSO6,
         VIRTIO_NET_F_MRG_RXBUF as MRG_RXBUF,
@@ -36,6 +38,10 @@ pub mod features {
     };
     /// vhost-user's own bit: the frontend may negotiate protocol features.
     pub const PROTOCOL_FEATURES: u32 = 30;
+    /// vhost's own bit: the backend logs its writes into guest memory in
+    /// the frontend's dirty bitmap (needed for live migration: qemu
+    /// refuses to migrate a vhost device without it).
+    pub const LOG_ALL: u32 = 26;
 
     /// Bits as a mask.
     pub const fn mask(bits: &[u32]) -> u64 {
@@ -54,9 +60,22 @@ pub mod features {
     /// qemu cannot start a vhost-user net device without it (its
     /// vhost_net_start restores the rings' enable state with
     /// SET_VRING_ENABLE, which needs it); see vendor/README.md for the one
-    /// check of the crates that had to follow.
-    pub const BASE: u64 =
-        mask(&[VERSION_1, MRG_RXBUF, EVENT_IDX, INDIRECT_DESC]) | 1 << PROTOCOL_FEATURES;
+    /// check of the crates that had to follow. LOG_ALL for live migration
+    /// (the writes are logged, `Mem`'s bitmap). GUEST_ANNOUNCE is qemu's
+    /// announcement for a vhost-user NIC: its RARP rounds cannot reach the
+    /// wire through a vhost-user netdev (qemu would ask the backend to send
+    /// them, VHOST_USER_SEND_RARP, which the crates do not handle), so with
+    /// this bit qemu asks the guest instead, and its driver sends a
+    /// gratuitous ARP (and NA) itself at the destination; qemu masks the bit
+    /// from the guest with `guest_announce=off`.
+    pub const BASE: u64 = mask(&[
+        VERSION_1,
+        MRG_RXBUF,
+        EVENT_IDX,
+        INDIRECT_DESC,
+        GUEST_ANNOUNCE,
+    ]) | 1 << PROTOCOL_FEATURES
+        | 1 << LOG_ALL;
     /// With `offload` (the default): the guest sends partial checksums and
     /// TSO super-frames (HOST_*), which the port cuts and completes as a
     /// TAP's; it may take them (GUEST_*), which the port coalesces.
@@ -75,7 +94,7 @@ pub struct Backend {
 }
 
 impl VhostUserBackend for Backend {
-    type Bitmap = ();
+    type Bitmap = BitmapMmapRegion;
     type Vring = Vring;
 
     fn num_queues(&self) -> usize {
@@ -99,9 +118,11 @@ impl VhostUserBackend for Backend {
     }
 
     fn protocol_features(&self) -> VhostUserProtocolFeatures {
-        // Nothing beyond the base protocol: no config space (no MAC, no
-        // status), one queue pair, no dirty log yet.
-        VhostUserProtocolFeatures::empty()
+        // The dirty log comes as a shared memory fd (SET_LOG_BASE), which
+        // the crate maps and hands to `Mem`'s bitmaps. Nothing else beyond
+        // the base protocol: no config space (no MAC, no status), one
+        // queue pair.
+        VhostUserProtocolFeatures::LOG_SHMFD
     }
 
     fn set_event_idx(&self, _enabled: bool) {

@@ -31,6 +31,8 @@ pub mod rx;
 pub mod tx;
 
 #[cfg(test)]
+mod dirty_tests;
+#[cfg(test)]
 mod tests;
 
 use std::io;
@@ -39,6 +41,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use vhost_user_backend::bitmap::BitmapMmapRegion;
 use vhost_user_backend::{VringMutex, VringState, VringT};
 use virtio_queue::QueueT;
 use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
@@ -47,8 +50,14 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use super::tap::Offloads;
 use backend::features;
 
-/// The guest's memory as the port maps it.
-pub type Mem = GuestMemoryMmap<()>;
+/// The guest's memory as the port maps it. Every region carries a dirty
+/// bitmap that stays empty (a no-op per write) until qemu starts a live
+/// migration and hands over its log (SET_LOG_BASE): from then on each
+/// write meshwire makes into the guest (RX buffers, both used rings, the
+/// avail event) sets its page's bit there, through vm-memory's writes, so
+/// qemu copies those pages again. Marking is an atomic OR in shared memory,
+/// no system call.
+pub type Mem = GuestMemoryMmap<BitmapMmapRegion>;
 /// One virtqueue as the backend crate keeps it.
 pub type Vring = VringMutex<GuestMemoryAtomic<Mem>>;
 
