@@ -40,6 +40,8 @@ mod relay;
 mod vhost;
 #[path = "interop/vhost_ctl.rs"]
 mod vhost_ctl;
+#[path = "interop/vhost_migrate.rs"]
+mod vhost_migrate;
 
 use std::time::{Duration, Instant};
 

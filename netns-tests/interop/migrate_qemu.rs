@@ -23,7 +23,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -98,32 +98,7 @@ impl Qemu {
 
     /// Sends one QMP command; its `return` (or `error`) object.
     fn qmp(&self, cmd: &Value) -> Value {
-        let s = UnixStream::connect(self.dir.join("qmp")).expect("qmp socket");
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let mut r = BufReader::new(s.try_clone().unwrap());
-        let mut w = s;
-        let mut line = String::new();
-        r.read_line(&mut line).unwrap(); // greeting
-        for c in [
-            serde_json::json!({"execute": "qmp_capabilities"}),
-            cmd.clone(),
-        ] {
-            writeln!(w, "{c}").unwrap();
-            loop {
-                line.clear();
-                if r.read_line(&mut line).unwrap_or(0) == 0 {
-                    return Value::Null;
-                }
-                let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
-                if v.get("return").is_some() || v.get("error").is_some() {
-                    if c == *cmd {
-                        return v;
-                    }
-                    break;
-                }
-            }
-        }
-        Value::Null
+        qmp(&self.dir.join("qmp"), cmd)
     }
 
     /// Types a line into the guest's shell (its serial console).
@@ -131,6 +106,37 @@ impl Qemu {
         let mut s = UnixStream::connect(self.dir.join("console")).expect("console");
         writeln!(s, "{line}").unwrap();
     }
+}
+
+/// Sends one QMP command to the monitor at `path`; its `return` (or
+/// `error`) object.
+pub fn qmp(path: &Path, cmd: &Value) -> Value {
+    let s = UnixStream::connect(path).expect("qmp socket");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut w = s;
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap(); // greeting
+    for c in [
+        serde_json::json!({"execute": "qmp_capabilities"}),
+        cmd.clone(),
+    ] {
+        writeln!(w, "{c}").unwrap();
+        loop {
+            line.clear();
+            if r.read_line(&mut line).unwrap_or(0) == 0 {
+                return Value::Null;
+            }
+            let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+            if v.get("return").is_some() || v.get("error").is_some() {
+                if c == *cmd {
+                    return v;
+                }
+                break;
+            }
+        }
+    }
+    Value::Null
 }
 
 impl Drop for Qemu {
@@ -167,9 +173,14 @@ fn ping_outage(t: &Topology, vm: &str, secs: u32, during: impl FnOnce()) -> (u64
 
 /// `ping_outage` from the VM namespace `ns`.
 fn ping_outage_from(ns: &str, secs: u32, during: impl FnOnce()) -> (u64, bool, f64) {
+    ping_outage_to(ns, GUEST_IP, secs, during)
+}
+
+/// `ping_outage_from` toward `ip`.
+pub fn ping_outage_to(ns: &str, ip: &str, secs: u32, during: impl FnOnce()) -> (u64, bool, f64) {
     let child = Command::new("ip")
         .args(["netns", "exec", ns, "ping", "-n", "-i", "0.01", "-W", "1"])
-        .args(["-w", &secs.to_string(), GUEST_IP])
+        .args(["-w", &secs.to_string(), ip])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();

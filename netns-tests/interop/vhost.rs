@@ -20,9 +20,9 @@ use super::common::*;
 use super::refvm::rv_build_dir;
 
 const NAME: &str = "mwV";
-const GUEST_IP: &str = "198.19.1.13";
+pub const GUEST_IP: &str = "198.19.1.13";
 const GUEST_IP6: &str = "fd00:198:19:1::13";
-const GUEST_MAC: &str = "52:54:00:76:68:01";
+pub const GUEST_MAC: &str = "52:54:00:76:68:01";
 const SPOOF_MAC: &str = "52:54:00:de:ad:02";
 
 /// A qemu whose NIC is a vhost-user device on `sock`; killed on drop.
@@ -33,6 +33,14 @@ pub struct VhostGuest {
 
 impl VhostGuest {
     pub fn start(ns: &str, sock: &Path, dir: &Path, tag: &str) -> VhostGuest {
+        let g = Self::launch(ns, sock, dir, tag, &[]);
+        g.booted();
+        g
+    }
+
+    /// Starts qemu with `extra` arguments (an `-incoming`, `-global`s) and
+    /// a QMP socket (`qmp` in its directory), without waiting for a boot.
+    pub fn launch(ns: &str, sock: &Path, dir: &Path, tag: &str, extra: &[String]) -> VhostGuest {
         let build = super::refvm::build();
         assert!(
             build.join("vmlinux").exists(),
@@ -95,6 +103,11 @@ impl VhostGuest {
                 "vhost-user,id=n0,chardev=vu",
             ])
             .args(["-device", &nic])
+            .args([
+                "-qmp",
+                &format!("unix:{},server=on,wait=off", dir.join("qmp").display()),
+            ])
+            .args(extra)
             .args(["-daemonize", "-pidfile"])
             .arg(dir.join("pid"))
             .output()
@@ -104,20 +117,28 @@ impl VhostGuest {
             "qemu {tag} did not start: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let g = VhostGuest {
+        VhostGuest {
             dir,
             tag: tag.to_string(),
-        };
+        }
+    }
+
+    /// Waits for the guest's shell.
+    pub fn booted(&self) {
         assert!(
             // The console's shell starts after RV-READY: what is typed
             // before it is lost.
-            wait_until(Duration::from_secs(150), || g
+            wait_until(Duration::from_secs(150), || self
                 .log()
                 .contains("refvm-vhost#")),
             "the guest did not boot:\n{}",
-            g.log()
+            self.log()
         );
-        g
+    }
+
+    /// qemu's QMP socket.
+    pub fn qmp_path(&self) -> PathBuf {
+        self.dir.join("qmp")
     }
 
     pub fn log(&self) -> String {

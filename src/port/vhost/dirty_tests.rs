@@ -11,9 +11,7 @@ use std::sync::atomic::Ordering;
 
 use virtio_queue::{Queue, QueueT};
 use vm_memory::bitmap::{AtomicBitmap, Bitmap};
-use vm_memory::{
-    Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
-};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 use super::{rx, tx};
 
@@ -102,7 +100,8 @@ fn frames_into_the_guest_mark_their_buffers_and_the_used_ring() {
     let idx: u16 = mem.load(GuestAddress(USED + 2), Ordering::Acquire).unwrap();
     assert_eq!(idx, 3);
     let mut got = vec![0u8; 100];
-    mem.read_slice(&mut got, GuestAddress(BUFS + 2 * PAGE)).unwrap();
+    mem.read_slice(&mut got, GuestAddress(BUFS + 2 * PAGE))
+        .unwrap();
     assert!(got.iter().all(|&b| b == 0x5a));
 
     // The next, after qemu cleared its log: only what it touched.
