@@ -33,6 +33,8 @@ pub mod tx;
 #[cfg(test)]
 mod dirty_tests;
 #[cfg(test)]
+mod log_tests;
+#[cfg(test)]
 mod tests;
 
 use std::io;
