@@ -29,5 +29,4 @@ pub mod switch;
 #[allow(unsafe_code)]
 pub mod sys;
 pub mod tunnel;
-pub mod watch;
 pub mod wire;

@@ -5,8 +5,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use meshwire::watch::machine::Machine;
-use meshwire::watch::qmp;
+use meshwire::port::watch::machine::Machine;
+use meshwire::port::watch::qmp;
 
 fuzz_target!(|data: &[u8]| {
     let mut m = Machine::default();

@@ -1,5 +1,5 @@
 //! Dual delivery during a live migration, driven by a qemu watcher
-//! (`crate::watch`): frames for a migrating VM go to its old and its new
+//! (`crate::port::watch`): frames for a migrating VM go to its old and its new
 //! location until the VM is seen at the new one (what OVN's
 //! requested-chassis with two chassis does).
 //!

@@ -232,7 +232,8 @@ fn validate(raw: Config, base_dir: &Path) -> Result<Validated, ConfigError> {
             }
         }
         if let Some(q) = &p.qmp {
-            crate::watch::client::check_path(q).map_err(|m| err(format!("port[{i}].qmp"), m))?;
+            crate::port::watch::client::check_path(q)
+                .map_err(|m| err(format!("port[{i}].qmp"), m))?;
         }
         if let Some(mtu) = p.mtu {
             if !(576..=65000).contains(&mtu) {

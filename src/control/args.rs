@@ -233,7 +233,7 @@ fn vhost_path(p: &std::path::Path) -> Result<(), String> {
 fn qmp_path(p: &Option<std::path::PathBuf>) -> Result<(), String> {
     match p {
         Some(p) if !p.as_os_str().is_empty() => {
-            crate::watch::client::check_path(p).map_err(|e| format!("--qmp: {e}"))
+            crate::port::watch::client::check_path(p).map_err(|e| format!("--qmp: {e}"))
         }
         _ => Ok(()),
     }

@@ -87,8 +87,8 @@ struct State {
     /// port's keys when they changed in the file, and leaves what `ctl
     /// port set` changed alone otherwise.
     file_specs: HashMap<String, PolicySpec>,
-    /// The qemu watchers of ports with `qmp` (`crate::watch`).
-    watchers: crate::watch::Watchers,
+    /// The qemu watchers of ports with `qmp` (`crate::port::watch`).
+    watchers: crate::port::watch::Watchers,
 }
 
 /// A port to open: from the config or from `ctl port add`.
@@ -104,7 +104,7 @@ struct NewPort<'a> {
     vhost_user: Option<&'a Path>,
     /// The Linux bridge the port's TAP joins (`port/bridged.rs`).
     bridge: Option<&'a str>,
-    /// The VM's QMP socket to watch (`crate::watch`).
+    /// The VM's QMP socket to watch (`crate::port::watch`).
     qmp: Option<&'a Path>,
     policy: PolicySpec,
 }
@@ -173,7 +173,7 @@ pub fn run(cfg: Validated, config_path: &Path) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     ep.add(control.fd(), TOKEN_CONTROL)
         .map_err(|e| e.to_string())?;
-    let mut watchers = crate::watch::Watchers::new().map_err(|e| format!("eventfd: {e}"))?;
+    let mut watchers = crate::port::watch::Watchers::new().map_err(|e| format!("eventfd: {e}"))?;
     ep.add(watchers.fd(), TOKEN_WATCH)
         .map_err(|e| e.to_string())?;
     for p in &cfg.raw.ports {

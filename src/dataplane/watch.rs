@@ -1,4 +1,4 @@
-//! What the daemon does with a qemu watcher's news (`crate::watch`), and
+//! What the daemon does with a qemu watcher's news (`crate::port::watch`), and
 //! `ctl announce`, which the destination's claim shares.
 
 use std::net::IpAddr;
@@ -9,8 +9,8 @@ use tracing::{info, warn};
 
 use super::{Node, Outbox, State};
 use crate::control::CtlCommand;
+use crate::port::watch::{Action, Note};
 use crate::port::PortId;
-use crate::watch::{Action, Note};
 use crate::wire::MacAddr;
 
 impl State {

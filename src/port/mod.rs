@@ -14,6 +14,8 @@
 //! - [`gro_udp`]: the same for the datagrams of a UDP flow (USO).
 //! - [`tx`]: plain writes and the pool of flows being coalesced.
 //! - [`vhost`]: vhost-user ports: a VM's virtio-net device over shared memory.
+//! - [`watch`]: the qemu behind a port, watched over its QMP socket
+//!   (`[[port]] qmp`): live migrations acted on as they happen.
 
 pub mod bridged;
 pub mod device;
@@ -28,6 +30,7 @@ pub mod segment;
 pub mod tap;
 pub mod tx;
 pub mod vhost;
+pub mod watch;
 
 #[cfg(test)]
 pub(crate) mod testnet;
