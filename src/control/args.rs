@@ -225,7 +225,7 @@ fn vhost_path(p: &std::path::Path) -> Result<(), String> {
             p.display()
         ));
     }
-    crate::watch::client::check_path(p).map_err(|e| format!("--vhost-user: {e}"))
+    crate::port::watch::client::check_path(p).map_err(|e| format!("--vhost-user: {e}"))
 }
 
 /// `--qmp`: absolute and short enough for a unix socket; "" (stop
