@@ -31,10 +31,6 @@ pub mod rx;
 pub mod tx;
 
 #[cfg(test)]
-mod dirty_tests;
-#[cfg(test)]
-mod log_tests;
-#[cfg(test)]
 mod tests;
 
 use std::io;

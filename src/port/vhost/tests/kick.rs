@@ -16,7 +16,7 @@ use vhost_user_backend::VringT;
 use vm_memory::{Bytes, GuestAddress, GuestAddressSpace, GuestMemoryAtomic};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use super::{Mem, Shared, VhostDev, Vring};
+use super::super::{Mem, Shared, VhostDev, Vring};
 use crate::sys::epoll::Epoll;
 
 const SIZE: u16 = 64;

@@ -13,7 +13,7 @@ use virtio_queue::{Queue, QueueT};
 use vm_memory::bitmap::{AtomicBitmap, Bitmap};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
-use super::{rx, tx};
+use super::super::{rx, tx};
 
 type LoggedMem = GuestMemoryMmap<AtomicBitmap>;
 

@@ -19,8 +19,8 @@ use vhost::{VhostBackend, VhostUserDirtyLogRegion, VhostUserMemoryRegionInfo, Vr
 use vm_memory::{Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use super::backend::features;
-use super::VhostDev;
+use super::super::backend::features;
+use super::super::VhostDev;
 
 const MEM: u64 = 0x40000;
 const PAGE: u64 = 0x1000;
