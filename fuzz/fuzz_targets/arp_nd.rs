@@ -9,12 +9,15 @@
 //! Records: [kind, arg, len, bytes...].
 #![no_main]
 
+#[path = "../common/mod.rs"]
+mod common;
+
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use meshwire::bridge::arp_nd::{snoop, Request};
-use meshwire::bridge::{Bridge, Egress, PortPolicy};
+use meshwire::bridge::{Bridge, PortPolicy};
 use meshwire::mesh::dat;
 use meshwire::mesh::{Mesh, MeshConfig};
 use meshwire::switch::{Switch, SwitchConfig};
@@ -25,20 +28,6 @@ const PEER_ORIG: MacAddr = MacAddr([2, 0, 0, 0, 0, 2]);
 const OUR_HARDIF: MacAddr = MacAddr([2, 0, 0, 0, 1, 0]);
 const PEER_HARDIF: MacAddr = MacAddr([2, 0, 0, 0, 2, 0]);
 const VM: MacAddr = MacAddr([0x52, 0x54, 0, 0, 0, 1]);
-
-#[derive(Default)]
-struct Sink {
-    bytes: usize,
-}
-
-impl Egress for Sink {
-    fn to_port(&mut self, _port: u32, frame: &[u8]) {
-        self.bytes += frame.len();
-    }
-    fn to_peer(&mut self, _peer: u32, parts: &[&[u8]]) {
-        self.bytes += parts.iter().map(|p| p.len()).sum::<usize>();
-    }
-}
 
 fn get<const N: usize>(b: &[u8], off: usize) -> [u8; N] {
     let mut a = [0u8; N];
@@ -115,15 +104,10 @@ fuzz_target!(|data: &[u8]| {
         b.add_port(p as u32, "p");
     }
     let mut now = Instant::now();
-    let mut io = Sink::default();
+    let mut io = common::Sink::default();
     let mut frame = Vec::with_capacity(256);
     let mut packet = Vec::with_capacity(512);
-    let mut rest = data;
-    while rest.len() >= 3 {
-        let (kind, arg) = (rest[0], rest[1]);
-        let len = (rest[2] as usize * 2).min(rest.len() - 3);
-        let body = &rest[3..3 + len];
-        rest = &rest[3 + len..];
+    for (kind, arg, body) in common::records(data, 2) {
         let port = u32::from(arg % 3);
         let src = match arg >> 6 {
             0 => VM,

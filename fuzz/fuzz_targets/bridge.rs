@@ -7,10 +7,13 @@
 //! dataplane.
 #![no_main]
 
+#[path = "../common/mod.rs"]
+mod common;
+
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
-use meshwire::bridge::{Bridge, Egress};
+use meshwire::bridge::Bridge;
 use meshwire::mesh::{Mesh, MeshConfig};
 use meshwire::switch::{Switch, SwitchConfig};
 use meshwire::wire::MacAddr;
@@ -19,21 +22,6 @@ const ORIG: MacAddr = MacAddr([2, 0, 0, 0, 0, 1]);
 
 fn hardif(peer: u32) -> MacAddr {
     MacAddr([2, 0, 0, 0, 1, peer as u8])
-}
-
-/// Counts what the bridge hands out (and looks at it, as I/O would).
-#[derive(Default)]
-struct Sink {
-    bytes: usize,
-}
-
-impl Egress for Sink {
-    fn to_port(&mut self, _port: u32, frame: &[u8]) {
-        self.bytes += frame.len();
-    }
-    fn to_peer(&mut self, _peer: u32, parts: &[&[u8]]) {
-        self.bytes += parts.iter().map(|p| p.len()).sum::<usize>();
-    }
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -46,16 +34,11 @@ fuzz_target!(|data: &[u8]| {
     b.add_port(0, "p0");
     b.add_port(1, "p1");
     let t0 = Instant::now();
-    let mut io = Sink::default();
+    let mut io = common::Sink::default();
     let mut now = t0;
     let mut frame = Vec::with_capacity(2048);
     // Records: [kind, arg, len, bytes...].
-    let mut rest = data;
-    while rest.len() >= 3 {
-        let (kind, arg) = (rest[0], rest[1]);
-        let len = (rest[2] as usize * 8).min(rest.len() - 3);
-        let body = &rest[3..3 + len];
-        rest = &rest[3 + len..];
+    for (kind, arg, body) in common::records(data, 8) {
         match kind % 5 {
             // A VM frame into a port (2 is not a port).
             0 => b.from_port(now, u32::from(arg % 3), body, &mut io),

@@ -18,6 +18,9 @@
 //! Records: [op, arg, len, bytes...].
 #![no_main]
 
+#[path = "../common/mod.rs"]
+mod common;
+
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
@@ -212,12 +215,7 @@ impl Net {
 
 fuzz_target!(|data: &[u8]| {
     let mut net = Net::new();
-    let mut rest = data;
-    while rest.len() >= 3 {
-        let (op, arg) = (rest[0], rest[1]);
-        let len = (rest[2] as usize * 4).min(rest.len() - 3);
-        let bytes = &rest[3..3 + len];
-        rest = &rest[3 + len..];
+    for (op, arg, bytes) in common::records(data, 4) {
         match op % 4 {
             0 | 1 => net.inject(op, arg, bytes),
             2 => net.from_b(op, arg, bytes),

@@ -9,11 +9,14 @@
 //! the bytes, so the L3 parsers are reached rather than the header check.
 #![no_main]
 
+#[path = "../common/mod.rs"]
+mod common;
+
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use meshwire::bridge::policy::mcast::McastKind;
-use meshwire::bridge::{Bridge, Egress, PortPolicy};
+use meshwire::bridge::{Bridge, PortPolicy};
 use meshwire::mesh::{Mesh, MeshConfig};
 use meshwire::switch::{Switch, SwitchConfig};
 use meshwire::wire::{dhcp, ipv6, MacAddr};
@@ -21,20 +24,6 @@ use meshwire::wire::{dhcp, ipv6, MacAddr};
 const ORIG: MacAddr = MacAddr([2, 0, 0, 0, 0, 1]);
 const VM: MacAddr = MacAddr([0x52, 0x54, 0, 0, 0, 1]);
 const ETHERTYPES: [u16; 8] = [0x0800, 0x86dd, 0x0806, 0x8035, 0x8100, 0x88a8, 0x4305, 0x88cc];
-
-#[derive(Default)]
-struct Sink {
-    bytes: usize,
-}
-
-impl Egress for Sink {
-    fn to_port(&mut self, _port: u32, frame: &[u8]) {
-        self.bytes += frame.len();
-    }
-    fn to_peer(&mut self, _peer: u32, parts: &[&[u8]]) {
-        self.bytes += parts.iter().map(|p| p.len()).sum::<usize>();
-    }
-}
 
 fuzz_target!(|data: &[u8]| {
     let mesh = Mesh::new(MeshConfig::new(ORIG));
@@ -65,14 +54,9 @@ fuzz_target!(|data: &[u8]| {
     }
     let t0 = Instant::now();
     let mut now = t0;
-    let mut io = Sink::default();
+    let mut io = common::Sink::default();
     let mut frame = Vec::with_capacity(2048);
-    let mut rest = data;
-    while rest.len() >= 3 {
-        let (kind, arg) = (rest[0], rest[1]);
-        let len = (rest[2] as usize * 4).min(rest.len() - 3);
-        let body = &rest[3..3 + len];
-        rest = &rest[3 + len..];
+    for (kind, arg, body) in common::records(data, 4) {
         let port = u32::from(arg % 3);
         match kind % 6 {
             // A raw frame.
