@@ -20,6 +20,7 @@ use vmm_sys_util::event::{
     new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
 };
 
+use super::queues::MAX_PAIRS;
 use super::{Mem, Shared, Vring, TX_QUEUE};
 use vm_memory::GuestMemoryAtomic;
 
@@ -30,7 +31,8 @@ pub mod features {
         VIRTIO_NET_F_CSUM as CSUM, VIRTIO_NET_F_GUEST_ANNOUNCE as GUEST_ANNOUNCE,
         VIRTIO_NET_F_GUEST_CSUM as GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4 as GUEST_TSO4,
         VIRTIO_NET_F_GUEST_TSO6 as GUEST_TSO6, VIRTIO_NET_F_HOST_TSO4 as HOST_TSO4,
-        VIRTIO_NET_F_HOST_TSO6 as HOST_TSO6, VIRTIO_NET_F_MRG_RXBUF as MRG_RXBUF,
+        VIRTIO_NET_F_HOST_TSO6 as HOST_TSO6, VIRTIO_NET_F_MQ as MQ,
+        VIRTIO_NET_F_MRG_RXBUF as MRG_RXBUF,
     };
     pub use virtio_bindings::virtio_ring::{
         VIRTIO_RING_F_EVENT_IDX as EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC as INDIRECT_DESC,
@@ -54,8 +56,8 @@ pub mod features {
     }
 
     /// Always offered. No VIRTIO_NET_F_MAC: the guest's MAC is its own
-    /// (qemu's `mac=`), the port learns it like a TAP port's. No MQ yet: one
-    /// queue pair. PROTOCOL_FEATURES (vhost-user's own bit 30) because
+    /// (qemu's `mac=`), the port learns it like a TAP port's. MQ: up to
+    /// `queues::MAX_PAIRS` queue pairs (qemu's `queues=`). PROTOCOL_FEATURES (vhost-user's own bit 30) because
     /// qemu cannot start a vhost-user net device without it (its
     /// vhost_net_start restores the rings' enable state with
     /// SET_VRING_ENABLE, which needs it); see vendor/README.md for the one
@@ -73,6 +75,7 @@ pub mod features {
         EVENT_IDX,
         INDIRECT_DESC,
         GUEST_ANNOUNCE,
+        MQ,
     ]) | 1 << PROTOCOL_FEATURES
         | 1 << LOG_ALL;
     /// With `offload` (the default): the guest sends partial checksums and
@@ -97,7 +100,7 @@ impl VhostUserBackend for Backend {
     type Vring = Vring;
 
     fn num_queues(&self) -> usize {
-        2
+        2 * MAX_PAIRS
     }
 
     fn max_queue_size(&self) -> usize {
@@ -121,7 +124,9 @@ impl VhostUserBackend for Backend {
         // the crate maps and hands to `Mem`'s bitmaps. Nothing else beyond
         // the base protocol: no config space (no MAC, no status), one
         // queue pair.
-        VhostUserProtocolFeatures::LOG_SHMFD
+        // MQ: qemu asks how many queues we have (GET_QUEUE_NUM) before it
+        // offers the guest more than one pair.
+        VhostUserProtocolFeatures::LOG_SHMFD | VhostUserProtocolFeatures::MQ
     }
 
     fn set_event_idx(&self, _enabled: bool) {
@@ -147,7 +152,8 @@ impl VhostUserBackend for Backend {
         _thread_id: usize,
     ) -> io::Result<()> {
         self.shared.adopt(vrings);
-        if usize::from(device_event) == TX_QUEUE {
+        // TX queues are the odd ones (1, 3, ...).
+        if usize::from(device_event) % 2 == TX_QUEUE {
             self.shared.notify.write(1)?;
         }
         // RX queue kicks (the guest gave buffers) need nothing: frames for

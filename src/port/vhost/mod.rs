@@ -27,6 +27,7 @@
 pub mod backend;
 pub mod hostile;
 pub mod listen;
+pub mod queues;
 pub mod rx;
 pub mod tx;
 
@@ -36,13 +37,13 @@ mod tests;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use vhost_user_backend::bitmap::BitmapMmapRegion;
-use vhost_user_backend::{VringMutex, VringState, VringT};
+use vhost_user_backend::{VringMutex, VringState};
 use virtio_queue::QueueT;
-use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
+use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::tap::Offloads;
@@ -80,11 +81,10 @@ pub struct Shared {
     offload: bool,
     /// Readable while the guest's TX queue may hold frames.
     notify: EventFd,
-    /// Frames went into the RX queue since the guest was last notified.
-    rx_unsignalled: AtomicBool,
-    /// The RX queue's used index when the guest was last notified (for
-    /// EVENT_IDX).
-    rx_signalled_at: AtomicU16,
+    /// Which RX queues the guest has not yet been told about.
+    rx: queues::RxSignals,
+    /// The TX queue (pair) read last: reading goes on from there.
+    next_tx: AtomicUsize,
     /// Descriptor chains the guest gave that were not usable (addresses
     /// outside its memory, a chain too long, no room for the header).
     pub bad_chains: AtomicU64,
@@ -103,6 +103,22 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
+    fn new(path: &Path, offload: bool) -> io::Result<Shared> {
+        Ok(Shared {
+            path: path.to_owned(),
+            mem: GuestMemoryAtomic::new(Mem::default()),
+            vrings: Mutex::new(None),
+            acked: AtomicU64::new(0),
+            offload,
+            notify: EventFd::new(EFD_NONBLOCK)?,
+            rx: queues::RxSignals::default(),
+            next_tx: AtomicUsize::new(0),
+            bad_chains: AtomicU64::new(0),
+            stopping: AtomicBool::new(false),
+            conn: Mutex::new(None),
+        })
+    }
+
     /// Takes the connection's vrings on the backend's first event.
     fn adopt(&self, vrings: &[Vring]) {
         let mut v = self.lock_vrings();
@@ -115,8 +131,7 @@ impl Shared {
     fn disconnected(&self) {
         *self.lock_vrings() = None;
         self.acked.store(0, Ordering::Relaxed);
-        self.rx_signalled_at.store(0, Ordering::Relaxed);
-        self.rx_unsignalled.store(false, Ordering::Relaxed);
+        self.rx.reset();
         self.mem.lock().map(|g| g.replace(Mem::default())).ok();
         // A worker may be waiting for frames that will never come.
         let _ = self.notify.write(1);
@@ -146,19 +161,7 @@ impl VhostDev {
     /// Listens on `path` (a stale socket there is replaced) for the VM's
     /// qemu.
     pub fn open(path: &Path, mtu: u16, offload: bool) -> io::Result<VhostDev> {
-        let shared = Arc::new(Shared {
-            path: path.to_owned(),
-            mem: GuestMemoryAtomic::new(Mem::default()),
-            vrings: Mutex::new(None),
-            acked: AtomicU64::new(0),
-            offload,
-            notify: EventFd::new(EFD_NONBLOCK)?,
-            rx_unsignalled: AtomicBool::new(false),
-            rx_signalled_at: AtomicU16::new(0),
-            bad_chains: AtomicU64::new(0),
-            stopping: AtomicBool::new(false),
-            conn: Mutex::new(None),
-        });
+        let shared = Arc::new(Shared::new(path, offload)?);
         listen::spawn(Arc::clone(&shared))?;
         Ok(VhostDev {
             shared,
@@ -167,70 +170,20 @@ impl VhostDev {
         })
     }
 
-    /// Reads the next frame the guest sent: a virtio header and the frame;
-    /// `WouldBlock` when its TX queue is empty (or no guest is connected).
+    /// Reads the next frame the guest sent on any of its TX queues: a
+    /// virtio header and the frame; `WouldBlock` when they are all empty
+    /// (or no guest is connected).
     pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        let Some(vring) = self.shared.vring(TX_QUEUE) else {
-            drain(&self.shared.notify);
-            return Err(io::ErrorKind::WouldBlock.into());
-        };
-        let mem = self.shared.mem.memory();
-        let mut st = vring.get_mut();
-        if !usable(&st) {
-            drain(&self.shared.notify);
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        loop {
-            let q = st.get_queue_mut();
-            match rx::pop_frame(q, &*mem, buf) {
-                rx::Popped::Frame(n) => return Ok(n),
-                rx::Popped::Bad => {
-                    self.shared.bad_chains.fetch_add(1, Ordering::Relaxed);
-                    // Counted by the port as a short frame too.
-                    return Ok(0);
-                }
-                rx::Popped::Empty => {}
-            }
-            // The queue is empty: the guest hears of what we took, once,
-            // and kicks again when it adds more.
-            if q.needs_notification(&*mem).unwrap_or(true) {
-                let _ = st.signal_used_queue();
-            }
-            drain(&self.shared.notify);
-            match st.get_queue_mut().enable_notification(&*mem) {
-                Ok(true) => {
-                    // The guest queued more while we looked, and it may not
-                    // kick for it (with EVENT_IDX it compared against the
-                    // avail event we are only now moving). The worker may
-                    // stop before the queue runs dry (a bounded number of
-                    // batches per wake-up): the eventfd must stay readable
-                    // until then, or those frames wait for a kick that
-                    // never comes (seen: a guest's TCP stream stalled for
-                    // good after one second).
-                    let _ = self.shared.notify.write(1);
-                }
-                _ => return Err(io::ErrorKind::WouldBlock.into()),
-            }
-        }
+        queues::read(&self.shared, &self.shared.next_tx, buf)
     }
 
-    /// Puts a virtio header and a frame into the guest's RX queue. No room
-    /// (the guest has not given buffers) is `WouldBlock`, as a full TAP.
+    /// Puts a virtio header and a frame into the guest's RX queue for its
+    /// flow. No room (the guest has not given buffers) is `WouldBlock`, as
+    /// a full TAP.
     pub fn write_vnet(&self, hdr: &[u8], frame: &[u8]) -> io::Result<usize> {
-        let Some(vring) = self.shared.vring(RX_QUEUE) else {
-            return Err(io::ErrorKind::WouldBlock.into());
-        };
         let mergeable = self.acked(features::MRG_RXBUF);
-        let mem = self.shared.mem.memory();
-        let mut st = vring.get_mut();
-        if !usable(&st) {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        match tx::put_frame(st.get_queue_mut(), &*mem, hdr, frame, mergeable) {
-            Ok(()) => {
-                self.shared.rx_unsignalled.store(true, Ordering::Relaxed);
-                Ok(hdr.len() + frame.len())
-            }
+        match queues::write(&self.shared, hdr, frame, mergeable) {
+            Ok(()) => Ok(hdr.len() + frame.len()),
             Err(tx::PutError::NoRoom) => Err(io::ErrorKind::WouldBlock.into()),
             Err(tx::PutError::Bad) => {
                 self.shared.bad_chains.fetch_add(1, Ordering::Relaxed);
@@ -247,26 +200,10 @@ impl VhostDev {
         }
     }
 
-    /// Tells the guest about frames put into its RX queue since the last
+    /// Tells the guest about frames put into its RX queues since the last
     /// time, if it asked to hear (once per dataplane batch).
     pub fn flush(&self) {
-        if !self.shared.rx_unsignalled.swap(false, Ordering::Relaxed) {
-            return;
-        }
-        let Some(vring) = self.shared.vring(RX_QUEUE) else {
-            return;
-        };
-        let mem = self.shared.mem.memory();
-        let mut st = vring.get_mut();
-        if !usable(&st) {
-            return;
-        }
-        let last = self.shared.rx_signalled_at.load(Ordering::Relaxed);
-        let (notify, now) = tx::needs_notification(st.get_queue_mut(), &*mem, last);
-        self.shared.rx_signalled_at.store(now, Ordering::Relaxed);
-        if notify {
-            let _ = st.signal_used_queue();
-        }
+        queues::flush(&self.shared);
     }
 
     fn acked(&self, bit: u32) -> bool {

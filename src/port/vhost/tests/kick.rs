@@ -5,51 +5,57 @@
 //! frames per wake-up and then waits on the port's eventfd, as a worker
 //! does. A kick lost between "the queue looked empty" and "notifications
 //! are on again" leaves frames queued and the eventfd quiet: the reader
-//! waits forever. That stalled a real guest's TCP stream in CI.
+//! waits forever. That stalled a real guest's TCP stream in CI. With
+//! several queue pairs (MQ) one guest thread per TX queue runs beside the
+//! same single reader, which shares one eventfd among the queues.
 
 use std::io::ErrorKind;
-use std::sync::atomic::{fence, AtomicBool, AtomicU16, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{fence, AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use vhost_user_backend::VringT;
 use vm_memory::{Bytes, GuestAddress, GuestAddressSpace, GuestMemoryAtomic};
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+use vmm_sys_util::eventfd::EventFd;
 
 use super::super::{Mem, Shared, VhostDev, Vring};
 use crate::sys::epoll::Epoll;
 
-const SIZE: u16 = 64;
-const DESC: u64 = 0x0;
-const AVAIL: u64 = 0x1000;
-const USED: u64 = 0x2000;
-const BUFS: u64 = 0x10000;
+pub(super) const SIZE: u16 = 64;
+/// Virtqueue `i` lives at `i * STRIDE`: its descriptor table, then the
+/// avail ring at +AVAIL, the used ring at +USED, buffers at +BUFS (128
+/// bytes each).
+pub(super) const STRIDE: u64 = 0x10000;
+pub(super) const AVAIL: u64 = 0x1000;
+pub(super) const USED: u64 = 0x2000;
+pub(super) const BUFS: u64 = 0x4000;
 const FRAME: u32 = 12 + 60;
 
-fn vring(mem: &GuestMemoryAtomic<Mem>) -> Vring {
+pub(super) fn vring(mem: &GuestMemoryAtomic<Mem>, i: usize) -> Vring {
+    let base = i as u64 * STRIDE;
     let v = Vring::new(mem.clone(), SIZE).expect("vring");
     v.set_queue_size(SIZE);
-    v.set_queue_info(DESC, AVAIL, USED).expect("queue info");
+    v.set_queue_info(base, base + AVAIL, base + USED)
+        .expect("queue info");
     v.set_queue_event_idx(true);
     v.set_queue_ready(true);
     v.set_enabled(true);
     v
 }
 
-fn device(mem: &GuestMemoryAtomic<Mem>) -> VhostDev {
-    let shared = Arc::new(Shared {
-        path: "test".into(),
-        mem: mem.clone(),
-        vrings: Mutex::new(Some(vec![vring(mem), vring(mem)])),
-        acked: AtomicU64::new(0),
-        offload: false,
-        notify: EventFd::new(EFD_NONBLOCK).expect("eventfd"),
-        rx_unsignalled: AtomicBool::new(false),
-        rx_signalled_at: AtomicU16::new(0),
-        bad_chains: AtomicU64::new(0),
-        stopping: AtomicBool::new(false),
-        conn: Mutex::new(None),
-    });
+/// Guest memory for `pairs` queue pairs.
+pub(super) fn memory(pairs: usize) -> GuestMemoryAtomic<Mem> {
+    let size = 2 * pairs * STRIDE as usize;
+    GuestMemoryAtomic::new(Mem::from_ranges(&[(GuestAddress(0), size)]).expect("guest memory"))
+}
+
+/// A device with `pairs` queue pairs set up and enabled, as after qemu's
+/// SET_VRING_* messages.
+pub(super) fn device(mem: &GuestMemoryAtomic<Mem>, pairs: usize) -> VhostDev {
+    let mut shared = Shared::new(std::path::Path::new("test"), false).expect("shared");
+    shared.mem = mem.clone();
+    *shared.lock_vrings() = Some((0..2 * pairs).map(|i| vring(mem, i)).collect());
+    let shared = Arc::new(shared);
     // Not the owner: there is no listener to stop.
     VhostDev {
         shared,
@@ -63,18 +69,22 @@ fn need_event(event: u16, new: u16, old: u16) -> bool {
     new.wrapping_sub(event).wrapping_sub(1) < new.wrapping_sub(old)
 }
 
-/// The guest: queues `total` frames on the TX ring, in batches of 1 to 4,
-/// reclaiming what the device used, kicking `kick` as EVENT_IDX asks.
-fn guest(mem: GuestMemoryAtomic<Mem>, kick: EventFd, total: u64, done: Arc<AtomicBool>) {
+/// The guest: queues `total` frames on virtqueue `q`, in batches of 1 to
+/// 4, reclaiming what the device used, kicking `kick` as EVENT_IDX asks.
+fn guest(mem: GuestMemoryAtomic<Mem>, q: usize, kick: EventFd, total: u64, done: Arc<AtomicBool>) {
+    let base = q as u64 * STRIDE;
+    let (desc, avail_ring, used_ring) = (base, base + AVAIL, base + USED);
     let m = mem.memory();
     let mut free: Vec<u16> = (0..SIZE).collect();
     let (mut avail, mut used_seen, mut sent) = (0u16, 0u16, 0u64);
     let mut x: u32 = 0x9e37_79b9;
     while sent < total && !done.load(Ordering::Relaxed) {
-        let used: u16 = m.load(GuestAddress(USED + 2), Ordering::Acquire).unwrap();
+        let used: u16 = m
+            .load(GuestAddress(used_ring + 2), Ordering::Acquire)
+            .unwrap();
         while used_seen != used {
             let slot = u64::from(used_seen % SIZE);
-            let id: u32 = m.read_obj(GuestAddress(USED + 4 + slot * 8)).unwrap();
+            let id: u32 = m.read_obj(GuestAddress(used_ring + 4 + slot * 8)).unwrap();
             free.push(id as u16);
             used_seen = used_seen.wrapping_add(1);
         }
@@ -85,13 +95,14 @@ fn guest(mem: GuestMemoryAtomic<Mem>, kick: EventFd, total: u64, done: Arc<Atomi
         let old = avail;
         for _ in 0..batch.min(total - sent) {
             let Some(id) = free.pop() else { break };
-            let d = DESC + u64::from(id) * 16;
-            let buf = BUFS + u64::from(id) * 2048;
+            let d = desc + u64::from(id) * 16;
+            let buf = base + BUFS + u64::from(id) * 128;
             m.write_obj(buf, GuestAddress(d)).unwrap();
             m.write_obj(FRAME, GuestAddress(d + 8)).unwrap();
             m.write_obj(0u32, GuestAddress(d + 12)).unwrap();
             let slot = u64::from(avail % SIZE);
-            m.write_obj(id, GuestAddress(AVAIL + 4 + slot * 2)).unwrap();
+            m.write_obj(id, GuestAddress(avail_ring + 4 + slot * 2))
+                .unwrap();
             avail = avail.wrapping_add(1);
             sent += 1;
         }
@@ -99,12 +110,12 @@ fn guest(mem: GuestMemoryAtomic<Mem>, kick: EventFd, total: u64, done: Arc<Atomi
             std::thread::yield_now();
             continue;
         }
-        m.store(avail, GuestAddress(AVAIL + 2), Ordering::Release)
+        m.store(avail, GuestAddress(avail_ring + 2), Ordering::Release)
             .unwrap();
         fence(Ordering::SeqCst);
         let event: u16 = m
             .load(
-                GuestAddress(USED + 4 + 8 * u64::from(SIZE)),
+                GuestAddress(used_ring + 4 + 8 * u64::from(SIZE)),
                 Ordering::Acquire,
             )
             .unwrap();
@@ -127,29 +138,30 @@ fn readable(ep: &mut Epoll, timeout: Duration) -> bool {
     !ready.is_empty()
 }
 
-#[test]
-fn a_bounded_reader_never_loses_the_guests_kick() {
-    const TOTAL: u64 = 200_000;
-    let mem = GuestMemoryAtomic::new(
-        Mem::from_ranges(&[(GuestAddress(0), 0x40000)]).expect("guest memory"),
-    );
-    let dev = device(&mem);
-    let kick = dev.shared.notify.try_clone().expect("eventfd clone");
+/// One reader, a guest thread per TX queue of `pairs`, `total` frames.
+fn run(pairs: usize, total: u64) {
+    let mem = memory(pairs);
+    let dev = device(&mem, pairs);
     let done = Arc::new(AtomicBool::new(false));
-    let g = {
-        let (mem, done) = (mem.clone(), Arc::clone(&done));
-        std::thread::spawn(move || guest(mem, kick, TOTAL, done))
-    };
+    let per = total / pairs as u64;
+    let guests: Vec<_> = (0..pairs)
+        .map(|p| {
+            let kick = dev.shared.notify.try_clone().expect("eventfd clone");
+            let (mem, done) = (mem.clone(), Arc::clone(&done));
+            std::thread::spawn(move || guest(mem, 2 * p + 1, kick, per, done))
+        })
+        .collect();
+    let total = per * pairs as u64;
     let mut ep = Epoll::new().expect("epoll");
     ep.add(dev.fd(), 1).expect("epoll add");
     let mut buf = vec![0u8; 4096];
     let mut got = 0u64;
     let mut wakes = 0u64;
-    while got < TOTAL {
+    while got < total {
         if !readable(&mut ep, Duration::from_secs(5)) {
             done.store(true, Ordering::Relaxed);
-            let _ = g.join();
-            panic!("stalled: {got} of {TOTAL} frames read after {wakes} wake-ups, the rest queued with no kick");
+            guests.into_iter().for_each(|g| drop(g.join()));
+            panic!("stalled ({pairs} pairs): {got} of {total} frames read after {wakes} wake-ups, the rest queued with no kick");
         }
         wakes += 1;
         // A worker's bound: a few frames per wake-up, then back to epoll.
@@ -164,6 +176,18 @@ fn a_bounded_reader_never_loses_the_guests_kick() {
             }
         }
     }
-    g.join().unwrap();
-    assert_eq!(got, TOTAL);
+    for g in guests {
+        g.join().unwrap();
+    }
+    assert_eq!(got, total);
+}
+
+#[test]
+fn a_bounded_reader_never_loses_the_guests_kick() {
+    run(1, 200_000);
+}
+
+#[test]
+fn nor_any_queues_kick_with_several_pairs() {
+    run(3, 240_000);
 }
