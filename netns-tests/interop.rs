@@ -42,6 +42,8 @@ mod vhost;
 mod vhost_ctl;
 #[path = "interop/vhost_migrate.rs"]
 mod vhost_migrate;
+#[path = "interop/vhost_mq.rs"]
+mod vhost_mq;
 
 use std::time::{Duration, Instant};
 

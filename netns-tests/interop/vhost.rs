@@ -41,6 +41,19 @@ impl VhostGuest {
     /// Starts qemu with `extra` arguments (an `-incoming`, `-global`s) and
     /// a QMP socket (`qmp` in its directory), without waiting for a boot.
     pub fn launch(ns: &str, sock: &Path, dir: &Path, tag: &str, extra: &[String]) -> VhostGuest {
+        Self::launch_with(ns, sock, dir, tag, extra, 1)
+    }
+
+    /// As `launch`, with `queues` queue pairs (and as many vCPUs, so the
+    /// guest's driver uses them all).
+    pub fn launch_with(
+        ns: &str,
+        sock: &Path,
+        dir: &Path,
+        tag: &str,
+        extra: &[String],
+        queues: usize,
+    ) -> VhostGuest {
         let build = super::refvm::build();
         assert!(
             build.join("vmlinux").exists(),
@@ -74,12 +87,22 @@ impl VhostGuest {
         } else {
             ",vectors=0"
         };
-        let nic = format!("virtio-net-pci,netdev=n0,mac={GUEST_MAC},romfile={vectors}");
+        let mq = if queues > 1 { ",mq=on" } else { "" };
+        let nic = format!("virtio-net-pci,netdev=n0,mac={GUEST_MAC},romfile={vectors}{mq}");
+        let netdev = format!("vhost-user,id=n0,chardev=vu,queues={queues}");
+        let smp = queues.to_string();
         let append = format!("console=ttyS0 panic=-1 quiet rv.name=vhost rv.ip={GUEST_IP}/24");
         let out = Command::new("ip")
             .args(["netns", "exec", ns, "qemu-system-x86_64"])
             .args(accel)
-            .args(["-smp", "1", "-m", "256", "-name", &format!("mwvhost-{tag}")])
+            .args([
+                "-smp",
+                &smp,
+                "-m",
+                "256",
+                "-name",
+                &format!("mwvhost-{tag}"),
+            ])
             // vhost-user needs the guest's RAM in memory the backend can map.
             .args(["-object", "memory-backend-memfd,id=mem,size=256M,share=on"])
             .args(["-machine", "memory-backend=mem"])
@@ -96,12 +119,7 @@ impl VhostGuest {
             .arg("-initrd")
             .arg(build.join("initramfs.cpio"))
             .args(["-append", &append])
-            .args([
-                "-chardev",
-                &chardev,
-                "-netdev",
-                "vhost-user,id=n0,chardev=vu",
-            ])
+            .args(["-chardev", &chardev, "-netdev", &netdev])
             .args(["-device", &nic])
             .args([
                 "-qmp",
