@@ -186,6 +186,14 @@ impl Device {
         }
     }
 
+    /// A vhost-user port's queues (`ctl ports`).
+    pub fn vhost_info(&self) -> Option<super::vhost::queues::VhostInfo> {
+        match self {
+            Device::Vhost(v) => Some(v.info()),
+            _ => None,
+        }
+    }
+
     /// A device that can go away and come back looks for it again; true
     /// while it is there.
     pub fn reattach(&self) -> bool {

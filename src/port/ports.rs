@@ -174,6 +174,9 @@ pub struct PortInfo {
     /// The offloads the kernel accepted on this TAP.
     pub offloads: Offloads,
     pub counters: PortCounters,
+    /// A vhost-user port's connection and queues.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vhost: Option<super::vhost::queues::VhostInfo>,
 }
 
 /// Counters that belong to no port.
@@ -574,6 +577,7 @@ impl Ports {
                 bridge: p.bridge.clone(),
                 offloads: p.dev.offloads(),
                 counters: p.counters,
+                vhost: p.dev.vhost_info(),
             })
             .collect()
     }

@@ -85,6 +85,8 @@ pub struct Shared {
     rx: queues::RxSignals,
     /// The TX queue (pair) read last: reading goes on from there.
     next_tx: AtomicUsize,
+    /// Frames per queue pair.
+    counts: queues::QueueCounters,
     /// Descriptor chains the guest gave that were not usable (addresses
     /// outside its memory, a chain too long, no room for the header).
     pub bad_chains: AtomicU64,
@@ -113,6 +115,7 @@ impl Shared {
             notify: EventFd::new(EFD_NONBLOCK)?,
             rx: queues::RxSignals::default(),
             next_tx: AtomicUsize::new(0),
+            counts: queues::QueueCounters::default(),
             bad_chains: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
             conn: Mutex::new(None),
@@ -234,6 +237,11 @@ impl VhostDev {
             tso: csum && self.acked(features::GUEST_TSO4) && self.acked(features::GUEST_TSO6),
             uso: false,
         }
+    }
+
+    /// The port's queues for `ctl ports`.
+    pub fn info(&self) -> queues::VhostInfo {
+        queues::info(&self.shared)
     }
 
     /// Whether a guest is connected.

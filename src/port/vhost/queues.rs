@@ -18,7 +18,7 @@
 //! CPUs, as a NIC's receive hash does.
 
 use std::io;
-use std::sync::atomic::{AtomicU16, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use vhost_user_backend::VringT;
 use virtio_queue::QueueT;
@@ -28,6 +28,53 @@ use super::{drain, rx, tx, usable, Shared, Vring};
 
 /// Queue pairs offered (qemu's `queues=` up to this).
 pub const MAX_PAIRS: usize = 4;
+
+/// What `ctl ports` shows of a vhost-user port: whether a guest is
+/// connected, and frames per queue pair (the guest's TX queues read, its
+/// RX queues filled), so an operator sees whether the guest spreads its
+/// traffic over the pairs it has.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct VhostInfo {
+    pub connected: bool,
+    /// Queue pairs in use: set up by qemu and enabled (as many as the
+    /// guest asked for, up to qemu's `queues=`).
+    pub queue_pairs: usize,
+    pub tx_queue_frames: Vec<u64>,
+    pub rx_queue_frames: Vec<u64>,
+    /// Descriptor chains dropped as unusable.
+    pub bad_chains: u64,
+}
+
+/// Frames per queue pair, each direction.
+#[derive(Debug, Default)]
+pub struct QueueCounters {
+    tx: [AtomicU64; MAX_PAIRS],
+    rx: [AtomicU64; MAX_PAIRS],
+}
+
+/// The port's queues as `ctl ports` shows them.
+pub fn info(shared: &Shared) -> VhostInfo {
+    let pairs = pair_count(shared);
+    let in_use = (0..pairs)
+        .filter(|p| {
+            (0..2).all(|d| {
+                shared
+                    .vring(2 * p + d)
+                    .is_some_and(|v| usable(&v.get_ref()))
+            })
+        })
+        .count();
+    let load = |a: &[AtomicU64; MAX_PAIRS]| -> Vec<u64> {
+        a.iter().map(|c| c.load(Ordering::Relaxed)).collect()
+    };
+    VhostInfo {
+        connected: pairs > 0,
+        queue_pairs: in_use,
+        tx_queue_frames: load(&shared.counts.tx),
+        rx_queue_frames: load(&shared.counts.rx),
+        bad_chains: shared.bad_chains.load(Ordering::Relaxed),
+    }
+}
 
 /// Per-RX-queue notification state, shared by the workers writing.
 #[derive(Debug, Default)]
@@ -119,6 +166,7 @@ fn pop_any(
         match rx::pop_frame(st.get_queue_mut(), &*mem, buf) {
             rx::Popped::Frame(n) => {
                 next.store(p, Ordering::Relaxed);
+                shared.counts.tx[p].fetch_add(1, Ordering::Relaxed);
                 return Some(Ok(n));
             }
             rx::Popped::Bad => {
@@ -167,6 +215,7 @@ pub fn write(
     }
     tx::put_frame(st.get_queue_mut(), &*mem, hdr, frame, mergeable)?;
     shared.rx.unsignalled.fetch_or(1 << p, Ordering::Relaxed);
+    shared.counts.rx[p].fetch_add(1, Ordering::Relaxed);
     Ok(())
 }
 
