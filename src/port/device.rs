@@ -105,6 +105,15 @@ impl Device {
         }
     }
 
+    /// The MTU the send side checks frames against: an attached port's as
+    /// last looked up (a lookup per frame would cost more than the send).
+    pub fn tx_mtu(&self) -> u16 {
+        match self {
+            Device::Packet(p) => p.cached_mtu(),
+            _ => self.mtu(),
+        }
+    }
+
     pub fn ifindex(&self) -> Option<u32> {
         match self {
             Device::Tap(t) => t.ifindex(),

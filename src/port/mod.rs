@@ -18,6 +18,7 @@
 //!   (`[[port]] qmp`): live migrations acted on as they happen.
 
 pub mod bridged;
+pub mod counters;
 pub mod device;
 pub mod gro;
 pub mod gro_udp;
@@ -29,6 +30,7 @@ pub mod rx;
 pub mod segment;
 pub mod tap;
 pub mod tx;
+pub(crate) mod tx_batch;
 pub mod vhost;
 pub mod watch;
 

@@ -16,6 +16,8 @@
 //!   on that netdev) are not read back.
 //! - `PACKET_QDISC_BYPASS`: a send goes straight to the netdev's xmit, as a
 //!   TAP write does, not through a qdisc.
+//! - Sends are batched by the port layer (`tx_batch.rs`): the frames of a
+//!   worker's round toward this port leave with one sendmmsg(2).
 //!
 //! - A TPACKET_V2 receive ring (`sys::ring`): a batch of frames is taken
 //!   from shared memory with no system call per frame; the worker's epoll
@@ -32,14 +34,14 @@
 use std::io;
 use std::ops::Range;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use super::packet_slot::{self, Slot};
 use super::tap::Offloads;
 use crate::sys::ifreq::{ifindex_of, mtu_of};
 use crate::sys::ring::{self, Geometry, RxRing};
-use crate::sys::{fd, socket, sockopt};
+use crate::sys::{fd, mmsg, socket, sockopt};
 use crate::wire::vnet;
 
 /// `ETH_P_ALL` in network order, as `socket(2)` and `sockaddr_ll` want it.
@@ -56,6 +58,14 @@ pub struct PacketDev {
     /// The receive ring, on the reading device only (a worker's handle
     /// writes).
     rx: Option<Rx>,
+    /// The netdev's MTU as last looked up, for the send side: looking it
+    /// up costs three system calls (socket, ioctl, close), which per frame
+    /// sent would cost more than the send. Refreshed by every [`mtu`]
+    /// lookup (each receive batch, each reattach check, about once a
+    /// second) and shared with the workers' handles.
+    ///
+    /// [`mtu`]: PacketDev::mtu
+    mtu: Arc<AtomicU16>,
 }
 
 /// The reading side: the ring, the next slot to look at, and the frames
@@ -133,6 +143,7 @@ impl PacketDev {
                 head: AtomicUsize::new(0),
                 drops: AtomicU64::new(0),
             }),
+            mtu: Arc::new(AtomicU16::new(mtu)),
         })
     }
 
@@ -141,6 +152,8 @@ impl PacketDev {
     /// whether the socket is bound now.
     pub fn reattach(&self) -> bool {
         let now = ifindex_of(&self.ifname).ok().flatten();
+        // The MTU may have changed with the device (or without it).
+        self.mtu();
         let bound = self.bound.load(Ordering::Relaxed);
         match now {
             Some(i) if i == bound => true,
@@ -250,6 +263,22 @@ impl PacketDev {
         fd::write2(&*self.sock, hdr, frame).map_err(detached)
     }
 
+    /// Sends staged datagrams (each a virtio header and a frame) with as
+    /// few sendmmsg calls as the kernel allows, in order; `done` hears of
+    /// each one's outcome (see `sys::mmsg::send_each`), a netdev that went
+    /// away as `WouldBlock` like a single write. Returns the calls made that
+    /// took frames.
+    pub fn send_batch(
+        &self,
+        bytes: &[u8],
+        ranges: &[Range<usize>],
+        mut done: impl FnMut(usize, io::Result<usize>),
+    ) -> usize {
+        mmsg::send_each::<{ super::tx_batch::BATCH_FRAMES }>(&*self.sock, bytes, ranges, |i, r| {
+            done(i, r.map_err(detached))
+        })
+    }
+
     /// Writes one datagram as it is: a virtio header and a frame already
     /// joined (as a write to a TAP with IFF_VNET_HDR takes them).
     pub fn write(&self, bytes: &[u8]) -> io::Result<usize> {
@@ -270,9 +299,19 @@ impl PacketDev {
     }
 
     /// The netdev's MTU now (libvirt's, not ours to set), or 1500 when it
-    /// is gone.
+    /// is gone; remembered for [`PacketDev::cached_mtu`].
     pub fn mtu(&self) -> u16 {
-        mtu_of(&self.ifname).unwrap_or(1500)
+        let mtu = mtu_of(&self.ifname).unwrap_or(1500);
+        self.mtu.store(mtu, Ordering::Relaxed);
+        mtu
+    }
+
+    /// The MTU as last looked up (no system call): what the send side
+    /// checks frames against. A change shows within a receive batch or a
+    /// second; a frame sent meanwhile over the new MTU is refused by the
+    /// kernel and counted (`tx_errors`).
+    pub fn cached_mtu(&self) -> u16 {
+        self.mtu.load(Ordering::Relaxed)
     }
 
     /// Super-frames and partial checksums both ways: the kernel hands over
@@ -295,6 +334,7 @@ impl PacketDev {
             ifname: self.ifname.clone(),
             bound: Arc::clone(&self.bound),
             rx: None,
+            mtu: Arc::clone(&self.mtu),
         }
     }
 }

@@ -12,10 +12,12 @@ use tracing::warn;
 
 use serde::Serialize;
 
+pub use super::counters::PortCounters;
 use super::device::{Device, PortOptions, Queue};
 use super::rx::PortRx;
 use super::tap::{Offloads, Tap};
 use super::tx::{send_plain, GroPool, Seg};
+use super::tx_batch::{self, TxBatch};
 use super::PortId;
 use crate::log::RateLimit;
 #[cfg(test)]
@@ -34,87 +36,6 @@ pub fn max_frame_len(mtu: u16) -> usize {
     mtu::max_frame_len(usize::from(mtu))
 }
 
-/// Per-port counters; drops are counted by reason.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct PortCounters {
-    pub rx_frames: u64,
-    pub rx_bytes: u64,
-    pub tx_frames: u64,
-    pub tx_bytes: u64,
-    /// From the kernel: shorter than an Ethernet header.
-    pub rx_drop_short: u64,
-    /// From the kernel: longer than MTU + header + tag (or than the buffer).
-    pub rx_drop_oversize: u64,
-    /// read(2) failed with something other than EAGAIN.
-    pub rx_errors: u64,
-    /// An attached port's receive ring: frames the kernel lost to a full
-    /// ring, cut to their slot with no whole copy, or slots that did not
-    /// parse.
-    pub rx_drop_ring: u64,
-    pub tx_drop_short: u64,
-    pub tx_drop_oversize: u64,
-    /// The kernel side's queue was full (EAGAIN), or it took part of a frame.
-    pub tx_drop_busy: u64,
-    /// write(2) failed otherwise (e.g. EIO while the link is down).
-    pub tx_errors: u64,
-    /// read(2) calls that returned something (one may carry 40+ frames).
-    pub rx_reads: u64,
-    /// GSO super-frames among them (each counted in rx_frames per segment).
-    pub rx_gso: u64,
-    /// Plain frames whose partial checksum (NEEDS_CSUM) we completed.
-    pub rx_csum_completed: u64,
-    /// Virtio header with unknown flags, or GSO without NEEDS_CSUM.
-    pub rx_drop_bad_vnet: u64,
-    /// gso_type UFO, ECN or unknown: never enabled, so never expected.
-    pub rx_drop_unsupported_gso: u64,
-    /// gso_size 0 or hdr_len past the frame.
-    pub rx_drop_bad_gso: u64,
-    /// Headers of a super-frame disagree with its type or its length.
-    pub rx_drop_bad_headers: u64,
-    /// csum_start/csum_offset outside the frame or not at the L4 checksum.
-    pub rx_drop_bad_csum: u64,
-    /// write(2)/writev(2) calls that the kernel took.
-    pub tx_writes: u64,
-    /// Coalesced super-frames written (each counted in tx_frames per segment).
-    pub tx_gro: u64,
-    /// UDP super-frames (USO) among tx_gro.
-    pub tx_uso: u64,
-}
-
-impl PortCounters {
-    /// Adds another queue's counts (the port's total over workers).
-    pub fn add(&mut self, o: &PortCounters) {
-        macro_rules! add {
-            ($($f:ident),*) => { $(self.$f += o.$f;)* };
-        }
-        add!(
-            rx_frames,
-            rx_bytes,
-            tx_frames,
-            tx_bytes,
-            rx_drop_short,
-            rx_drop_oversize,
-            rx_errors,
-            rx_drop_ring,
-            tx_drop_short,
-            tx_drop_oversize,
-            tx_drop_busy,
-            tx_errors,
-            rx_reads,
-            rx_gso,
-            rx_csum_completed,
-            rx_drop_bad_vnet,
-            rx_drop_unsupported_gso,
-            rx_drop_bad_gso,
-            rx_drop_bad_headers,
-            rx_drop_bad_csum,
-            tx_writes,
-            tx_gro,
-            tx_uso
-        );
-    }
-}
-
 /// One port: its device and what went through it.
 #[derive(Debug)]
 pub struct Port {
@@ -130,6 +51,8 @@ pub struct Port {
     pub udp_coalescing: bool,
     /// The Linux bridge this port's TAP is a port of (`bridged.rs`).
     pub bridge: Option<String>,
+    /// Frames staged for one sendmmsg per round (attached ports only).
+    pub(super) batch: Option<Box<TxBatch>>,
     /// Super-frame cut by the one-frame `recv` (tests only; allocated on
     /// first use).
     #[cfg(test)]
@@ -197,6 +120,8 @@ pub struct Ports {
     gro: GroPool,
     /// The vhost-user ports, notified at each flush.
     vhost: Vec<PortId>,
+    /// The ports whose sends are staged (attached ones), sent at each flush.
+    batched: Vec<PortId>,
 }
 
 impl Ports {
@@ -281,6 +206,9 @@ impl Ports {
         if matches!(dev, Device::Vhost(_)) {
             self.vhost.push(id);
         }
+        if matches!(dev, Device::Packet(_)) {
+            self.batched.push(id);
+        }
         self.next_id = self
             .next_id
             .checked_add(1)
@@ -289,6 +217,7 @@ impl Ports {
             id,
             Port {
                 name: name.to_owned(),
+                batch: TxBatch::for_device(&dev),
                 dev,
                 counters: PortCounters::default(),
                 polled: true,
@@ -322,10 +251,14 @@ impl Ports {
         if matches!(q.dev, Device::Vhost(_)) && !self.vhost.contains(&id) {
             self.vhost.push(id);
         }
+        if matches!(q.dev, Device::Packet(_)) && !self.batched.contains(&id) {
+            self.batched.push(id);
+        }
         self.ports.insert(
             id,
             Port {
                 name: q.name,
+                batch: TxBatch::for_device(&q.dev),
                 dev: q.dev,
                 counters: PortCounters::default(),
                 polled: q.polled,
@@ -382,7 +315,9 @@ impl Ports {
     pub fn remove(&mut self, id: PortId) -> Option<Device> {
         self.gro.forget_port(id);
         self.vhost.retain(|&v| v != id);
-        let p = self.ports.remove(&id)?;
+        self.batched.retain(|&v| v != id);
+        let mut p = self.ports.remove(&id)?;
+        tx_batch::flush(&mut p);
         if p.bridge.is_some() {
             // A removed port goes away, bridged or not.
             super::bridged::release(&p.dev);
@@ -524,7 +459,10 @@ impl Ports {
             return false;
         };
         self.gro.flush_port(id, port);
-        send_plain(port, frame)
+        let sent = port.counters.tx_frames;
+        send_plain(port, frame);
+        tx_batch::flush(port);
+        port.counters.tx_frames > sent
     }
 
     /// Sends one frame out of port `id`, coalescing consecutive in-order TCP
@@ -541,7 +479,7 @@ impl Ports {
         };
         let mut offloads = port.dev.offloads();
         offloads.uso &= port.udp_coalescing;
-        let seg = if frame.len() <= max_frame_len(port.dev.mtu()) {
+        let seg = if frame.len() <= max_frame_len(port.dev.tx_mtu()) {
             Seg::classify(offloads, frame)
         } else {
             None
@@ -553,9 +491,16 @@ impl Ports {
         self.gro.push(&mut self.ports, id, frame, &seg)
     }
 
-    /// Writes every frame `send_gro` holds. Returns how many writes it made.
+    /// Writes every frame `send_gro` holds, and sends what attached ports
+    /// staged (one sendmmsg each). Returns how many super-frames it wrote
+    /// or staged and sendmmsg calls it made.
     pub fn flush(&mut self) -> usize {
-        let n = self.gro.flush_all(&mut self.ports);
+        let mut n = self.gro.flush_all(&mut self.ports);
+        for id in &self.batched {
+            if let Some(p) = self.ports.get_mut(id) {
+                n += tx_batch::flush(p);
+            }
+        }
         for id in &self.vhost {
             if let Some(p) = self.ports.get(id) {
                 p.dev.flush();

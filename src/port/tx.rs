@@ -14,8 +14,9 @@ use std::io;
 
 use super::gro::{self, Gro, TcpSeg};
 use super::gro_udp::{self, UdpGro, UdpSeg};
-use super::ports::{max_frame_len, Port};
+use super::ports::{max_frame_len, Port, PortCounters};
 use super::tap::Offloads;
+use super::tx_batch;
 use super::PortId;
 use crate::wire::{ethernet, vnet};
 
@@ -222,8 +223,9 @@ impl GroPool {
     }
 }
 
-/// Writes a held super-frame (if any) to `port`; true when the kernel took
-/// it. A refusal loses all its segments, counted as such.
+/// Writes a held super-frame (if any) to `port` (or stages it, on a port
+/// that batches); true when the kernel took it or it is staged. A refusal
+/// loses all its segments, counted as such.
 fn write_gro(port: &mut Port, g: &mut Held) -> bool {
     if g.is_empty() {
         return false;
@@ -231,12 +233,51 @@ fn write_gro(port: &mut Port, g: &mut Held) -> bool {
     let segs = g.segments() as u64;
     let udp = matches!(g, Held::Udp(_));
     let bytes = g.take();
-    let c = &mut port.counters;
-    match port.dev.write(bytes) {
-        Ok(n) if n == bytes.len() => {
-            c.tx_writes += 1;
+    if tx_batch::stage(port, &[bytes], vnet::HEADER_LEN, segs, udp) {
+        return true;
+    }
+    // Too large to stage: what is staged goes first.
+    tx_batch::flush(port);
+    let r = port.dev.write(bytes);
+    tally_write(
+        &mut port.counters,
+        r,
+        bytes.len(),
+        vnet::HEADER_LEN,
+        segs,
+        udp,
+    )
+}
+
+/// Counts one write (one system call) and its outcome.
+fn tally_write(
+    c: &mut PortCounters,
+    r: io::Result<usize>,
+    want: usize,
+    hdr: usize,
+    segs: u64,
+    udp: bool,
+) -> bool {
+    let ok = tally(c, r, want, hdr, segs, udp);
+    c.tx_writes += u64::from(ok);
+    ok
+}
+
+/// Counts the outcome of sending one datagram of `want` bytes (a virtio
+/// header of `hdr` bytes and a frame carrying `segs` frames): sent, or
+/// refused under its reason, every frame it carries. True when sent.
+pub(super) fn tally(
+    c: &mut PortCounters,
+    r: io::Result<usize>,
+    want: usize,
+    hdr: usize,
+    segs: u64,
+    udp: bool,
+) -> bool {
+    match r {
+        Ok(n) if n == want => {
             c.tx_frames += segs;
-            c.tx_bytes += (n - vnet::HEADER_LEN) as u64;
+            c.tx_bytes += (n - hdr) as u64;
             if segs > 1 {
                 c.tx_gro += 1;
                 c.tx_uso += u64::from(udp);
@@ -258,43 +299,32 @@ fn write_gro(port: &mut Port, g: &mut Held) -> bool {
     }
 }
 
-/// One frame, with a zeroed virtio header on a vnet port (writev, no copy).
+/// One frame, with a zeroed virtio header on a vnet port (writev, no copy;
+/// staged for the round's sendmmsg on a port that batches). True when the
+/// kernel took it or it is staged.
 pub(crate) fn send_plain(port: &mut Port, frame: &[u8]) -> bool {
     let c = &mut port.counters;
     if frame.len() < ethernet::HEADER_LEN {
         c.tx_drop_short += 1;
         return false;
     }
-    if frame.len() > max_frame_len(port.dev.mtu()) {
+    let mtu = port.dev.tx_mtu();
+    if frame.len() > max_frame_len(mtu) {
         c.tx_drop_oversize += 1;
-        let mtu = port.dev.mtu();
         port.warn_oversize("to", frame.len(), mtu);
         return false;
     }
     const ZERO: [u8; vnet::HEADER_LEN] = [0; vnet::HEADER_LEN];
-    let (r, hdr) = if port.dev.offloads().vnet_hdr {
-        (port.dev.write_vnet(&ZERO, frame), vnet::HEADER_LEN)
+    if port.dev.offloads().vnet_hdr {
+        if tx_batch::stage(port, &[&ZERO, frame], vnet::HEADER_LEN, 1, false) {
+            return true;
+        }
+        tx_batch::flush(port);
+        let r = port.dev.write_vnet(&ZERO, frame);
+        let want = vnet::HEADER_LEN + frame.len();
+        tally_write(&mut port.counters, r, want, vnet::HEADER_LEN, 1, false)
     } else {
-        (port.dev.write(frame), 0)
-    };
-    match r {
-        Ok(n) if n == frame.len() + hdr => {
-            c.tx_writes += 1;
-            c.tx_frames += 1;
-            c.tx_bytes += frame.len() as u64;
-            true
-        }
-        Ok(_) => {
-            c.tx_drop_busy += 1;
-            false
-        }
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-            c.tx_drop_busy += 1;
-            false
-        }
-        Err(_) => {
-            c.tx_errors += 1;
-            false
-        }
+        let r = port.dev.write(frame);
+        tally_write(&mut port.counters, r, frame.len(), 0, 1, false)
     }
 }

@@ -1,5 +1,5 @@
 //! recvmmsg/sendmmsg for the underlay's batches, with the UDP GRO and GSO
-//! control messages. The buffers are the caller's (allocated once per
+//! control messages, and a plain sendmmsg for an attached port's batches. The buffers are the caller's (allocated once per
 //! socket owner); only the iovec and mmsghdr arrays, which hold pointers
 //! into them, are built on the stack per call.
 
@@ -229,4 +229,77 @@ fn set_segment_size(h: &mut libc::msghdr, ctrl: &mut SendCmsg, seg: usize) {
         (*c).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as _;
         std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), seg as u16);
     }
+}
+
+/// Sends the datagrams `bufs[r]`, one per range of `ranges` (at most N),
+/// on a bound or connected socket with sendmmsg: as many per call as the
+/// kernel takes, in order. `done(i, result)` hears of every datagram once,
+/// in order: the bytes the kernel took, or the error that stopped it (the
+/// kernel reports a datagram's error only when it is the first of a call,
+/// so the call after a short one starts at the refused datagram and gets
+/// its error). Returns the calls that took at least one datagram.
+pub fn send_each<const N: usize>(
+    fd: impl AsFd,
+    bufs: &[u8],
+    ranges: &[std::ops::Range<usize>],
+    mut done: impl FnMut(usize, io::Result<usize>),
+) -> usize {
+    // SAFETY: all-zero is a valid iovec and mmsghdr.
+    let mut iov: [libc::iovec; N] = unsafe { zeroed() };
+    let mut msgs: [libc::mmsghdr; N] = unsafe { zeroed() };
+    let n = ranges.len().min(N);
+    for (r, v) in ranges.iter().zip(iov.iter_mut()).take(n) {
+        // A range outside `bufs` stays an empty datagram (never read past).
+        if let Some(d) = bufs.get(r.clone()) {
+            *v = libc::iovec {
+                // sendmmsg only reads the data.
+                iov_base: d.as_ptr() as *mut libc::c_void,
+                iov_len: d.len(),
+            };
+        }
+    }
+    let iov_base = iov.as_mut_ptr();
+    for (i, m) in msgs.iter_mut().take(n).enumerate() {
+        m.msg_hdr.msg_iov = iov_base.wrapping_add(i);
+        m.msg_hdr.msg_iovlen = 1;
+    }
+    let mut calls = 0;
+    let mut m = 0;
+    let mut interrupted = 0;
+    while m < n {
+        // SAFETY: msgs[m..n] are initialised headers pointing at iovecs in
+        // `iov` and data in `bufs`, alive and unmoved for the call; the
+        // kernel only reads through them (and writes msg_len).
+        let r = unsafe {
+            libc::sendmmsg(
+                fd.as_fd().as_raw_fd(),
+                msgs[m..].as_mut_ptr(),
+                (n - m) as libc::c_uint,
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if r > 0 {
+            let took = (r as usize).min(n - m);
+            for (i, h) in msgs.iter().enumerate().skip(m).take(took) {
+                done(i, Ok(h.msg_len as usize));
+            }
+            calls += 1;
+            m += took;
+            continue;
+        }
+        let e = if r == 0 {
+            io::Error::from(io::ErrorKind::WouldBlock)
+        } else {
+            io::Error::last_os_error()
+        };
+        // A signal before anything was sent: the same datagram again (a
+        // few times at most, so a signal storm cannot hold the worker).
+        if e.kind() == io::ErrorKind::Interrupted && interrupted < 3 {
+            interrupted += 1;
+            continue;
+        }
+        done(m, Err(e));
+        m += 1;
+    }
+    calls
 }

@@ -10,12 +10,14 @@
 //! - [`epoll`]: the event loops' epoll set and the signalfd.
 //! - [`socket`]: socket(2), bind, `sockaddr` <-> std, AF_PACKET binding.
 //! - [`sockopt`]: socket options, the reuseport steering program.
-//! - [`mmsg`]: recvmmsg/sendmmsg with the UDP GRO/GSO control messages.
+//! - [`mmsg`]: recvmmsg/sendmmsg with the UDP GRO/GSO control messages,
+//!   plain sendmmsg for an attached port's batches.
 //! - [`ifreq`]: `struct ifreq` ioctls (TAP creation, MTU, flags, ifindex).
 //! - [`tun`]: the TAP fd's vnet header, offload and persistence ioctls.
 //! - [`ns`]: network namespaces and the effective uid (tests).
 //! - [`cred`]: a Unix socket peer's credentials, our ids, group names.
-//! - [`sched`]: a thread's nice value (control threads yield to workers).
+//! - [`sched`]: a thread's nice value (control threads yield to workers),
+//!   its CPU time.
 //! - [`rtnl`]: rtnetlink for bridged ports (enslave, bridge FDB delete).
 //! - [`ring`]: a packet socket's mmap'd TPACKET_V2 receive ring.
 

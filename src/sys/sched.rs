@@ -30,6 +30,20 @@ pub fn thread_nice() -> io::Result<i32> {
         .ok_or_else(|| io::Error::other("no nice value in stat"))
 }
 
+/// CPU time the calling thread has used (for figures the tests report).
+pub fn thread_cpu_time() -> std::time::Duration {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` lives for the call, which only writes it.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+    std::time::Duration::new(
+        u64::try_from(t.tv_sec).unwrap_or(0),
+        u32::try_from(t.tv_nsec).unwrap_or(0),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

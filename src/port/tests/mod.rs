@@ -5,6 +5,7 @@
 
 mod attach;
 mod attach_ring;
+mod attach_tx;
 mod gro_udp;
 mod offload;
 mod segment;
