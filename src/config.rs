@@ -12,12 +12,14 @@ use crate::bridge::policy::mcast::McastKind;
 use crate::keys;
 use crate::wire::MacAddr;
 
+mod access;
 mod control;
 mod metrics;
 mod policy;
 mod validate;
 use crate::tunnel::{PeerSpec, TunnelConfig};
 use crate::wire::mtu;
+pub use access::{vhost_socket, GroupSpec, ModeSpec};
 pub use control::{ControlAccess, ControlConfig};
 pub use metrics::MetricsConfig;
 pub use policy::PolicySpec;
@@ -171,6 +173,14 @@ pub struct PortConfig {
     /// `name` stays the port's name. An absolute path.
     #[serde(default)]
     pub vhost_user: Option<std::path::PathBuf>,
+    /// The vhost-user socket file's group (name or gid): qemu connects
+    /// only with write permission on the file, so this is the group
+    /// libvirt runs qemu in (kvm, qemu). Absent: the daemon's group.
+    /// Applied by a reload.
+    pub vhost_user_group: Option<GroupSpec>,
+    /// The vhost-user socket file's mode ("0660" or 0o660; default 0660).
+    /// Nothing for others: whoever connects becomes this VM's network.
+    pub vhost_user_mode: Option<ModeSpec>,
     /// A Linux bridge this port is a port of (a contract key): meshwire
     /// enslaves its TAP at start, keeps the TAP across its own restarts
     /// (persistent, so the VMs behind the bridge stay attached) and, before

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use super::access::{parse_mode, resolve_group, GroupSpec, ModeSpec};
 use super::{err, ConfigError, DEFAULT_SOCKET};
 
 /// The socket's mode when `[control] mode` is absent: owner and group.
@@ -42,20 +43,6 @@ fn default_socket() -> PathBuf {
     PathBuf::from(DEFAULT_SOCKET)
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(untagged)]
-pub enum GroupSpec {
-    Gid(u32),
-    Name(String),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(untagged)]
-pub enum ModeSpec {
-    Number(i64),
-    Text(String),
-}
-
 /// `[control]` resolved: what the control server applies and checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ControlAccess {
@@ -73,7 +60,11 @@ impl ControlConfig {
         }
         let mode = match &self.mode {
             None => DEFAULT_MODE,
-            Some(m) => parse_mode(m).map_err(|e| err("control.mode", e))?,
+            Some(m) => parse_mode(
+                m,
+                "only root, the daemon's user and control.group are served anyway: use 0660 or 0600",
+            )
+            .map_err(|e| err("control.mode", e))?,
         };
         let gid = match &self.group {
             None => None,
@@ -88,53 +79,6 @@ impl ControlConfig {
             mode,
         })
     }
-}
-
-fn resolve_group(name: &str) -> Result<u32, String> {
-    if name.is_empty() {
-        return Err("must not be empty".into());
-    }
-    if let Ok(g) = name.parse::<u32>() {
-        return Ok(g);
-    }
-    match crate::sys::cred::group_gid(name) {
-        Ok(Some(g)) => Ok(g),
-        Ok(None) => Err(format!(
-            "no group '{name}' on this system (create it: groupadd {name})"
-        )),
-        Err(e) => Err(format!("cannot look up group '{name}': {e}")),
-    }
-}
-
-fn parse_mode(m: &ModeSpec) -> Result<u32, String> {
-    let v = match m {
-        ModeSpec::Number(n) => u32::try_from(*n).map_err(|_| format!("{n} is not a file mode"))?,
-        ModeSpec::Text(s) => {
-            let t = s.trim();
-            let digits = t.strip_prefix("0o").unwrap_or(t);
-            if digits.is_empty() || !digits.chars().all(|c| ('0'..='7').contains(&c)) {
-                return Err(format!("'{s}' is not an octal file mode like \"0660\""));
-            }
-            u32::from_str_radix(digits, 8).map_err(|_| format!("'{s}' is not a file mode"))?
-        }
-    };
-    if v > 0o777 {
-        return Err(format!(
-            "{v:#o} is not a permission mode (0 to 0777; a decimal TOML number? write \"0660\" or 0o660)"
-        ));
-    }
-    if v & 0o007 != 0 {
-        return Err(format!(
-            "{v:04o} opens the socket to every local user; only root, the daemon's user and \
-             control.group are served anyway: use 0660 or 0600"
-        ));
-    }
-    if v & 0o600 != 0o600 {
-        return Err(format!(
-            "{v:04o}: the owner needs read and write (0600 at least)"
-        ));
-    }
-    Ok(v)
 }
 
 #[cfg(test)]

@@ -151,6 +151,15 @@ impl PortConfig {
         }
     }
 
+    /// Who may connect to a vhost-user port's socket; an error names the
+    /// key.
+    pub fn vhost_access(&self) -> Result<crate::port::vhost::SocketAccess, (&'static str, String)> {
+        super::access::vhost_socket(
+            self.vhost_user_group.as_ref(),
+            self.vhost_user_mode.as_ref(),
+        )
+    }
+
     /// The port's policy (checked when the config was).
     pub fn policy(&self) -> PortPolicy {
         self.policy_spec().resolve("port").unwrap_or_default()

@@ -233,6 +233,43 @@ fn vhost_user_ports() {
     expect_field(&twice, "port[1].vhost_user");
 }
 
+/// Who may connect to a vhost-user socket: its group and mode, each
+/// refusal naming its key.
+#[test]
+fn vhost_user_socket_access() {
+    let with = |k: &str| {
+        let k = format!("vhost_user = \"/run/vm1.sock\"\n{k}");
+        base().replace("name = \"vm1\"", &format!("name = \"vm1\"\n{k}"))
+    };
+    let access = |k: &str| {
+        let v = parse(&with(k), Path::new(".")).expect(k);
+        v.raw.ports[0].vhost_access().unwrap()
+    };
+    assert_eq!((access("").gid, access("").mode), (None, 0o660));
+    let a = access("vhost_user_group = \"root\"\nvhost_user_mode = \"0600\"");
+    assert_eq!((a.gid, a.mode), (Some(0), 0o600));
+    let a = access("vhost_user_group = 64055\nvhost_user_mode = 0o640");
+    assert_eq!((a.gid, a.mode), (Some(64055), 0o640));
+    for (bad, field) in [
+        (
+            "vhost_user_group = \"no-such-group-meshwire-x\"",
+            "vhost_user_group",
+        ),
+        ("vhost_user_group = \"\"", "vhost_user_group"),
+        ("vhost_user_mode = \"0666\"", "vhost_user_mode"),
+        ("vhost_user_mode = 660", "vhost_user_mode"),
+        ("vhost_user_mode = \"0060\"", "vhost_user_mode"),
+    ] {
+        expect_field(&with(bad), &format!("port[0].{field}"));
+    }
+    // Without vhost_user the keys mean nothing: refused, not ignored.
+    for key in ["vhost_user_group = \"root\"", "vhost_user_mode = \"0660\""] {
+        let text = base().replace("name = \"vm1\"", &format!("name = \"vm1\"\n{key}"));
+        let field = key.split(' ').next().unwrap();
+        expect_field(&text, &format!("port[0].{field}"));
+    }
+}
+
 #[test]
 fn bridged_ports() {
     let ok = base().replace("name = \"vm1\"", "name = \"up1\"\nbridge = \"br-vms\"");

@@ -217,6 +217,20 @@ fn validate(raw: Config, base_dir: &Path) -> Result<Validated, ConfigError> {
                     "a vhost-user port is the VM's own device, not a TAP: remove attach and bridge",
                 ));
             }
+            p.vhost_access()
+                .map_err(|(key, m)| err(format!("port[{i}].{key}"), m))?;
+        } else {
+            for (key, set) in [
+                ("vhost_user_group", p.vhost_user_group.is_some()),
+                ("vhost_user_mode", p.vhost_user_mode.is_some()),
+            ] {
+                if set {
+                    return Err(err(
+                        format!("port[{i}].{key}"),
+                        "only for a vhost-user port: set vhost_user or remove the key",
+                    ));
+                }
+            }
         }
         if let Some(br) = &p.bridge {
             let f = format!("port[{i}].bridge");

@@ -50,11 +50,20 @@ pub fn validate(cmd: &CtlCommand) -> Result<(), String> {
                 attach,
                 bridge,
                 vhost_user,
+                vhost_user_group,
+                vhost_user_mode,
                 qmp,
                 policy,
             } => {
                 name("NAME", n)?;
                 qmp_path(qmp)?;
+                vhost_access(vhost_user_group.as_deref(), vhost_user_mode.as_deref())?;
+                if vhost_user.is_none() && (vhost_user_group.is_some() || vhost_user_mode.is_some())
+                {
+                    return Err(
+                        "--vhost-user-group, --vhost-user-mode: only with --vhost-user".into(),
+                    );
+                }
                 if let Some(sock) = vhost_user {
                     vhost_path(sock)?;
                     if attach.is_some() || bridge.is_some() {
@@ -226,6 +235,19 @@ fn vhost_path(p: &std::path::Path) -> Result<(), String> {
         ));
     }
     crate::port::watch::client::check_path(p).map_err(|e| format!("--vhost-user: {e}"))
+}
+
+/// `--vhost-user-group`, `--vhost-user-mode`: who may connect to the
+/// socket, checked as the `[[port]]` keys are.
+pub fn vhost_access(
+    group: Option<&str>,
+    mode: Option<&str>,
+) -> Result<crate::port::vhost::SocketAccess, String> {
+    use crate::config::{GroupSpec, ModeSpec};
+    let group = group.map(|g| GroupSpec::Name(g.to_owned()));
+    let mode = mode.map(|m| ModeSpec::Text(m.to_owned()));
+    crate::config::vhost_socket(group.as_ref(), mode.as_ref())
+        .map_err(|(key, e)| format!("--{}: {e}", key.replace('_', "-")))
 }
 
 /// `--qmp`: absolute and short enough for a unix socket; "" (stop

@@ -17,7 +17,7 @@ pub mod server;
 mod server_tests;
 mod session;
 
-pub use args::{parse_request, validate};
+pub use args::{parse_request, validate, vhost_access};
 
 use std::net::IpAddr;
 
@@ -176,6 +176,16 @@ pub enum PortAction {
         #[arg(long)]
         #[serde(default, skip_serializing_if = "Option::is_none")]
         vhost_user: Option<std::path::PathBuf>,
+        /// The vhost-user socket's group, name or gid (as `[[port]]
+        /// vhost_user_group`: the group qemu runs in).
+        #[arg(long)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        vhost_user_group: Option<String>,
+        /// The vhost-user socket's mode, e.g. 0660 (as `[[port]]
+        /// vhost_user_mode`).
+        #[arg(long)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        vhost_user_mode: Option<String>,
         /// Watch the VM's QMP socket at this path (as `[[port]] qmp`).
         #[arg(long)]
         #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -100,8 +100,9 @@ struct NewPort<'a> {
     udp_coalescing: bool,
     /// An existing device to attach to instead of a TAP `name`.
     attach: Option<&'a str>,
-    /// The unix socket of a vhost-user port (`port/vhost/`).
-    vhost_user: Option<&'a Path>,
+    /// The unix socket of a vhost-user port (`port/vhost/`) and who may
+    /// connect to it.
+    vhost_user: Option<(&'a Path, crate::port::vhost::SocketAccess)>,
     /// The Linux bridge the port's TAP joins (`port/bridged.rs`).
     bridge: Option<&'a str>,
     /// The VM's QMP socket to watch (`crate::port::watch`).
@@ -488,16 +489,22 @@ impl State {
                     attach,
                     bridge,
                     vhost_user,
+                    vhost_user_group,
+                    vhost_user_mode,
                     qmp,
                     policy,
                 } => {
+                    let access = crate::control::vhost_access(
+                        vhost_user_group.as_deref(),
+                        vhost_user_mode.as_deref(),
+                    )?;
                     let p = NewPort {
                         name,
                         mtu: *mtu,
                         offload: true,
                         udp_coalescing: false,
                         attach: attach.as_deref(),
-                        vhost_user: vhost_user.as_deref(),
+                        vhost_user: vhost_user.as_deref().map(|s| (s, access)),
                         bridge: bridge.as_deref(),
                         qmp: qmp.as_deref().filter(|q| !q.as_os_str().is_empty()),
                         policy: policy.spec(),

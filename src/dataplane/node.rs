@@ -97,7 +97,12 @@ impl Node {
                 multi_queue: workers > 1,
             };
             let id = match (&p.attach, &p.vhost_user) {
-                (_, Some(sock)) => ports.open_vhost(&p.name, sock, cfg.port_mtu(p), p.offload),
+                (_, Some(sock)) => {
+                    let access = p
+                        .vhost_access()
+                        .map_err(|(k, e)| format!("port {}: {k}: {e}", p.name))?;
+                    ports.open_vhost(&p.name, sock, access, cfg.port_mtu(p), p.offload)
+                }
                 (Some(dev), None) => ports.attach(&p.name, dev),
                 (None, None) => {
                     crate::port::held::refuse_held(&p.name)
@@ -172,7 +177,7 @@ impl Node {
         mtu: u16,
         offload: bool,
         attach: Option<&str>,
-        vhost_user: Option<&std::path::Path>,
+        vhost_user: Option<(&std::path::Path, crate::port::vhost::SocketAccess)>,
     ) -> Result<PortId, String> {
         if ports.id_by_name(name).is_some() {
             return Err(format!("port {name} exists"));
@@ -183,7 +188,7 @@ impl Node {
             multi_queue: self.workers > 1,
         };
         let id = match (attach, vhost_user) {
-            (_, Some(sock)) => ports.open_vhost(name, sock, mtu, offload),
+            (_, Some((sock, access))) => ports.open_vhost(name, sock, access, mtu, offload),
             (Some(dev), None) => {
                 crate::config::check_ifname(dev).map_err(|e| format!("--attach {dev}: {e}"))?;
                 ports.attach(name, dev)

@@ -173,6 +173,7 @@ impl State {
         }
         for p in &cfg.raw.ports {
             let spec = p.policy_spec();
+            let access = p.vhost_access().unwrap_or_default();
             if plan.ports_added.contains(&p.name) || ports.id_by_name(&p.name).is_none() {
                 let new = NewPort {
                     name: &p.name,
@@ -180,7 +181,7 @@ impl State {
                     offload: p.offload,
                     udp_coalescing: p.udp_coalescing,
                     attach: p.attach.as_deref(),
-                    vhost_user: p.vhost_user.as_deref(),
+                    vhost_user: p.vhost_user.as_deref().map(|s| (s, access)),
                     bridge: p.bridge.as_deref(),
                     qmp: p.qmp.as_deref(),
                     policy: spec,
@@ -204,6 +205,18 @@ impl State {
             if old.is_some_and(|o| o.qmp != p.qmp) && ports.id_by_name(&p.name).is_some() {
                 if let Err(e) = self.watchers.set(&p.name, p.qmp.as_deref()) {
                     warn!("reload: {e}");
+                }
+            }
+            // A vhost-user socket's group and mode too (checked with the
+            // config); a connected guest stays connected.
+            let access_changed = old.is_some_and(|o| {
+                (o.vhost_user_group != p.vhost_user_group)
+                    || (o.vhost_user_mode != p.vhost_user_mode)
+            });
+            if let (true, Some(id)) = (access_changed, ports.id_by_name(&p.name)) {
+                let access = p.vhost_access().unwrap_or_default();
+                if let Err(e) = ports.set_vhost_access(id, access) {
+                    warn!("reload: port {}: vhost_user access: {e}", p.name);
                 }
             }
         }

@@ -173,9 +173,14 @@ impl Device {
     }
 
     /// Listens on `path` for the vhost-user connection of a VM's qemu.
-    pub fn vhost_user(path: &std::path::Path, mtu: u16, offload: bool) -> io::Result<Device> {
+    pub fn vhost_user(
+        path: &std::path::Path,
+        access: super::vhost::SocketAccess,
+        mtu: u16,
+        offload: bool,
+    ) -> io::Result<Device> {
         refuse_non_socket(path)?;
-        VhostDev::open(path, mtu, offload).map(Device::Vhost)
+        VhostDev::open(path, access, mtu, offload).map(Device::Vhost)
     }
 
     /// What a batch put into the device leaves now: the guest of a

@@ -165,11 +165,12 @@ impl Ports {
     }
 
     /// Registers port `name` as the vhost-user device of a VM whose qemu
-    /// connects to the unix socket `path` (`vhost/`).
+    /// connects to the unix socket `path`, given `access` (`vhost/`).
     pub fn open_vhost(
         &mut self,
         name: &str,
         path: &std::path::Path,
+        access: super::vhost::SocketAccess,
         mtu: u16,
         offload: bool,
     ) -> io::Result<PortId> {
@@ -182,8 +183,21 @@ impl Ports {
                 format!("{} is already a port", path.display()),
             ));
         }
-        let dev = Device::vhost_user(path, mtu, offload)?;
+        let dev = Device::vhost_user(path, access, mtu, offload)?;
         self.insert_device(name, dev)
+    }
+
+    /// Gives a vhost-user port's socket file another group and mode (a
+    /// reload); the connected qemu stays connected.
+    pub fn set_vhost_access(
+        &self,
+        id: PortId,
+        access: super::vhost::SocketAccess,
+    ) -> io::Result<()> {
+        match self.ports.get(&id).map(|p| &p.dev) {
+            Some(Device::Vhost(v)) => v.set_access(access),
+            _ => Ok(()),
+        }
     }
 
     /// Registers an open TAP under a new id.

@@ -31,6 +31,8 @@ pub mod queues;
 pub mod rx;
 pub mod tx;
 
+pub use listen::SocketAccess;
+
 #[cfg(test)]
 mod tests;
 
@@ -92,6 +94,8 @@ pub struct Shared {
     pub bad_chains: AtomicU64,
     /// Set when the port goes: the listener stops.
     stopping: AtomicBool,
+    /// The socket file we bound (device, inode): the one `stop` removes.
+    socket: std::sync::OnceLock<(u64, u64)>,
     /// Cuts the connected guest off when the port goes.
     conn: Mutex<Option<vhost_user_backend::ShutdownHandle>>,
 }
@@ -118,6 +122,7 @@ impl Shared {
             counts: queues::QueueCounters::default(),
             bad_chains: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
+            socket: std::sync::OnceLock::new(),
             conn: Mutex::new(None),
         })
     }
@@ -162,15 +167,25 @@ pub struct VhostDev {
 
 impl VhostDev {
     /// Listens on `path` (a stale socket there is replaced) for the VM's
-    /// qemu.
-    pub fn open(path: &Path, mtu: u16, offload: bool) -> io::Result<VhostDev> {
+    /// qemu, who needs the `access` given to the socket file.
+    pub fn open(
+        path: &Path,
+        access: SocketAccess,
+        mtu: u16,
+        offload: bool,
+    ) -> io::Result<VhostDev> {
         let shared = Arc::new(Shared::new(path, offload)?);
-        listen::spawn(Arc::clone(&shared))?;
+        listen::spawn(Arc::clone(&shared), access)?;
         Ok(VhostDev {
             shared,
             mtu,
             owner: true,
         })
+    }
+
+    /// Gives the socket file another group and mode.
+    pub fn set_access(&self, access: SocketAccess) -> io::Result<()> {
+        listen::apply(&self.shared.path, access)
     }
 
     /// Reads the next frame the guest sent on any of its TX queues: a

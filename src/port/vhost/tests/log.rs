@@ -90,7 +90,7 @@ fn a_migrations_log_gets_every_page_the_port_writes() {
     let dir = std::env::temp_dir().join(format!("mw-vhost-log-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let sock = dir.join("guest.sock");
-    let dev = VhostDev::open(&sock, 1500, false).expect("the port listens");
+    let dev = VhostDev::open(&sock, Default::default(), 1500, false).expect("the port listens");
 
     // qemu's side: the guest's RAM in a memfd, mapped here too.
     let ram = shared_file(&dir, "ram", MEM);

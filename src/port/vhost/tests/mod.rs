@@ -5,8 +5,10 @@
 //!   on";
 //! - `dirty`: every page the device writes into the guest is marked in a
 //!   migration's dirty log, and nothing else;
-//! - `log`: the same end to end, the test playing qemu over the socket.
+//! - `log`: the same end to end, the test playing qemu over the socket;
+//! - `access`: the socket file's group and mode, at open and on a change.
 
+mod access;
 mod dirty;
 mod kick;
 mod log;
