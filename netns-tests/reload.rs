@@ -400,3 +400,36 @@ fn one_reload_adds_a_peer_removes_another_and_adds_a_port() {
     let out = String::from_utf8_lossy(&out.stdout);
     assert!(out.contains("receiver"), "iperf3 across the reload:\n{out}");
 }
+
+/// A vhost-user port's socket access: added by a reload with its group and
+/// mode, both changed by the next reload on the open port (the file is not
+/// replaced: a connected qemu would stay).
+#[test]
+fn reload_gives_a_vhost_user_socket_its_group_and_mode() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let mut t = Topology::new("mwRv", &[&[Attach::TapNic]], 500);
+    t.start_all();
+    let sock = t.dir.join("vhost/vu.sock");
+    let stat = || {
+        let m = fs::symlink_metadata(&sock).expect("the socket file");
+        (m.permissions().mode() & 0o777, m.gid(), m.ino())
+    };
+    let path = t.config_path(1);
+    let orig = fs::read_to_string(&path).unwrap();
+    let port = |group: u32, mode: &str| {
+        format!(
+            "{orig}\n[[port]]\nname = \"vu\"\nvhost_user = \"{}\"\nvhost_user_group = {group}\nvhost_user_mode = \"{mode}\"\n",
+            sock.display()
+        )
+    };
+    fs::write(&path, port(4242, "0640")).unwrap();
+    let p = reload(&t, false).unwrap();
+    assert_eq!(list(&p, "ports_added"), ["vu"], "{p}");
+    let (mode, gid, ino) = stat();
+    assert_eq!((mode, gid), (0o640, 4242));
+
+    fs::write(&path, port(4343, "0600")).unwrap();
+    let p = reload(&t, false).unwrap();
+    assert!(list(&p, "needs_restart").is_empty(), "{p}");
+    assert_eq!(stat(), (0o600, 4343, ino), "{}", t.log(1));
+}

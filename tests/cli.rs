@@ -320,6 +320,20 @@ fn ctl_port_add_vhost_user_is_checked_by_flag() {
             &["--vhost-user", "/run/vm1.sock", "--mtu", "100"][..],
             "--mtu: 100",
         ),
+        (&["--vhost-user-group", "kvm"][..], "only with --vhost-user"),
+        (
+            &["--vhost-user", "/run/vm1.sock", "--vhost-user-mode", "0666"][..],
+            "--vhost-user-mode: 0666 opens the socket to every local user",
+        ),
+        (
+            &[
+                "--vhost-user",
+                "/run/vm1.sock",
+                "--vhost-user-group",
+                "no-such-group-mw-x",
+            ][..],
+            "--vhost-user-group: no group 'no-such-group-mw-x'",
+        ),
     ] {
         let mut a = vec!["ctl", "--socket", s, "port", "add", "vm1"];
         a.extend_from_slice(args);

@@ -25,6 +25,18 @@ const GUEST_IP6: &str = "fd00:198:19:1::13";
 pub const GUEST_MAC: &str = "52:54:00:76:68:01";
 const SPOOF_MAC: &str = "52:54:00:de:ad:02";
 
+/// How `VhostGuest::try_launch` starts qemu.
+pub struct Launch<'a> {
+    /// More arguments (an `-incoming`, `-global`s).
+    pub extra: &'a [String],
+    /// Queue pairs, and as many vCPUs.
+    pub queues: usize,
+    /// Run qemu as this uid and gid (setpriv), as libvirt runs it as its
+    /// own user; then qemu does not retry the socket (no reconnect=1) and
+    /// fails at once when it may not connect.
+    pub as_user: Option<u32>,
+}
+
 /// A qemu whose NIC is a vhost-user device on `sock`; killed on drop.
 pub struct VhostGuest {
     dir: PathBuf,
@@ -54,6 +66,24 @@ impl VhostGuest {
         extra: &[String],
         queues: usize,
     ) -> VhostGuest {
+        let how = Launch {
+            extra,
+            queues,
+            as_user: None,
+        };
+        Self::try_launch(ns, sock, dir, tag, &how).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Starts qemu as `how` says; Err(qemu's complaint) when it would not
+    /// start.
+    pub fn try_launch(
+        ns: &str,
+        sock: &Path,
+        dir: &Path,
+        tag: &str,
+        how: &Launch<'_>,
+    ) -> Result<VhostGuest, String> {
+        let (extra, queues) = (how.extra, how.queues);
         let build = super::refvm::build();
         assert!(
             build.join("vmlinux").exists(),
@@ -64,6 +94,21 @@ impl VhostGuest {
         let dir = dir.join(format!("qemu-{tag}"));
         std::fs::create_dir_all(&dir).unwrap();
         let _ = std::fs::remove_file(dir.join("console.log"));
+        // Another user's qemu reads the guest's kernel from, and writes its
+        // console and pid files into, its own directory.
+        let (kernel, initrd, runas) = match how.as_user {
+            None => (build.join("vmlinux"), build.join("initramfs.cpio"), vec![]),
+            Some(id) => {
+                for f in ["vmlinux", "initramfs.cpio"] {
+                    std::fs::copy(build.join(f), dir.join(f)).unwrap();
+                }
+                std::os::unix::fs::chown(&dir, Some(id), Some(id)).unwrap();
+                let id = id.to_string();
+                let runas = ["setpriv", "--reuid", &id, "--regid", &id, "--clear-groups"];
+                let runas = runas.map(String::from).to_vec();
+                (dir.join("vmlinux"), dir.join("initramfs.cpio"), runas)
+            }
+        };
         let accel = std::fs::read_to_string(build.join("accel")).unwrap_or_default();
         let accel: &[&str] = if accel.trim() == "kvm" {
             &["-enable-kvm", "-cpu", "host"]
@@ -77,7 +122,13 @@ impl VhostGuest {
         );
         // The client side of the socket; reconnect=1: when meshwire
         // restarts, qemu tries again every second.
-        let chardev = format!("socket,id=vu,path={},reconnect=1", sock.display());
+        // Without it (as_user: qemu should fail at once when refused).
+        let reconnect = if how.as_user.is_none() {
+            ",reconnect=1"
+        } else {
+            ""
+        };
+        let chardev = format!("socket,id=vu,path={}{reconnect}", sock.display());
         // vectors=0 (INTx) under TCG: qemu 7.2 with MSI-X and a vhost-user
         // net device dereferences its KVM irqfd table, which TCG never
         // allocates, when the driver starts the device (a segfault in
@@ -93,7 +144,9 @@ impl VhostGuest {
         let smp = queues.to_string();
         let append = format!("console=ttyS0 panic=-1 quiet rv.name=vhost rv.ip={GUEST_IP}/24");
         let out = Command::new("ip")
-            .args(["netns", "exec", ns, "qemu-system-x86_64"])
+            .args(["netns", "exec", ns])
+            .args(runas)
+            .arg("qemu-system-x86_64")
             .args(accel)
             .args([
                 "-smp",
@@ -115,9 +168,9 @@ impl VhostGuest {
             ])
             .args(["-chardev", &con, "-serial", "chardev:con"])
             .arg("-kernel")
-            .arg(build.join("vmlinux"))
+            .arg(kernel)
             .arg("-initrd")
-            .arg(build.join("initramfs.cpio"))
+            .arg(initrd)
             .args(["-append", &append])
             .args(["-chardev", &chardev, "-netdev", &netdev])
             .args(["-device", &nic])
@@ -130,15 +183,16 @@ impl VhostGuest {
             .arg(dir.join("pid"))
             .output()
             .expect("qemu-system-x86_64");
-        assert!(
-            out.status.success(),
-            "qemu {tag} did not start: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        VhostGuest {
+        if !out.status.success() {
+            return Err(format!(
+                "qemu {tag} did not start: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(VhostGuest {
             dir,
             tag: tag.to_string(),
-        }
+        })
     }
 
     /// Waits for the guest's shell.

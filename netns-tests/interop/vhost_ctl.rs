@@ -5,8 +5,11 @@
 //! talks to a VM on hv2 under the port's policy, `ctl port del` takes the
 //! port and its socket away (the guest is cut off), and the same `port add`
 //! brings it back: qemu (reconnect=1) connects again and traffic resumes.
+//! Then who may connect: a qemu running as another user is refused until
+//! `--vhost-user-group` gives the socket its group.
 //! Figures are printed, never asserted beyond "it flows".
 
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -15,7 +18,7 @@ use serde_json::Value;
 
 use super::common::migration::ctl_ok;
 use super::common::*;
-use super::vhost::VhostGuest;
+use super::vhost::{Launch, VhostGuest};
 
 const NAME: &str = "mwVc";
 // VhostGuest's NIC and address.
@@ -23,21 +26,14 @@ const GUEST_MAC: &str = "52:54:00:76:68:01";
 const GUEST_IP: &str = "198.19.1.13";
 
 fn add(t: &Topology, sock: &Path) -> String {
-    ctl_ok(
-        t,
-        1,
-        &[
-            "port",
-            "add",
-            "guest",
-            "--vhost-user",
-            sock.to_str().unwrap(),
-            "--mac",
-            GUEST_MAC,
-            "--ip",
-            GUEST_IP,
-        ],
-    )
+    add_with(t, sock, &[])
+}
+
+fn add_with(t: &Topology, sock: &Path, more: &[&str]) -> String {
+    let mut args = vec!["port", "add", "guest", "--vhost-user"];
+    args.extend([sock.to_str().unwrap(), "--mac", GUEST_MAC, "--ip", GUEST_IP]);
+    args.extend(more);
+    ctl_ok(t, 1, &args)
 }
 
 fn port(t: &Topology) -> Option<Value> {
@@ -137,4 +133,51 @@ fn a_vhost_user_port_added_and_removed_with_ctl_carries_a_real_guest() {
         t.log(1),
         guest.log()
     );
+    drop(guest);
+    a_qemu_of_another_user_needs_the_sockets_group(&t, &sock, &far.ip4);
+}
+
+/// libvirt runs qemu as its own user (libvirt-qemu, qemu), not meshwire's:
+/// a qemu running as nobody is refused by the default socket (0660, the
+/// daemon's group) and connects once `--vhost-user-group` gives the socket
+/// its group.
+fn a_qemu_of_another_user_needs_the_sockets_group(t: &Topology, sock: &Path, far: &str) {
+    const NOBODY: u32 = 65534;
+    let ns = t.hvs[0].ns.clone();
+    // Another user reaches the socket through the test's directory.
+    let open = std::fs::Permissions::from_mode(0o755);
+    std::fs::set_permissions(&t.dir, open).unwrap();
+    let how = Launch {
+        extra: &[],
+        queues: 1,
+        as_user: Some(NOBODY),
+    };
+    let (mode, gid) = mode_and_group(sock);
+    assert_eq!((mode, gid), (0o660, 0), "the default socket");
+    let refused = VhostGuest::try_launch(&ns, sock, &t.dir, "nobody0", &how);
+    let err = refused
+        .err()
+        .expect("a qemu as nobody connected to root's 0660 socket");
+    eprintln!("qemu as nobody, default socket: {}", err.trim());
+    assert!(err.contains("Permission denied"), "{err}");
+
+    ctl_ok(t, 1, &["port", "del", "guest"]);
+    let group = NOBODY.to_string();
+    let more = ["--vhost-user-group", &group, "--vhost-user-mode", "0660"];
+    add_with(t, sock, &more);
+    assert_eq!(mode_and_group(sock), (0o660, NOBODY));
+    let guest = VhostGuest::try_launch(&ns, sock, &t.dir, "nobody", &how)
+        .unwrap_or_else(|e| panic!("refused with the socket in its group: {e}"));
+    guest.booted();
+    assert!(
+        guest.reaches(far),
+        "qemu as nobody never got through\n{}\n{}",
+        t.log(1),
+        guest.log()
+    );
+}
+
+fn mode_and_group(p: &Path) -> (u32, u32) {
+    let m = std::fs::symlink_metadata(p).expect("the socket file");
+    (m.permissions().mode() & 0o777, m.gid())
 }

@@ -57,13 +57,13 @@ pub fn validate(cmd: &CtlCommand) -> Result<(), String> {
             } => {
                 name("NAME", n)?;
                 qmp_path(qmp)?;
-                vhost_access(vhost_user_group.as_deref(), vhost_user_mode.as_deref())?;
                 if vhost_user.is_none() && (vhost_user_group.is_some() || vhost_user_mode.is_some())
                 {
                     return Err(
                         "--vhost-user-group, --vhost-user-mode: only with --vhost-user".into(),
                     );
                 }
+                vhost_access(vhost_user_group.as_deref(), vhost_user_mode.as_deref())?;
                 if let Some(sock) = vhost_user {
                     vhost_path(sock)?;
                     if attach.is_some() || bridge.is_some() {

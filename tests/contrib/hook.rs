@@ -5,9 +5,11 @@
 //! an `<interface type='ethernet'>`: `prepare` adds the vhost-user port
 //! (before qemu would connect) with the MAC and the metadata's addresses,
 //! `started` attaches the TAP, `reconnect` changes nothing and says
-//! nothing, `release` removes both and the socket. A second domain whose
-//! socket has the same file name is refused on stderr without touching the
-//! first one's port; a `mode='server'` interface is reported.
+//! nothing, `release` removes both and the socket. The socket gets the
+//! group qemu runs in (the domain's DAC label, else the wrapper's
+//! MESHWIRE_VHOST_USER_GROUP). A second domain whose socket has the same
+//! file name is refused on stderr without touching the first one's port;
+//! a `mode='server'` interface is reported.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -89,12 +91,18 @@ impl Daemon {
 
     /// Runs the hook as libvirt would; its stderr (it always exits 0).
     fn hook(&self, domain: &str, op: &str, xml: &str) -> String {
+        self.hook_env(domain, op, xml, &[])
+    }
+
+    /// `hook` with more environment (what a wrapper would set).
+    fn hook_env(&self, domain: &str, op: &str, xml: &str, env: &[(&str, &str)]) -> String {
         let hook = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/libvirt/meshwire-qemu-hook");
         let mut c = Command::new("python3")
             .arg(hook)
             .args([domain, op, "begin", "-"])
             .env("MESHWIRE", BIN)
             .env("MESHWIRE_SOCKET", &self.ctl)
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -115,10 +123,17 @@ impl Drop for Daemon {
     }
 }
 
+fn mode_and_group(p: &Path) -> (u32, u32) {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let m = std::fs::symlink_metadata(p).expect("the socket file");
+    (m.permissions().mode() & 0o777, m.gid())
+}
+
 fn domain(sock: &Path, mode: &str, tap: &str) -> String {
     format!(
         "<domain type='kvm' xmlns:mw='https://github.com/meshwire/meshwire/libvirt/1'>\n\
          <name>vm1</name>\n\
+         <seclabel type='dynamic' model='dac' relabel='yes'><label>+64055:+64056</label></seclabel>\n\
          <metadata><mw:ports><mw:port mac='{MAC}' vlan='10'>\
          <mw:ip>198.19.1.13</mw:ip><mw:ip>fd00:198:19:1::13</mw:ip></mw:port></mw:ports></metadata>\n\
          <devices>\n\
@@ -162,6 +177,8 @@ fn the_qemu_hook_adds_and_removes_vhost_user_and_attached_ports() {
     assert_eq!(p["settings"]["ipv4"][0], "198.19.1.13", "{p}");
     assert_eq!(p["settings"]["ipv6"][0], "fd00:198:19:1::13", "{p}");
     assert!(sock.exists(), "no socket for qemu at {}", sock.display());
+    // qemu runs as the DAC label's user: the socket is its group's.
+    assert_eq!(mode_and_group(&sock), (0o660, 64056));
     assert!(d.port(tap).is_none(), "the TAP's port before started");
 
     // started, then reconnect (libvirtd restarted): the TAP is attached,
@@ -198,6 +215,14 @@ fn the_qemu_hook_adds_and_removes_vhost_user_and_attached_ports() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(!sock.exists(), "the socket stayed after release");
+
+    // No DAC label in the XML: the group the wrapper names.
+    let plain = xml.replace("+64055:+64056", "");
+    let env = [("MESHWIRE_VHOST_USER_GROUP", "4242")];
+    let err = d.hook_env("vm1", "prepare", &plain, &env);
+    assert!(err.is_empty(), "prepare: {err}");
+    assert_eq!(mode_and_group(&sock), (0o660, 4242));
+    d.hook("vm1", "release", &plain);
     drop(d);
     let _ = std::fs::remove_dir_all(&dir);
 }
