@@ -23,12 +23,16 @@ use crate::sys::cred;
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(2);
 /// The dataplane answers (or sends a copy to render) within this.
 pub const ANSWER_DEADLINE: Duration = Duration::from_secs(5);
-/// A client may keep us waiting this long in all while it takes its
-/// answer (a full FDB is megabytes). Only time blocked on the client
-/// counts: a report that renders slowly on a loaded machine (160,000 rows
-/// took >10 s in a debug build beside a CPU hog) is not cut off for it,
-/// a client that drips its reads is.
+/// A client may keep us waiting this long in all while it takes a short
+/// answer, and this long without taking a byte of a streamed report.
 pub const WRITE_DEADLINE: Duration = Duration::from_secs(10);
+/// A streamed report (a full FDB is tens of megabytes) ends by then
+/// however steadily the client reads it: a client that drips its reads
+/// holds a render permit this long at most. Not a budget of time blocked:
+/// on a loaded host that time is mostly our own wake-up at CLIENT_NICE
+/// (a 19 MB FDB was cut off by a 10 s budget beside a CPU hog while its
+/// client read as fast as it was scheduled).
+pub const STREAM_DEADLINE: Duration = Duration::from_secs(300);
 /// The nice value of client threads: below the dataplane's workers.
 pub const CLIENT_NICE: i32 = 10;
 /// A refusal is written without waiting for a client that does not read.
@@ -145,7 +149,10 @@ fn serve(conn: &UnixStream, shared: &Shared) {
     };
     let written = match answer {
         Out::Reply(r) => write_reply(conn, &r, Instant::now() + WRITE_DEADLINE),
-        Out::Render(render) => with_render_permit(shared, || stream(conn, render, WRITE_DEADLINE)),
+        Out::Render(render) => with_render_permit(shared, || {
+            let end = Instant::now() + STREAM_DEADLINE;
+            stream(conn, render, WRITE_DEADLINE, end)
+        }),
     };
     match written {
         Ok(()) => {
@@ -184,33 +191,42 @@ fn ask(shared: &Shared, cmd: super::CtlCommand) -> Out {
 }
 
 /// The report's data streamed into the connection, wrapped as a Reply
-/// would be (`{"ok":true,"data":...}`), the client blocking us for at most
-/// `wait` in all.
-fn stream(conn: &UnixStream, render: super::server::Render, wait: Duration) -> std::io::Result<()> {
-    let mut out = std::io::BufWriter::with_capacity(64 * 1024, Budgeted { conn, left: wait });
+/// would be (`{"ok":true,"data":...}`): cut off when the client takes
+/// nothing for `stall` or the whole has not gone by `end`.
+fn stream(
+    conn: &UnixStream,
+    render: super::server::Render,
+    stall: Duration,
+    end: Instant,
+) -> std::io::Result<()> {
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, Budgeted { conn, stall, end });
     out.write_all(b"{\"ok\":true,\"data\":")?;
     render(&mut out)?;
     out.write_all(b"}\n")?;
     out.flush()
 }
 
-/// Writes to a connection, each write within what is left of a budget of
-/// time spent blocked on the client (rendering between writes is ours).
+/// Writes to a connection while the client keeps taking bytes: each
+/// write must make progress within `stall`, and all of them end by `end`.
 struct Budgeted<'a> {
     conn: &'a UnixStream,
-    left: Duration,
+    stall: Duration,
+    end: Instant,
 }
 
 impl Write for Budgeted<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if self.left.is_zero() {
+        let left = self.end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
             return Err(ErrorKind::TimedOut.into());
         }
-        self.conn.set_write_timeout(Some(self.left))?;
-        let start = Instant::now();
-        let r = (&*self.conn).write(buf);
-        self.left = self.left.saturating_sub(start.elapsed());
-        r
+        // A blocked write returns what the client took before the timeout
+        // (progress), or WouldBlock when it took nothing: a stall.
+        self.conn.set_write_timeout(Some(left.min(self.stall)))?;
+        match (&*self.conn).write(buf) {
+            Err(e) if e.kind() == ErrorKind::WouldBlock => Err(ErrorKind::TimedOut.into()),
+            r => r,
+        }
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
@@ -310,4 +326,64 @@ fn write_parts(conn: &UnixStream, parts: &[&[u8]], deadline: Instant) -> std::io
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    /// Eight megabytes through `stream` to a reader that takes them 64 KB
+    /// at a time with pauses: the answer takes far longer than the stall
+    /// limit and arrives whole.
+    #[test]
+    fn a_slow_steady_reader_gets_a_big_report_whole() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        const LEN: usize = 8 << 20;
+        let render: super::super::server::Render = Box::new(|w: &mut dyn Write| {
+            let chunk = vec![b'x'; 4096];
+            for _ in 0..LEN / 4096 {
+                w.write_all(&chunk)?;
+            }
+            Ok(())
+        });
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            let mut buf = vec![0; 64 << 10];
+            loop {
+                match b.read(&mut buf) {
+                    Ok(0) | Err(_) => return got,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+                std::thread::sleep(Duration::from_millis(30));
+            }
+        });
+        let start = Instant::now();
+        let stall = Duration::from_secs(2);
+        stream(&a, render, stall, start + Duration::from_secs(120)).expect("the whole report");
+        drop(a);
+        let got = reader.join().unwrap();
+        let head = b"{\"ok\":true,\"data\":";
+        assert_eq!(got.len(), head.len() + LEN + 2);
+        assert!(got.starts_with(head) && got.ends_with(b"}\n"));
+        eprintln!("8 MB to a slow reader in {:?}", start.elapsed());
+    }
+
+    /// A reader that stops taking bytes is cut off after the stall limit.
+    #[test]
+    fn a_reader_that_stops_is_cut_off() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let render: super::super::server::Render = Box::new(|w: &mut dyn Write| {
+            let chunk = vec![b'x'; 4096];
+            for _ in 0..(64 << 20) / 4096 {
+                w.write_all(&chunk)?;
+            }
+            Ok(())
+        });
+        let stall = Duration::from_millis(300);
+        let far = Instant::now() + Duration::from_secs(120);
+        let e = stream(&a, render, stall, far).expect_err("a stalled client");
+        assert_eq!(e.kind(), ErrorKind::TimedOut);
+        drop(b);
+    }
 }
