@@ -57,6 +57,23 @@ pub fn try_sh(args: &[&str]) -> bool {
         .unwrap_or(false)
 }
 
+/// Kills (SIGKILL) the daemonized process whose pid is in `pidfile` if its
+/// command line still holds `marker` (the pid may be someone else's by
+/// now), and waits for it to go.
+pub fn kill_pidfile(pidfile: &std::path::Path, marker: &str) {
+    let Ok(pid) = fs::read_to_string(pidfile) else {
+        return;
+    };
+    let pid = pid.trim();
+    let cmdline = fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    if cmdline.contains(marker) {
+        try_sh(&["kill", "-9", pid]);
+        wait_until(Duration::from_secs(5), || {
+            !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        });
+    }
+}
+
 pub fn ns_exec(ns: &str, args: &[&str]) -> String {
     let mut v = vec!["ip", "netns", "exec", ns];
     v.extend_from_slice(args);

@@ -141,14 +141,7 @@ pub fn qmp(path: &Path, cmd: &Value) -> Value {
 
 impl Drop for Qemu {
     fn drop(&mut self) {
-        let Ok(pid) = std::fs::read_to_string(self.dir.join("pid")) else {
-            return;
-        };
-        let pid = pid.trim();
-        let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        if cmdline.contains(&format!("mwmig-{}", self.tag)) {
-            try_sh(&["kill", "-9", pid]);
-        }
+        kill_pidfile(&self.dir.join("pid"), &format!("mwmig-{}", self.tag));
     }
 }
 

@@ -288,17 +288,7 @@ impl VhostGuest {
 
 impl Drop for VhostGuest {
     fn drop(&mut self) {
-        let Ok(pid) = std::fs::read_to_string(self.dir.join("pid")) else {
-            return;
-        };
-        let pid = pid.trim();
-        let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        if cmdline.contains(&format!("mwvhost-{}", self.tag)) {
-            try_sh(&["kill", "-9", pid]);
-            wait_until(Duration::from_secs(5), || {
-                !Path::new(&format!("/proc/{pid}")).exists()
-            });
-        }
+        kill_pidfile(&self.dir.join("pid"), &format!("mwvhost-{}", self.tag));
     }
 }
 
