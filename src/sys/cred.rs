@@ -19,22 +19,7 @@ pub struct PeerCred {
 
 /// SO_PEERCRED of a connected Unix socket.
 pub fn peer_cred(fd: impl AsFd) -> io::Result<PeerCred> {
-    let mut c = libc::ucred {
-        pid: 0,
-        uid: 0,
-        gid: 0,
-    };
-    let mut len = size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: `c` and `len` are live for the call; `len` says `c`'s size.
-    cvt(unsafe {
-        libc::getsockopt(
-            fd.as_fd().as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&mut c as *mut libc::ucred).cast(),
-            &mut len,
-        )
-    })?;
+    let c: libc::ucred = super::sockopt::get(fd, libc::SOL_SOCKET, libc::SO_PEERCRED)?;
     Ok(PeerCred {
         pid: c.pid,
         uid: c.uid,

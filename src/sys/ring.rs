@@ -13,11 +13,9 @@
 //! code, fuzzed): this module only maps, hands out and gives back slots.
 
 use std::io;
-use std::mem::size_of;
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use super::cvt;
 
 /// The ring's geometry: `frames` slots of `frame_size` bytes, packed into
 /// blocks of `block_size` bytes (a page multiple; slots never span blocks).
@@ -87,16 +85,7 @@ impl RxRing {
             tp_frame_size: geo.frame_size as libc::c_uint,
             tp_frame_nr: geo.frames as libc::c_uint,
         };
-        // SAFETY: `req` lives for the call and its size is passed.
-        cvt(unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_PACKET,
-                libc::PACKET_RX_RING,
-                (&req as *const libc::tpacket_req).cast(),
-                size_of::<libc::tpacket_req>() as libc::socklen_t,
-            )
-        })?;
+        super::sockopt::set(&sock, libc::SOL_PACKET, libc::PACKET_RX_RING, &req)?;
         // SAFETY: a fresh shared mapping of the ring just set on `fd`, of
         // exactly its size; the kernel keeps the pages while it is mapped.
         let base = unsafe {
@@ -168,21 +157,8 @@ impl Drop for RxRing {
 /// PACKET_STATISTICS: frames the kernel dropped because the ring was full
 /// since the last call (the kernel resets the counts when read).
 pub fn take_drops(sock: impl AsFd) -> io::Result<u32> {
-    let mut st = libc::tpacket_stats {
-        tp_packets: 0,
-        tp_drops: 0,
-    };
-    let mut len = size_of::<libc::tpacket_stats>() as libc::socklen_t;
-    // SAFETY: `st` and `len` live for the call; `len` says `st`'s size.
-    cvt(unsafe {
-        libc::getsockopt(
-            sock.as_fd().as_raw_fd(),
-            libc::SOL_PACKET,
-            libc::PACKET_STATISTICS,
-            (&mut st as *mut libc::tpacket_stats).cast(),
-            &mut len,
-        )
-    })?;
+    let st: libc::tpacket_stats =
+        super::sockopt::get(sock, libc::SOL_PACKET, libc::PACKET_STATISTICS)?;
     Ok(st.tp_drops)
 }
 
