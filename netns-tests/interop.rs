@@ -26,6 +26,10 @@ mod guest;
 mod guest_policy;
 #[path = "interop/libvirt.rs"]
 mod libvirt;
+#[path = "interop/libvirt_vhost.rs"]
+mod libvirt_vhost;
+#[path = "interop/libvirtd.rs"]
+mod libvirtd;
 #[path = "interop/mcast.rs"]
 mod mcast;
 #[path = "interop/migrate.rs"]

@@ -9,167 +9,22 @@
 //! talks to a VM on another meshwire node; it is destroyed and started
 //! again (its TAP goes and comes back) and traffic resumes.
 //!
-//! libvirtd runs as the system instance, but in a private mount namespace
-//! whose /etc/libvirt, /run/libvirt, /var/{lib,log,cache}/libvirt,
-//! /etc/passwd and /etc/group are the test's own (libvirt wants its
-//! `libvirt-qemu` user to exist even when told to run qemu as root), so
-//! nothing of it is seen or left outside the test.
+//! libvirtd runs as the system instance in a private mount namespace
+//! (`libvirtd.rs`), qemu as root.
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
 
 use super::common::*;
+use super::libvirtd::Libvirtd;
 use super::refvm;
 
 const DOMAIN: &str = "mwl-guest";
 const GUEST_MAC: &str = "52:54:00:aa:bb:13";
 const GUEST_IP: &str = "198.19.1.13";
-
-/// libvirtd in its own mount namespace, killed (with its guests) on drop.
-struct Libvirtd {
-    dir: PathBuf,
-    child: Child,
-    /// Mount points this test made on the host, removed on drop.
-    made: Vec<PathBuf>,
-}
-
-const MOUNT_POINTS: [&str; 4] = [
-    "/run/libvirt",
-    "/var/lib/libvirt",
-    "/var/log/libvirt",
-    "/var/cache/libvirt",
-];
-
-impl Libvirtd {
-    /// libvirtd in hypervisor `hv`'s namespace, listening on its underlay
-    /// address for migrations (TCP, no auth: the underlay is the test's).
-    fn start(t: &Topology, hv: usize) -> Libvirtd {
-        let dir = t.dir.join(format!("libvirt{hv}"));
-        for d in ["etc/hooks", "run", "lib", "log", "cache", "sock"] {
-            fs::create_dir_all(dir.join(d)).unwrap();
-        }
-        fs::write(
-            dir.join("etc/libvirtd.conf"),
-            format!(
-                "unix_sock_dir = \"{}\"\nunix_sock_rw_perms = \"0700\"\nauth_unix_rw = \"none\"\n\
-                 auth_unix_ro = \"none\"\nlisten_tls = 0\nlisten_tcp = 1\nauth_tcp = \"none\"\n\
-                 listen_addr = \"198.18.0.{hv}\"\n",
-                dir.join("sock").display()
-            ),
-        )
-        .unwrap();
-        fs::write(
-            dir.join("etc/qemu.conf"),
-            "user = \"root\"\ngroup = \"root\"\ndynamic_ownership = 0\n\
-             security_driver = \"none\"\nstdio_handler = \"file\"\n",
-        )
-        .unwrap();
-        // The hook as an operator installs it, behind a wrapper that names
-        // the binary and the socket (libvirt clears the environment).
-        let hook = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/libvirt/meshwire-qemu-hook");
-        fs::write(
-            dir.join("etc/hooks/qemu"),
-            format!(
-                "#!/bin/sh\nMESHWIRE={BIN} MESHWIRE_SOCKET={} exec {} \"$@\"\n",
-                t.socket(hv).display(),
-                hook.display()
-            ),
-        )
-        .unwrap();
-        sh(&["chmod", "755", dir.join("etc/hooks/qemu").to_str().unwrap()]);
-        // A libvirt-qemu user for this mount namespace only.
-        let mut passwd = fs::read_to_string("/etc/passwd").unwrap();
-        passwd += "libvirt-qemu:x:64055:64055:Libvirt Qemu:/nonexistent:/usr/sbin/nologin\n";
-        fs::write(dir.join("passwd"), passwd).unwrap();
-        let mut group = fs::read_to_string("/etc/group").unwrap();
-        group += "libvirt-qemu:x:64055:\n";
-        fs::write(dir.join("group"), group).unwrap();
-        let d = dir.display();
-        let script = format!(
-            "set -e\n\
-             mount --bind {d}/etc /etc/libvirt\n\
-             mount --bind {d}/passwd /etc/passwd\n\
-             mount --bind {d}/group /etc/group\n\
-             mount --bind {d}/run /run/libvirt\n\
-             mount --bind {d}/lib /var/lib/libvirt\n\
-             mount --bind {d}/log /var/log/libvirt\n\
-             mount --bind {d}/cache /var/cache/libvirt\n\
-             exec ip netns exec {ns} libvirtd --listen -f /etc/libvirt/libvirtd.conf -p {d}/libvirtd.pid\n",
-            ns = t.hvs[hv - 1].ns
-        );
-        // The mount points (empty; the test's own directories are mounted
-        // on them in libvirtd's namespace): made if missing, removed after.
-        let made: Vec<PathBuf> = MOUNT_POINTS
-            .iter()
-            .map(PathBuf::from)
-            .filter(|p| !p.exists())
-            .collect();
-        for p in &made {
-            fs::create_dir_all(p).unwrap();
-        }
-        let log = fs::File::create(dir.join("libvirtd.log")).unwrap();
-        let child = Command::new("unshare")
-            .args(["-m", "--propagation", "private", "sh", "-c", &script])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("unshare + libvirtd");
-        let l = Libvirtd { dir, child, made };
-        assert!(
-            wait_until(Duration::from_secs(60), || l.virsh(&["version"]).0),
-            "libvirtd did not come up:\n{}",
-            l.log()
-        );
-        l
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(self.dir.join("libvirtd.log")).unwrap_or_default()
-    }
-
-    fn virsh(&self, args: &[&str]) -> (bool, String) {
-        let uri = format!(
-            "qemu:///system?socket={}",
-            self.dir.join("sock/libvirt-sock").display()
-        );
-        let out = Command::new("virsh")
-            .args(["-c", &uri])
-            .args(args)
-            .output()
-            .expect("run virsh");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned()
-            + &String::from_utf8_lossy(&out.stderr);
-        (out.status.success(), text)
-    }
-
-    fn create(&self, xml: &Path) {
-        let (ok, out) = self.virsh(&["create", xml.to_str().unwrap()]);
-        assert!(ok, "virsh create: {out}\n{}", self.log());
-    }
-
-    fn destroy(&self) {
-        let (ok, out) = self.virsh(&["destroy", DOMAIN]);
-        assert!(ok, "virsh destroy: {out}");
-    }
-}
-
-impl Drop for Libvirtd {
-    fn drop(&mut self) {
-        let _ = self.virsh(&["destroy", DOMAIN]);
-        if let Ok(pid) = fs::read_to_string(self.dir.join("libvirtd.pid")) {
-            try_sh(&["kill", pid.trim()]);
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        for p in &self.made {
-            let _ = fs::remove_dir(p);
-        }
-    }
-}
 
 fn domain_xml(dir: &Path) -> PathBuf {
     let build = refvm::build();
@@ -255,7 +110,7 @@ fn a_libvirt_guest_on_its_own_tap_through_the_hook() {
 
     // Destroyed: the hook's release removes the port; started again, the
     // new TAP gets a new port and traffic resumes.
-    lv.destroy();
+    lv.destroy(DOMAIN);
     assert!(
         wait_until(Duration::from_secs(30), || guest_port(&t, 1).is_none()),
         "the port stayed after the VM was released\n{}",

@@ -195,6 +195,16 @@ impl VhostGuest {
         })
     }
 
+    /// The console of a guest this test did not launch (libvirt's), whose
+    /// serial socket is `dir/console` and its log `dir/console.log`:
+    /// dropping it kills nothing (`dir` holds no pid file).
+    pub fn console_at(dir: &Path, tag: &str) -> VhostGuest {
+        VhostGuest {
+            dir: dir.to_path_buf(),
+            tag: tag.to_string(),
+        }
+    }
+
     /// Waits for the guest's shell.
     pub fn booted(&self) {
         assert!(
