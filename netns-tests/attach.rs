@@ -54,31 +54,7 @@ pub(crate) fn start_qemu(t: &Topology, hv: usize, vm: &Vm, vnet: &str) -> Child 
     ns_exec(hvns, &["ip", "link", "set", vnet, "up"]);
     ns_exec(hvns, &["ip", "link", "set", &nic, "netns", &vm.ns]);
     ns_exec(&vm.ns, &["ip", "link", "set", "dev", &nic, "name", "eth0"]);
-    ns_exec(&vm.ns, &["ip", "link", "set", "eth0", "address", &vm.mac]);
-    ns_exec(
-        &vm.ns,
-        &[
-            "ip",
-            "addr",
-            "add",
-            &format!("{}/24", vm.ip4),
-            "dev",
-            "eth0",
-        ],
-    );
-    ns_exec(
-        &vm.ns,
-        &[
-            "ip",
-            "addr",
-            "add",
-            &format!("{}/64", vm.ip6),
-            "dev",
-            "eth0",
-            "nodad",
-        ],
-    );
-    ns_exec(&vm.ns, &["ip", "link", "set", "eth0", "up"]);
+    configure_vm_if(vm);
     child
 }
 

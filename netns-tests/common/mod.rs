@@ -552,7 +552,8 @@ fn remove_crashed_runs(base: &str) {
     }
 }
 
-fn configure_vm_if(vm: &Vm) {
+/// The VM's eth0 (in its namespace) gets its MAC and addresses, and goes up.
+pub fn configure_vm_if(vm: &Vm) {
     ns_exec(&vm.ns, &["ip", "link", "set", "eth0", "address", &vm.mac]);
     ns_exec(
         &vm.ns,

@@ -16,7 +16,6 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-
 /// The ring's geometry: `frames` slots of `frame_size` bytes, packed into
 /// blocks of `block_size` bytes (a page multiple; slots never span blocks).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

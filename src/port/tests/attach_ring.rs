@@ -20,23 +20,14 @@ const BURSTS: u32 = 15;
 const LONG_EVERY: u32 = 20;
 const LONG_LEN: usize = 4000;
 
-/// Frame `seq`: to a fixed unicast MAC, a local-experimental EtherType
-/// (no stack in the namespace answers it), the sequence number first.
+/// Frame `seq` (`seq_frame`), every LONG_EVERY-th longer than a slot.
 fn frame(seq: u32) -> Vec<u8> {
     let len = if seq % LONG_EVERY == LONG_EVERY - 1 {
         LONG_LEN
     } else {
         60 + (seq as usize % 1400)
     };
-    let mut f = vec![0u8; len];
-    f[..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x02]);
-    f[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x01]);
-    f[12..14].copy_from_slice(&0x88b5u16.to_be_bytes());
-    f[14..18].copy_from_slice(&seq.to_be_bytes());
-    for (i, b) in f[18..].iter_mut().enumerate() {
-        *b = (seq as usize + i) as u8;
-    }
-    f
+    super::seq_frame(seq, len)
 }
 
 #[test]

@@ -28,18 +28,7 @@ fn plain(seq: u32) -> Vec<u8> {
     sized(seq, 60 + (seq as usize * 37) % 1441)
 }
 
-/// Plain frame `seq` of `len` bytes (at least 18).
-fn sized(seq: u32, len: usize) -> Vec<u8> {
-    let mut f = vec![0u8; len];
-    f[..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x02]);
-    f[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x01]);
-    f[12..14].copy_from_slice(&0x88b5u16.to_be_bytes());
-    f[14..18].copy_from_slice(&seq.to_be_bytes());
-    for (i, b) in f[18..].iter_mut().enumerate() {
-        *b = (seq as usize + i) as u8;
-    }
-    f
-}
+use super::seq_frame as sized;
 
 /// One round: plain frames, a run of 60 datagrams of 1000 bytes (one
 /// USO super-frame of 60 KB: larger than a staging slot, written

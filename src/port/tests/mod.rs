@@ -49,6 +49,23 @@ fn wait_exists(name: &str, want: bool) -> bool {
     false
 }
 
+/// Frame `seq` of `len` bytes (at least 18): 02:00:00:00:00:01 to
+/// 02:00:00:00:00:02 (as `gro_udp::dgram`), the local-experimental
+/// EtherType (nothing in a namespace answers it), the sequence number
+/// first, then bytes that follow from it, so a frame that arrives cut,
+/// mixed up or out of order shows.
+fn seq_frame(seq: u32, len: usize) -> Vec<u8> {
+    let mut f = vec![0u8; len];
+    f[..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x02]);
+    f[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x01]);
+    f[12..14].copy_from_slice(&TEST_ETHERTYPE.to_be_bytes());
+    f[14..18].copy_from_slice(&seq.to_be_bytes());
+    for (i, b) in f[18..].iter_mut().enumerate() {
+        *b = (seq as usize + i) as u8;
+    }
+    f
+}
+
 fn test_frame(len: usize, marker: u8) -> Vec<u8> {
     let mut b = vec![marker; len];
     let mut f = Frame::new_unchecked(&mut b[..]);
