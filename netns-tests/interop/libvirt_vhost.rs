@@ -14,11 +14,12 @@
 //! connects only because the hook gave the socket qemu's group, mode 0660.
 //! The XML libvirt hands the hook at `prepare` carries no DAC `<seclabel>`
 //! (libvirt makes the label later, when it prepares the domain, after
-//! `prepare`), so the group comes from the wrapper's
-//! MESHWIRE_VHOST_USER_GROUP (numeric here: the daemon runs outside
-//! libvirtd's mount namespace and has no `libvirt-qemu` in its
-//! /etc/group). The test prints what the XML of `prepare` and `started`
-//! carry. The kernel and initramfs are copied into a world-readable
+//! `prepare`; `started` has it), so the hook takes the group from
+//! libvirt's qemu.conf (`group = "libvirt-qemu"`), turned into its gid in
+//! libvirt's user database (the test's private /etc/group, which the
+//! daemon, outside libvirtd's mount namespace, does not see). The wrapper
+//! sets no MESHWIRE_VHOST_USER_GROUP. The test prints what the XML of
+//! `prepare` and `started` carry. The kernel and initramfs are copied into a world-readable
 //! directory of the test; libvirt's dynamic ownership gives them (and the
 //! console) to qemu's user while it runs.
 //!
@@ -140,12 +141,7 @@ fn a_libvirt_guest_on_a_vhost_user_port_through_the_hook() {
     mkdir_mode(&sock_dir, 0o755);
     let sock = sock_dir.join("lvguest.sock");
     t.start_all();
-    let lv = Libvirtd::start_with(
-        &t,
-        1,
-        QEMU_CONF,
-        &format!("MESHWIRE_VHOST_USER_GROUP={QEMU_ID}"),
-    );
+    let lv = Libvirtd::start_with(&t, 1, QEMU_CONF);
     // qemu (libvirt-qemu) binds the console socket and writes its log here.
     let con = lv.dir.join("console");
     mkdir_mode(&con, 0o777);

@@ -42,12 +42,11 @@ impl Libvirtd {
     /// on its underlay address for migrations (TCP, no auth: the underlay
     /// is the test's).
     pub fn start(t: &Topology, hv: usize) -> Libvirtd {
-        Self::start_with(t, hv, QEMU_AS_ROOT, "")
+        Self::start_with(t, hv, QEMU_AS_ROOT)
     }
 
-    /// As `start`, with `qemu_conf` as qemu.conf and `hook_env` (`VAR=value
-    /// ...`) added to the hook's environment by its wrapper.
-    pub fn start_with(t: &Topology, hv: usize, qemu_conf: &str, hook_env: &str) -> Libvirtd {
+    /// As `start`, with `qemu_conf` as qemu.conf.
+    pub fn start_with(t: &Topology, hv: usize, qemu_conf: &str) -> Libvirtd {
         let dir = t.dir.join(format!("libvirt{hv}"));
         for d in [
             "etc/hooks",
@@ -81,7 +80,7 @@ impl Libvirtd {
             dir.join("etc/hooks/qemu"),
             format!(
                 "#!/bin/sh\ncat > \"{x}/$1-$2.xml\"\n\
-                 MESHWIRE={BIN} MESHWIRE_SOCKET={} {hook_env} exec {} \"$@\" < \"{x}/$1-$2.xml\"\n",
+                 MESHWIRE={BIN} MESHWIRE_SOCKET={} exec {} \"$@\" < \"{x}/$1-$2.xml\"\n",
                 t.socket(hv).display(),
                 hook.display(),
                 x = xml.display()

@@ -7,9 +7,10 @@
 //! `started` attaches the TAP, `reconnect` changes nothing and says
 //! nothing, `release` removes both and the socket. The socket gets the
 //! group qemu runs in (the domain's DAC label, else the wrapper's
-//! MESHWIRE_VHOST_USER_GROUP). A second domain whose socket has the same
-//! file name is refused on stderr without touching the first one's port;
-//! a `mode='server'` interface is reported.
+//! MESHWIRE_VHOST_USER_GROUP, else libvirt's qemu.conf's `group`, a name
+//! turned into its gid by the hook). A second domain whose socket has the
+//! same file name is refused on stderr without touching the first one's
+//! port; a `mode='server'` interface is reported.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -222,6 +223,25 @@ fn the_qemu_hook_adds_and_removes_vhost_user_and_attached_ports() {
     let err = d.hook_env("vm1", "prepare", &plain, &env);
     assert!(err.is_empty(), "prepare: {err}");
     assert_eq!(mode_and_group(&sock), (0o660, 4242));
+    d.hook("vm1", "release", &plain);
+
+    // Neither (what a real libvirtd gives `prepare`): the group libvirt's
+    // qemu.conf names, a name the hook turns into its gid.
+    let conf = dir.join("qemu.conf");
+    std::fs::write(
+        &conf,
+        "#group = \"root\"\nuser = \"nobody\"\n group = \"daemon\"\n",
+    )
+    .unwrap();
+    let daemon_gid: u32 = std::fs::read_to_string("/etc/group")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("daemon:x:")?.split(':').next()?.parse().ok())
+        .expect("a group daemon in /etc/group");
+    let env = [("MESHWIRE_LIBVIRT_QEMU_CONF", conf.to_str().unwrap())];
+    let err = d.hook_env("vm1", "prepare", &plain, &env);
+    assert!(err.is_empty(), "prepare: {err}");
+    assert_eq!(mode_and_group(&sock), (0o660, daemon_gid));
     d.hook("vm1", "release", &plain);
     drop(d);
     let _ = std::fs::remove_dir_all(&dir);
