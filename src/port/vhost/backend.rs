@@ -30,9 +30,10 @@ pub mod features {
     pub use virtio_bindings::virtio_net::{
         VIRTIO_NET_F_CSUM as CSUM, VIRTIO_NET_F_GUEST_ANNOUNCE as GUEST_ANNOUNCE,
         VIRTIO_NET_F_GUEST_CSUM as GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4 as GUEST_TSO4,
-        VIRTIO_NET_F_GUEST_TSO6 as GUEST_TSO6, VIRTIO_NET_F_HOST_TSO4 as HOST_TSO4,
-        VIRTIO_NET_F_HOST_TSO6 as HOST_TSO6, VIRTIO_NET_F_MQ as MQ,
-        VIRTIO_NET_F_MRG_RXBUF as MRG_RXBUF,
+        VIRTIO_NET_F_GUEST_TSO6 as GUEST_TSO6, VIRTIO_NET_F_GUEST_USO4 as GUEST_USO4,
+        VIRTIO_NET_F_GUEST_USO6 as GUEST_USO6, VIRTIO_NET_F_HOST_TSO4 as HOST_TSO4,
+        VIRTIO_NET_F_HOST_TSO6 as HOST_TSO6, VIRTIO_NET_F_HOST_USO as HOST_USO,
+        VIRTIO_NET_F_MQ as MQ, VIRTIO_NET_F_MRG_RXBUF as MRG_RXBUF,
     };
     pub use virtio_bindings::virtio_ring::{
         VIRTIO_RING_F_EVENT_IDX as EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC as INDIRECT_DESC,
@@ -79,10 +80,13 @@ pub mod features {
     ]) | 1 << PROTOCOL_FEATURES
         | 1 << LOG_ALL;
     /// With `offload` (the default): the guest sends partial checksums and
-    /// TSO super-frames (HOST_*), which the port cuts and completes as a
-    /// TAP's; it may take them (GUEST_*), which the port coalesces.
+    /// TSO and USO super-frames (HOST_*), which the port cuts and completes
+    /// as a TAP's; it may take them (GUEST_*), which the port coalesces
+    /// (UDP with `udp_coalescing`). USO needs qemu 8.2 and a guest kernel
+    /// 6.2 or later; older ones do not know the bits and never ack them.
     pub const OFFLOADS: u64 = mask(&[
-        CSUM, GUEST_CSUM, HOST_TSO4, HOST_TSO6, GUEST_TSO4, GUEST_TSO6,
+        CSUM, GUEST_CSUM, HOST_TSO4, HOST_TSO6, GUEST_TSO4, GUEST_TSO6, HOST_USO, GUEST_USO4,
+        GUEST_USO6,
     ]);
 }
 

@@ -250,7 +250,7 @@ impl VhostDev {
             vnet_hdr: true,
             csum,
             tso: csum && self.acked(features::GUEST_TSO4) && self.acked(features::GUEST_TSO6),
-            uso: false,
+            uso: csum && self.acked(features::GUEST_USO4) && self.acked(features::GUEST_USO6),
         }
     }
 

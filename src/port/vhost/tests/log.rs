@@ -22,18 +22,18 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use super::super::backend::features;
 use super::super::VhostDev;
 
-const MEM: u64 = 0x40000;
-const PAGE: u64 = 0x1000;
-const SIZE: u16 = 16;
+pub(super) const MEM: u64 = 0x40000;
+pub(super) const PAGE: u64 = 0x1000;
+pub(super) const SIZE: u16 = 16;
 /// Per queue: descriptor table, avail ring, used ring, each on a page.
-const RINGS: [(u64, u64, u64); 2] = [(0x0, 0x1000, 0x2000), (0x3000, 0x4000, 0x5000)];
-const RX_BUFS: u64 = 0x10000;
-const TX_BUFS: u64 = 0x20000;
+pub(super) const RINGS: [(u64, u64, u64); 2] = [(0x0, 0x1000, 0x2000), (0x3000, 0x4000, 0x5000)];
+pub(super) const RX_BUFS: u64 = 0x10000;
+pub(super) const TX_BUFS: u64 = 0x20000;
 const FRAME: usize = 60;
 
 /// A file qemu would make with memfd_create: any file that maps shared
 /// does (this crate has no unsafe code for the syscall).
-fn shared_file(dir: &std::path::Path, name: &str, len: u64) -> File {
+pub(super) fn shared_file(dir: &std::path::Path, name: &str, len: u64) -> File {
     let f = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -46,7 +46,7 @@ fn shared_file(dir: &std::path::Path, name: &str, len: u64) -> File {
 }
 
 /// The guest's side of one queue: `n` one-page buffers made available.
-fn give(mem: &GuestMemoryMmap, q: usize, bufs: u64, n: u16, len: u32, write: bool) {
+pub(super) fn give(mem: &GuestMemoryMmap, q: usize, bufs: u64, n: u16, len: u32, write: bool) {
     let (desc, avail, _) = RINGS[q];
     for id in 0..n {
         let d = desc + u64::from(id) * 16;
@@ -77,7 +77,7 @@ fn clear(log: &File) {
         .expect("clear the log");
 }
 
-fn until(what: &str, mut f: impl FnMut() -> bool) {
+pub(super) fn until(what: &str, mut f: impl FnMut() -> bool) {
     let end = Instant::now() + Duration::from_secs(10);
     while !f() {
         assert!(Instant::now() < end, "timed out: {what}");
