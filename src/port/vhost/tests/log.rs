@@ -46,6 +46,31 @@ pub(super) fn shared_file(dir: &std::path::Path, name: &str, len: u64) -> File {
 }
 
 /// The guest's side of one queue: `n` one-page buffers made available.
+/// Sets up both queues as qemu does (at RINGS in guest memory mapped at
+/// `host` in the frontend), enabled; their call and kick eventfds.
+pub(super) fn set_vrings(fe: &mut Frontend, host: u64) -> ([EventFd; 2], [EventFd; 2]) {
+    let new = || EventFd::new(EFD_NONBLOCK).unwrap();
+    let (calls, kicks) = ([new(), new()], [new(), new()]);
+    for (q, &(desc, avail, used)) in RINGS.iter().enumerate() {
+        fe.set_vring_num(q, SIZE).unwrap();
+        let cfg = VringConfigData {
+            queue_max_size: SIZE,
+            queue_size: SIZE,
+            flags: 0,
+            desc_table_addr: host + desc,
+            used_ring_addr: host + used,
+            avail_ring_addr: host + avail,
+            log_addr: None,
+        };
+        fe.set_vring_addr(q, &cfg).unwrap();
+        fe.set_vring_base(q, 0).unwrap();
+        fe.set_vring_call(q, &calls[q]).unwrap();
+        fe.set_vring_kick(q, &kicks[q]).unwrap();
+        fe.set_vring_enable(q, true).unwrap();
+    }
+    (calls, kicks)
+}
+
 pub(super) fn give(mem: &GuestMemoryMmap, q: usize, bufs: u64, n: u16, len: u32, write: bool) {
     let (desc, avail, _) = RINGS[q];
     for id in 0..n {
@@ -117,25 +142,7 @@ fn a_migrations_log_gets_every_page_the_port_writes() {
     fe.set_mem_table(&[info]).unwrap();
     // One kick and one call eventfd per queue, nonblocking, as qemu's (the
     // crate's kick thread reads a kick with the queue locked).
-    let new = || EventFd::new(EFD_NONBLOCK).unwrap();
-    let (calls, kicks) = ([new(), new()], [new(), new()]);
-    for (q, &(desc, avail, used)) in RINGS.iter().enumerate() {
-        fe.set_vring_num(q, SIZE).unwrap();
-        let cfg = VringConfigData {
-            queue_max_size: SIZE,
-            queue_size: SIZE,
-            flags: 0,
-            desc_table_addr: host + desc,
-            used_ring_addr: host + used,
-            avail_ring_addr: host + avail,
-            log_addr: None,
-        };
-        fe.set_vring_addr(q, &cfg).unwrap();
-        fe.set_vring_base(q, 0).unwrap();
-        fe.set_vring_call(q, &calls[q]).unwrap();
-        fe.set_vring_kick(q, &kicks[q]).unwrap();
-        fe.set_vring_enable(q, true).unwrap();
-    }
+    let (_calls, kicks) = set_vrings(&mut fe, host);
     // The device starts with a kick (qemu's host notifiers start set).
     kicks[0].write(1).unwrap();
     until("the port adopts the queues", || dev.connected());

@@ -8,13 +8,12 @@
 
 use std::sync::atomic::Ordering;
 
-use vhost::vhost_user::{Frontend, VhostUserFrontend};
-use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
+use vhost::vhost_user::Frontend;
+use vhost::{VhostBackend, VhostUserMemoryRegionInfo};
 use vm_memory::{Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::super::backend::features;
-use super::log::{give, shared_file, until, MEM, PAGE, RINGS, RX_BUFS, SIZE, TX_BUFS};
+use super::log::{give, set_vrings, shared_file, until, MEM, PAGE, RINGS, RX_BUFS, SIZE, TX_BUFS};
 use crate::port::{PortRx, Ports};
 use crate::wire::{checksum, ipv4, udp, vnet};
 
@@ -88,25 +87,7 @@ fn uso_super_frames_are_cut_from_the_guest_and_built_toward_it() {
         | 1 << features::PROTOCOL_FEATURES;
     fe.set_features(acked).unwrap();
     fe.set_mem_table(&[info]).unwrap();
-    let new = || EventFd::new(EFD_NONBLOCK).unwrap();
-    let (calls, kicks) = ([new(), new()], [new(), new()]);
-    for (q, &(desc, avail, used)) in RINGS.iter().enumerate() {
-        fe.set_vring_num(q, SIZE).unwrap();
-        let cfg = VringConfigData {
-            queue_max_size: SIZE,
-            queue_size: SIZE,
-            flags: 0,
-            desc_table_addr: host + desc,
-            used_ring_addr: host + used,
-            avail_ring_addr: host + avail,
-            log_addr: None,
-        };
-        fe.set_vring_addr(q, &cfg).unwrap();
-        fe.set_vring_base(q, 0).unwrap();
-        fe.set_vring_call(q, &calls[q]).unwrap();
-        fe.set_vring_kick(q, &kicks[q]).unwrap();
-        fe.set_vring_enable(q, true).unwrap();
-    }
+    let (_calls, kicks) = set_vrings(&mut fe, host);
     kicks[0].write(1).unwrap();
     until("the port adopts the queues", || {
         ports.get(id).is_some_and(|p| p.dev.offloads().uso)
